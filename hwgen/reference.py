@@ -1,0 +1,127 @@
+"""The golden models: float inference of a :class:`~hwgen.graph.Graph` and bit-exact integer
+inference of a :class:`~hwgen.quantize.QGraph`.
+
+The integer run implements DESIGN.md's contract with numpy ``int64``. numpy's ``>>`` on negative
+``int64`` is an arithmetic shift (it floors), which is exactly what ``rshift_round`` needs. Every
+product that could leave ``int64`` is checked before it is computed, never assumed away.
+"""
+
+import enum
+
+import numpy as np
+
+from .errors import HwgenError
+
+__all__ = ["Rounding", "rshift_round", "requantize", "run_float", "run_integer"]
+
+_INT64_LIMIT = 2 ** 63 - 1
+
+
+class Rounding(enum.Enum):
+    """How ``acc · M`` is shifted right by ``n``.
+
+    ``HALF_UP``: ``floor((v + 2^(n−1)) / 2^n)``, ties toward +∞ (the default).
+    ``FLOOR``: ``floor(v / 2^n)``, a plain arithmetic shift.
+    """
+
+    HALF_UP = "half_up"
+    FLOOR = "floor"
+
+
+def rshift_round(value, shift, rounding=Rounding.HALF_UP):
+    """``value / 2^shift`` rounded per ``rounding``; ``value`` and ``shift`` are int64 arrays
+    (broadcast together), ``shift ≥ 0``."""
+    value = np.asarray(value, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    if np.any(shift < 0) or np.any(shift > 62):
+        raise ValueError("shift must be in [0, 62]")
+    if rounding is Rounding.HALF_UP:
+        # (1 << shift) >> 1 is 2^(n-1) for n > 0 and 0 for n = 0.
+        half = (np.int64(1) << shift) >> 1
+        _check_int64(np.abs(value).max(initial=0) + half.max(initial=0), "rounding")
+        value = value + half
+    return value >> shift
+
+
+def requantize(acc, multiplier, shift, zero_point, lo, hi, rounding=Rounding.HALF_UP):
+    """``clamp(zero_point + rshift_round(acc · M, n), lo, hi)``.
+
+    ``acc`` is ``(..., channels)``; ``multiplier`` and ``shift`` are per channel (or scalars).
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    multiplier = np.asarray(multiplier, dtype=np.int64)
+    _check_int64(int(np.abs(acc).max(initial=0)) * int(np.abs(multiplier).max(initial=0)),
+                 "requantize product")
+    scaled = rshift_round(acc * multiplier, shift, rounding)
+    return np.clip(zero_point + scaled, lo, hi)
+
+
+def _check_int64(bound, what):
+    if int(bound) > _INT64_LIMIT:
+        raise HwgenError(f"{what}: magnitude {int(bound)} exceeds int64; "
+                         "lower the bit widths of this layer")
+
+
+def run_float(graph, x, *, keep=False):
+    """Float64 inference of ``graph`` on a batch ``x`` of shape ``(N, *input_shape)``.
+
+    Returns the output ``(N, *output_shape)``, or with ``keep=True`` a dict of every layer's
+    output keyed by layer name (calibration reads it).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    layers = graph.layers()
+    expected = layers[0].shape
+    if x.shape[1:] != expected:
+        raise HwgenError(
+            f"model {graph.name!r} takes inputs of shape (N, {', '.join(map(str, expected))}), "
+            f"not {x.shape}")
+    values = {}
+    for layer in layers:
+        args = [values[name] for name in layer.inputs]
+        values[layer.name] = _FLOAT_OPS[layer.op](layer.spec, x, *args)
+    return values if keep else values[graph.output_layer.name]
+
+
+_FLOAT_OPS = {
+    "input": lambda spec, x: x,
+    "dense": lambda spec, x, a: a @ spec.weight.T + spec.bias,
+    "relu": lambda spec, x, a: np.maximum(a, 0.0),
+}
+
+
+def dense_accumulate(layer, codes):
+    """The exact accumulator ``bias' + Σ_k w[c,k] · q_x[k]`` of a quantized dense layer, int64,
+    for ``codes`` of shape ``(N, in_features)``."""
+    codes = np.asarray(codes, dtype=np.int64)
+    bound = int(np.abs(layer.bias).max(initial=0)) + int(
+        np.abs(layer.weight).sum(axis=1).max(initial=0)) * int(np.abs(codes).max(initial=0))
+    _check_int64(bound, f"layer {layer.name!r} accumulator")
+    return codes @ layer.weight.T + layer.bias
+
+
+def run_integer(qgraph, codes, *, keep=False):
+    """Bit-exact integer inference of ``qgraph`` on input codes ``(N, in_features)``.
+
+    Returns the output codes ``(N, out_features)`` as int64, or with ``keep=True`` a dict of
+    every layer's output codes keyed by layer name.
+    """
+    codes = np.asarray(codes)
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise HwgenError(f"integer inference takes integer codes, not {codes.dtype}; "
+                         "quantize float inputs with QGraph.input.quantize first")
+    codes = codes.astype(np.int64)
+    want = qgraph.input.bits, qgraph.layers[0].in_features
+    if codes.ndim != 2 or codes.shape[1] != want[1]:
+        raise HwgenError(f"model {qgraph.name!r} takes codes of shape (N, {want[1]}), "
+                         f"not {codes.shape}")
+    lo, hi = qgraph.input.lo, qgraph.input.hi
+    if codes.size and (codes.min() < lo or codes.max() > hi):
+        raise HwgenError(f"input codes must lie in [{lo}, {hi}] ({qgraph.input}), "
+                         f"not [{codes.min()}, {codes.max()}]")
+    values = {}
+    for layer in qgraph.layers:
+        acc = dense_accumulate(layer, codes)
+        codes = requantize(acc, layer.multiplier, layer.shift, layer.output.zero_point,
+                           layer.clamp_lo, layer.clamp_hi, layer.rounding)
+        values[layer.name] = codes
+    return values if keep else codes
