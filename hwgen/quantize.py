@@ -122,6 +122,7 @@ class QDense:
     multiplier, shift : int64 arrays, ``(out_features,)``: ``M[c] ≥ 0``, ``n[c] ≥ 0``.
     input, output : :class:`ActQuant` of the consumed and the produced activations.
     clamp_lo, clamp_hi : output code range after a folded ReLU.
+    relu : whether a ReLU was folded into the clamp (``clamp_lo ≥ zero_point``).
     """
 
     name: str
@@ -137,6 +138,7 @@ class QDense:
     clamp_lo: int
     clamp_hi: int
     rounding: Rounding = Rounding.HALF_UP
+    relu: bool = False
 
     op = "dense"
 
@@ -145,6 +147,7 @@ class QDense:
         assert np.abs(self.weight).max(initial=0) <= limit, "weights outside the narrow range"
         assert np.all(self.multiplier >= 0) and np.all(self.shift >= 0)
         assert self.output.lo <= self.clamp_lo <= self.clamp_hi <= self.output.hi
+        assert not self.relu or self.clamp_lo >= self.output.zero_point, "ReLU not in the clamp"
 
     @property
     def in_features(self):
@@ -157,10 +160,6 @@ class QDense:
     @property
     def act_bits(self):
         return self.input.bits
-
-    @property
-    def relu(self):
-        return self.clamp_lo > self.output.lo
 
     @property
     def macs(self):
@@ -397,6 +396,6 @@ def quantize(graph, calibration, bits=None, *, output_bits=8, rounding=Rounding.
             weight=weight, weight_bits=per_layer[dense.name].weight, weight_scale=weight_scale,
             bias=bias, multiplier=multiplier, shift=shift, input=current, output=output,
             clamp_lo=max(output.lo, output.zero_point) if relu else output.lo,
-            clamp_hi=output.hi, rounding=rounding))
+            clamp_hi=output.hi, rounding=rounding, relu=relu))
         current = output
     return QGraph(name=graph.name, input=model_input, layers=tuple(layers))
