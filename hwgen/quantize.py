@@ -28,11 +28,13 @@ from .reference import Rounding, run_float
 __all__ = [
     "ActQuant", "LayerBits", "QDense", "QGraph",
     "calibrate", "load_calibration", "resolve_bits", "quantize",
+    "qgraph_to_arrays", "qgraph_from_arrays",
 ]
 
 MIN_BITS, MAX_BITS = 2, 16
 DEFAULT_BITS = "w8a8"
 _MULTIPLIER_BITS = 16
+_CHANNEL_SCALE_RANGE = 24  # log2 of the widest spread of per-channel weight scales
 
 
 def _check_bits(bits, what):
@@ -315,8 +317,11 @@ def resolve_bits(bits, layer_names, default=DEFAULT_BITS):
 def _quantize_weights(weight, bits):
     limit = (1 << (bits - 1)) - 1
     peak = np.abs(weight).max(axis=1)
-    # An all-zero channel gets scale 1: its codes are 0 whatever the scale.
-    scale = np.where(peak > 0, peak / limit, 1.0)
+    # A channel far below the layer's largest weights (a dead unit shrunk by weight decay) would
+    # need a requantization ratio too small to represent; its scale is floored, which rounds its
+    # negligible weights to zero. An all-zero layer gets scale 1: its codes are 0 regardless.
+    floor = peak.max(initial=0) * 2.0 ** -_CHANNEL_SCALE_RANGE
+    scale = np.maximum(peak, floor) / limit if floor > 0 else np.ones_like(peak)
     codes = np.clip(np.round(weight / scale[:, None]), -limit, limit).astype(np.int64)
     return codes, scale
 
@@ -399,3 +404,40 @@ def quantize(graph, calibration, bits=None, *, output_bits=8, rounding=Rounding.
             clamp_hi=output.hi, rounding=rounding, relu=relu))
         current = output
     return QGraph(name=graph.name, input=model_input, layers=tuple(layers))
+
+
+# -- persistence ----------------------------------------------------------------------------------
+
+def _act_to_dict(quant):
+    return dataclasses.asdict(quant)
+
+
+def qgraph_to_arrays(qgraph):
+    """``{name: array}`` holding all of ``qgraph`` (metadata as a JSON string under ``meta``)."""
+    arrays = {}
+    meta = {"name": qgraph.name, "input": _act_to_dict(qgraph.input), "layers": []}
+    for index, layer in enumerate(qgraph.layers):
+        for field in ("weight", "weight_scale", "bias", "multiplier", "shift"):
+            arrays[f"{index}.{field}"] = getattr(layer, field)
+        meta["layers"].append({
+            "name": layer.name, "op": layer.op, "inputs": list(layer.inputs),
+            "weight_bits": layer.weight_bits, "input": _act_to_dict(layer.input),
+            "output": _act_to_dict(layer.output), "clamp_lo": layer.clamp_lo,
+            "clamp_hi": layer.clamp_hi, "rounding": layer.rounding.value, "relu": layer.relu})
+    arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
+    return arrays
+
+
+def qgraph_from_arrays(arrays):
+    """The inverse of :func:`qgraph_to_arrays`."""
+    meta = json.loads(str(arrays["meta"]))
+    layers = []
+    for index, entry in enumerate(meta["layers"]):
+        fields = {field: np.asarray(arrays[f"{index}.{field}"])
+                  for field in ("weight", "weight_scale", "bias", "multiplier", "shift")}
+        layers.append(QDense(
+            name=entry["name"], inputs=tuple(entry["inputs"]), weight_bits=entry["weight_bits"],
+            input=ActQuant(**entry["input"]), output=ActQuant(**entry["output"]),
+            clamp_lo=entry["clamp_lo"], clamp_hi=entry["clamp_hi"],
+            rounding=Rounding(entry["rounding"]), relu=entry["relu"], **fields))
+    return QGraph(name=meta["name"], input=ActQuant(**meta["input"]), layers=tuple(layers))

@@ -147,3 +147,14 @@ def test_default_folding_balances_the_pipeline():
         # no smaller engine would keep up
         assert layer.layer.macs / (layer.multipliers - 1 or 1) > plan.initiation_interval or \
             layer.multipliers == 1
+
+
+def test_dead_channel_does_not_break_requantization():
+    """A unit that weight decay shrank to ~1e-21 must still quantize (its codes round to 0)."""
+    graph = Graph("g")
+    weight = np.random.default_rng(0).normal(size=(3, 4))
+    weight[1] = 1e-21
+    graph.dense(graph.input((4,)), weight, name="fc")
+    qgraph = quantize(graph, np.random.default_rng(1).normal(size=(20, 4)))
+    assert qgraph.layers[0].weight[1].tolist() == [0, 0, 0, 0]
+    assert np.all(qgraph.layers[0].shift <= 62)
