@@ -18,7 +18,8 @@ from pathlib import Path
 
 from .errors import HwgenError
 
-__all__ = ["Folding", "LayerPlan", "Plan", "make_plan", "parse_folding", "divisors"]
+__all__ = ["Folding", "LayerPlan", "Plan", "make_plan", "parse_folding", "legal_folding",
+           "divisors"]
 
 DEFAULT_MULTIPLIERS = 32
 
@@ -134,7 +135,7 @@ class Plan:
         return "\n".join(rows)
 
 
-def _legal_folding(layer, folding):
+def legal_folding(layer, folding):
     """Validate ``folding`` (a Folding, ``(pe, simd)`` or ``"PExSIMD"``) for ``layer``."""
     if isinstance(folding, str):
         match = re.fullmatch(r"(\d+)x(\d+)", folding.strip())
@@ -207,7 +208,7 @@ def make_plan(qgraph, folding=None, *, multipliers=DEFAULT_MULTIPLIERS):
     if multipliers < 1:
         raise HwgenError(f"multipliers must be positive, not {multipliers}")
     largest = max(qgraph.layers, key=lambda layer: layer.macs)
-    pinned = {name: _legal_folding(qgraph[name], value) for name, value in folding.items()}
+    pinned = {name: legal_folding(qgraph[name], value) for name, value in folding.items()}
     target = math.ceil(largest.macs / multipliers)
     if pinned:
         # Engines the user sized set the pace; the others need not be faster.

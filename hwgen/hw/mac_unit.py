@@ -1,0 +1,218 @@
+"""The MAC-unit engine of a dense layer: ``pe`` output channels × ``simd`` inputs per cycle."""
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from ..plan import legal_folding
+from .requant import Requant, code_shape
+from .stream import StreamRegister, frame_layout
+
+__all__ = ["MacUnit"]
+
+# Registered stages from issuing an operand read to a finished accumulator: operand read,
+# products, adder tree, accumulate.
+_MAC_STAGES = 4
+
+
+def _adder_tree(m, values, name):
+    """The sum of ``values`` by a balanced tree of two-input adders; each level is one bit wider
+    than its operands, so no partial sum can overflow."""
+    level = 0
+    while len(values) > 1:
+        summed = []
+        for index in range(0, len(values) - 1, 2):
+            left, right = values[index], values[index + 1]
+            node = Signal(signed(max(len(left), len(right)) + 1),
+                          name=f"{name}_l{level}_{index // 2}")
+            m.d.comb += node.eq(left + right)
+            summed.append(node)
+        values = summed + values[len(values) & ~1:]
+        level += 1
+    return values[0]
+
+
+class MacUnit(wiring.Component):
+    """A dense layer ``acc[c] = Σ_k w[c,k] · x[k]`` followed by :class:`Requant`, computed
+    ``pe`` output channels × ``simd`` input elements per cycle.
+
+    Schedule: a frame of ``in_features`` codes arrives as ``in_beats = in_features / simd``
+    beats. The engine computes ``out_beats = out_features / pe`` folds; fold ``j`` runs through
+    all input beats in ``in_beats`` cycles, PE ``p`` accumulating channel ``j·pe + p``, and
+    yields output beat ``j`` (channels ``j·pe … j·pe + pe − 1``). Weights of PE ``p`` live in its
+    own ROM, word ``j·in_beats + b`` holding ``w[j·pe + p, b·simd : (b+1)·simd]``.
+
+    With more than one fold, the input is double-buffered in a RAM of ``2·in_beats`` words: one
+    bank fills from ``i`` (at any rate) while the folds read the other, so the next frame is
+    accepted while the current one computes. With a single fold the engine computes straight
+    from ``i``. ``i.payload.last`` is ignored: the engine counts beats.
+
+    Widths: products ``weight_bits × act_bits`` (one bit more for unsigned inputs, to carry the
+    sign), an adder tree one bit wider per level, accumulators ``layer.acc_bits`` (derived from
+    the weights, so they cannot overflow).
+
+    Stalls: the MAC pipeline advances only when its accumulator output is empty or taken
+    (``en = ~valid | ready``); back-pressure freezes it whole. A :class:`StreamRegister` drives
+    ``o``, so no combinational path leaves the engine through ``o.ready``.
+
+    Parameters
+    ----------
+    layer : QDense
+    pe, simd : int
+        Must divide ``out_features`` and ``in_features``; else :class:`~hwgen.errors.HwgenError`
+        lists the legal values.
+
+    Members
+    -------
+    i : In(stream.Signature(frame_layout(code_shape(layer.input), simd)))
+    o : Out(stream.Signature(frame_layout(code_shape(layer.output), pe)))
+    """
+
+    def __init__(self, layer, pe, simd):
+        folding = legal_folding(layer, (pe, simd))
+        self._layer = layer
+        self._pe, self._simd = folding.pe, folding.simd
+        self._in_beats = layer.in_features // self._simd
+        self._out_beats = layer.out_features // self._pe
+        super().__init__({
+            "i": In(stream.Signature(frame_layout(code_shape(layer.input), self._simd))),
+            "o": Out(stream.Signature(frame_layout(code_shape(layer.output), self._pe))),
+        })
+
+    @property
+    def pe(self):
+        return self._pe
+
+    @property
+    def simd(self):
+        return self._simd
+
+    @property
+    def buffered(self):
+        """Whether the input is double-buffered (more than one output fold)."""
+        return self._out_beats > 1
+
+    @property
+    def cycles_per_frame(self):
+        """Cycles between frames in steady state, input available and ``o`` never stalled:
+        ``(in_features / simd) · (out_features / pe)``, as ``LayerPlan.cycles``."""
+        return self._in_beats * self._out_beats
+
+    @property
+    def latency(self):
+        """Cycles from the transfer of a frame's last input beat to the transfer of its last
+        output beat, for a frame that finds the engine idle and ``o`` always ready:
+        ``cycles_per_frame`` when buffered (the folds start the cycle after the last input beat;
+        unbuffered, that beat is itself the last operand), plus the MAC pipeline (4),
+        :class:`Requant` (3) and the output register (1)."""
+        compute = self.cycles_per_frame if self.buffered else 0
+        return compute + _MAC_STAGES + Requant.latency + StreamRegister.latency
+
+    def _weight_words(self, pe_index):
+        weight, simd = self._layer.weight, self._simd
+        return [[int(v) for v in weight[fold * self._pe + pe_index, beat * simd:(beat + 1) * simd]]
+                for fold in range(self._out_beats) for beat in range(self._in_beats)]
+
+    def elaborate(self, platform):
+        m = Module()
+        layer, pe, simd = self._layer, self._pe, self._simd
+        in_beats, out_beats = self._in_beats, self._out_beats
+        in_shape = code_shape(layer.input)
+
+        m.submodules.requant = requant = Requant(layer, pe)
+        m.submodules.out = out = StreamRegister(frame_layout(code_shape(layer.output), pe))
+        wiring.connect(m, requant.o, out.i)
+        wiring.connect(m, out.o, wiring.flipped(self.o))
+
+        en = Signal()
+        m.d.comb += en.eq(~requant.i.valid | requant.i.ready)
+
+        # Issue: pick the operands of (fold, beat) this cycle; they arrive one cycle later.
+        beat, fold = Signal(range(in_beats)), Signal(range(out_beats))
+        step = Signal(range(in_beats * out_beats))  # the weight ROM address: fold, then beat
+        issue = Signal()
+        operands = Signal(data.ArrayLayout(in_shape, simd))
+        frame_done = (beat == in_beats - 1) & (fold == out_beats - 1)
+        if self.buffered:
+            self._input_buffer(m, en, issue, beat, frame_done, operands)
+        else:
+            m.d.comb += [issue.eq(self.i.valid), self.i.ready.eq(en)]
+            with m.If(en):
+                m.d.sync += operands.eq(self.i.payload.data)
+        with m.If(en & issue):
+            m.d.sync += [
+                beat.eq(Mux(beat == in_beats - 1, 0, beat + 1)),
+                step.eq(Mux(frame_done, 0, step + 1)),
+            ]
+            with m.If(beat == in_beats - 1):
+                m.d.sync += fold.eq(Mux(fold == out_beats - 1, 0, fold + 1))
+
+        weights = []
+        for index in range(pe):
+            rom = memory.Memory(shape=data.ArrayLayout(signed(layer.weight_bits), simd),
+                                depth=in_beats * out_beats, init=self._weight_words(index))
+            m.submodules[f"weights{index}"] = rom
+            port = rom.read_port()
+            m.d.comb += [port.addr.eq(step), port.en.eq(en)]
+            weights.append(port.data)
+
+        # Flags travel with the operands: valid, first/last beat of a fold, last fold.
+        flag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "frame_last": 1})
+        read_flags, product_flags, dot_flags = (Signal(flag_layout, name=f"{stage}_flags")
+                                                for stage in ("read", "product", "dot"))
+        product_shape = signed(layer.weight_bits + in_shape.width + (not in_shape.signed))
+        dot_shape = signed(min(product_shape.width + ceil_log2(simd), layer.acc_bits))
+        with m.If(en):
+            m.d.sync += [
+                read_flags.valid.eq(issue),
+                read_flags.first.eq(beat == 0),
+                read_flags.last.eq(beat == in_beats - 1),
+                read_flags.frame_last.eq(frame_done),
+                product_flags.eq(read_flags),
+                dot_flags.eq(product_flags),
+                requant.i.valid.eq(dot_flags.valid & dot_flags.last),
+                requant.i.payload.last.eq(dot_flags.frame_last),
+            ]
+        for index in range(pe):
+            products = [Signal(product_shape, name=f"product{index}_{lane}")
+                        for lane in range(simd)]
+            dot = Signal(dot_shape, name=f"dot{index}")
+            acc = requant.i.payload.data[index]
+            with m.If(en):
+                m.d.sync += [product.eq(weights[index][lane] * operands[lane])
+                             for lane, product in enumerate(products)]
+                m.d.sync += dot.eq(_adder_tree(m, products, f"tree{index}"))
+                with m.If(dot_flags.valid):
+                    m.d.sync += acc.eq(Mux(dot_flags.first, 0, acc) + dot)
+        return m
+
+    def _input_buffer(self, m, en, issue, beat, frame_done, operands):
+        """Two banks of ``in_beats`` words: ``i`` fills one while the folds read the other."""
+        in_beats, simd = self._in_beats, self._simd
+        m.submodules.buffer = buffer = memory.Memory(
+            shape=data.ArrayLayout(code_shape(self._layer.input), simd), depth=2 * in_beats,
+            init=[])
+        write, read = buffer.write_port(), buffer.read_port()
+        full_banks = Signal(range(3))  # banks holding a whole frame not yet computed
+        write_bank, write_beat, read_bank = Signal(), Signal(range(in_beats)), Signal()
+        filled, released = Signal(), Signal()
+        m.d.comb += [
+            self.i.ready.eq(full_banks != 2),
+            write.addr.eq(Mux(write_bank, in_beats + write_beat, write_beat)),
+            write.data.eq(self.i.payload.data),
+            write.en.eq(self.i.valid & self.i.ready),
+            filled.eq(write.en & (write_beat == in_beats - 1)),
+            issue.eq(full_banks != 0),
+            released.eq(en & issue & frame_done),
+            read.addr.eq(Mux(read_bank, in_beats + beat, beat)),
+            read.en.eq(en),
+            operands.eq(read.data),
+        ]
+        with m.If(write.en):
+            m.d.sync += write_beat.eq(Mux(write_beat == in_beats - 1, 0, write_beat + 1))
+        m.d.sync += [
+            write_bank.eq(write_bank ^ filled),
+            read_bank.eq(read_bank ^ released),
+            full_banks.eq(full_banks + filled - released),
+        ]

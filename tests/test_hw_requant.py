@@ -1,0 +1,65 @@
+"""Requant in Amaranth's simulator, bit-exact against ``hwgen.reference.requantize``."""
+
+import numpy as np
+import pytest
+
+from hwgen.hw.requant import Requant
+from hwgen.reference import Rounding, requantize
+from hw_helpers import StreamDriver, StreamMonitor, beats_to_frames, frames_to_beats, run
+from hw_layers import crafted_layer
+
+
+def _accumulators(rng, layer, frames):
+    """Random accumulators of log-uniform magnitude over the whole signed(acc_bits) range (so
+    that every regime, saturated or not, shows up), its two ends included."""
+    bound = (1 << (layer.acc_bits - 1))
+    magnitude = 1 << rng.integers(0, layer.acc_bits, size=(frames, layer.out_features))
+    acc = np.clip(rng.integers(-magnitude, magnitude), -bound, bound - 1)
+    acc[0, :] = -bound
+    acc[1, :] = bound - 1
+    acc[2, :] = 0
+    return acc
+
+
+def _check(layer, lanes, *, seed=0, frames=8, gap=0.3, stall=0.3):
+    rng = np.random.default_rng(seed)
+    acc = _accumulators(rng, layer, frames)
+    dut = Requant(layer, lanes)
+    driver = StreamDriver(dut.i, frames_to_beats(acc, lanes), rng=rng, gap=gap)
+    monitor = StreamMonitor(dut.o, acc.size // lanes, rng=rng, stall=stall)
+    run(dut, driver, monitor)
+    want = requantize(acc + layer.bias, layer.multiplier, layer.shift, layer.output.zero_point,
+                      layer.clamp_lo, layer.clamp_hi, layer.rounding)
+    np.testing.assert_array_equal(beats_to_frames(monitor.beats, layer.out_features), want)
+    return driver, monitor, dut
+
+
+@pytest.mark.parametrize("rounding", list(Rounding))
+@pytest.mark.parametrize("lanes", [1, 2, 6])
+@pytest.mark.parametrize("out_bits,out_signed", [(2, True), (8, False), (16, True)])
+@pytest.mark.parametrize("common_shift", [False, True])
+def test_requant_matches_reference(rounding, lanes, out_bits, out_signed, common_shift):
+    rng = np.random.default_rng(lanes)
+    layer = crafted_layer(rng, 5, 6, out_bits=out_bits, out_signed=out_signed,
+                          shifts=rng.integers(8, 24) if common_shift else None,
+                          rounding=rounding)
+    _check(layer, lanes, frames=16)
+
+
+@pytest.mark.parametrize("rounding", list(Rounding))
+@pytest.mark.parametrize("shifts", [0, 1, 40, 62, [0, 3, 17, 40, 1, 62]])
+def test_requant_extreme_parameters(rounding, shifts):
+    """Shift 0 saturates almost everything; large shifts round to about ±1/2; M = 2^16 − 1."""
+    rng = np.random.default_rng(7)
+    layer = crafted_layer(rng, 4, 6, weight_bits=16, act_bits=16, extreme=True,
+                          multipliers=[(1 << 16) - 1, 1 << 16, 1, 0, 40000, 1 << 15],
+                          shifts=shifts, rounding=rounding, relu=True)
+    _check(layer, 3, seed=1)
+
+
+def test_requant_latency_and_throughput():
+    layer = crafted_layer(np.random.default_rng(3), 4, 4)
+    driver, monitor, dut = _check(layer, 2, gap=0.0, stall=0.0)
+    assert np.diff(monitor.times).tolist() == [1] * (len(monitor.times) - 1)
+    assert [t - s for s, t in zip(driver.times, monitor.times)] == [dut.latency] * len(
+        driver.times)
