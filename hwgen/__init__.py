@@ -1,0 +1,19 @@
+"""hwgen: trained network in, verified mixed-precision FPGA accelerator out.
+
+The flow, one module per stage: :mod:`hwgen.frontends` (ONNX → :class:`Graph`),
+:mod:`hwgen.quantize` (→ :class:`QGraph`), :mod:`hwgen.reference` (golden models),
+:mod:`hwgen.plan` (→ :class:`Plan`), :mod:`hwgen.hw` (Amaranth engines), :mod:`hwgen.emit`
+(→ Verilog, manifest, vectors, report) and :mod:`hwgen.sim` (cocotb against the reference).
+"""
+
+__version__ = "0.1.0"
+
+from .errors import HwgenError
+from .graph import Graph
+from .quantize import QGraph, quantize
+from .plan import Plan, make_plan
+from .emit import Design, generate
+from .api import load, simulate
+
+__all__ = ["HwgenError", "Graph", "QGraph", "Plan", "Design",
+           "load", "quantize", "make_plan", "generate", "simulate"]

@@ -269,7 +269,7 @@ def resolve_bits(bits, layer_names, default=DEFAULT_BITS):
     """Per-layer :class:`LayerBits` for ``layer_names``.
 
     ``bits`` is ``None`` (the default for all), a uniform spec such as ``"w4a8"``, a
-    :class:`LayerBits`, a path to a JSON file, or a dict mapping layer name →
+    :class:`LayerBits`, a path to a JSON file, inline JSON, or a dict mapping layer name →
     ``{"w": 4, "a": 6}`` (or ``"w4a6"``). Layers a mapping leaves out get ``default``; a name
     that matches no layer is an error.
     """
@@ -287,6 +287,11 @@ def resolve_bits(bits, layer_names, default=DEFAULT_BITS):
             raise HwgenError(f"bits file {str(path)!r} is not valid JSON: {error}") from None
         if not isinstance(bits, dict):
             raise HwgenError(f"bits file {str(path)!r} must map layer names to bits")
+    if isinstance(bits, str) and bits.lstrip().startswith("{"):
+        try:
+            bits = json.loads(bits)
+        except json.JSONDecodeError as error:
+            raise HwgenError(f"bits {bits!r} is not valid JSON: {error}") from None
     if isinstance(bits, str):
         uniform = _parse_uniform(bits)
         return {name: uniform for name in layer_names}

@@ -1,0 +1,103 @@
+"""The notebook API: each step of the flow as one function over plain objects.
+
+>>> import hwgen
+>>> graph = hwgen.load("examples/digits_mlp/digits_mlp.onnx")
+>>> qgraph = hwgen.quantize(graph, "examples/digits_mlp/calib.npz", bits="w4a8")
+>>> plan = hwgen.make_plan(qgraph, folding={"gemm_0": "4x16"})
+>>> design = hwgen.generate(plan, calib_x)
+>>> out = design.write("out")
+>>> result = hwgen.simulate(out)
+
+Every object has a readable ``repr``: a table of layers, bits, folding and cycles.
+"""
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .emit import load_design
+from .errors import HwgenError
+from .frontends import load_onnx
+from .graph import Graph
+from .reference import run_integer
+
+__all__ = ["load", "simulate"]
+
+
+def load(model, name=None):
+    """A :class:`~hwgen.graph.Graph` from an ONNX file or ``onnx.ModelProto``; a Graph built
+    in Python is returned as it is."""
+    if isinstance(model, Graph):
+        return model
+    return load_onnx(model, name=name)
+
+
+def _load_inputs(inputs):
+    if isinstance(inputs, (str, Path)):
+        path = Path(inputs)
+        if not path.is_file():
+            raise HwgenError(f"inputs file {str(path)!r} does not exist")
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise HwgenError(f"cannot read {str(path)!r} as .npy/.npz: {error}") from None
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                if "x" not in data.files:
+                    raise HwgenError(f"{str(path)!r} must hold the inputs under 'x'")
+                data = data["x"]
+        inputs = data
+    return np.asarray(inputs, dtype=np.float64)
+
+
+def simulate(design, inputs=None, *, frames=None, simulator="verilator", waves=False, seed=0,
+             stall=0.25, progress=None):
+    """Simulate a design folder (or a :class:`~hwgen.emit.Design`) under cocotb.
+
+    Parameters
+    ----------
+    design : path or Design
+    inputs : float array ``(N, in_features)`` or a ``.npy``/``.npz`` path, optional
+        Quantized with the model's input parameters; golden outputs come from the integer
+        reference. Default: the design's ``vectors.npz``.
+    frames : int, optional
+        Simulate only the first ``frames`` inputs.
+    simulator : ``"verilator"`` (default) or ``"icarus"``.
+    waves : bool
+        Dump a waveform into the run folder.
+    seed, stall : random stall pattern (probability of a gap/back-pressure per cycle).
+    progress : callable(str), optional
+        Receives progress lines.
+
+    Returns
+    -------
+    :class:`hwgen.sim.SimResult`
+    """
+    from .sim import run_simulation
+
+    if not isinstance(design, (str, Path)):
+        folder = Path(tempfile.mkdtemp(prefix="hwgen-design-"))
+        design = design.write(folder)
+    folder = Path(design)
+    manifest, qgraph, vectors = load_design(folder)
+    if inputs is None:
+        codes, expected = vectors["inputs"], vectors["outputs"]
+    else:
+        x = _load_inputs(inputs)
+        features = qgraph.layers[0].in_features
+        if x.ndim == 1 and x.size == features:
+            x = x[None]
+        if x.ndim < 2 or int(np.prod(x.shape[1:])) != features:
+            raise HwgenError(f"inputs must have shape (N, {features}), not {x.shape}")
+        codes = qgraph.input.quantize(x.reshape(len(x), features))
+        expected = run_integer(qgraph, codes)
+    if frames is not None:
+        if frames < 1:
+            raise HwgenError(f"frames must be positive, not {frames}")
+        codes, expected = codes[:frames], expected[:frames]
+    if len(codes) == 0:
+        raise HwgenError("there are no frames to simulate")
+    verilog_path = folder / manifest["verilog"]
+    return run_simulation(verilog_path, manifest, codes, expected, simulator=simulator,
+                          waves=waves, seed=seed, stall=stall, progress=progress)

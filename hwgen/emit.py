@@ -1,0 +1,240 @@
+"""Plan → :class:`Design`: the Verilog of the accelerator, its manifest, its test vectors and a
+report; :meth:`Design.write` puts them in an output folder.
+
+``OUT/<top>.v``
+    The synthesizable Verilog (no source-location attributes, so it does not depend on where
+    hwgen is installed).
+``OUT/manifest.json``
+    Top name, ports and widths, each layer's shapes, bits, accumulator width, folding and
+    predicted cycles, the pipeline's initiation interval and latency, the input's and the
+    output's quantization.
+``OUT/vectors.npz``
+    ``inputs`` (frames × in_features input codes) and ``outputs`` (the integer reference's codes).
+``OUT/qgraph.npz``
+    The quantized graph, so ``hwgen sim --inputs`` can compute golden outputs for new inputs.
+``OUT/report.md``
+    A human summary.
+
+Every file is a pure function of the plan and the vectors: the same inputs give byte-identical
+files (the ``.npz`` archives carry a fixed timestamp).
+"""
+
+import dataclasses
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from amaranth.back import verilog
+
+from . import __version__
+from .errors import HwgenError
+from .hw.accelerator import Accelerator
+from .quantize import qgraph_from_arrays, qgraph_to_arrays
+from .reference import run_float, run_integer
+
+__all__ = ["Design", "generate", "load_design", "write_npz"]
+
+DEFAULT_FRAMES = 32
+
+
+def _tdata_bits(lanes, bits):
+    return -(-lanes * bits // 8) * 8
+
+
+def _port(lanes, quant):
+    return {"lanes": lanes, "lane_bits": quant.bits, "signed": quant.signed,
+            "tdata_bits": _tdata_bits(lanes, quant.bits)}
+
+
+def _quant(quant, shape):
+    return {"shape": list(shape), "scale": quant.scale, "zero_point": quant.zero_point,
+            "bits": quant.bits, "signed": quant.signed}
+
+
+def build_manifest(plan, top, latency):
+    qgraph = plan.qgraph
+    layers = []
+    for entry in plan.layers:
+        layer = entry.layer
+        layers.append({
+            "name": layer.name, "op": layer.op, "input_shape": [layer.in_features],
+            "output_shape": [layer.out_features], "weight_bits": layer.weight_bits,
+            "act_bits": layer.act_bits, "output_bits": layer.output.bits,
+            "acc_bits": layer.acc_bits, "relu": layer.relu, "rounding": layer.rounding.value,
+            "engine": entry.engine, "pe": entry.pe, "simd": entry.simd,
+            "multipliers": entry.multipliers, "cycles_per_frame": entry.cycles,
+            "weight_memory_bits": layer.weight.size * layer.weight_bits,
+        })
+    return {
+        "hwgen_version": __version__,
+        "top": top,
+        "verilog": f"{top}.v",
+        "clock": "clk",
+        "reset": "rst (synchronous, active high)",
+        "ports": {"s_axis": _port(plan.in_lanes, qgraph.input),
+                  "m_axis": _port(plan.out_lanes, qgraph.output)},
+        "input": _quant(qgraph.input, [qgraph.layers[0].in_features]),
+        "output": _quant(qgraph.output, [qgraph.layers[-1].out_features]),
+        "layers": layers,
+        "initiation_interval": plan.initiation_interval,
+        "latency": latency,
+        "bottleneck": plan.bottleneck,
+        "multipliers": plan.multipliers,
+        "macs_per_frame": plan.macs,
+    }
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Design:
+    """A generated accelerator, ready to be written to a folder."""
+
+    plan: object
+    verilog: str
+    manifest: dict
+    inputs: np.ndarray
+    expected: np.ndarray
+    report: str
+
+    @property
+    def top(self):
+        return self.manifest["top"]
+
+    def write(self, out_dir):
+        """Write every file of the design into ``out_dir`` (created if needed); returns it."""
+        out = Path(out_dir)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{self.top}.v").write_text(self.verilog)
+            (out / "manifest.json").write_text(json.dumps(self.manifest, indent=2) + "\n")
+            write_npz(out / "vectors.npz", inputs=self.inputs, outputs=self.expected)
+            write_npz(out / "qgraph.npz", **qgraph_to_arrays(self.plan.qgraph))
+            (out / "report.md").write_text(self.report)
+        except OSError as error:
+            raise HwgenError(f"cannot write the design to {str(out)!r}: {error}") from None
+        return out
+
+    def __repr__(self):
+        manifest = self.manifest
+        return (f"Design {self.top!r}: {len(manifest['layers'])} layers, "
+                f"{manifest['multipliers']} multipliers, II {manifest['initiation_interval']} "
+                f"cycles/frame, latency {manifest['latency']} cycles, "
+                f"{len(self.verilog.splitlines())} lines of Verilog, "
+                f"{len(self.inputs)} test frames")
+
+
+def write_npz(path, **arrays):
+    """``numpy.savez`` with a fixed timestamp, so equal arrays give byte-identical files."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.asarray(array), allow_pickle=False)
+            archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)),
+                             buffer.getvalue())
+
+
+def _flatten_inputs(qgraph, x):
+    """Float inputs as ``(N, in_features)``; one unbatched input is accepted too."""
+    x = np.asarray(x, dtype=np.float64)
+    features = qgraph.layers[0].in_features
+    if x.ndim == 1 and x.size == features:
+        return x[None]
+    if x.ndim < 2 or int(np.prod(x.shape[1:])) != features:
+        raise HwgenError(f"inputs must have shape (N, {features}), not {x.shape}")
+    return x.reshape(len(x), features)
+
+
+def generate(plan, x=None, *, name=None, frames=DEFAULT_FRAMES, graph=None, labels=None):
+    """Build the accelerator of ``plan`` and its files.
+
+    Parameters
+    ----------
+    plan : Plan
+    x : float array ``(N, in_features)``, optional
+        Inputs for the test vectors (the first ``frames`` are used); without them, ``frames``
+        random codes spanning the input's whole code range.
+    name : str, optional
+        The top module's name (default: the model's name).
+    graph : Graph, optional
+        The float model: the report then compares the integer reference with it.
+    labels : int array ``(N,)``, optional
+        Class labels of ``x``: the report then gives both models' accuracy.
+    """
+    qgraph = plan.qgraph
+    top = name or qgraph.name
+    if not top.isidentifier():
+        raise HwgenError(f"top name must be a Verilog identifier, not {top!r}")
+    if x is None:
+        rng = np.random.default_rng(0)
+        inputs = rng.integers(qgraph.input.lo, qgraph.input.hi, size=(frames, plan.layers[0]
+                              .layer.in_features), endpoint=True)
+        x_used = None
+    else:
+        x_used = _flatten_inputs(qgraph, x)[:frames]
+        inputs = qgraph.input.quantize(x_used)
+    expected = run_integer(qgraph, inputs)
+    accelerator = Accelerator(plan)
+    text = verilog.convert(accelerator, name=top, emit_src=False)
+    manifest = build_manifest(plan, top, accelerator.latency)
+    report = _report(plan, manifest, graph, x, labels)
+    return Design(plan, text, manifest, inputs.astype(np.int64), expected.astype(np.int64),
+                  report)
+
+
+def load_design(out_dir):
+    """``(manifest, qgraph, vectors)`` of a design folder written by :meth:`Design.write`."""
+    out = Path(out_dir)
+    manifest_path = out / "manifest.json"
+    if not manifest_path.is_file():
+        raise HwgenError(f"{str(out)!r} is not a design folder (no manifest.json); "
+                         "create one with `hwgen build`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        with np.load(out / "qgraph.npz") as arrays:
+            qgraph = qgraph_from_arrays(dict(arrays))
+        with np.load(out / "vectors.npz") as arrays:
+            vectors = {key: arrays[key] for key in arrays.files}
+    except (OSError, ValueError, KeyError) as error:
+        raise HwgenError(f"design folder {str(out)!r} is incomplete or corrupt: {error}") from None
+    return manifest, qgraph, vectors
+
+
+def _report(plan, manifest, graph, x, labels):
+    qgraph = plan.qgraph
+    lines = [
+        f"# {manifest['top']}", "",
+        f"Generated by hwgen {__version__}.", "",
+        f"- input: {qgraph.input}, {manifest['ports']['s_axis']['lanes']} lanes per beat",
+        f"- output: {qgraph.output}, {manifest['ports']['m_axis']['lanes']} lanes per beat",
+        f"- initiation interval: {plan.initiation_interval} cycles/frame "
+        f"(bottleneck: {plan.bottleneck}); latency: {manifest['latency']} cycles",
+        f"- multipliers: {plan.multipliers}; MACs per frame: {plan.macs}; "
+        f"MAC utilization at the II: {plan.macs / (plan.multipliers * plan.initiation_interval):.1%}",
+        f"- throughput at 100 MHz: {100e6 / plan.initiation_interval:,.0f} frames/s", "",
+        "| layer | op | shape | bits | acc bits | engine | PE×SIMD | cycles/frame "
+        "| weight bits |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for layer in manifest["layers"]:
+        relu = "+relu" if layer["relu"] else ""
+        lines.append(
+            f"| {layer['name']} | {layer['op']}{relu} | {layer['input_shape'][0]}→"
+            f"{layer['output_shape'][0]} | w{layer['weight_bits']}a{layer['act_bits']}"
+            f"→{layer['output_bits']} | {layer['acc_bits']} | {layer['engine']} | "
+            f"{layer['pe']}×{layer['simd']} | {layer['cycles_per_frame']} | "
+            f"{layer['weight_memory_bits']} |")
+    if graph is not None and x is not None:
+        x = _flatten_inputs(qgraph, x)
+        want = run_float(graph, x.reshape((-1, *graph.input_layer.shape)))
+        got = qgraph.output.dequantize(run_integer(qgraph, qgraph.input.quantize(x)))
+        want = want.reshape(len(x), -1)
+        lines += ["", f"## Integer reference vs float model ({len(x)} inputs)", "",
+                  f"- top-1 agreement: {np.mean(got.argmax(1) == want.argmax(1)):.2%}",
+                  f"- mean |error|: {np.abs(got - want).mean():.4g} "
+                  f"(output step {qgraph.output.scale:.4g})"]
+        if labels is not None and len(labels) == len(x):
+            labels = np.asarray(labels)
+            lines += [f"- accuracy, float model: {np.mean(want.argmax(1) == labels):.2%}",
+                      f"- accuracy, integer reference: {np.mean(got.argmax(1) == labels):.2%}"]
+    return "\n".join(lines) + "\n"
