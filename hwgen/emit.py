@@ -31,7 +31,7 @@ from amaranth.back import verilog
 from . import __version__
 from .errors import HwgenError
 from .hw.accelerator import Accelerator
-from .quantize import qgraph_from_arrays, qgraph_to_arrays
+from .qgraph import qgraph_from_arrays, qgraph_to_arrays
 from .reference import run_float, run_integer
 
 __all__ = ["Design", "generate", "load_design", "write_npz"]

@@ -20,14 +20,19 @@ import numpy as np
 
 from .errors import HwgenError
 
-__all__ = ["InputSpec", "DenseSpec", "ReluSpec", "Layer", "Graph"]
+__all__ = ["InputSpec", "DenseSpec", "ReluSpec", "ClipSpec", "ConvSpec", "PoolSpec",
+           "GlobalAvgPoolSpec", "AddSpec", "FlattenSpec", "Layer", "Graph"]
 
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
-    """The network input; ``shape`` excludes the batch dimension."""
+    """The network input. ``shape`` excludes the batch dimension and is ``(features,)`` or, for
+    images, ``(H, W, C)`` (channels last, as tensors stream through the hardware). ``layout``
+    says how users hand images over: ``"HWC"`` (default) or ``"CHW"`` (as ONNX models take
+    them, e.g. ``(N, 1, 28, 28)``); :meth:`Graph.to_internal` converts."""
 
     shape: tuple
+    layout: str = "HWC"
 
     op = "input"
 
@@ -55,6 +60,88 @@ class ReluSpec:
     """``y = max(x, 0)``, elementwise."""
 
     op = "relu"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSpec:
+    """``y = min(max(x, lo), hi)``, elementwise (ReLU6 is ``ClipSpec(0, 6)``)."""
+
+    lo: float
+    hi: float
+
+    op = "clip"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ConvSpec:
+    """2-D convolution of an ``(H, W, C)`` tensor.
+
+    ``weight`` is ``(out_channels, kh, kw, in_channels / groups)`` float64 (OHWI: the order
+    in which the sliding window streams a window, channels fastest); ``stride`` is ``(sy, sx)``;
+    ``pads`` is ``(top, left, bottom, right)`` and pads insert zeros; ``groups`` is 1 or, for a
+    depthwise convolution, ``in_channels == out_channels``.
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+    stride: tuple
+    pads: tuple
+    groups: int
+
+    op = "conv"
+
+    @property
+    def kernel(self):
+        return self.weight.shape[1:3]
+
+    @property
+    def out_channels(self):
+        return self.weight.shape[0]
+
+    @property
+    def depthwise(self):
+        return self.groups > 1
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolSpec:
+    """Max or average pooling over ``kernel`` windows of an ``(H, W, C)`` tensor.
+
+    ``kind`` is ``"max"`` or ``"avg"``. Pads are ``(top, left, bottom, right)``: a max pool pads
+    with −∞; an average pool pads with zeros and always divides by ``kh · kw`` (ONNX
+    ``count_include_pad=1``).
+    """
+
+    kind: str
+    kernel: tuple
+    stride: tuple
+    pads: tuple
+
+    @property
+    def op(self):
+        return f"{self.kind}pool"
+
+
+@dataclasses.dataclass(frozen=True)
+class GlobalAvgPoolSpec:
+    """The mean over all pixels of an ``(H, W, C)`` tensor, giving ``(1, 1, C)``."""
+
+    op = "global_avgpool"
+
+
+@dataclasses.dataclass(frozen=True)
+class AddSpec:
+    """``y = a + b`` of two tensors of the same shape (a residual connection)."""
+
+    op = "add"
+
+
+@dataclasses.dataclass(frozen=True)
+class FlattenSpec:
+    """``(H, W, C)`` → ``(H·W·C,)`` in HWC order: free in hardware, where tensors already stream
+    in that order."""
+
+    op = "flatten"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -97,17 +184,46 @@ class Graph:
 
     # -- building ---------------------------------------------------------------------------------
 
-    def input(self, shape, name="input"):
-        """Add the network input of ``shape`` (no batch dimension); returns its name."""
+    def input(self, shape, name="input", layout="HWC"):
+        """Add the network input of ``shape`` (no batch dimension; ``(features,)`` or
+        ``(H, W, C)``); ``layout="CHW"`` makes the user-facing functions take images as
+        ``(N, C, H, W)``. Returns the layer's name."""
         if self.layers():
             raise HwgenError(f"input {name!r}: the input must be the first layer added")
         try:
             shape = tuple(operator.index(d) for d in shape)
         except TypeError:
             raise HwgenError(f"input {name!r}: shape must be a tuple of integers, not {shape!r}")
-        if not shape or any(d <= 0 for d in shape):
-            raise HwgenError(f"input {name!r}: shape must have positive sizes, not {shape!r}")
-        return self._add(name, InputSpec(shape), (), shape)
+        if len(shape) not in (1, 3) or any(d <= 0 for d in shape):
+            raise HwgenError(f"input {name!r}: shape must be (features,) or (H, W, C) with "
+                             f"positive sizes, not {shape!r}")
+        if layout not in ("HWC", "CHW") or (layout == "CHW" and len(shape) != 3):
+            raise HwgenError(f"input {name!r}: layout must be 'HWC', or 'CHW' for images, "
+                             f"not {layout!r}")
+        return self._add(name, InputSpec(shape, layout), (), shape)
+
+    def to_internal(self, x):
+        """User inputs ``(N, *user_shape)`` → ``(N, *shape)`` (CHW images become HWC)."""
+        x = np.asarray(x, dtype=np.float64)
+        spec = self.input_layer.spec
+        if spec.layout == "CHW":
+            height, width, channels = spec.shape
+            if x.shape[1:] != (channels, height, width):
+                raise HwgenError(f"model {self._name!r} takes inputs of shape "
+                                 f"(N, {channels}, {height}, {width}), not {x.shape}")
+            return x.transpose(0, 2, 3, 1)
+        if x.shape[1:] != spec.shape:
+            raise HwgenError(f"model {self._name!r} takes inputs of shape "
+                             f"(N, {', '.join(map(str, spec.shape))}), not {x.shape}")
+        return x
+
+    @property
+    def user_shape(self):
+        """The shape of one input as users hand it over (CHW for ``layout="CHW"``)."""
+        spec = self.input_layer.spec
+        if spec.layout == "CHW":
+            return (spec.shape[2], spec.shape[0], spec.shape[1])
+        return spec.shape
 
     def dense(self, x, weight, bias=None, name=None):
         """Add ``weight @ x + bias`` with ``weight`` of shape ``(out_features, in_features)``."""
@@ -135,6 +251,72 @@ class Graph:
         """Add ``max(x, 0)``."""
         name = self._fresh(name, "relu")
         return self._add(name, ReluSpec(), (x,), self._shape_of(x, name))
+
+    def clip(self, x, lo, hi, name=None):
+        """Add ``min(max(x, lo), hi)``; ``clip(x, 0, 6)`` is ReLU6."""
+        name = self._fresh(name, "clip")
+        lo, hi = float(lo), float(hi)
+        if not lo < hi:
+            raise HwgenError(f"clip {name!r}: lo must be below hi, not [{lo}, {hi}]")
+        return self._add(name, ClipSpec(lo, hi), (x,), self._shape_of(x, name))
+
+    def conv2d(self, x, weight, bias=None, stride=1, padding=0, groups=1, name=None):
+        """Add a 2-D convolution; ``weight`` is ``(out_channels, kh, kw, in_channels/groups)``,
+        ``padding`` an int or ``(top, left, bottom, right)``, ``stride`` an int or ``(sy, sx)``,
+        ``groups`` 1 or, depthwise, the number of channels."""
+        name = self._fresh(name, "conv")
+        height, width, channels = self._image_shape(x, name)
+        weight = np.array(weight, dtype=np.float64)
+        if weight.ndim != 4:
+            raise HwgenError(f"conv {name!r}: weight must be 4-D (out, kh, kw, in/groups), "
+                             f"not {weight.shape}")
+        out_channels, kh, kw, per_group = weight.shape
+        groups = operator.index(groups)
+        if groups == 1:
+            if per_group != channels:
+                raise HwgenError(f"conv {name!r}: input {x!r} has {channels} channels, but the "
+                                 f"weight expects {per_group}")
+        elif not (groups == channels == out_channels and per_group == 1):
+            raise HwgenError(f"conv {name!r}: groups={groups} is supported only as a depthwise "
+                             f"convolution (groups = in = out channels = {channels}, "
+                             "one weight per channel and position)")
+        bias = np.zeros(out_channels) if bias is None else np.array(bias, dtype=np.float64)
+        if bias.shape != (out_channels,):
+            raise HwgenError(f"conv {name!r}: bias must have shape ({out_channels},), "
+                             f"not {bias.shape}")
+        if not (np.all(np.isfinite(weight)) and np.all(np.isfinite(bias))):
+            raise HwgenError(f"conv {name!r}: weight and bias must be finite")
+        stride, pads = _pair(stride, name, "stride"), _pads(padding, name)
+        shape = _window_output(name, (height, width), (kh, kw), stride, pads) + (out_channels,)
+        return self._add(name, ConvSpec(weight, bias, stride, pads, groups), (x,), shape)
+
+    def maxpool(self, x, kernel, stride=None, padding=0, name=None):
+        """Add a max pool (pads with −∞); ``stride`` defaults to ``kernel``."""
+        return self._pool("max", x, kernel, stride, padding, name)
+
+    def avgpool(self, x, kernel, stride=None, padding=0, name=None):
+        """Add an average pool (pads with zeros, divides by the window size)."""
+        return self._pool("avg", x, kernel, stride, padding, name)
+
+    def global_avgpool(self, x, name=None):
+        """Add the mean over all pixels: ``(H, W, C)`` → ``(1, 1, C)``."""
+        name = self._fresh(name, "gap")
+        channels = self._image_shape(x, name)[2]
+        return self._add(name, GlobalAvgPoolSpec(), (x,), (1, 1, channels))
+
+    def add(self, a, b, name=None):
+        """Add ``a + b`` (same shapes)."""
+        name = self._fresh(name, "add")
+        shape_a, shape_b = self._shape_of(a, name), self._shape_of(b, name)
+        if shape_a != shape_b:
+            raise HwgenError(f"add {name!r}: inputs {a!r} {shape_a} and {b!r} {shape_b} must "
+                             "have the same shape")
+        return self._add(name, AddSpec(), (a, b), shape_a)
+
+    def flatten(self, x, name=None):
+        """Add ``(H, W, C)`` → ``(H·W·C,)`` in HWC order."""
+        name = self._fresh(name, "flatten")
+        return self._add(name, FlattenSpec(), (x,), (int(np.prod(self._shape_of(x, name))),))
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -187,6 +369,25 @@ class Graph:
             return f"{op}{index}"
         return name
 
+    def _pool(self, kind, x, kernel, stride, padding, name):
+        name = self._fresh(name, f"{kind}pool")
+        height, width, channels = self._image_shape(x, name)
+        kernel = _pair(kernel, name, "kernel")
+        stride = kernel if stride is None else _pair(stride, name, "stride")
+        pads = _pads(padding, name)
+        if max(pads[0], pads[2]) >= kernel[0] or max(pads[1], pads[3]) >= kernel[1]:
+            raise HwgenError(f"{kind}pool {name!r}: padding {pads} must be smaller than the "
+                             f"kernel {kernel}")
+        shape = _window_output(name, (height, width), kernel, stride, pads) + (channels,)
+        return self._add(name, PoolSpec(kind, kernel, stride, pads), (x,), shape)
+
+    def _image_shape(self, x, consumer):
+        shape = self._shape_of(x, consumer)
+        if len(shape) != 3:
+            raise HwgenError(f"layer {consumer!r}: its input {x!r} must be an image (H, W, C), "
+                             f"not {shape}")
+        return shape
+
     def _shape_of(self, x, consumer):
         if x not in self._nx:
             raise HwgenError(f"layer {consumer!r}: its input {x!r} is not a layer of the graph")
@@ -202,3 +403,44 @@ class Graph:
         for source in inputs:
             self._nx.add_edge(source, name)
         return name
+
+
+def _pair(value, name, what):
+    try:
+        pair = (operator.index(value),) * 2 if not hasattr(value, "__len__") else tuple(
+            operator.index(v) for v in value)
+    except TypeError:
+        raise HwgenError(f"layer {name!r}: {what} must be an int or a pair, not {value!r}")
+    if len(pair) != 2 or min(pair) < 1:
+        raise HwgenError(f"layer {name!r}: {what} must be positive, one or two of them, "
+                         f"not {value!r}")
+    return pair
+
+
+def _pads(padding, name):
+    try:
+        if not hasattr(padding, "__len__"):
+            pads = (operator.index(padding),) * 4
+        else:
+            pads = tuple(operator.index(p) for p in padding)
+            pads = pads * 2 if len(pads) == 2 else pads
+    except TypeError:
+        raise HwgenError(f"layer {name!r}: padding must be an int, (y, x) or "
+                         f"(top, left, bottom, right), not {padding!r}")
+    if len(pads) != 4 or min(pads) < 0:
+        raise HwgenError(f"layer {name!r}: padding must be non-negative (top, left, bottom, "
+                         f"right), not {padding!r}")
+    return pads
+
+
+def _window_output(name, size, kernel, stride, pads):
+    """Output ``(H, W)`` of a windowed op; floors like ONNX (``ceil_mode=0``)."""
+    out = []
+    for axis, (extent, k, s, before, after) in enumerate(
+            zip(size, kernel, stride, pads[:2], pads[2:])):
+        padded = extent + before + after
+        if padded < k:
+            raise HwgenError(f"layer {name!r}: kernel {tuple(kernel)} is larger than the padded "
+                             f"input {size}")
+        out.append((padded - k) // s + 1)
+    return tuple(out)

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import HwgenError
+from .qgraph import (ActQuant, QAdd, QConv, QDense, QGraph, QPool, check_bits,
+                     qgraph_from_arrays, qgraph_to_arrays)
 from .reference import Rounding, run_float
 
 __all__ = [
@@ -31,73 +33,9 @@ __all__ = [
     "qgraph_to_arrays", "qgraph_from_arrays",
 ]
 
-MIN_BITS, MAX_BITS = 2, 16
 DEFAULT_BITS = "w8a8"
 _MULTIPLIER_BITS = 16
 _CHANNEL_SCALE_RANGE = 24  # log2 of the widest spread of per-channel weight scales
-
-
-def _check_bits(bits, what):
-    try:
-        bits = operator.index(bits)
-    except TypeError:
-        raise HwgenError(f"{what} must be an integer in {MIN_BITS}..{MAX_BITS}, not {bits!r}")
-    if not MIN_BITS <= bits <= MAX_BITS:
-        raise HwgenError(f"{what} must be in {MIN_BITS}..{MAX_BITS}, not {bits}")
-    return bits
-
-
-@dataclasses.dataclass(frozen=True)
-class ActQuant:
-    """Per-tensor activation quantization: ``real ≈ scale · (code − zero_point)``.
-
-    Codes are ``bits`` wide, signed ``[−2^(b−1), 2^(b−1)−1]`` or unsigned ``[0, 2^b−1]``.
-    """
-
-    scale: float
-    zero_point: int
-    bits: int
-    signed: bool
-
-    def __post_init__(self):
-        _check_bits(self.bits, "activation bits")
-        if not (self.scale > 0 and math.isfinite(self.scale)):
-            raise HwgenError(f"activation scale must be positive and finite, not {self.scale}")
-        if not self.lo <= self.zero_point <= self.hi:
-            raise HwgenError(f"zero point {self.zero_point} is outside [{self.lo}, {self.hi}]")
-
-    @property
-    def lo(self):
-        return -(1 << (self.bits - 1)) if self.signed else 0
-
-    @property
-    def hi(self):
-        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
-
-    @classmethod
-    def from_range(cls, lo, hi, bits):
-        """The quantization covering ``[lo, hi]`` (widened to contain 0) with ``bits``."""
-        bits = _check_bits(bits, "activation bits")
-        lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-        levels = (1 << bits) - 1
-        if lo == 0.0:
-            return cls(scale=hi / levels if hi > 0 else 1.0, zero_point=0, bits=bits, signed=False)
-        scale = (hi - lo) / levels
-        code_lo = -(1 << (bits - 1))
-        zero_point = int(np.clip(round(code_lo - lo / scale), code_lo, code_lo + levels))
-        return cls(scale=scale, zero_point=zero_point, bits=bits, signed=True)
-
-    def quantize(self, x):
-        """Float array → int64 codes (round half to even, then clamp)."""
-        codes = np.round(np.asarray(x, dtype=np.float64) / self.scale) + self.zero_point
-        return np.clip(codes, self.lo, self.hi).astype(np.int64)
-
-    def dequantize(self, codes):
-        return self.scale * (np.asarray(codes, dtype=np.float64) - self.zero_point)
-
-    def __str__(self):
-        kind = "int" if self.signed else "uint"
-        return f"{kind}{self.bits} scale={self.scale:.6g} zp={self.zero_point}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,110 +47,6 @@ class LayerBits:
 
     def __str__(self):
         return f"w{self.weight}a{self.act}"
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class QDense:
-    """A quantized dense layer: ``acc = bias + weight @ q_x``, then
-    ``q_y = clamp(zp_y + rshift_round(acc · M[c], n[c]), clamp_lo, clamp_hi)``.
-
-    Attributes
-    ----------
-    weight : int64 array, ``(out_features, in_features)``, narrow-range ``weight_bits`` codes.
-    weight_scale : float64 array, ``(out_features,)``.
-    bias : int64 array, ``(out_features,)``, scale ``s_x · s_w[c]``, input zero point folded in.
-    multiplier, shift : int64 arrays, ``(out_features,)``: ``M[c] ≥ 0``, ``n[c] ≥ 0``.
-    input, output : :class:`ActQuant` of the consumed and the produced activations.
-    clamp_lo, clamp_hi : output code range after a folded ReLU.
-    relu : whether a ReLU was folded into the clamp (``clamp_lo ≥ zero_point``).
-    """
-
-    name: str
-    inputs: tuple
-    weight: np.ndarray
-    weight_bits: int
-    weight_scale: np.ndarray
-    bias: np.ndarray
-    multiplier: np.ndarray
-    shift: np.ndarray
-    input: ActQuant
-    output: ActQuant
-    clamp_lo: int
-    clamp_hi: int
-    rounding: Rounding = Rounding.HALF_UP
-    relu: bool = False
-
-    op = "dense"
-
-    def __post_init__(self):
-        limit = (1 << (self.weight_bits - 1)) - 1
-        assert np.abs(self.weight).max(initial=0) <= limit, "weights outside the narrow range"
-        assert np.all(self.multiplier >= 0) and np.all(self.shift >= 0)
-        assert self.output.lo <= self.clamp_lo <= self.clamp_hi <= self.output.hi
-        assert not self.relu or self.clamp_lo >= self.output.zero_point, "ReLU not in the clamp"
-
-    @property
-    def in_features(self):
-        return self.weight.shape[1]
-
-    @property
-    def out_features(self):
-        return self.weight.shape[0]
-
-    @property
-    def act_bits(self):
-        return self.input.bits
-
-    @property
-    def macs(self):
-        return self.in_features * self.out_features
-
-    @property
-    def acc_bound(self):
-        """The largest ``|acc|`` any input codes can produce: ``|bias'| + Σ|w| · max|q_x|``."""
-        max_code = max(abs(self.input.lo), abs(self.input.hi))
-        per_channel = np.abs(self.bias) + np.abs(self.weight).sum(axis=1) * max_code
-        return int(per_channel.max(initial=0))
-
-    @property
-    def acc_bits(self):
-        """Signed width that holds every accumulator value (and every partial dot product)."""
-        return self.acc_bound.bit_length() + 1
-
-    @property
-    def multiplier_bits(self):
-        return max(int(self.multiplier.max(initial=0)).bit_length(), 1)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class QGraph:
-    """A quantized network: a chain of quantized layers from ``input`` to the last layer."""
-
-    name: str
-    input: ActQuant
-    layers: tuple
-
-    @property
-    def output(self):
-        return self.layers[-1].output
-
-    def __getitem__(self, name):
-        for layer in self.layers:
-            if layer.name == name:
-                return layer
-        raise HwgenError(f"no quantized layer named {name!r}; layers: "
-                         f"{', '.join(layer.name for layer in self.layers)}")
-
-    def __repr__(self):
-        rows = [f"QGraph {self.name!r}: input {self.input}",
-                f"  {'layer':<16} {'op':<6} {'shape':>9} {'bits':>6} {'acc':>4}  output"]
-        for layer in self.layers:
-            shape = f"{layer.in_features}→{layer.out_features}"
-            bits = f"w{layer.weight_bits}a{layer.act_bits}"
-            relu = " relu" if layer.relu else ""
-            rows.append(f"  {layer.name:<16} {layer.op:<6} {shape:>9} {bits:>6} "
-                        f"{layer.acc_bits:>4}  {layer.output}{relu}")
-        return "\n".join(rows)
 
 
 # -- calibration ----------------------------------------------------------------------------------
@@ -262,7 +96,7 @@ def _parse_uniform(text):
     if not match:
         raise HwgenError(f"bits must look like 'w8a8' (weights 8, activations 8), not {text!r}")
     weight, act = (int(group) for group in match.groups())
-    return LayerBits(_check_bits(weight, "weight bits"), _check_bits(act, "activation bits"))
+    return LayerBits(check_bits(weight, "weight bits"), check_bits(act, "activation bits"))
 
 
 def resolve_bits(bits, layer_names, default=DEFAULT_BITS):
@@ -312,8 +146,8 @@ def resolve_bits(bits, layer_names, default=DEFAULT_BITS):
             raise HwgenError(f"layer {name!r}: bits must be like {{\"w\": 4, \"a\": 6}}, "
                              f"not {entry!r}")
         resolved[name] = LayerBits(
-            _check_bits(entry.get("w", fallback.weight), f"layer {name!r}: weight bits"),
-            _check_bits(entry.get("a", fallback.act), f"layer {name!r}: activation bits"))
+            check_bits(entry.get("w", fallback.weight), f"layer {name!r}: weight bits"),
+            check_bits(entry.get("a", fallback.act), f"layer {name!r}: activation bits"))
     return resolved
 
 
@@ -387,7 +221,7 @@ def quantize(graph, calibration, bits=None, *, output_bits=8, rounding=Rounding.
     chain = _dense_chain(graph)
     names = [dense.name for dense, _ in chain]
     per_layer = resolve_bits(bits, names)
-    output_bits = _check_bits(output_bits, "output bits")
+    output_bits = check_bits(output_bits, "output bits")
 
     act_bits = [per_layer[name].act for name in names[1:]] + [output_bits]
     current = ActQuant.from_range(*ranges[graph.input_layer.name], per_layer[names[0]].act)
@@ -409,40 +243,3 @@ def quantize(graph, calibration, bits=None, *, output_bits=8, rounding=Rounding.
             clamp_hi=output.hi, rounding=rounding, relu=relu))
         current = output
     return QGraph(name=graph.name, input=model_input, layers=tuple(layers))
-
-
-# -- persistence ----------------------------------------------------------------------------------
-
-def _act_to_dict(quant):
-    return dataclasses.asdict(quant)
-
-
-def qgraph_to_arrays(qgraph):
-    """``{name: array}`` holding all of ``qgraph`` (metadata as a JSON string under ``meta``)."""
-    arrays = {}
-    meta = {"name": qgraph.name, "input": _act_to_dict(qgraph.input), "layers": []}
-    for index, layer in enumerate(qgraph.layers):
-        for field in ("weight", "weight_scale", "bias", "multiplier", "shift"):
-            arrays[f"{index}.{field}"] = getattr(layer, field)
-        meta["layers"].append({
-            "name": layer.name, "op": layer.op, "inputs": list(layer.inputs),
-            "weight_bits": layer.weight_bits, "input": _act_to_dict(layer.input),
-            "output": _act_to_dict(layer.output), "clamp_lo": layer.clamp_lo,
-            "clamp_hi": layer.clamp_hi, "rounding": layer.rounding.value, "relu": layer.relu})
-    arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
-    return arrays
-
-
-def qgraph_from_arrays(arrays):
-    """The inverse of :func:`qgraph_to_arrays`."""
-    meta = json.loads(str(arrays["meta"]))
-    layers = []
-    for index, entry in enumerate(meta["layers"]):
-        fields = {field: np.asarray(arrays[f"{index}.{field}"])
-                  for field in ("weight", "weight_scale", "bias", "multiplier", "shift")}
-        layers.append(QDense(
-            name=entry["name"], inputs=tuple(entry["inputs"]), weight_bits=entry["weight_bits"],
-            input=ActQuant(**entry["input"]), output=ActQuant(**entry["output"]),
-            clamp_lo=entry["clamp_lo"], clamp_hi=entry["clamp_hi"],
-            rounding=Rounding(entry["rounding"]), relu=entry["relu"], **fields))
-    return QGraph(name=meta["name"], input=ActQuant(**meta["input"]), layers=tuple(layers))

@@ -68,13 +68,8 @@ def run_float(graph, x, *, keep=False):
     Returns the output ``(N, *output_shape)``, or with ``keep=True`` a dict of every layer's
     output keyed by layer name (calibration reads it).
     """
-    x = np.asarray(x, dtype=np.float64)
+    x = graph.to_internal(x)
     layers = graph.layers()
-    expected = layers[0].shape
-    if x.shape[1:] != expected:
-        raise HwgenError(
-            f"model {graph.name!r} takes inputs of shape (N, {', '.join(map(str, expected))}), "
-            f"not {x.shape}")
     values = {}
     for layer in layers:
         args = [values[name] for name in layer.inputs]
@@ -82,10 +77,41 @@ def run_float(graph, x, *, keep=False):
     return values if keep else values[graph.output_layer.name]
 
 
+def windows(x, kernel, stride, pads, pad_value):
+    """Sliding windows of a batch of images ``(N, H, W, C)``, padded with ``pad_value``:
+    ``(N, OH, OW, kh, kw, C)``."""
+    top, left, bottom, right = pads
+    x = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=pad_value)
+    view = np.lib.stride_tricks.sliding_window_view(x, kernel, axis=(1, 2))
+    # sliding_window_view puts the window axes last: (N, OH', OW', C, kh, kw)
+    view = view[:, ::stride[0], ::stride[1]]
+    return view.transpose(0, 1, 2, 4, 5, 3)
+
+
+def conv_float(spec, a):
+    patches = windows(a, spec.kernel, spec.stride, spec.pads, 0.0)
+    if spec.depthwise:
+        return np.einsum("nyxhwc,chw->nyxc", patches, spec.weight[..., 0]) + spec.bias
+    return np.einsum("nyxhwc,ohwc->nyxo", patches, spec.weight) + spec.bias
+
+
+def pool_float(spec, a):
+    if spec.kind == "max":
+        return windows(a, spec.kernel, spec.stride, spec.pads, -np.inf).max(axis=(3, 4))
+    return windows(a, spec.kernel, spec.stride, spec.pads, 0.0).mean(axis=(3, 4))
+
+
 _FLOAT_OPS = {
     "input": lambda spec, x: x,
     "dense": lambda spec, x, a: a @ spec.weight.T + spec.bias,
     "relu": lambda spec, x, a: np.maximum(a, 0.0),
+    "clip": lambda spec, x, a: np.clip(a, spec.lo, spec.hi),
+    "conv": lambda spec, x, a: conv_float(spec, a),
+    "maxpool": lambda spec, x, a: pool_float(spec, a),
+    "avgpool": lambda spec, x, a: pool_float(spec, a),
+    "global_avgpool": lambda spec, x, a: a.mean(axis=(1, 2), keepdims=True),
+    "add": lambda spec, x, a, b: a + b,
+    "flatten": lambda spec, x, a: a.reshape(len(a), -1),
 }
 
 
