@@ -72,17 +72,19 @@ def load_calibration(path):
 
 
 def calibrate(graph, x):
-    """Per-layer output ranges ``{name: (min, max)}`` of the float graph over the batch ``x``."""
+    """Per-layer output ranges ``{name: (min, max)}`` of the float graph over the batch ``x``
+    (inputs in the model's user layout, e.g. ``(N, C, H, W)`` for ONNX image models)."""
     x = np.asarray(x, dtype=np.float64)
-    shape = graph.input_layer.shape
-    if x.shape == shape:
+    if x.shape == graph.user_shape:
         x = x[None]
-    if x.shape[1:] != shape or len(x) == 0:
-        raise HwgenError(f"calibration data must have shape (N, {', '.join(map(str, shape))}), "
-                         f"not {x.shape}")
+    if len(x) == 0:
+        raise HwgenError("calibration data is empty")
     if not np.all(np.isfinite(x)):
         raise HwgenError("calibration data contains NaN or infinity")
-    values = run_float(graph, x, keep=True)
+    try:
+        values = run_float(graph, x, keep=True)
+    except HwgenError as error:
+        raise HwgenError(f"calibration data: {error}") from None
     return {name: (float(v.min()), float(v.max())) for name, v in values.items()}
 
 
@@ -154,14 +156,16 @@ def resolve_bits(bits, layer_names, default=DEFAULT_BITS):
 # -- quantization ---------------------------------------------------------------------------------
 
 def _quantize_weights(weight, bits):
+    """Symmetric narrow-range codes with one scale per output channel (axis 0), any rank."""
     limit = (1 << (bits - 1)) - 1
-    peak = np.abs(weight).max(axis=1)
+    peak = np.abs(weight).reshape(len(weight), -1).max(axis=1)
     # A channel far below the layer's largest weights (a dead unit shrunk by weight decay) would
     # need a requantization ratio too small to represent; its scale is floored, which rounds its
     # negligible weights to zero. An all-zero layer gets scale 1: its codes are 0 regardless.
     floor = peak.max(initial=0) * 2.0 ** -_CHANNEL_SCALE_RANGE
     scale = np.maximum(peak, floor) / limit if floor > 0 else np.ones_like(peak)
-    codes = np.clip(np.round(weight / scale[:, None]), -limit, limit).astype(np.int64)
+    broadcast = scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+    codes = np.clip(np.round(weight / broadcast), -limit, limit).astype(np.int64)
     return codes, scale
 
 
@@ -177,29 +181,80 @@ def scale_to_multiplier(ratio):
     return multiplier, shift
 
 
-def _dense_chain(graph):
-    """``[(dense_layer, relu_follows)]`` in order, for a chain input → (dense [relu])+."""
-    layers = graph.layers()
-    if layers[0].op != "input":
-        raise HwgenError(f"model {graph.name!r} must start with its input")
-    chain, previous = [], layers[0]
-    for layer in layers[1:]:
-        if layer.inputs != (previous.name,) or graph.successors(previous.name) != [layer.name]:
-            raise HwgenError(f"layer {layer.name!r}: only chains of layers are supported yet "
-                             f"(it does not simply follow {previous.name!r})")
-        if layer.op == "dense":
-            chain.append([layer, False])
-        elif layer.op == "relu":
-            if not chain or previous.op != "dense":
-                raise HwgenError(f"relu {layer.name!r} must follow a dense layer, "
-                                 f"not a layer of op {previous.op!r}")
-            chain[-1][1] = True
-        else:
-            raise HwgenError(f"layer {layer.name!r}: op {layer.op!r} cannot be quantized yet")
-        previous = layer
-    if not chain:
-        raise HwgenError(f"model {graph.name!r} has no dense layer to map onto hardware")
-    return [tuple(item) for item in chain]
+
+
+# -- quantization ---------------------------------------------------------------------------------
+
+_REQUANT_OPS = ("dense", "conv", "avgpool", "global_avgpool", "add")  # layers that requantize
+_WEIGHTED_OPS = ("dense", "conv")
+_PASS_OPS = ("maxpool", "flatten")      # codes pass through unchanged
+_ACTIVATION_OPS = ("relu", "clip")      # fold into the clamp of the layer that produced them
+
+
+class _Structure:
+    """How the float graph maps onto quantized layers: which layer's clamp absorbs each
+    activation, which tensor every layer reads, who consumes what."""
+
+    def __init__(self, graph):
+        self.graph = graph
+        self.layers = graph.layers()
+        self.input = self.layers[0]
+        self.source = {self.input.name: self.input.name}  # float layer → tensor it carries
+        self.activation = {}                               # requant layer → (lo, hi) real clamp
+        for layer in self.layers[1:]:
+            if layer.op in _ACTIVATION_OPS:
+                self._fold(layer)
+            elif layer.op in _PASS_OPS or layer.op in _REQUANT_OPS:
+                self.source[layer.name] = layer.name
+                if layer.op in _REQUANT_OPS:
+                    self.activation[layer.name] = (-np.inf, np.inf)
+            else:
+                raise HwgenError(f"layer {layer.name!r}: op {layer.op!r} cannot be quantized yet")
+        self.qlayers = [layer for layer in self.layers
+                        if layer.op in _REQUANT_OPS or layer.op == "maxpool"]
+
+    def _fold(self, layer):
+        """Fold a ReLU/Clip into the requantizing layer before it, looking through max-pools
+        and flattens (both commute with a monotonic clamp)."""
+        lo, hi = (0.0, np.inf) if layer.op == "relu" else (layer.spec.lo, layer.spec.hi)
+        producer = self.graph[layer.inputs[0]]
+        while True:
+            if len(self.graph.successors(producer.name)) != 1:
+                raise HwgenError(f"{layer.op} {layer.name!r}: its input {producer.name!r} has "
+                                 "other consumers too, so it cannot be folded into a clamp")
+            if producer.op in _REQUANT_OPS:
+                break
+            if producer.op not in _PASS_OPS + _ACTIVATION_OPS:
+                raise HwgenError(f"{layer.op} {layer.name!r} must follow a dense, conv, pool or "
+                                 f"add layer, not a layer of op {producer.op!r}")
+            producer = self.graph[producer.inputs[0]]
+        old_lo, old_hi = self.activation[producer.name]
+        self.activation[producer.name] = (max(old_lo, lo), min(old_hi, hi))
+        self.source[layer.name] = self.source[layer.inputs[0]]
+
+    def tensor(self, name):
+        """The quantized tensor (a quantized layer's name or the input) a float layer carries."""
+        name = self.source[name]
+        while name != self.input.name and self.graph[name].op == "flatten":
+            name = self.source[self.graph[name].inputs[0]]
+        return name
+
+    def consumers(self, tensor):
+        """The requantizing layers that read ``tensor`` (through max-pools and flattens)."""
+        found = []
+        for layer in self.layers:
+            if layer.op in _REQUANT_OPS and any(self.tensor(i) == tensor for i in layer.inputs):
+                found.append(layer)
+            elif layer.op == "maxpool" and self.tensor(layer.inputs[0]) == tensor:
+                found += self.consumers(layer.name)
+        return found
+
+    def output(self):
+        return self.tensor(self.graph.output_layer.name)
+
+
+def _bits_names(structure):
+    return [layer.name for layer in structure.layers if layer.op in _REQUANT_OPS]
 
 
 def quantize(graph, calibration, bits=None, *, output_bits=8, rounding=Rounding.HALF_UP):
@@ -208,38 +263,122 @@ def quantize(graph, calibration, bits=None, *, output_bits=8, rounding=Rounding.
     Parameters
     ----------
     graph : Graph
-    calibration : array ``(N, *input_shape)`` of float inputs, or a path to ``.npy``/``.npz``.
-    bits : see :func:`resolve_bits`.
+    calibration : float array ``(N, *user_input_shape)``, or a path to ``.npy``/``.npz``.
+    bits : see :func:`resolve_bits`; layers that requantize (dense, conv, average pools, add)
+        take bits; ``w`` applies to dense and conv layers only.
     output_bits : int
         Bits of the last layer's output codes.
     rounding : Rounding
         The requantization rounding of every layer.
+
+    A tensor read by several layers gets the largest of their activation bits; a max-pool
+    passes codes through, so its input and output share one quantization.
     """
     if isinstance(calibration, (str, Path)):
         calibration = load_calibration(calibration)
-    ranges = calibrate(graph, calibration)
-    chain = _dense_chain(graph)
-    names = [dense.name for dense, _ in chain]
+    structure = _Structure(graph)
+    names = _bits_names(structure)
+    if not any(graph[name].op in _WEIGHTED_OPS for name in names):
+        raise HwgenError(f"model {graph.name!r} has no dense or conv layer to map onto hardware")
     per_layer = resolve_bits(bits, names)
+    explicit = bits if isinstance(bits, dict) else {}
+    for name, entry in explicit.items():
+        if graph[name].op not in _WEIGHTED_OPS and isinstance(entry, dict) and "w" in entry:
+            raise HwgenError(f"layer {name!r} ({graph[name].op}) has no weights; give only 'a'")
     output_bits = check_bits(output_bits, "output bits")
+    ranges = calibrate(graph, calibration)
 
-    act_bits = [per_layer[name].act for name in names[1:]] + [output_bits]
-    current = ActQuant.from_range(*ranges[graph.input_layer.name], per_layer[names[0]].act)
-    model_input = current
+    def tensor_bits(tensor):
+        users = structure.consumers(tensor)
+        if tensor == structure.output() or not users:
+            return max([output_bits] + [per_layer[u.name].act for u in users])
+        return max(per_layer[u.name].act for u in users)
+
+    def tensor_range(name):
+        lo, hi = ranges[name]
+        act_lo, act_hi = structure.activation.get(name, (-np.inf, np.inf))
+        return float(np.clip(lo, act_lo, act_hi)), float(np.clip(hi, act_lo, act_hi))
+
+    quants = {structure.input.name: ActQuant.from_range(
+        *ranges[structure.input.name], tensor_bits(structure.input.name))}
     layers = []
-    for (dense, relu), out_bits in zip(chain, act_bits):
-        produced = graph.successors(dense.name)[0] if relu else dense.name
-        output = ActQuant.from_range(*ranges[produced], out_bits)
-        weight, weight_scale = _quantize_weights(dense.spec.weight, per_layer[dense.name].weight)
-        bias_scale = current.scale * weight_scale
-        bias = np.round(dense.spec.bias / bias_scale).astype(np.int64)
-        bias -= current.zero_point * weight.sum(axis=1)
-        multiplier, shift = scale_to_multiplier(bias_scale / output.scale)
-        layers.append(QDense(
-            name=dense.name, inputs=(layers[-1].name if layers else graph.input_layer.name,),
-            weight=weight, weight_bits=per_layer[dense.name].weight, weight_scale=weight_scale,
-            bias=bias, multiplier=multiplier, shift=shift, input=current, output=output,
-            clamp_lo=max(output.lo, output.zero_point) if relu else output.lo,
-            clamp_hi=output.hi, rounding=rounding, relu=relu))
-        current = output
-    return QGraph(name=graph.name, input=model_input, layers=tuple(layers))
+    for layer in structure.qlayers:
+        inputs = tuple(structure.tensor(name) for name in layer.inputs)
+        if layer.op == "maxpool":
+            quants[layer.name] = quants[inputs[0]]
+        else:
+            quants[layer.name] = ActQuant.from_range(*tensor_range(layer.name),
+                                                     tensor_bits(layer.name))
+        layers.append(_QUANTIZERS[layer.op](
+            layer, inputs, [quants[name] for name in inputs], quants[layer.name],
+            structure.activation.get(layer.name), per_layer.get(layer.name), rounding, graph))
+    return QGraph(name=graph.name, input=quants[structure.input.name], layers=tuple(layers),
+                  input_name=structure.input.name, input_shape=structure.input.shape,
+                  layout=structure.input.spec.layout)
+
+
+def _clamp(output, activation):
+    """Output code range after a folded activation ``(lo, hi)`` in real units."""
+    lo, hi = activation if activation is not None else (-np.inf, np.inf)
+    clamp_lo = output.lo if lo == -np.inf else max(output.lo, int(output.quantize(lo)))
+    clamp_hi = output.hi if hi == np.inf else min(output.hi, int(output.quantize(hi)))
+    return {"clamp_lo": clamp_lo, "clamp_hi": clamp_hi, "relu": lo >= 0}
+
+
+def _weighted(layer, quant_in, output, bits, rounding):
+    """The fields shared by dense and conv layers: codes, bias, requantization."""
+    weight, weight_scale = _quantize_weights(layer.spec.weight, bits.weight)
+    bias_scale = quant_in.scale * weight_scale
+    bias = np.round(layer.spec.bias / bias_scale).astype(np.int64)
+    bias -= quant_in.zero_point * weight.reshape(len(weight), -1).sum(axis=1)
+    multiplier, shift = scale_to_multiplier(bias_scale / output.scale)
+    return dict(weight=weight, weight_bits=bits.weight, weight_scale=weight_scale, bias=bias,
+                multiplier=multiplier, shift=shift, rounding=rounding)
+
+
+def _q_dense(layer, inputs, quant_in, output, activation, bits, rounding, graph):
+    return QDense(name=layer.name, inputs=inputs, input=quant_in[0], output=output,
+                  **_weighted(layer, quant_in[0], output, bits, rounding),
+                  **_clamp(output, activation))
+
+
+def _q_conv(layer, inputs, quant_in, output, activation, bits, rounding, graph):
+    spec = layer.spec
+    return QConv(name=layer.name, inputs=inputs, input=quant_in[0], output=output,
+                 stride=spec.stride, pads=spec.pads, groups=spec.groups,
+                 in_shape=graph[layer.inputs[0]].shape, out_shape=layer.shape,
+                 **_weighted(layer, quant_in[0], output, bits, rounding),
+                 **_clamp(output, activation))
+
+
+def _q_pool(layer, inputs, quant_in, output, activation, bits, rounding, graph):
+    spec, in_shape = layer.spec, graph[layer.inputs[0]].shape
+    if layer.op == "maxpool":
+        return QPool(name=layer.name, inputs=inputs, kind="max", kernel=spec.kernel,
+                     stride=spec.stride, pads=spec.pads, in_shape=in_shape,
+                     out_shape=layer.shape, input=quant_in[0], output=output)
+    if layer.op == "global_avgpool":
+        kind, kernel, stride, pads = "global_avg", in_shape[:2], (1, 1), (0, 0, 0, 0)
+    else:
+        kind, kernel, stride, pads = "avg", spec.kernel, spec.stride, spec.pads
+    multiplier, shift = scale_to_multiplier(
+        np.array([quant_in[0].scale / (output.scale * kernel[0] * kernel[1])]))
+    return QPool(name=layer.name, inputs=inputs, kind=kind, kernel=tuple(kernel),
+                 stride=stride, pads=pads, in_shape=in_shape, out_shape=layer.shape,
+                 input=quant_in[0], output=output, multiplier=int(multiplier[0]),
+                 shift=int(shift[0]), rounding=rounding, **_clamp(output, activation))
+
+
+def _q_add(layer, inputs, quant_in, output, activation, bits, rounding, graph):
+    ratios = np.array([quant_in[0].scale / output.scale, quant_in[1].scale / output.scale])
+    _, shifts = scale_to_multiplier(ratios)
+    shift = int(shifts.max())
+    multiplier_a, multiplier_b = (int(m) for m in np.round(np.ldexp(ratios, shift)))
+    return QAdd(name=layer.name, inputs=inputs, shape=layer.shape, input_a=quant_in[0],
+                input_b=quant_in[1], output=output, multiplier_a=multiplier_a,
+                multiplier_b=multiplier_b, shift=shift, rounding=rounding,
+                **_clamp(output, activation))
+
+
+_QUANTIZERS = {"dense": _q_dense, "conv": _q_conv, "avgpool": _q_pool,
+               "global_avgpool": _q_pool, "maxpool": _q_pool, "add": _q_add}

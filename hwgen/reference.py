@@ -119,35 +119,80 @@ def dense_accumulate(layer, codes):
     """The exact accumulator ``bias' + Σ_k w[c,k] · q_x[k]`` of a quantized dense layer, int64,
     for ``codes`` of shape ``(N, in_features)``."""
     codes = np.asarray(codes, dtype=np.int64)
-    bound = int(np.abs(layer.bias).max(initial=0)) + int(
-        np.abs(layer.weight).sum(axis=1).max(initial=0)) * int(np.abs(codes).max(initial=0))
-    _check_int64(bound, f"layer {layer.name!r} accumulator")
+    _check_int64(layer.acc_bound, f"layer {layer.name!r} accumulator")
     return codes @ layer.weight.T + layer.bias
 
 
-def run_integer(qgraph, codes, *, keep=False):
-    """Bit-exact integer inference of ``qgraph`` on input codes ``(N, in_features)``.
+def conv_accumulate(layer, codes):
+    """The exact accumulators of a quantized convolution for ``codes`` ``(N, H, W, C)``:
+    padding holds the input zero point; ``(N, OH, OW, out_channels)`` int64."""
+    _check_int64(layer.acc_bound, f"layer {layer.name!r} accumulator")
+    patches = windows(np.asarray(codes, dtype=np.int64), layer.kernel, layer.stride, layer.pads,
+                      layer.input.zero_point)
+    if layer.depthwise:
+        acc = np.einsum("nyxhwc,chw->nyxc", patches, layer.weight[..., 0])
+    else:
+        acc = np.einsum("nyxhwc,ohwc->nyxo", patches, layer.weight)
+    return acc + layer.bias
 
-    Returns the output codes ``(N, out_features)`` as int64, or with ``keep=True`` a dict of
-    every layer's output codes keyed by layer name.
+
+def pool_integer(layer, codes):
+    """Max, average or global average pooling of ``codes`` ``(N, H, W, C)``."""
+    codes = np.asarray(codes, dtype=np.int64)
+    if layer.kind == "max":
+        return windows(codes, layer.kernel, layer.stride, layer.pads,
+                       layer.input.lo).max(axis=(3, 4))
+    patches = windows(codes, layer.kernel, layer.stride, layer.pads, layer.input.zero_point)
+    acc = (patches - layer.input.zero_point).sum(axis=(3, 4))
+    return requantize(acc, layer.multiplier, layer.shift, layer.output.zero_point,
+                      layer.clamp_lo, layer.clamp_hi, layer.rounding)
+
+
+def add_integer(layer, a, b):
+    """``clamp(zp_y + rshift_round((a − zp_a)·M_a + (b − zp_b)·M_b, n), lo, hi)``."""
+    _check_int64(layer.acc_bound, f"layer {layer.name!r} sum")
+    acc = ((np.asarray(a, dtype=np.int64) - layer.input_a.zero_point) * layer.multiplier_a
+           + (np.asarray(b, dtype=np.int64) - layer.input_b.zero_point) * layer.multiplier_b)
+    scaled = rshift_round(acc, layer.shift, layer.rounding)
+    return np.clip(layer.output.zero_point + scaled, layer.clamp_lo, layer.clamp_hi)
+
+
+def _run_layer(layer, args):
+    if layer.op == "dense":
+        acc = dense_accumulate(layer, args[0].reshape(len(args[0]), -1))
+    elif layer.op == "conv":
+        acc = conv_accumulate(layer, args[0])
+    elif layer.op == "add":
+        return add_integer(layer, *args)
+    else:
+        return pool_integer(layer, args[0])
+    return requantize(acc, layer.multiplier, layer.shift, layer.output.zero_point,
+                      layer.clamp_lo, layer.clamp_hi, layer.rounding)
+
+
+def run_integer(qgraph, codes, *, keep=False):
+    """Bit-exact integer inference of ``qgraph`` on input codes ``(N, in_features)`` (images
+    flattened in HWC order, as they stream).
+
+    Returns the output codes ``(N, out_features)`` as int64 (HWC order for image outputs), or
+    with ``keep=True`` a dict of every layer's output codes (in their natural shapes).
     """
     codes = np.asarray(codes)
     if not np.issubdtype(codes.dtype, np.integer):
         raise HwgenError(f"integer inference takes integer codes, not {codes.dtype}; "
-                         "quantize float inputs with QGraph.input.quantize first")
+                         "quantize float inputs with QGraph.input_codes first")
     codes = codes.astype(np.int64)
-    want = qgraph.input.bits, qgraph.layers[0].in_features
-    if codes.ndim != 2 or codes.shape[1] != want[1]:
-        raise HwgenError(f"model {qgraph.name!r} takes codes of shape (N, {want[1]}), "
-                         f"not {codes.shape}")
+    if codes.ndim != 2 or codes.shape[1] != qgraph.in_features:
+        raise HwgenError(f"model {qgraph.name!r} takes codes of shape "
+                         f"(N, {qgraph.in_features}), not {codes.shape}")
     lo, hi = qgraph.input.lo, qgraph.input.hi
     if codes.size and (codes.min() < lo or codes.max() > hi):
         raise HwgenError(f"input codes must lie in [{lo}, {hi}] ({qgraph.input}), "
                          f"not [{codes.min()}, {codes.max()}]")
-    values = {}
+    values = {qgraph.input_name: codes.reshape((len(codes),) + tuple(qgraph.input_shape))}
     for layer in qgraph.layers:
-        acc = dense_accumulate(layer, codes)
-        codes = requantize(acc, layer.multiplier, layer.shift, layer.output.zero_point,
-                           layer.clamp_lo, layer.clamp_hi, layer.rounding)
-        values[layer.name] = codes
-    return values if keep else codes
+        values[layer.name] = _run_layer(layer, [values[name] for name in layer.inputs])
+    if keep:
+        return values
+    out = values[qgraph.layers[-1].name]
+    return out.reshape(len(out), -1)

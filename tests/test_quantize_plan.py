@@ -116,7 +116,7 @@ def test_graph_checks_shapes_and_names():
 def test_relu_must_follow_dense():
     graph = Graph("g")
     graph.dense(graph.relu(graph.input((4,))), np.ones((2, 4)))
-    with pytest.raises(HwgenError, match="relu 'relu0' must follow a dense layer"):
+    with pytest.raises(HwgenError, match="relu 'relu0' must follow a dense, conv, pool or add layer, not a layer of op 'input'"):
         quantize(graph, np.ones((3, 4)))
 
 
