@@ -84,13 +84,7 @@ def simulate(design, inputs=None, *, frames=None, simulator="verilator", waves=F
     if inputs is None:
         codes, expected = vectors["inputs"], vectors["outputs"]
     else:
-        x = _load_inputs(inputs)
-        features = qgraph.layers[0].in_features
-        if x.ndim == 1 and x.size == features:
-            x = x[None]
-        if x.ndim < 2 or int(np.prod(x.shape[1:])) != features:
-            raise HwgenError(f"inputs must have shape (N, {features}), not {x.shape}")
-        codes = qgraph.input.quantize(x.reshape(len(x), features))
+        codes = qgraph.input_codes(_load_inputs(inputs))
         expected = run_integer(qgraph, codes)
     if frames is not None:
         if frames < 1:

@@ -1,12 +1,32 @@
 """Quantized graph → :class:`Plan`: the engine and folding of every layer, and the cycle model.
 
-A dense layer runs on a MAC unit of ``pe`` output channels × ``simd`` input elements per cycle.
-Folding is legal when ``pe`` divides ``out_features`` and ``simd`` divides ``in_features``; the
-layer then takes ``(in_features / simd) · (out_features / pe)`` cycles per frame. An illegal
-folding is rejected with the legal values, never replaced.
+Every layer is its own engine; a :class:`Folding` ``(pe, simd)`` sizes it:
 
-The default rule balances the pipeline: the largest layer gets about ``multipliers``
-multipliers, and every other layer the fewest that keep it no slower than that layer.
+========  ==========================  ==================================================  =====
+engine    layers                      pe × simd                                           legal
+========  ==========================  ==================================================  =====
+mac       dense                       output channels × input elements per cycle          pe | out, simd | in
+systolic  conv (groups = 1)           rows × cols of the array: output channels × window  pe | out channels,
+                                      elements per cycle                                  simd | kh·kw·C
+depthwise depthwise conv              channels per cycle (simd = 1)                       pe | C
+pool      max/avg pool                channels per cycle (pe = simd = lanes)              lanes | C
+gap       global average pool         channels per cycle                                  lanes | C
+add       residual add                channels per cycle                                  lanes | C
+========  ==========================  ==================================================  =====
+
+Windowed layers (conv, depthwise, pool) also read their input ``in_lanes`` channels per beat
+(``in_lanes | C``). Cycles per frame, in steady state without stalls:
+
+- mac: ``(in / simd) · (out / pe)``;
+- systolic: ``max(P · (K / simd) · (out / pe), Hp · Wp · C / in_lanes)`` with ``P`` output
+  pixels, ``K = kh·kw·C`` and ``Hp × Wp`` the padded image (the sliding window reads it once);
+- depthwise and pool: ``max(P · (C / pe) · kh · kw, Hp · Wp · C / in_lanes)``;
+- gap and add: ``H · W · C / lanes``.
+
+The pipeline's initiation interval is the slowest layer's cycles. An illegal folding is
+rejected with the legal values, never replaced. The default rule balances the pipeline: the
+layer with the most MACs gets about ``multipliers`` multipliers, and every other layer the
+fewest resources that keep it no slower.
 """
 
 import dataclasses
@@ -19,18 +39,42 @@ from pathlib import Path
 from .errors import HwgenError
 
 __all__ = ["Folding", "LayerPlan", "Plan", "make_plan", "parse_folding", "legal_folding",
-           "divisors"]
+           "divisors", "ENGINES"]
 
 DEFAULT_MULTIPLIERS = 32
+
+# Engines each op can run on; the first is the default.
+ENGINES = {
+    "dense": ("mac",),
+    "conv": ("systolic",),
+    "depthwise": ("depthwise",),
+    "maxpool": ("pool",),
+    "avgpool": ("pool",),
+    "global_avgpool": ("gap",),
+    "add": ("add",),
+}
 
 
 def divisors(n):
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
+def _kind(layer):
+    return "depthwise" if layer.op == "conv" and layer.depthwise else layer.op
+
+
+def _channels(layer):
+    """Channels of a layer's input tensor (elements for dense)."""
+    if layer.op == "dense":
+        return layer.in_features
+    if layer.op == "add":
+        return layer.shape[-1]
+    return layer.in_shape[2]
+
+
 @dataclasses.dataclass(frozen=True)
 class Folding:
-    """``pe`` output channels × ``simd`` input elements computed per cycle."""
+    """``pe`` output lanes × ``simd`` input elements computed per cycle (see the module doc)."""
 
     pe: int
     simd: int
@@ -41,69 +85,86 @@ class Folding:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class LayerPlan:
-    """One layer's engine: the quantized layer, the engine kind and its folding."""
+    """One layer's engine: the quantized layer, the engine kind, its folding and the lanes of
+    the stream it reads."""
 
     layer: object
     engine: str
     folding: Folding
+    in_lanes: int
 
-    @property
-    def name(self):
-        return self.layer.name
-
-    @property
-    def pe(self):
-        return self.folding.pe
-
-    @property
-    def simd(self):
-        return self.folding.simd
+    name = property(lambda self: self.layer.name)
+    pe = property(lambda self: self.folding.pe)
+    simd = property(lambda self: self.folding.simd)
+    out_lanes = property(lambda self: self.folding.pe)
 
     @property
     def multipliers(self):
-        return self.pe * self.simd
-
-    @property
-    def in_beats(self):
-        """Input beats (of ``simd`` lanes) per frame."""
-        return self.layer.in_features // self.simd
-
-    @property
-    def out_beats(self):
-        """Output beats (of ``pe`` lanes) per frame."""
-        return self.layer.out_features // self.pe
+        if self.engine in ("mac", "systolic"):
+            return self.pe * self.simd
+        return self.pe if self.engine == "depthwise" else 0
 
     @property
     def cycles(self):
         """Cycles per frame of the engine, in steady state without stalls."""
-        return self.in_beats * self.out_beats
+        return _cycles(self.layer, self.engine, self.folding, self.in_lanes)
+
+    @property
+    def utilization(self):
+        """MACs per frame ÷ (multipliers × cycles): the engine's own busy fraction."""
+        if not self.multipliers:
+            return None
+        return self.layer.macs / (self.multipliers * self.cycles)
+
+    def describe(self):
+        """The folding as a user would pin it."""
+        if self.engine in ("mac", "systolic"):
+            return f"{self.engine}:{self.folding}"
+        return f"{self.engine}:{self.pe}"
+
+
+def _padded_beats(layer, in_lanes):
+    height, width, channels = layer.in_shape
+    top, left, bottom, right = layer.pads
+    return (height + top + bottom) * (width + left + right) * channels // in_lanes
+
+
+def _cycles(layer, engine, folding, in_lanes):
+    if engine == "mac":
+        return (layer.in_features // folding.simd) * (layer.out_features // folding.pe)
+    if engine in ("gap", "add"):
+        shape = layer.in_shape if engine == "gap" else layer.shape
+        return shape[0] * shape[1] * shape[2] // folding.pe
+    pixels = layer.out_shape[0] * layer.out_shape[1]
+    if engine == "systolic":
+        compute = pixels * (layer.window // folding.simd) * (layer.out_channels // folding.pe)
+    else:
+        compute = pixels * (layer.in_shape[2] // folding.pe) * layer.kernel[0] * layer.kernel[1]
+    return max(compute, _padded_beats(layer, in_lanes))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Plan:
-    """Every layer's engine, in stream order, and the pipeline's cycle model."""
+    """Every layer's engine, in topological order, and the pipeline's cycle model."""
 
     qgraph: object
     layers: tuple
 
-    @property
-    def name(self):
-        return self.qgraph.name
+    name = property(lambda self: self.qgraph.name)
 
     @property
     def in_lanes(self):
-        """Input codes per beat on ``s_axis``: the first engine's ``simd``."""
-        return self.layers[0].simd
+        """Input codes per beat on ``s_axis``: the widest reader of the graph input."""
+        return max(p.in_lanes for p in self.layers if self.qgraph.input_name in p.layer.inputs)
 
     @property
     def out_lanes(self):
-        """Output codes per beat on ``m_axis``: the last engine's ``pe``."""
-        return self.layers[-1].pe
+        """Output codes per beat on ``m_axis``: the last engine's output lanes."""
+        return self.layers[-1].out_lanes
 
     @property
     def initiation_interval(self):
-        """Predicted cycles between frames in steady state: the slowest engine (each engine
-        consumes one beat and produces at most one per cycle, so its cycles bound its I/O)."""
+        """Predicted cycles between frames in steady state: the slowest engine."""
         return max(layer.cycles for layer in self.layers)
 
     @property
@@ -124,55 +185,151 @@ class Plan:
                 return layer
         raise HwgenError(f"no planned layer named {name!r}")
 
+    def skip_fifo_depth(self, tensor, consumer):
+        """Beats of FIFO on the edge ``tensor`` → ``consumer``: non-zero only where the edge
+        runs straight from a fork to an add whose other input comes through a longer path of
+        engines from the same tensor (a residual skip connection).
+
+        The long path must receive ``lead`` more elements of ``tensor`` before it emits the
+        element the add pairs with the skip path's; the skip FIFO holds them. The model sums,
+        over the long path's layers, the input a layer needs ahead of an output (windowed:
+        ``(kh − 1 − pad_top)`` rows plus ``kw`` pixels; MAC unit: its whole input vector), two
+        pixels of internal buffering and a pipeline allowance, each scaled to elements of
+        ``tensor``. It never exceeds one frame plus a margin, which always suffices.
+        """
+        qgraph, add = self.qgraph, self[consumer]
+        if add.engine != "add" or len(qgraph.consumers(tensor)) < 2:
+            return 0
+        others = [name for name in add.layer.inputs if name != tensor]
+        path = self._between(tensor, others[0]) if others else []
+        if not path:
+            return 0
+        lanes = self.in_lanes if tensor == qgraph.input_name else self[tensor].out_lanes
+        elements = math.prod(qgraph.shape_of(tensor))
+        held = 0
+        for layer_plan in path:
+            layer = layer_plan.layer
+            layer_in = math.prod(qgraph.shape_of(layer.inputs[0]))
+            held += (_lead(layer) + _PIPELINE_ALLOWANCE * layer_plan.in_lanes) * (
+                elements / layer_in)
+        frame_beats = elements // lanes
+        return min(math.ceil(held / lanes) + _FIFO_MARGIN, frame_beats + _FIFO_MARGIN)
+
+    def _between(self, tensor, name):
+        """The planned layers on paths from ``tensor`` (exclusive) to ``name`` (inclusive)."""
+        qgraph = self.qgraph
+        found, stack = {}, [name]
+        while stack:
+            current = stack.pop()
+            if current == tensor or current == qgraph.input_name or current in found:
+                continue
+            found[current] = self[current]
+            stack.extend(qgraph[current].inputs)
+        return list(found.values())
+
     def __repr__(self):
         rows = [f"Plan {self.name!r}: II {self.initiation_interval} cycles/frame, "
                 f"{self.multipliers} multipliers, bottleneck {self.bottleneck}",
-                f"  {'layer':<16} {'engine':<6} {'PExSIMD':>8} {'bits':>6} {'cycles':>7}"]
+                f"  {'layer':<16} {'engine':<10} {'folding':>8} {'in':>3} {'bits':>7} "
+                f"{'cycles':>7} {'util':>6}"]
         for layer in self.layers:
-            bits = f"w{layer.layer.weight_bits}a{layer.layer.act_bits}"
-            rows.append(f"  {layer.name:<16} {layer.engine:<6} {str(layer.folding):>8} "
-                        f"{bits:>6} {layer.cycles:>7}")
+            weight = f"w{layer.layer.weight_bits}" if hasattr(layer.layer, "weight_bits") else ""
+            utilization = "" if layer.utilization is None else f"{layer.utilization:.0%}"
+            folding = layer.describe().partition(":")[2]
+            rows.append(f"  {layer.name:<16} {layer.engine:<10} {folding:>8} "
+                        f"{layer.in_lanes:>3} {weight + 'a' + str(layer.layer.act_bits):>7} "
+                        f"{layer.cycles:>7} {utilization:>6}")
         return "\n".join(rows)
 
 
-def legal_folding(layer, folding):
-    """Validate ``folding`` (a Folding, ``(pe, simd)`` or ``"PExSIMD"``) for ``layer``."""
-    if isinstance(folding, str):
-        match = re.fullmatch(r"(\d+)x(\d+)", folding.strip())
+_PIPELINE_ALLOWANCE = 24   # beats a layer's pipeline registers may hold, a generous bound
+_FIFO_MARGIN = 4
+
+
+def _lead(layer):
+    """Input elements a layer needs beyond those of an output before it can emit it, plus two
+    pixels of buffering."""
+    if layer.op == "dense":
+        return layer.in_features
+    if layer.op == "add":
+        return layer.shape[-1]
+    if layer.op == "global_avgpool":
+        return math.prod(layer.in_shape)
+    height, width, channels = layer.in_shape
+    kh, kw = layer.kernel
+    top, left = layer.pads[:2]
+    return (max(kh - 1 - top, 0) * width + kw + 2) * channels
+
+
+# -- legality -------------------------------------------------------------------------------------
+
+_PIN = re.compile(r"(?:(?P<engine>[a-z]+):)?(?P<pe>\d+)(?:x(?P<simd>\d+))?")
+
+
+def _parse_pin(layer, value):
+    """``(engine or None, pe, simd or None)`` from ``"systolic:6x5"``, ``"4x8"``, ``"4"``,
+    a :class:`Folding` or ``(pe, simd)``."""
+    if isinstance(value, Folding):
+        return None, value.pe, value.simd
+    if isinstance(value, str):
+        match = _PIN.fullmatch(value.strip())
         if not match:
-            raise HwgenError(f"layer {layer.name!r}: folding must look like 'PExSIMD' "
-                             f"(e.g. '4x8'), not {folding!r}")
-        folding = tuple(int(group) for group in match.groups())
-    if isinstance(folding, Folding):
-        folding = (folding.pe, folding.simd)
+            raise HwgenError(f"layer {layer.name!r}: folding must look like 'PExSIMD' (e.g. "
+                             f"'4x8'), 'LANES' or 'ENGINE:PExSIMD', not {value!r}")
+        simd = match["simd"] and int(match["simd"])
+        return match["engine"], int(match["pe"]), simd
     try:
-        pe, simd = (operator.index(value) for value in folding)
+        pe, simd = (operator.index(v) for v in value)
     except (TypeError, ValueError):
-        raise HwgenError(f"layer {layer.name!r}: folding must be (pe, simd), not {folding!r}")
-    problems = []
-    if pe < 1 or layer.out_features % pe:
-        problems.append(f"pe={pe} must divide out_features={layer.out_features} "
-                        f"(legal pe: {', '.join(map(str, divisors(layer.out_features)))})")
-    if simd < 1 or layer.in_features % simd:
-        problems.append(f"simd={simd} must divide in_features={layer.in_features} "
-                        f"(legal simd: {', '.join(map(str, divisors(layer.in_features)))})")
-    if problems:
-        raise HwgenError(f"layer {layer.name!r}: illegal folding {pe}x{simd}: "
-                         + "; ".join(problems))
-    return Folding(pe, simd)
+        raise HwgenError(f"layer {layer.name!r}: folding must be (pe, simd), not {value!r}")
+    return None, pe, simd
 
 
-def _default_folding(layer, target_cycles):
-    """The fewest multipliers that finish ``layer`` within ``target_cycles``; ties prefer wide
-    ``simd`` (fewer accumulators)."""
-    options = [Folding(pe, simd) for pe in divisors(layer.out_features)
-               for simd in divisors(layer.in_features)]
-    fast_enough = [f for f in options if layer.macs // (f.pe * f.simd) <= target_cycles]
-    return min(fast_enough, key=lambda f: (f.pe * f.simd, -f.simd))
+def legal_folding(layer, folding, engine=None):
+    """Validate ``folding`` for ``layer`` on ``engine`` (default: the op's default engine);
+    returns the :class:`Folding`, or raises :class:`HwgenError` listing the legal values."""
+    kind = _kind(layer)
+    pinned, pe, simd = _parse_pin(layer, folding)
+    engine = _legal_engine(layer, pinned or engine)
+    if engine in ("mac", "systolic"):
+        outs = layer.out_features if engine == "mac" else layer.out_channels
+        ins = layer.in_features if engine == "mac" else layer.window
+        what = ("out_features", "in_features") if engine == "mac" else (
+            "out_channels", "the window size kh·kw·C")
+        simd = 1 if simd is None else simd
+        problems = []
+        if pe < 1 or outs % pe:
+            problems.append(f"pe={pe} must divide {what[0]}={outs} "
+                            f"(legal pe: {', '.join(map(str, divisors(outs)))})")
+        if simd < 1 or ins % simd:
+            problems.append(f"simd={simd} must divide {what[1]}={ins} "
+                            f"(legal simd: {', '.join(map(str, divisors(ins)))})")
+        if problems:
+            raise HwgenError(f"layer {layer.name!r}: illegal folding {pe}x{simd}: "
+                             + "; ".join(problems))
+        return Folding(pe, simd)
+    channels = _channels(layer) if kind != "depthwise" else layer.in_shape[2]
+    if simd not in (None, 1 if engine == "depthwise" else pe):
+        raise HwgenError(f"layer {layer.name!r}: a {engine} engine is sized by one number (its "
+                         f"lanes), not {pe}x{simd}")
+    if pe < 1 or channels % pe:
+        raise HwgenError(f"layer {layer.name!r}: {pe} lanes must divide its {channels} channels "
+                         f"(legal: {', '.join(map(str, divisors(channels)))})")
+    return Folding(pe, 1 if engine == "depthwise" else pe)
+
+
+def _legal_engine(layer, engine):
+    kind = _kind(layer)
+    if engine is None:
+        return ENGINES[kind][0]
+    if engine not in ENGINES[kind]:
+        raise HwgenError(f"layer {layer.name!r}: a {kind} layer cannot run on a {engine!r} "
+                         f"engine; legal: {', '.join(ENGINES[kind])}")
+    return engine
 
 
 def parse_folding(spec):
-    """``{"fc1": "4x8", ...}`` from a JSON file path, a dict, or ``"fc1=4x8,fc2=2x4"``."""
+    """``{"fc1": "4x8", ...}`` from a JSON file path, a dict, or ``"fc1=4x8,conv1=systolic:6x5"``."""
     if spec is None:
         return {}
     if isinstance(spec, dict):
@@ -195,9 +352,50 @@ def parse_folding(spec):
     return result
 
 
+# -- the default rule -----------------------------------------------------------------------------
+
+def _options(layer, engine):
+    kind = _kind(layer)
+    if engine in ("mac", "systolic"):
+        outs = layer.out_features if engine == "mac" else layer.out_channels
+        ins = layer.in_features if engine == "mac" else layer.window
+        return [Folding(pe, simd) for pe in divisors(outs) for simd in divisors(ins)]
+    channels = layer.in_shape[2] if kind == "depthwise" else _channels(layer)
+    return [Folding(pe, 1 if engine == "depthwise" else pe) for pe in divisors(channels)]
+
+
+def _cost(folding, engine):
+    return folding.pe * folding.simd if engine in ("mac", "systolic") else folding.pe
+
+
+def _choose(layer, engine, target, in_lanes_options):
+    """The cheapest folding (then the widest ``simd``, then the fewest input lanes) that
+    finishes within ``target`` cycles; the fastest one when none does."""
+    best = None
+    for folding in _options(layer, engine):
+        for in_lanes in in_lanes_options(folding):
+            cycles = _cycles(layer, engine, folding, in_lanes)
+            key = (cycles > target, _cost(folding, engine) if cycles <= target else cycles,
+                   -folding.simd, in_lanes)
+            if best is None or key < best[0]:
+                best = (key, folding, in_lanes)
+    return best[1], best[2]
+
+
+def _in_lanes_options(layer, engine):
+    if engine == "mac":
+        return lambda folding: [folding.simd]
+    if engine in ("pool", "gap", "add"):
+        return lambda folding: [folding.pe]
+    if engine == "depthwise":
+        return lambda folding: [folding.pe]
+    return lambda folding: divisors(layer.in_shape[2])
+
+
 def make_plan(qgraph, folding=None, *, multipliers=DEFAULT_MULTIPLIERS):
-    """Plan ``qgraph``: user ``folding`` (see :func:`parse_folding`) where given, else the
-    default rule sized so the largest layer has about ``multipliers`` multipliers."""
+    """Plan ``qgraph``: user ``folding`` (see :func:`parse_folding`; an engine may be pinned as
+    ``"systolic:6x5"``) where given, else the default rule sized so that the layer with the most
+    MACs has about ``multipliers`` multipliers."""
     folding = parse_folding(folding)
     names = [layer.name for layer in qgraph.layers]
     unknown = [name for name in folding if name not in names]
@@ -208,13 +406,24 @@ def make_plan(qgraph, folding=None, *, multipliers=DEFAULT_MULTIPLIERS):
     if multipliers < 1:
         raise HwgenError(f"multipliers must be positive, not {multipliers}")
     largest = max(qgraph.layers, key=lambda layer: layer.macs)
-    pinned = {name: legal_folding(qgraph[name], value) for name, value in folding.items()}
     target = math.ceil(largest.macs / multipliers)
+    pinned = {}
+    for name, value in folding.items():
+        layer = qgraph[name]
+        engine = _legal_engine(layer, _parse_pin(layer, value)[0])
+        fold = legal_folding(layer, value, engine)
+        in_lanes = min(_in_lanes_options(layer, engine)(fold),
+                       key=lambda lanes: (_cycles(layer, engine, fold, lanes) > target, lanes))
+        pinned[name] = LayerPlan(layer, engine, fold, in_lanes)
     if pinned:
         # Engines the user sized set the pace; the others need not be faster.
-        target = max(target, max(qgraph[name].macs // f.pe // f.simd
-                                 for name, f in pinned.items()))
-    layers = tuple(
-        LayerPlan(layer, "mac", pinned.get(layer.name) or _default_folding(layer, target))
-        for layer in qgraph.layers)
-    return Plan(qgraph, layers)
+        target = max([target] + [plan.cycles for plan in pinned.values()])
+    layers = []
+    for layer in qgraph.layers:
+        if layer.name in pinned:
+            layers.append(pinned[layer.name])
+            continue
+        engine = ENGINES[_kind(layer)][0]
+        fold, in_lanes = _choose(layer, engine, target, _in_lanes_options(layer, engine))
+        layers.append(LayerPlan(layer, engine, fold, in_lanes))
+    return Plan(qgraph, tuple(layers))

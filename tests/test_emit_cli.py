@@ -65,7 +65,7 @@ def test_manifest_describes_the_design(tmp_path, digits):
     assert np.array_equal(hwgen.reference.run_integer(loaded, vectors["inputs"]),
                           vectors["outputs"])
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "| gemm_2 | dense+relu | 48→24 | w6a4→5 |" in report
+    assert "| gemm_2 | dense+relu | 24 | w6a4→5 | " in report
     assert "accuracy, integer reference" in report
     assert "Design 'net'" in repr(design)
 

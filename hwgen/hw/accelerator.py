@@ -1,15 +1,16 @@
-"""The top level: every planned engine chained in stream order, behind AXI4-Stream ports."""
+"""The top level: every planned engine, wired as the layer graph says, behind AXI4-Stream ports."""
+
+import math
 
 from amaranth.hdl import Module
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import HwgenError
-from .mac_unit import MacUnit
 from .requant import code_shape
-from .stream import LaneConverter
+from .stream import LaneConverter, frame_layout
 
-__all__ = ["Accelerator"]
+__all__ = ["Accelerator", "make_block"]
 
 
 def _bytes_width(bits):
@@ -17,16 +18,46 @@ def _bytes_width(bits):
     return -(-bits // 8) * 8
 
 
+def make_block(layer_plan):
+    """The engine of one :class:`~hwgen.plan.LayerPlan` (imports are local so each engine's
+    module loads only when a plan uses it)."""
+    layer, engine = layer_plan.layer, layer_plan.engine
+    if engine == "mac":
+        from .mac_unit import MacUnit
+        return MacUnit(layer, layer_plan.pe, layer_plan.simd)
+    if engine in ("systolic", "depthwise"):
+        from .conv import ConvLayer
+        return ConvLayer(layer, (layer_plan.pe, layer_plan.simd), in_lanes=layer_plan.in_lanes)
+    if engine == "pool":
+        from .pool import PoolLayer
+        return PoolLayer(layer, layer_plan.pe)
+    if engine == "gap":
+        from .pool import GlobalAvgPool
+        return GlobalAvgPool(layer, layer_plan.pe)
+    if engine == "add":
+        from .add import AddUnit
+        return AddUnit(layer, layer_plan.pe)
+    raise HwgenError(f"layer {layer_plan.name!r}: engine {engine!r} has no hardware")
+
+
+def _ports(layer_plan):
+    return ("a", "b") if layer_plan.engine == "add" else ("i",)
+
+
 class Accelerator(wiring.Component):
-    """The accelerator of a :class:`~hwgen.plan.Plan`: one :class:`MacUnit` per layer, with a
-    :class:`LaneConverter` wherever an engine's ``pe`` differs from the next one's ``simd``.
+    """The accelerator of a :class:`~hwgen.plan.Plan`: one engine per layer, connected along
+    the layer graph. Between a producer and a consumer whose lanes differ sits a
+    :class:`LaneConverter`; a tensor read by several layers goes through a
+    :class:`~hwgen.hw.fifo.StreamFork`, and each branch that joins a longer one at an add gets
+    a :class:`~hwgen.hw.fifo.StreamFifo` of ``plan.skip_fifo_depth(tensor, consumer)`` beats
+    (the plan's latency model), so the fork never waits for the add.
 
     Ports (plus the implicit ``clk`` and synchronous, active-high ``rst``):
 
-    - ``s_axis_tdata`` / ``tvalid`` / ``tready`` / ``tlast``: input codes, ``plan.in_lanes``
-      per beat; lane ``i`` occupies bits ``[i·bits, (i+1)·bits)`` (two's complement when
-      signed); ``tdata`` is rounded up to whole bytes and its pad bits are ignored. ``tlast``
-      is accepted but ignored: the engines count beats, a frame being ``in_features`` codes.
+    - ``s_axis_tdata`` / ``tvalid`` / ``tready`` / ``tlast``: input codes in HWC order,
+      ``plan.in_lanes`` per beat; lane ``i`` occupies bits ``[i·bits, (i+1)·bits)`` (two's
+      complement when signed); ``tdata`` is rounded up to whole bytes and its pad bits are
+      ignored. ``tlast`` is accepted but ignored: the engines count beats.
     - ``m_axis_tdata`` / ``tvalid`` / ``tready`` / ``tlast``: output codes, ``plan.out_lanes``
       per beat, packed the same way with zero pad bits; ``tlast`` marks each frame's last beat.
 
@@ -35,29 +66,22 @@ class Accelerator(wiring.Component):
     latency : int
         Cycles from the transfer of a frame's last ``s_axis`` beat to the transfer of its last
         ``m_axis`` beat, for a frame entering an idle accelerator with ``m_axis_tready`` held
-        high: the sum of the engines' and converters' latencies (same definition for each).
-        The sum is exact because each converter's buffer is sized for the pace of the engine
-        before it (one beat every ``in_beats`` cycles), so it never stalls that engine.
+        high: the longest path's sum of block latencies. Exact for chains of MAC units (each
+        converter's buffer is sized for the pace of the engine before it); an estimate where
+        windowed layers or adds are involved.
     initiation_interval : int
-        Cycles between frames in steady state, ``plan.initiation_interval`` (the slowest
-        engine's ``cycles_per_frame``).
+        Cycles between frames in steady state: ``plan.initiation_interval``.
     """
 
     def __init__(self, plan):
         self._plan = plan
-        for index, layer_plan in enumerate(plan.layers):
-            if layer_plan.engine != "mac":
-                raise HwgenError(f"layer {layer_plan.name!r}: engine {layer_plan.engine!r} has "
-                                 "no hardware yet; only 'mac' is supported")
-            if index and layer_plan.layer.input != plan.layers[index - 1].layer.output:
-                raise HwgenError(f"layer {layer_plan.name!r} consumes {layer_plan.layer.input}, "
-                                 f"but the layer before produces "
-                                 f"{plan.layers[index - 1].layer.output}")
-        self._in_shape = code_shape(plan.layers[0].layer.input)
-        self._out_shape = code_shape(plan.layers[-1].layer.output)
+        qgraph = plan.qgraph
+        self._in_shape = code_shape(qgraph.input)
+        self._out_shape = code_shape(qgraph.output)
+        self._blocks = {p.name: make_block(p) for p in plan.layers}
+        self._edges = self._make_edges()
         in_width = _bytes_width(plan.in_lanes * self._in_shape.width)
         out_width = _bytes_width(plan.out_lanes * self._out_shape.width)
-        self._blocks = self._make_blocks()
         super().__init__({
             "s_axis_tdata": In(in_width), "s_axis_tvalid": In(1),
             "s_axis_tready": Out(1), "s_axis_tlast": In(1),
@@ -69,48 +93,115 @@ class Accelerator(wiring.Component):
     def plan(self):
         return self._plan
 
-    def _make_blocks(self):
-        """``{name: block}`` of the engines (``layer<k>``) and converters (``convert<k>``, in
-        front of layer ``k``) in stream order."""
-        blocks = {}
-        for index, layer_plan in enumerate(self._plan.layers):
-            previous = self._plan.layers[index - 1].pe if index else layer_plan.simd
-            if previous != layer_plan.simd:
-                # Paced like the engine before it, so it never stalls that engine's output.
-                blocks[f"convert{index}"] = LaneConverter(
-                    code_shape(layer_plan.layer.input), previous, layer_plan.simd,
-                    layer_plan.layer.in_features,
-                    in_interval=self._plan.layers[index - 1].in_beats)
-            blocks[f"layer{index}"] = MacUnit(layer_plan.layer, layer_plan.pe, layer_plan.simd)
-        return blocks
+    @property
+    def blocks(self):
+        """``{layer name: engine}``."""
+        return dict(self._blocks)
+
+    def _lanes_of(self, tensor):
+        if tensor == self._plan.qgraph.input_name:
+            return self._plan.in_lanes
+        return self._plan[tensor].out_lanes
+
+    def _make_edges(self):
+        """``{tensor: [(consumer plan, port, fifo or None, converter or None)]}``."""
+        from .fifo import StreamFifo
+
+        qgraph, edges = self._plan.qgraph, {}
+        for consumer in self._plan.layers:
+            for tensor, port in zip(consumer.layer.inputs, _ports(consumer)):
+                quant, shape = qgraph.quant_of(tensor), qgraph.shape_of(tensor)
+                lanes = self._lanes_of(tensor)
+                elements = math.prod(shape)
+                fifo = None
+                depth = self._plan.skip_fifo_depth(tensor, consumer.name)
+                if depth:
+                    fifo = StreamFifo(frame_layout(code_shape(quant), lanes), depth)
+                converter = None
+                if lanes != consumer.in_lanes:
+                    # A MAC unit emits a beat every in_beats cycles; pacing the converter to it
+                    # keeps that engine from ever waiting (and the latency exact).
+                    producer = self._plan[tensor] if tensor in self._blocks else None
+                    pace = None
+                    if producer is not None and producer.engine == "mac" and fifo is None:
+                        pace = producer.layer.in_features // producer.simd
+                    converter = LaneConverter(code_shape(quant), lanes, consumer.in_lanes,
+                                              elements, in_interval=pace)
+                edges.setdefault(tensor, []).append((consumer, port, fifo, converter))
+        return edges
 
     @property
     def latency(self):
-        return sum(block.latency for block in self._blocks.values())
+        done = {self._plan.qgraph.input_name: 0}
+        for layer_plan in self._plan.layers:
+            arrivals = []
+            for tensor, edge in self._incoming(layer_plan):
+                _, _, fifo, converter = edge
+                arrivals.append(done[tensor] + (fifo.latency if fifo else 0)
+                                + (converter.latency if converter else 0))
+            done[layer_plan.name] = max(arrivals) + self._blocks[layer_plan.name].latency
+        return done[self._plan.layers[-1].name]
+
+    def _incoming(self, layer_plan):
+        for tensor in layer_plan.layer.inputs:
+            for edge in self._edges[tensor]:
+                if edge[0] is layer_plan:
+                    yield tensor, edge
 
     @property
     def initiation_interval(self):
         return self._plan.initiation_interval
 
     def elaborate(self, platform):
-        m = Module()
-        blocks = self._blocks
-        for name, block in blocks.items():
-            m.submodules[name] = block
-        blocks = list(blocks.values())
-        for upstream, downstream in zip(blocks, blocks[1:]):
-            wiring.connect(m, upstream.o, downstream.i)
+        from .fifo import StreamFork
 
-        first, last = blocks[0].i, blocks[-1].o
-        in_bits = self._plan.in_lanes * self._in_shape.width
+        m = Module()
+        for name, block in self._blocks.items():
+            m.submodules[name] = block
+
+        qgraph = self._plan.qgraph
+        sources = {name: block.o for name, block in self._blocks.items()}
+        sources[qgraph.input_name] = self._input_stream(m)
+
+        for tensor, edges in self._edges.items():
+            source = sources[tensor]
+            if len(edges) > 1:
+                fork = StreamFork(source.payload.shape(), len(edges))
+                m.submodules[f"fork_{tensor}"] = fork
+                wiring.connect(m, source, fork.i)
+                outputs = [getattr(fork, f"o{index}") for index in range(len(edges))]
+            else:
+                outputs = [source]
+            for stream_out, (consumer, port, fifo, converter) in zip(outputs, edges):
+                suffix = f"{tensor}_to_{consumer.name}"
+                if fifo is not None:
+                    m.submodules[f"fifo_{suffix}"] = fifo
+                    wiring.connect(m, stream_out, fifo.i)
+                    stream_out = fifo.o
+                if converter is not None:
+                    m.submodules[f"convert_{suffix}"] = converter
+                    wiring.connect(m, stream_out, converter.i)
+                    stream_out = converter.o
+                wiring.connect(m, stream_out, getattr(self._blocks[consumer.name], port))
+
+        last = sources[self._plan.layers[-1].name]
         m.d.comb += [
-            first.payload.data.eq(self.s_axis_tdata[:in_bits]),
-            first.payload.last.eq(self.s_axis_tlast),
-            first.valid.eq(self.s_axis_tvalid),
-            self.s_axis_tready.eq(first.ready),
             self.m_axis_tdata.eq(last.payload.data),
             self.m_axis_tlast.eq(last.payload.last),
             self.m_axis_tvalid.eq(last.valid),
             last.ready.eq(self.m_axis_tready),
         ]
         return m
+
+    def _input_stream(self, m):
+        """``s_axis`` as a frame stream (source side) of ``plan.in_lanes`` input codes."""
+        lanes = self._plan.in_lanes
+        signature = stream.Signature(frame_layout(self._in_shape, lanes))
+        port = signature.create(path=("input",))
+        m.d.comb += [
+            port.payload.data.eq(self.s_axis_tdata[:lanes * self._in_shape.width]),
+            port.payload.last.eq(self.s_axis_tlast),
+            port.valid.eq(self.s_axis_tvalid),
+            self.s_axis_tready.eq(port.ready),
+        ]
+        return port
