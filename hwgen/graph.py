@@ -330,8 +330,11 @@ class Graph:
         return name in self._nx
 
     def layers(self):
-        """All layers in a topological order (the order they were added)."""
-        return [self._nx.nodes[n]["layer"] for n in nx.topological_sort(self._nx)]
+        """All layers in topological order; among layers that could come in either order, the
+        one added first comes first."""
+        order = nx.lexicographical_topological_sort(
+            self._nx, key=lambda name: self._nx.nodes[name]["index"])
+        return [self._nx.nodes[name]["layer"] for name in order]
 
     @property
     def input_layer(self):
@@ -399,7 +402,8 @@ class Graph:
                 f"layer name must be an identifier (letters, digits, _), not {name!r}")
         if name in self._nx:
             raise HwgenError(f"layer name {name!r} is used twice")
-        self._nx.add_node(name, layer=Layer(name, spec, tuple(inputs), tuple(shape)))
+        self._nx.add_node(name, layer=Layer(name, spec, tuple(inputs), tuple(shape)),
+                          index=len(self._nx))
         for source in inputs:
             self._nx.add_edge(source, name)
         return name

@@ -1,22 +1,36 @@
-"""ONNX → :class:`~hwgen.graph.Graph` for float MLPs.
+"""ONNX → :class:`~hwgen.graph.Graph` for float MLPs and CNNs.
 
-Reads the chains of dense layers and ReLUs that PyTorch's ``torch.onnx.export`` (the TorchScript
-exporter and the dynamo exporter) and Keras via tf2onnx write:
+Reads the graphs that PyTorch's ``torch.onnx.export`` (the TorchScript exporter and the dynamo
+exporter) and Keras via tf2onnx write:
 
 - ``Gemm`` whose input ``A`` is the activation and ``B`` (and the optional ``C``) are constants;
   ``alpha``, ``beta`` and ``transB`` fold into the weight and bias. ``transA=1`` is accepted only
   where it reduces to a dense layer: on a ``(K, 1)`` column vector of a batch-1 model.
 - ``MatMul`` of the activation by a constant ``(K, N)`` weight, followed by ``Add`` of a constant
   bias (either operand order) → one dense layer; without the ``Add``, the bias is zero. An ``Add``
-  of a constant right after a ``Gemm`` folds into its bias too.
-- ``Relu``.
+  of a constant right after a ``Gemm`` or a ``Conv`` folds into its bias too.
+- ``Conv`` (2-D, constant weight, ``group`` 1 or depthwise, dilations 1, explicit ``pads`` or
+  ``auto_pad``) → ``conv2d``, the weight transposed from OIHW to OHWI.
+- ``BatchNormalization`` (inference form) right after a ``Conv``/``Gemm``/``MatMul`` whose output
+  nothing else reads: folded into that layer's weight and bias.
+- ``MaxPool`` and ``AveragePool`` (dilations 1; ``ceil_mode=1`` only where it changes nothing; an
+  average pool with padding needs ``count_include_pad=1``), ``GlobalAveragePool``, and
+  ``ReduceMean`` over the height and width (how the dynamo exporter writes
+  ``adaptive_avg_pool2d(x, 1)`` and ``x.mean((2, 3))``) → ``global_avgpool``.
+- ``Add`` of two activations of the same shape (a residual connection) → ``add``.
+- ``Relu``; ``Clip`` (bounds as attributes before opset 11, as constant inputs since) → ``clip``.
 - ``Flatten``, ``Reshape`` (shape from an initializer or a ``Constant`` node) and ``Identity`` are
-  elided when they keep a ``(batch, features)`` vector; anything else is an error.
+  elided when they keep a ``(batch, features)`` vector. ``Flatten``/``Reshape`` of an image
+  ``(batch, C, H, W)`` to ``(batch, C·H·W)`` becomes a ``flatten`` layer: ONNX flattens in
+  ``(C, H, W)`` order while hwgen streams ``(H, W, C)``, so the ``Gemm``/``MatMul`` that must
+  follow it gets its weight columns re-ordered to match; anything else after it is an error.
 - ``Constant`` nodes are read as initializers.
 
-The input must be a single float ``(batch, K)`` tensor; the batch dimension may be symbolic,
-unknown or fixed. The graph must be a chain (every tensor has one consumer). Every problem a
-model can have raises :class:`~hwgen.errors.HwgenError` naming the node at fault.
+The input must be a single float tensor, ``(batch, K)`` or an image ``(batch, C, H, W)`` (the
+graph's input then has shape ``(H, W, C)`` and ``layout="CHW"``); the batch dimension may be
+symbolic, unknown or fixed. Tensors may fork (a residual connection) as long as every branch
+ends in the single output. Every problem a model can have raises
+:class:`~hwgen.errors.HwgenError` naming the node at fault.
 
 Layer names come from the node names, made into unique identifiers: ``/fc1/Gemm`` → ``fc1``,
 ``/seq/seq.0/Gemm`` → ``seq_0``, ``/0/Gemm`` → ``gemm_0``, ``/Relu_1`` → ``relu_1``,
@@ -40,11 +54,14 @@ from ..graph import Graph
 __all__ = ["load_onnx", "MIN_OPSET", "MAX_OPSET", "SUPPORTED_OPS"]
 
 # Opset 7 is the first with numpy broadcasting for Add/Gemm (no `broadcast` attribute). Up to the
-# maximum, the supported ops changed only in the types they accept (see REVIEWED_SCHEMAS in the
-# tests); onnxruntime 1.31 runs up to 26, so that is what the tests can check.
+# maximum, the supported ops changed only in the types they accept or in attributes that are
+# handled here (see REVIEWED_SCHEMAS in the tests); onnxruntime 1.31 runs up to 26, so that is
+# what the tests can check.
 MIN_OPSET, MAX_OPSET = 7, 26
 
-SUPPORTED_OPS = ("Add (bias after MatMul/Gemm), Constant, Flatten, Gemm, Identity, MatMul, Relu, "
+SUPPORTED_OPS = ("Add (a bias after Conv/MatMul/Gemm, or two activations), AveragePool, "
+                 "BatchNormalization (after Conv/Gemm/MatMul), Clip, Constant, Conv, Flatten, "
+                 "Gemm, GlobalAveragePool, Identity, MatMul, MaxPool, ReduceMean (over H and W), Relu, "
                  "Reshape")
 
 _FLOAT_TYPES = {
@@ -55,12 +72,19 @@ _FLOAT_TYPES = {
 }
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 _SHAPE_OPS = ("Flatten", "Identity", "Reshape")
-_ARITY = {"Add": (2, 2), "Flatten": (1, 1), "Gemm": (2, 3), "Identity": (1, 1), "MatMul": (2, 2),
+# Ops that may read a vector flattened in ONNX's (C, H, W) order: the dense layers re-order their
+# weights, the shape ops pass the order on.
+_CHW_READERS = ("Gemm", "MatMul") + _SHAPE_OPS
+_ARITY = {"Add": (2, 2), "AveragePool": (1, 1), "BatchNormalization": (5, 5), "Clip": (1, 3),
+          "Conv": (2, 3), "Flatten": (1, 1), "Gemm": (2, 3), "GlobalAveragePool": (1, 1),
+          "Identity": (1, 1), "MatMul": (2, 2), "MaxPool": (1, 1), "ReduceMean": (1, 2),
           "Relu": (1, 1), "Reshape": (2, 2)}
+# float32's largest value: exporters write it for an absent Clip bound.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def load_onnx(model, name=None):
-    """Read a float MLP from ONNX into a :class:`~hwgen.graph.Graph`.
+    """Read a float MLP or CNN from ONNX into a :class:`~hwgen.graph.Graph`.
 
     Parameters
     ----------
@@ -73,7 +97,8 @@ def load_onnx(model, name=None):
     Returns
     -------
     Graph
-        ``input`` → dense/relu layers, with input shape ``(K,)`` (the batch dimension dropped).
+        With input shape ``(K,)``, or ``(H, W, C)`` and ``layout="CHW"`` for an image input
+        ``(batch, C, H, W)`` (the batch dimension dropped).
 
     Raises
     ------
@@ -121,32 +146,49 @@ def _read(model):
 
 @dataclasses.dataclass
 class _Layer:
-    """A layer being collected; ``bias`` stays mutable so a following ``Add`` can fold into it."""
+    """A layer being collected; ``weight`` and ``bias`` stay mutable so that a following ``Add``
+    or ``BatchNormalization`` can fold into them. ``inputs`` index the layers it reads (-1: the
+    input); ``options`` are the remaining keyword arguments of the :class:`Graph` method;
+    ``source`` describes the node it came from."""
 
     name: str
     op: str
+    inputs: tuple
+    source: str
     weight: np.ndarray = None
     bias: np.ndarray = None
+    options: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Activation:
-    """A tensor computed from the input: ``(batch, features)``, or ``(features, 1)`` if
-    ``column`` (then the batch is 1). ``batch`` is None when symbolic. ``layer`` indexes the layer
-    that produced it (-1: the input)."""
+    """A tensor computed from the input.
+
+    ``(batch, features)``; ``(features, 1)`` if ``column`` (then the batch is 1); an image
+    ``(batch, C, H, W)`` if ``image`` is ``(C, H, W)`` (``features`` is then ``C·H·W``).
+    ``batch`` is None when symbolic. ``layer`` indexes the layer that produced it (-1: the
+    input). ``chw`` is the ``(C, H, W)`` of the image a vector was flattened from while its
+    ONNX order differs from hwgen's HWC order. ``shared`` lists the other readers of the
+    layer's output reached through elided ops (so nothing folds into a layer others read)."""
 
     layer: int
     features: int
     batch: object
     column: bool = False
+    image: tuple = None
+    chw: tuple = None
+    shared: tuple = ()
 
     def shape(self, batch):
+        if self.image:
+            return (batch, *self.image)
         return (self.features, 1) if self.column else (batch, self.features)
 
     def __str__(self):
         if self.column:
             return f"({self.features}, 1)"
-        return f"({'batch' if self.batch is None else self.batch}, {self.features})"
+        batch = "batch" if self.batch is None else str(self.batch)
+        return "(" + ", ".join(map(str, (batch, *(self.image or (self.features,))))) + ")"
 
 
 class _Importer:
@@ -154,7 +196,7 @@ class _Importer:
         self._graph = model.graph
         self._constants = {}
         self._activations = {}
-        self._consumers = {}  # tensor name → what reads it, to reject branches
+        self._consumers = {}  # tensor name → what reads it, to check forks and folding
         self._layers = []
         self._names = _Namer()
 
@@ -173,21 +215,46 @@ class _Importer:
         for node in nodes:
             for tensor in node.input:
                 self._consumers.setdefault(tensor, []).append(f"node {_label(node)!r}")
+        readers = self._consumers.get(output_name, [])
         self._consumers.setdefault(output_name, []).append("the graph output")
+        if readers:
+            consumers = self._consumers[output_name]
+            raise HwgenError(
+                f"tensor {output_name!r} feeds {len(consumers)} consumers "
+                f"({', '.join(consumers)}); the graph output must be the last layer, read by "
+                "no other node")
 
         for node in _topological(nodes, set(self._constants) | {input_name}):
             self._convert(node)
 
         if output_name not in self._activations:
             raise HwgenError(f"the model output {output_name!r} does not depend on its input")
+        output = self._activations[output_name]
+        if output.chw:
+            raise _order_error(f"the model output {output_name!r}", output)
+        self._check_single_sink(output.layer)
+
         result = Graph(name)
-        previous = result.input((self._activations[input_name].features,), name=input_layer)
-        for layer in self._layers:
-            if layer.op == "dense":
-                previous = result.dense(previous, layer.weight, layer.bias, name=layer.name)
-            else:
-                previous = result.relu(previous, name=layer.name)
+        x = self._activations[input_name]
+        if x.image:
+            channels, height, width = x.image
+            previous = result.input((height, width, channels), name=input_layer, layout="CHW")
+        else:
+            previous = result.input((x.features,), name=input_layer)
+        made = {-1: previous}
+        for index, layer in enumerate(self._layers):
+            method = getattr(result, "conv2d" if layer.op == "conv" else layer.op)
+            arrays = {} if layer.weight is None else {"weight": layer.weight, "bias": layer.bias}
+            made[index] = method(*(made[i] for i in layer.inputs), name=layer.name, **arrays,
+                                 **layer.options)
         return result
+
+    def _check_single_sink(self, output_layer):
+        read = {output_layer} | {i for layer in self._layers for i in layer.inputs}
+        for index, layer in enumerate(self._layers):
+            if index not in read:
+                raise HwgenError(f"{layer.source}: its output is read by no node and is not the "
+                                 "graph output; hwgen takes models with exactly one output")
 
     # -- inputs and constants ---------------------------------------------------------------------
 
@@ -215,7 +282,8 @@ class _Importer:
             # The usual cause: weights exported as graph inputs instead of initializers.
             names = {value.name for value in inputs}
             for node in self._graph.node:
-                weights = node.input[1:] if node.op_type in ("Gemm", "MatMul") else ()
+                weights = node.input[1:] if node.op_type in (
+                    "Gemm", "MatMul", "Conv", "BatchNormalization") else ()
                 for tensor in weights:
                     if tensor in names:
                         raise HwgenError(
@@ -236,18 +304,26 @@ class _Importer:
                              f"({', '.join(_FLOAT_TYPES.values())})")
         if not tensor_type.HasField("shape"):
             raise HwgenError(f"{what} has no shape information; export the model with a known "
-                             "input shape (batch, features)")
+                             "input shape (batch, features) or (batch, channels, height, width)")
         dims = [dim.dim_value if dim.HasField("dim_value") else None
                 for dim in tensor_type.shape.dim]
         text = "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
-        if len(dims) != 2:
-            raise HwgenError(f"{what} has shape {text}; hwgen takes (batch, features) inputs, "
-                             "so flatten the input before exporting")
-        batch, features = dims
-        if not features:
-            raise HwgenError(f"{what} has shape {text}: the number of features must be known")
-        # 0 is how some exporters write an unknown dimension.
-        self._activations[value.name] = _Activation(-1, features, batch or None)
+        if len(dims) == 2:
+            batch, features = dims
+            if not features:
+                raise HwgenError(f"{what} has shape {text}: the number of features must be known")
+            # 0 is how some exporters write an unknown dimension.
+            self._activations[value.name] = _Activation(-1, features, batch or None)
+        elif len(dims) == 4:
+            batch, *image = dims
+            if not all(image):
+                raise HwgenError(f"{what} has shape {text}: the channels, height and width must "
+                                 "be known; export with a fixed image size")
+            self._activations[value.name] = _Activation(-1, math.prod(image), batch or None,
+                                                        image=tuple(image))
+        else:
+            raise HwgenError(f"{what} has shape {text}; hwgen takes (batch, features) or "
+                             "(batch, channels, height, width) inputs")
         layer = value.name if value.name.isidentifier() else "input"
         return value.name, self._names.claim(_identifier(layer, prefix="input"), "input")
 
@@ -281,12 +357,10 @@ class _Importer:
                 return
             raise HwgenError(f"{what} computes on constants only; export with constant folding "
                              "(torch.onnx.export(..., do_constant_folding=True))")
-        for tensor in dict.fromkeys(inputs):
-            consumers = self._consumers[tensor]
-            if len(consumers) > 1:
-                raise HwgenError(
-                    f"tensor {tensor!r} feeds {len(consumers)} consumers ({', '.join(consumers)}); "
-                    "branching graphs (e.g. residual connections) are not supported yet")
+        for tensor in inputs:
+            x = self._activations[tensor]
+            if x.chw and node.op_type not in _CHW_READERS:
+                raise _order_error(f"{what} reads {tensor!r}, which", x)
         _CONVERTERS[node.op_type](self, node, what)
 
     def _fold_constant(self, node, what):
@@ -300,10 +374,48 @@ class _Importer:
         except ValueError as error:
             raise HwgenError(f"{what}: {error}") from None
 
-    def _add_layer(self, node, op, weight=None, bias=None):
+    def _add_layer(self, node, op, inputs, weight=None, bias=None, **options):
         name = self._names.claim(_base_name(node), op)
-        self._layers.append(_Layer(name, op, weight, bias))
+        source = f"node {_label(node)!r} (op {node.op_type})"
+        self._layers.append(_Layer(name, op, tuple(inputs), source, weight, bias, options))
         return len(self._layers) - 1
+
+    def _alias(self, node, x, **changes):
+        """``node``'s output is ``x`` (its first input) again, maybe reshaped: an elided op."""
+        readers = list(self._consumers[node.input[0]])
+        readers.remove(f"node {_label(node)!r}")
+        self._activations[node.output[0]] = dataclasses.replace(
+            x, shared=x.shared + tuple(readers), **changes)
+
+    def _fold_target(self, node, tensor, what, verb, ops, kind):
+        """The layer that ``kind`` (read by ``node`` from ``tensor``) folds into: the one right
+        before it, if its op is one of ``ops`` and nothing else reads its output."""
+        x = self._activations[tensor]
+        layer = self._layers[x.layer] if x.layer >= 0 else None
+        producer = "the input" if layer is None else f"layer {layer.name!r}"
+        if layer is None or layer.op not in ops or x.column:
+            raise HwgenError(f"{what} {verb} the output of {producer}; hwgen supports {kind} only "
+                             f"right after a {'/'.join(_ONNX_NAMES[op] for op in ops)}, folded "
+                             "into it")
+        readers = list(self._consumers[tensor])
+        readers.remove(f"node {_label(node)!r}")
+        readers = list(x.shared) + readers
+        if readers:
+            raise HwgenError(f"{what} {verb} the output of {producer} ({layer.source}), which "
+                             f"also feeds {', '.join(readers)}; hwgen folds {kind} into the layer "
+                             "before it only when nothing else reads that layer's output")
+        return layer, x
+
+    def _image(self, node, what):
+        """The image activation read by ``node`` as its first input, or a HwgenError."""
+        tensor = node.input[0]
+        if tensor not in self._activations:
+            raise HwgenError(f"{what}: its first input {tensor!r} must be the activation")
+        x = self._activations[tensor]
+        if not x.image:
+            raise HwgenError(f"{what} needs an image (batch, channels, height, width), but "
+                             f"{tensor!r} has shape {x}")
+        return x
 
     def _gemm(self, node, what):
         a, b, c = (list(node.input) + ["", ""])[:3]
@@ -313,13 +425,12 @@ class _Importer:
         weight = self._constant(b, node, "weight B")
         if weight.ndim != 2:
             raise HwgenError(f"{what}: weight B must be 2-D, not {weight.shape}")
-        attributes = {attribute.name: onnx.helper.get_attribute_value(attribute)
-                      for attribute in node.attribute}
+        attributes = _attributes(node)
         weight = weight.T if attributes.get("transB", 0) else weight  # now (K, N)
-        x = self._activations[a]
+        x = self._vector(node, a, what)
         if attributes.get("transA", 0):
             if x.column or (x.batch == 1 and x.features == 1):
-                x = _Activation(x.layer, x.features, 1)
+                x = dataclasses.replace(x, batch=1, column=False)
             else:
                 raise HwgenError(
                     f"{what}: transA=1 on the activation of shape {x} would mix the batch into "
@@ -333,10 +444,10 @@ class _Importer:
                              f"activation has {x.features} features")
         bias = np.zeros(outputs)
         if c:
-            bias = _bias(self._constant(c, node, "bias C"), outputs, what)
+            bias = _bias(self._constant(c, node, "bias C"), (1, outputs), what)
             bias = attributes.get("beta", 1.0) * bias
-        weight = attributes.get("alpha", 1.0) * weight.T
-        layer = self._add_layer(node, "dense", weight, bias)
+        weight = attributes.get("alpha", 1.0) * _rows_to_hwc(weight, x.chw).T
+        layer = self._add_layer(node, "dense", (x.layer,), weight, bias)
         self._activations[node.output[0]] = _Activation(layer, outputs, x.batch)
 
     def _matmul(self, node, what):
@@ -345,41 +456,209 @@ class _Importer:
             raise HwgenError(f"{what} multiplies the constant {a!r} by the activation; hwgen "
                              "supports activation × constant weight (K, N)")
         weight = self._constant(b, node, "weight")
-        x = self._activations[a]
+        x = self._vector(node, a, what)
         if x.column:
             raise HwgenError(f"{what}: the activation is the column vector {x}; MatMul needs "
                              "(batch, features)")
         if weight.ndim != 2 or weight.shape[0] != x.features:
             raise HwgenError(f"{what}: the weight must be ({x.features}, N) for the activation "
                              f"{x}, not {weight.shape}")
-        layer = self._add_layer(node, "dense", weight.T, np.zeros(weight.shape[1]))
+        weight = _rows_to_hwc(weight, x.chw)
+        layer = self._add_layer(node, "dense", (x.layer,), weight.T, np.zeros(weight.shape[1]))
         self._activations[node.output[0]] = _Activation(layer, weight.shape[1], x.batch)
+
+    def _vector(self, node, tensor, what):
+        x = self._activations[tensor]
+        if x.image:
+            raise HwgenError(f"{what}: the activation {tensor!r} is the image {x}; flatten it "
+                             "first (torch.flatten(x, 1))")
+        return x
+
+    def _conv(self, node, what):
+        x = self._image(node, what)
+        weight = self._constant(node.input[1], node, "weight W")
+        if weight.ndim != 4:
+            raise HwgenError(f"{what}: weight W has shape {weight.shape}; hwgen supports 2-D "
+                             "convolutions, whose weight is (M, C/group, kH, kW)")
+        attributes = _attributes(node)
+        out_channels, per_group, kh, kw = weight.shape
+        channels = x.image[0]
+        group = attributes.get("group", 1)
+        if per_group * group != channels:
+            raise HwgenError(f"{what}: weight W {weight.shape} with group={group} expects "
+                             f"{per_group * group} input channels, but the activation {x} has "
+                             f"{channels}")
+        if group != 1 and not group == channels == out_channels:
+            raise HwgenError(f"{what}: group={group} with {channels} input and {out_channels} "
+                             "output channels is a grouped convolution; hwgen supports group=1 "
+                             "and depthwise convolutions (group = input channels = output "
+                             "channels)")
+        kernel = _check_kernel(attributes, (kh, kw), what, "weight W")
+        stride, pads = _window(attributes, x.image[1:], kernel, what)
+        bias = np.zeros(out_channels)
+        if len(node.input) > 2 and node.input[2]:
+            bias = _bias(self._constant(node.input[2], node, "bias B"), (out_channels,), what)
+        size = _window_output(x.image[1:], kernel, stride, pads, what)
+        layer = self._add_layer(node, "conv", (x.layer,), weight.transpose(0, 2, 3, 1), bias,
+                                stride=stride, padding=pads, groups=group)
+        self._activations[node.output[0]] = _Activation(
+            layer, out_channels * math.prod(size), x.batch, image=(out_channels, *size))
+
+    def _pool(self, node, what):
+        x = self._image(node, what)
+        attributes = _attributes(node)
+        if "kernel_shape" not in attributes:
+            raise HwgenError(f"{what} has no kernel_shape")
+        kernel = _check_kernel(attributes, None, what, None)
+        stride, pads = _window(attributes, x.image[1:], kernel, what)
+        if max(pads[0], pads[2]) >= kernel[0] or max(pads[1], pads[3]) >= kernel[1]:
+            raise HwgenError(f"{what}: pads {list(pads)} must be smaller than the kernel "
+                             f"{list(kernel)}")
+        size = _window_output(x.image[1:], kernel, stride, pads, what)
+        if attributes.get("ceil_mode", 0):
+            ceiled = tuple(-(-(extent + before + after - k) // s) + 1 for extent, k, s, before,
+                           after in zip(x.image[1:], kernel, stride, pads[:2], pads[2:]))
+            if ceiled != size:
+                raise HwgenError(
+                    f"{what}: ceil_mode=1 adds partial windows at the bottom/right edge (output "
+                    f"{ceiled[0]}×{ceiled[1]} instead of {size[0]}×{size[1]}); hwgen pools like "
+                    "ceil_mode=0: export with ceil_mode=False, or pad or crop the input so the "
+                    "windows fit")
+        if node.op_type == "AveragePool" and any(pads) and not attributes.get(
+                "count_include_pad", 0):
+            raise HwgenError(
+                f"{what}: with pads {list(pads)} and count_include_pad=0, windows at the edge "
+                "are divided by their number of real pixels; hwgen's average pool always divides "
+                "by kH·kW (count_include_pad=1): export with count_include_pad=True, or without "
+                "padding")
+        op = "maxpool" if node.op_type == "MaxPool" else "avgpool"
+        layer = self._add_layer(node, op, (x.layer,), kernel=kernel, stride=stride, padding=pads)
+        channels = x.image[0]
+        self._activations[node.output[0]] = _Activation(
+            layer, channels * math.prod(size), x.batch, image=(channels, *size))
+
+    def _global_avgpool(self, node, what):
+        x = self._image(node, what)
+        channels = x.image[0]
+        layer = self._add_layer(node, "global_avgpool", (x.layer,))
+        self._activations[node.output[0]] = _Activation(layer, channels, x.batch,
+                                                        image=(channels, 1, 1))
+
+    def _reduce_mean(self, node, what):
+        """The mean over height and width: a global average pool (then a flatten, orders
+        coinciding, if the reduced axes are dropped)."""
+        x = self._image(node, what)
+        attributes = _attributes(node)
+        if len(node.input) > 1 and node.input[1]:  # opset ≥ 18: axes as an input
+            axes = self._constants.get(node.input[1])
+            if axes is None:
+                raise HwgenError(f"{what}: its axes must be a constant (an initializer or a "
+                                 "Constant node)")
+            axes = [int(axis) for axis in np.ravel(axes)]
+        else:
+            axes = attributes.get("axes")
+        if axes is None or sorted(axis % 4 for axis in axes) != [2, 3]:
+            shown = "all axes" if axes is None else f"axes {list(axes)}"
+            raise HwgenError(f"{what} averages over {shown}; hwgen supports ReduceMean only "
+                             "over the height and width (axes [2, 3]) of an image, as a global "
+                             "average pool")
+        channels = x.image[0]
+        layer = self._add_layer(node, "global_avgpool", (x.layer,))
+        if attributes.get("keepdims", 1):
+            self._activations[node.output[0]] = _Activation(layer, channels, x.batch,
+                                                            image=(channels, 1, 1))
+        else:
+            layer = self._add_layer(node, "flatten", (layer,))
+            self._activations[node.output[0]] = _Activation(layer, channels, x.batch)
+
+    def _batch_norm(self, node, what):
+        tensor = node.input[0]
+        if tensor not in self._activations:
+            raise HwgenError(f"{what}: its first input {tensor!r} must be the activation")
+        attributes = _attributes(node)
+        if not attributes.get("spatial", 1):
+            raise HwgenError(f"{what}: spatial=0 (statistics per pixel) is not supported; "
+                             "hwgen folds per-channel batch normalization")
+        if attributes.get("training_mode", 0):
+            raise HwgenError(f"{what}: training_mode=1 normalizes with the batch's own "
+                             "statistics; export the model in eval mode (model.eval())")
+        layer, x = self._fold_target(node, tensor, what, "normalizes", ("conv", "dense"),
+                                     "BatchNormalization")
+        channels = x.image[0] if x.image else x.features
+        scale, offset, mean, variance = (
+            self._constant(t, node, role) for t, role in zip(
+                node.input[1:], ("scale", "bias B", "mean", "variance")))
+        for value, role in zip((scale, offset, mean, variance),
+                               ("scale", "B", "mean", "var")):
+            if value.shape != (channels,):
+                raise HwgenError(f"{what}: {role} has shape {value.shape}, but the activation "
+                                 f"{x} has {channels} channels")
+        variance = variance + attributes.get("epsilon", 1e-5)
+        if np.any(variance <= 0):
+            raise HwgenError(f"{what}: var + epsilon must be positive")
+        factor = scale / np.sqrt(variance)
+        layer.weight = layer.weight * factor.reshape((-1,) + (1,) * (layer.weight.ndim - 1))
+        layer.bias = (layer.bias - mean) * factor + offset
+        self._activations[node.output[0]] = x
 
     def _add(self, node, what):
         a, b = node.input
+        if a in self._activations and b in self._activations:
+            self._add_activations(node, what)
+            return
         tensor, other = (a, b) if a in self._activations else (b, a)
-        if other in self._activations:
-            raise HwgenError(f"{what} adds two activations; hwgen supports Add only as the "
-                             "constant bias of the MatMul/Gemm right before it")
-        x = self._activations[tensor]
-        if x.layer < 0 or self._layers[x.layer].op != "dense" or x.column:
-            producer = "the input" if x.layer < 0 else f"layer {self._layers[x.layer].name!r}"
-            raise HwgenError(f"{what} adds a constant to the output of {producer}; hwgen "
-                             "supports Add only as the bias of the MatMul/Gemm right before it")
-        layer = self._layers[x.layer]
-        layer.bias = layer.bias + _bias(self._constant(other, node, "bias"), x.features, what)
+        layer, x = self._fold_target(node, tensor, what, "adds a constant to",
+                                     ("dense", "conv"), "Add of a constant (a bias)")
+        shape = (1, x.image[0], 1, 1) if x.image else (1, x.features)
+        layer.bias = layer.bias + _bias(self._constant(other, node, "bias"), shape, what)
         self._activations[node.output[0]] = x
+
+    def _add_activations(self, node, what):
+        a, b = (self._activations[tensor] for tensor in node.input)
+        if (a.image, a.features, a.column) != (b.image, b.features, b.column) or None not in (
+                a.batch, b.batch) and a.batch != b.batch:
+            raise HwgenError(f"{what} adds activations of shapes {a} and {b}; hwgen adds "
+                             "tensors of the same shape only (no broadcasting)")
+        layer = self._add_layer(node, "add", (a.layer, b.layer))
+        batch = b.batch if a.batch is None else a.batch
+        self._activations[node.output[0]] = dataclasses.replace(a, layer=layer, batch=batch,
+                                                                shared=())
 
     def _relu(self, node, what):
         x = self._activations[node.input[0]]
-        layer = self._add_layer(node, "relu")
-        self._activations[node.output[0]] = dataclasses.replace(x, layer=layer)
+        layer = self._add_layer(node, "relu", (x.layer,))
+        self._activations[node.output[0]] = dataclasses.replace(x, layer=layer, shared=())
+
+    def _clip(self, node, what):
+        tensor = node.input[0]
+        if tensor not in self._activations:
+            raise HwgenError(f"{what}: its first input {tensor!r} must be the activation")
+        x = self._activations[tensor]
+        attributes = _attributes(node)
+        bounds = []
+        for index, role, default in ((1, "min", -np.inf), (2, "max", np.inf)):
+            if len(node.input) > index and node.input[index]:  # opset ≥ 11: constant inputs
+                value = self._constant(node.input[index], node, role)
+                if value.size != 1:
+                    raise HwgenError(f"{what}: {role} must be a scalar, not {value.shape}")
+                value = float(value.reshape(()))
+            else:  # opset < 11: attributes; absent means unbounded
+                value = float(attributes.get(role, default))
+            if abs(value) >= _FLOAT32_MAX:
+                value = math.copysign(np.inf, value)
+            bounds.append(value)
+        lo, hi = bounds
+        if not lo < hi:
+            raise HwgenError(f"{what}: min {lo} must be below max {hi}")
+        layer = self._add_layer(node, "clip", (x.layer,), lo=lo, hi=hi)
+        self._activations[node.output[0]] = dataclasses.replace(x, layer=layer, shared=())
 
     def _identity(self, node, what):
-        self._activations[node.output[0]] = self._activations[node.input[0]]
+        self._alias(node, self._activations[node.input[0]])
 
     def _reshape(self, node, what):
-        """Flatten and Reshape: elided if the result is still a vector of the same batch."""
+        """Flatten and Reshape: elided if the result is still a vector of the same batch; an
+        image flattened to (batch, C·H·W) becomes a flatten layer."""
         x = self._activations[node.input[0]]
         shape = _flatten_shape if node.op_type == "Flatten" else _reshape_shape
         shape = shape(self, node)
@@ -390,13 +669,16 @@ class _Importer:
             except ValueError:
                 return None
 
+        if x.image:
+            self._reshape_image(node, what, x, result)
+            return
         batch = x.batch
         if batch is None:
             # A symbolic batch: the op must keep (b, K) for any b, or work only for b = 1
             # (e.g. Reshape to [1, K]), which fixes the batch to 1.
             trials = {b: result(b) for b in (2, 3)}
             if all(trials[b] == (b, x.features) for b in trials):
-                self._activations[node.output[0]] = x
+                self._alias(node, x)
                 return
             wrong = [(b, trials[b]) for b in trials if trials[b] not in (None, (b, x.features))]
             if wrong:
@@ -406,24 +688,71 @@ class _Importer:
             batch = 1
         out = result(batch)
         if out == (batch, x.features):
-            self._activations[node.output[0]] = _Activation(x.layer, x.features, batch)
+            self._alias(node, x, batch=batch, column=False)
         elif batch == 1 and out == (x.features, 1):
-            self._activations[node.output[0]] = _Activation(x.layer, x.features, 1, column=True)
+            self._alias(node, x, batch=1, column=True)
         else:
             into = "an invalid shape" if out is None else str(out)
             raise HwgenError(f"{what} turns the activation {x} into {into}; hwgen only elides "
                              "Flatten/Reshape that keep a (batch, features) vector")
 
+    def _reshape_image(self, node, what, x, result):
+        """An image flattened to (batch, C·H·W) becomes a flatten layer; kept as it is, the op
+        is elided."""
+        batch = x.batch
+        outs = {b: result(b) for b in ((2, 3) if batch is None else (batch,))}
+        if batch is None and None in outs.values():
+            batch, outs = 1, {1: result(1)}  # works only at batch 1 (e.g. Reshape to [1, K])
+        if all(out == x.shape(b) for b, out in outs.items()):
+            self._alias(node, x, batch=batch)
+            return
+        if not all(out == (b, x.features) for b, out in outs.items()):
+            b, out = next((b, out) for b, out in outs.items() if out != (b, x.features))
+            into = "an invalid shape" if out is None else str(out)
+            into += f" at batch {b}" if batch is None else ""
+            raise HwgenError(f"{what} turns the image {x} into {into}; hwgen supports "
+                             "Flatten/Reshape of an image only to (batch, C·H·W) = "
+                             f"({'batch' if batch is None else batch}, {x.features})")
+        channels, height, width = x.image
+        layer = self._add_layer(node, "flatten", (x.layer,))
+        # The orders (C, H, W) and (H, W, C) coincide when C = 1 or H·W = 1.
+        chw = x.image if channels > 1 and height * width > 1 else None
+        self._activations[node.output[0]] = _Activation(layer, x.features, batch, chw=chw)
+
 
 _CONVERTERS = {
     "Add": _Importer._add,
+    "AveragePool": _Importer._pool,
+    "BatchNormalization": _Importer._batch_norm,
+    "Clip": _Importer._clip,
+    "Conv": _Importer._conv,
     "Flatten": _Importer._reshape,
     "Gemm": _Importer._gemm,
+    "GlobalAveragePool": _Importer._global_avgpool,
     "Identity": _Importer._identity,
     "MatMul": _Importer._matmul,
+    "MaxPool": _Importer._pool,
+    "ReduceMean": _Importer._reduce_mean,
     "Relu": _Importer._relu,
     "Reshape": _Importer._reshape,
 }
+_ONNX_NAMES = {"dense": "Gemm/MatMul", "conv": "Conv"}
+
+
+def _order_error(subject, x):
+    channels, height, width = x.chw
+    return HwgenError(
+        f"{subject} is an image flattened in ONNX's (C, H, W) = ({channels}, {height}, {width}) "
+        "order, while hwgen streams tensors in (H, W, C) order; hwgen re-orders the features "
+        "only into the weight of a Gemm/MatMul right after the Flatten")
+
+
+def _rows_to_hwc(weight, chw):
+    """A ``(K, N)`` weight whose rows follow a vector flattened in ``(C, H, W)`` order, re-ordered
+    so its rows follow the same vector flattened in ``(H, W, C)`` order."""
+    if chw is None:
+        return weight
+    return weight.reshape(*chw, -1).transpose(1, 2, 0, 3).reshape(weight.shape)
 
 
 # -- shapes ---------------------------------------------------------------------------------------
@@ -475,16 +804,91 @@ def _reshape_shape(importer, node):
     return shape
 
 
-def _bias(value, outputs, what):
-    """A bias broadcastable to ``(1, outputs)`` without growing it, as ``(outputs,)``."""
+def _bias(value, shape, what):
+    """A bias broadcastable to ``shape`` (``(1, N)``, ``(1, C, 1, 1)`` or ``(C,)``) without
+    growing it, as a vector."""
+    count = max(shape)
     try:
-        fits = value.ndim <= 2 and np.broadcast_shapes(value.shape, (1, outputs)) == (1, outputs)
+        fits = value.ndim <= len(shape) and np.broadcast_shapes(value.shape, shape) == shape
     except ValueError:
         fits = False
     if not fits:
+        if shape == (count,):
+            forms = f"({count},)"
+        elif len(shape) == 2:
+            forms = f"a scalar, ({count},) or (1, {count})"
+        else:
+            forms = f"a scalar, ({count}, 1, 1) or (1, {count}, 1, 1)"
         raise HwgenError(f"{what}: the bias has shape {value.shape}; it must broadcast to "
-                         f"({outputs},): a scalar, ({outputs},) or (1, {outputs})")
-    return np.broadcast_to(value, (1, outputs)).reshape(outputs)
+                         f"{shape}: {forms}")
+    return np.broadcast_to(value, shape).reshape(count)
+
+
+def _attributes(node):
+    """``node``'s attributes as Python values (strings decoded)."""
+    values = {}
+    for attribute in node.attribute:
+        value = onnx.helper.get_attribute_value(attribute)
+        values[attribute.name] = value.decode() if isinstance(value, bytes) else value
+    return values
+
+
+def _check_kernel(attributes, kernel, what, source):
+    """The ``(kh, kw)`` kernel: from ``kernel_shape``, which must agree with ``kernel`` (the
+    weight's) if both are known. Dilations must be 1."""
+    if "kernel_shape" in attributes:
+        shape = tuple(attributes["kernel_shape"])
+        if len(shape) != 2 or min(shape) < 1:
+            raise HwgenError(f"{what}: kernel_shape {list(shape)} must be two positive sizes "
+                             "(hwgen supports 2-D windows)")
+        if kernel is not None and shape != kernel:
+            raise HwgenError(f"{what}: kernel_shape {list(shape)} disagrees with {source} "
+                             f"({kernel[0]}×{kernel[1]})")
+        kernel = shape
+    dilations = list(attributes.get("dilations", [1, 1]))
+    if any(d != 1 for d in dilations):
+        raise HwgenError(f"{what}: dilations {dilations} are not supported; hwgen's windows are "
+                         "dense (dilations 1)")
+    return kernel
+
+
+def _window(attributes, size, kernel, what):
+    """``(stride, pads)`` of a windowed op from ``strides``, ``pads`` and ``auto_pad``; pads are
+    ``(top, left, bottom, right)``, which is ONNX's 2-D order ``(y_begin, x_begin, y_end,
+    x_end)``."""
+    stride = tuple(attributes.get("strides", (1, 1)))
+    if len(stride) != 2 or min(stride) < 1:
+        raise HwgenError(f"{what}: strides {list(stride)} must be two positive integers")
+    auto_pad = attributes.get("auto_pad", "NOTSET")
+    if auto_pad == "NOTSET":
+        pads = tuple(attributes.get("pads", (0, 0, 0, 0)))
+        if len(pads) != 4 or min(pads) < 0:
+            raise HwgenError(f"{what}: pads {list(pads)} must be four non-negative integers")
+    elif auto_pad == "VALID":
+        pads = (0, 0, 0, 0)
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        # Output ceil(size / stride); an odd total puts the extra pixel at the end (UPPER) or
+        # the beginning (LOWER).
+        totals = [max((-(-extent // s) - 1) * s + k - extent, 0)
+                  for extent, k, s in zip(size, kernel, stride)]
+        small = [total // 2 for total in totals]
+        large = [total - half for total, half in zip(totals, small)]
+        pads = tuple(small + large) if auto_pad == "SAME_UPPER" else tuple(large + small)
+    else:
+        raise HwgenError(f"{what}: auto_pad {auto_pad!r} must be NOTSET, VALID, SAME_UPPER or "
+                         "SAME_LOWER")
+    return stride, pads
+
+
+def _window_output(size, kernel, stride, pads, what):
+    """Output ``(H, W)`` of a windowed op (floors, like ``ceil_mode=0``)."""
+    out = []
+    for extent, k, s, before, after in zip(size, kernel, stride, pads[:2], pads[2:]):
+        if extent + before + after < k:
+            raise HwgenError(f"{what}: the kernel {kernel[0]}×{kernel[1]} is larger than the "
+                             f"padded input {size[0]}×{size[1]} (pads {list(pads)})")
+        out.append((extent + before + after - k) // s + 1)
+    return tuple(out)
 
 
 # -- graph helpers --------------------------------------------------------------------------------
@@ -536,6 +940,9 @@ def _identifier(text, prefix):
     return text + "_" if keyword.iskeyword(text) else text
 
 
+_SHORT_NAMES = {"GlobalAveragePool": "gap", "ReduceMean": "mean"}
+
+
 def _base_name(node):
     """A readable name for ``node``: its innermost scope, without the op's own name."""
     op = node.op_type
@@ -544,7 +951,8 @@ def _base_name(node):
         parts.pop()  # "/fc1/Gemm" → "fc1", "sequential/dense/MatMul" → "dense"
     text = parts[-1] if parts else op
     if re.fullmatch(rf"{op}(_\d+)?", text, re.IGNORECASE):
-        text = text.lower()  # "/Relu_1" → "relu_1"
+        # "/Relu_1" → "relu_1", "/GlobalAveragePool" → "gap"
+        text = _SHORT_NAMES.get(op, op.lower()) + text[len(op):]
     text = re.sub(r"^node_", "", text)  # the dynamo exporter's "node_linear_1"
     return _identifier(text, prefix=op.lower())
 
