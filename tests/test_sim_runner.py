@@ -195,6 +195,13 @@ WIDE = dict(features=24, in_lanes=8, in_bits=16, out_lanes=3, out_bits=16, out_s
             offset=-1)
 
 
+needs_icarus = pytest.mark.skipif(
+    shutil.which("iverilog") is None or shutil.which("vvp") is None,
+    reason="Icarus Verilog is not installed (no iverilog/vvp on PATH)")
+#: Every system test runs on both simulators; Icarus ones skip where it is not installed.
+SIMULATORS = ["verilator", pytest.param("icarus", marks=needs_icarus)]
+
+
 @pytest.fixture(scope="session")
 def build_root(tmp_path_factory):
     """One build cache per test session, shared by pytest-xdist workers (they take turns)."""
@@ -326,18 +333,22 @@ def test_manifest_may_be_a_path(tmp_path, narrow):
 
 
 # ----------------------------------------------------------------------------------------------
-# System tests: Verilator builds (cached per session) and cocotb runs.
+# System tests: Verilator and Icarus builds (cached per session) and cocotb runs.
 
 @pytest.mark.slow
+@pytest.mark.parametrize("simulator", SIMULATORS)
 @pytest.mark.parametrize("design, frames, stall, seed", [
     ("narrow", 40, 0.25, 0), ("narrow", 25, 0.6, 7), ("wide", 20, 0.4, 1)])
-def test_correct_design_passes_with_stalls(request, build_root, design, frames, stall, seed):
+def test_correct_design_passes_with_stalls(request, build_root, design, frames, stall, seed,
+                                           simulator):
     design = request.getfixturevalue(design)
     codes = design.inputs(frames, seed)
     lines = []
     result = run_simulation(design.verilog_path, design.manifest, codes, design.model(codes),
-                            build_root=build_root, stall=stall, seed=seed, progress=lines.append)
+                            simulator=simulator, build_root=build_root, stall=stall, seed=seed,
+                            progress=lines.append)
     assert result.passed, result.summary()
+    assert result.simulator == simulator
     assert result.mismatches == () and result.error is None
     np.testing.assert_array_equal(result.outputs, design.model(codes))
     assert result.outputs.dtype == np.int64
@@ -351,13 +362,14 @@ def test_correct_design_passes_with_stalls(request, build_root, design, frames, 
 
 
 @pytest.mark.slow
-def test_wrong_reference_gives_named_mismatches(build_root, narrow):
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_wrong_reference_gives_named_mismatches(build_root, narrow, simulator):
     codes = narrow.inputs(6, seed=3)
     expected = narrow.model(codes)
     expected[3, 7] += 1
     expected[5, :] = 0
     result = run_simulation(narrow.verilog_path, narrow.manifest, codes, expected,
-                            build_root=build_root)
+                            simulator=simulator, build_root=build_root)
     assert not result.passed and result.error is None
     stress = [m for m in result.mismatches if m.phase == "stress"]
     assert stress[0] == Mismatch(3, 7, expected[3, 7], expected[3, 7] - 1, "stress")
@@ -389,11 +401,12 @@ def test_second_run_reuses_the_build(build_root, narrow):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("simulator", SIMULATORS)
 @pytest.mark.parametrize("frames, interval", [(1, None), (2, 10), (3, 10)])
-def test_timing_with_few_frames(build_root, narrow, frames, interval):
+def test_timing_with_few_frames(build_root, narrow, frames, interval, simulator):
     codes = narrow.inputs(frames)
     result = run_simulation(narrow.verilog_path, narrow.manifest, codes, narrow.model(codes),
-                            build_root=build_root, stall=0.0)
+                            simulator=simulator, build_root=build_root, stall=0.0)
     assert result.passed, result.summary()
     assert result.latency == 6 and result.initiation_interval == interval
 
@@ -409,11 +422,12 @@ def test_timing_with_few_frames(build_root, narrow, frames, interval):
     (Bug.HANG, r"no beat transferred on either port for \d+ cycles \(input frame 6 beat 0 "
                r"presented, 5 of 8 output frames received\); the design looks hung"),
 ])
-def test_protocol_violations_fail_clearly(build_root, narrow, bug, message):
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_protocol_violations_fail_clearly(build_root, narrow, bug, message, simulator):
     codes = narrow.with_bug(narrow.inputs(8, seed=5), frame=5, bug=bug)
     expected = narrow.model(narrow.inputs(8, seed=5))
     result = run_simulation(narrow.verilog_path, narrow.manifest, codes, expected,
-                            build_root=build_root, stall=0.5, seed=2)
+                            simulator=simulator, build_root=build_root, stall=0.5, seed=2)
     assert not result.passed
     assert result.error is not None
     assert re.search(message, result.error), result.error
@@ -421,21 +435,55 @@ def test_protocol_violations_fail_clearly(build_root, narrow, bug, message):
 
 
 @pytest.mark.slow
-def test_waves_are_dumped(build_root, narrow):
+@pytest.mark.parametrize("simulator, suffix", [
+    ("verilator", ".vcd"), pytest.param("icarus", ".fst", marks=needs_icarus)])
+def test_waves_are_dumped(build_root, narrow, simulator, suffix):
     codes = narrow.inputs(2)
     result = run_simulation(narrow.verilog_path, narrow.manifest, codes, narrow.model(codes),
-                            build_root=build_root, waves=True)
+                            simulator=simulator, build_root=build_root, waves=True)
     assert result.passed, result.summary()
     assert result.waves_path is not None and result.waves_path.stat().st_size > 0
+    assert result.waves_path.suffix == suffix
     assert result.waves_path.parent == result.run_dir
     assert str(result.waves_path) in result.summary()
 
 
 @pytest.mark.slow
-def test_build_failure_shows_the_compiler_log(tmp_path, narrow):
+@pytest.mark.parametrize("simulator, log", [
+    ("verilator", "endmodul"),
+    pytest.param("icarus", r"reverse_narrow\.v:\d+: syntax error", marks=needs_icarus)])
+def test_build_failure_shows_the_compiler_log(tmp_path, narrow, simulator, log):
     broken = tmp_path / "broken.v"
     broken.write_text(narrow.verilog_path.read_text().replace("endmodule", "endmodul", 1))
     codes = narrow.inputs(1)
-    with pytest.raises(HwgenError, match=r"(?s)building 'reverse_narrow' .* failed.*endmodul"):
+    with pytest.raises(HwgenError, match=rf"(?s)building 'reverse_narrow' .* with {simulator} "
+                                         rf"failed.*{log}"):
         run_simulation(broken, narrow.manifest, codes, narrow.model(codes),
-                       build_root=tmp_path / "cache")
+                       simulator=simulator, build_root=tmp_path / "cache")
+
+
+@pytest.mark.slow
+@needs_icarus
+def test_generated_mlp_passes_under_icarus(tmp_path, build_root, monkeypatch):
+    """An 8-6-4 MLP from the whole flow. Its first two inputs are always 0 (like the border
+    pixels of a digit), so the adders of their products never see an input change: under
+    Icarus's SystemVerilog mode such `always @*` blocks were never evaluated and the output was
+    X from the first beat on."""
+    import hwgen
+
+    rng = np.random.default_rng(0)
+    graph = hwgen.Graph("mlp864")
+    x = graph.input((8,))
+    x = graph.relu(graph.dense(x, rng.normal(size=(6, 8)) / 2, rng.normal(size=6) / 10,
+                               name="fc1"))
+    graph.dense(x, rng.normal(size=(4, 6)) / 2, rng.normal(size=4) / 10, name="fc2")
+    calibration = rng.uniform(0, 1, size=(32, 8))
+    calibration[:, :2] = 0
+    plan = hwgen.make_plan(hwgen.quantize(graph, calibration))
+    out = hwgen.generate(plan, calibration[:12]).write(tmp_path / "mlp")
+    monkeypatch.setenv("HWGEN_SIM_CACHE", str(build_root))
+    result = hwgen.simulate(out, simulator="icarus")
+    assert result.passed, result.summary()
+    assert result.frames == 12 and result.simulator == "icarus"
+    with np.load(out / "vectors.npz") as vectors:
+        np.testing.assert_array_equal(result.outputs, vectors["outputs"].reshape(12, -1))
