@@ -1,0 +1,239 @@
+# amaranth: UnusedElaboratable=no
+# (the planner reads cycles, latency and lead of layers it never elaborates, and the default
+# in_lanes is found by trial constructions)
+"""A whole convolution layer as one component: padding, sliding window and engine."""
+
+import numpy as np
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..errors import HwgenError
+from ..plan import divisors
+from .depthwise import DepthwiseEngine
+from .requant import code_shape
+from .stream import frame_layout
+from .systolic import SystolicArray, check_conv_folding
+from .window import PadUnit, SlidingWindow
+
+__all__ = ["ConvLayer"]
+
+
+def _folding_pair(layer, folding):
+    if hasattr(folding, "pe") and hasattr(folding, "simd"):
+        folding = (folding.pe, folding.simd)
+    try:
+        first, second = folding
+    except (TypeError, ValueError):
+        raise HwgenError(f"layer {layer.name!r}: a conv folding is (rows, cols), or (pe, 1) for "
+                         f"a depthwise conv, not {folding!r}")
+    return first, second
+
+
+class ConvLayer(wiring.Component):
+    """A :class:`~hwgen.qgraph.QConv` layer: ``i`` takes the input codes as an ``(H, W, C)``
+    frame in ``in_lanes`` channel lanes, ``o`` gives the output codes as an ``(OH, OW, O)``
+    frame in ``out_lanes`` lanes.
+
+    ``PadUnit`` (pads the input zero point; absent when every pad is 0) →
+    ``SlidingWindow`` → ``SystolicArray`` (``groups == 1``, ``folding = (rows, cols)``, window
+    order ``"conv"`` in ``cols`` lanes) or ``DepthwiseEngine`` (``folding = (pe, 1)``, order
+    ``"depthwise"`` in ``pe`` lanes).
+
+    Parameters
+    ----------
+    layer : QConv
+    folding : (int, int)
+        ``(rows, cols)`` or, depthwise, ``(pe, 1)``; illegal values raise
+        :class:`~hwgen.errors.HwgenError` with the legal ones.
+    in_lanes : int or None
+        Input channels per beat, a divisor of ``C``. By default the smallest one for which
+        neither the padding nor the window is slower than the engine (``C`` if none is).
+
+    Attributes
+    ----------
+    in_lanes, out_lanes : int
+    cycles_per_frame : int
+        The slowest part's (``max`` of the pad unit's, the window's bound and the engine's):
+        the cycles between frames in steady state, input always valid, ``o`` always ready.
+    latency : int
+        Cycles from the transfer of the last input beat the frame's last output pixel needs
+        (the frame's last beat unless bottom rows are dropped by the floor of the output size)
+        to the transfer of the frame's last output beat, when that pixel finds the layer
+        otherwise drained and ``o`` is always ready: the pad beats the window still needs
+        after that input beat (plus the pad register), then the window's and the engine's
+        latencies.
+    lead : int
+        How far the layer reads ahead: for every input element ``j`` (stream order, pixel
+        ``(y, x)``) whose position is also an output pixel ``(y, x)`` (``y < OH``, ``x < OW``),
+        the layer emits output pixel ``(y, x)`` once input elements up to ``j + lead`` have
+        arrived — it never needs more. Exact for this hardware: the window's last element
+        (its bottom-right pixel, all channels, pads mapped to the last real element before
+        them), or for a row's last pixel, when the window releases its newest row (stride
+        ``sy ≥ kh``, or the last output row), the end of that row. For stride 1 and no bottom
+        or right clamping that is ``((kh−1−top)·W + kw−1−left)·C + C−1``. A skip path
+        beside this layer needs a FIFO of at least ``lead`` elements (plus the in-flight
+        latency).
+
+    Members
+    -------
+    i : In(stream.Signature(frame_layout(code_shape(layer.input), in_lanes)))
+    o : Out(stream.Signature(frame_layout(code_shape(layer.output), out_lanes)))
+    """
+
+    def __init__(self, layer, folding, *, in_lanes=None):
+        self._layer = layer
+        first, second = _folding_pair(layer, folding)
+        if layer.depthwise:
+            if second != 1:
+                raise HwgenError(f"layer {layer.name!r}: a depthwise conv's folding is (pe, 1), "
+                                 f"not ({first}, {second})")
+            self._engine = DepthwiseEngine(layer, first)
+            self._out_lanes, order = self._engine.pe, "depthwise"
+        else:
+            rows, cols = check_conv_folding(layer, first, second)
+            self._engine = SystolicArray(layer, rows, cols)
+            self._out_lanes, order = cols, "conv"
+        self._order = order
+        height, width, channels = layer.in_shape
+        top, left, bottom, right = layer.pads
+        self._padded = (height + top + bottom, width + left + right, channels)
+        if in_lanes is None:
+            in_lanes = self._default_in_lanes()
+        if not isinstance(in_lanes, int) or in_lanes < 1 or channels % in_lanes:
+            raise HwgenError(f"layer {layer.name!r}: in_lanes must divide the {channels} input "
+                             f"channels (legal: {', '.join(map(str, divisors(channels)))}), "
+                             f"not {in_lanes!r}")
+        self._in_lanes = in_lanes
+        self._pad, self._window = self._front(in_lanes)
+        if self._window.out_shape != tuple(layer.out_shape[:2]):
+            raise HwgenError(f"layer {layer.name!r}: out_shape {layer.out_shape} does not match "
+                             f"the {self._window.out_shape} windows of its input")
+        super().__init__({
+            "i": In(stream.Signature(frame_layout(code_shape(layer.input), in_lanes))),
+            "o": Out(stream.Signature(frame_layout(code_shape(layer.output),
+                                                   self._engine_lanes))),
+        })
+
+    @property
+    def _engine_lanes(self):
+        engine = self._engine
+        return engine.pe if self._layer.depthwise else engine.rows
+
+    def _front(self, in_lanes):
+        layer = self._layer
+        pad = None
+        if any(layer.pads):
+            pad = PadUnit(layer.in_shape, layer.pads, in_lanes, layer.input.zero_point,
+                          code_shape(layer.input))
+        window = SlidingWindow(code_shape(layer.input), self._padded, layer.kernel, layer.stride,
+                               in_lanes, self._out_lanes, self._order)
+        return pad, window
+
+    def _default_in_lanes(self):
+        channels = self._layer.in_channels
+        for lanes in divisors(channels):
+            pad, window = self._front(lanes)
+            front = max(window.cycles_per_frame, pad.cycles_per_frame if pad else 0)
+            if front <= self._engine.cycles_per_frame:
+                return lanes
+        return channels
+
+    @property
+    def in_lanes(self):
+        return self._in_lanes
+
+    @property
+    def out_lanes(self):
+        return self._engine_lanes
+
+    @property
+    def engine(self):
+        return self._engine
+
+    @property
+    def cycles_per_frame(self):
+        parts = [self._window.cycles_per_frame, self._engine.cycles_per_frame]
+        if self._pad is not None:
+            parts.append(self._pad.cycles_per_frame)
+        return max(parts)
+
+    def _needed_rows(self):
+        """Per output row ``oy``: the padded row whose end the row's last pixel waits for
+        (when the window releases its newest row), else −1."""
+        (kh, _), (sy, _) = self._layer.kernel, self._layer.stride
+        out_height = self._layer.out_shape[0]
+        rows = np.arange(out_height) * sy + kh - 1
+        return np.where((np.arange(out_height) == out_height - 1) | (sy >= kh), rows, -1)
+
+    def _last_real(self, rows, cols):
+        """The stream index of the last real input element at or before padded position
+        ``(rows, cols)`` (all channels of it), −1 if none."""
+        height, width, channels = self._layer.in_shape
+        top, left, _, _ = self._layer.pads
+        y, x = np.asarray(rows) - top, np.asarray(cols) - left
+        after_row = (y * width + np.clip(x + 1, 0, width)) * channels - 1
+        return np.where(y >= height, height * width * channels - 1,
+                        np.where(y < 0, -1, after_row))
+
+    def _needs(self):
+        """Per output pixel ``(OH, OW)``: the padded position ``(row, column)`` of the last
+        input the window needs for it."""
+        layer = self._layer
+        (kh, kw), (sy, sx) = layer.kernel, layer.stride
+        out_height, out_width = layer.out_shape[:2]
+        oy, ox = np.meshgrid(np.arange(out_height), np.arange(out_width), indexing="ij")
+        whole_row = (ox == out_width - 1) & (self._needed_rows()[oy] >= 0)
+        return oy * sy + kh - 1, np.where(whole_row, self._padded[1] - 1, ox * sx + kw - 1)
+
+    @property
+    def lead(self):
+        height, width, channels = self._layer.in_shape
+        rows, cols = self._needs()
+        rows, cols = rows[:height, :width], cols[:height, :width]
+        oy, ox = np.meshgrid(np.arange(rows.shape[0]), np.arange(rows.shape[1]), indexing="ij")
+        need = self._last_real(rows, cols)
+        return int(np.max(need - (oy * width + ox) * channels))
+
+    @property
+    def latency(self):
+        """See the class docstring. The pixels that wait for the same last input element
+        (with padding, a whole bottom row may) leave one per ``period`` cycles: the last one
+        ``max_i (pad beats before pixel i's need + (n − 1 − i)·period)`` after the chain
+        latency, with ``period`` the slower of the window's and the engine's per pixel."""
+        layer = self._layer
+        front = self._window.latency + self._engine.latency
+        if self._pad is None:
+            return front
+        _, padded_width, channels = self._padded
+        top, left, _, _ = layer.pads
+        width = layer.in_shape[1]
+        rows, cols = (part.ravel() for part in self._needs())
+        real = self._last_real(rows, cols)
+        pending = real == real[-1]  # the pixels waiting for the last needed real element
+        y, x = divmod(int(real[-1]) // channels, width)
+        real_padded = (y + top) * padded_width + x + left
+        pad_beats = (rows[pending] * padded_width + cols[pending] - real_padded) \
+            * channels // self._in_lanes
+        column_beats = channels // self._in_lanes
+        reads = min(layer.stride[1], layer.kernel[1]) * column_beats
+        window_period = max(self._window.window_beats, reads)
+        engine_period = self._engine.cycles_per_frame // len(rows)
+        period = max(window_period, engine_period)
+        count = len(pad_beats)
+        behind = (count - 1 - np.arange(count)) * period
+        return 1 + int(np.max(pad_beats + behind)) + front
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.window = self._window
+        m.submodules.engine = self._engine
+        if self._pad is not None:
+            m.submodules.pad = self._pad
+            wiring.connect(m, wiring.flipped(self.i), self._pad.i)
+            wiring.connect(m, self._pad.o, self._window.i)
+        else:
+            wiring.connect(m, wiring.flipped(self.i), self._window.i)
+        wiring.connect(m, self._window.o, self._engine.i)
+        wiring.connect(m, self._engine.o, wiring.flipped(self.o))
+        return m

@@ -1,0 +1,155 @@
+"""The engine of a depthwise convolution: ``pe`` channels per cycle, one multiplier each."""
+
+import operator
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..errors import HwgenError
+from ..plan import divisors
+from .requant import Requant, code_shape
+from .stream import StreamRegister, frame_layout
+
+__all__ = ["DepthwiseEngine"]
+
+# Registered stages from accepting a window beat to a finished accumulator: operand and weight
+# read, product, accumulate.
+_STAGES = 3
+
+
+class DepthwiseEngine(wiring.Component):
+    """A depthwise convolution ``acc[p, c] = Σ_{ky,kx} w[c, ky, kx] · x[p, ky, kx, c]``
+    followed by :class:`Requant`, ``pe`` channels per cycle.
+
+    Input: the windows of :class:`~hwgen.hw.window.SlidingWindow` (``order="depthwise"``,
+    ``out_lanes=pe``): for each pixel and channel group ``g`` (channels ``g·pe … g·pe + pe −
+    1``), ``kh·kw`` beats, one per kernel position in raster order. Lane ``l`` multiplies its
+    code by ``w[g·pe + l, ky, kx]`` (one ROM of ``pe`` weights per word, word
+    ``(g·kh + ky)·kw + kx``) and accumulates over the group's beats; the group then leaves as
+    one output beat, so the output is the HWC frame in ``pe`` lanes. Each lane has its own
+    multiplier and operand: there is no broadcast. ``i.payload.last`` is ignored.
+
+    Widths: products ``weight_bits × act_bits`` (one bit more for unsigned inputs),
+    accumulators ``layer.acc_bits``. Stalls freeze the whole pipeline
+    (``en = ~valid | ready`` at the :class:`Requant` input); a :class:`StreamRegister`
+    drives ``o``.
+
+    Parameters
+    ----------
+    layer : QConv
+        Depthwise (``groups`` = channels).
+    pe : int
+        Channels per cycle; must divide the channels, else :class:`~hwgen.errors.HwgenError`
+        lists the legal values.
+
+    Attributes
+    ----------
+    cycles_per_frame : int
+        ``OH·OW·(C/pe)·kh·kw``: one input beat per cycle.
+    latency : int
+        ``3 + 3 + 1``: cycles from the transfer of a frame's last input beat to the transfer of
+        its last output beat, ``o`` always ready (read, multiply, accumulate; :class:`Requant`;
+        the output register).
+
+    Members
+    -------
+    i : In(stream.Signature(frame_layout(code_shape(layer.input), pe)))
+    o : Out(stream.Signature(frame_layout(code_shape(layer.output), pe)))
+    """
+
+    latency = _STAGES + Requant.latency + StreamRegister.latency
+
+    def __init__(self, layer, pe):
+        channels = layer.in_channels
+        if not layer.depthwise or layer.groups != channels or layer.out_channels != channels:
+            raise HwgenError(f"layer {layer.name!r}: the depthwise engine needs groups = in = "
+                             f"out channels; this layer has groups={layer.groups}")
+        try:
+            pe = operator.index(pe)
+        except TypeError:
+            raise HwgenError(f"layer {layer.name!r}: pe must be an integer, not {pe!r}")
+        if pe < 1 or channels % pe:
+            raise HwgenError(f"layer {layer.name!r}: illegal depthwise folding pe={pe}: pe must "
+                             f"divide the {channels} channels (legal pe: "
+                             f"{', '.join(map(str, divisors(channels)))})")
+        self._layer, self._pe = layer, pe
+        self._positions = layer.kernel[0] * layer.kernel[1]
+        self._groups = channels // pe
+        self._pixels = layer.out_shape[0] * layer.out_shape[1]
+        super().__init__({
+            "i": In(stream.Signature(frame_layout(code_shape(layer.input), pe))),
+            "o": Out(stream.Signature(frame_layout(code_shape(layer.output), pe))),
+        })
+
+    @property
+    def pe(self):
+        return self._pe
+
+    @property
+    def cycles_per_frame(self):
+        return self._pixels * self._groups * self._positions
+
+    def _weight_words(self):
+        weight = self._layer.weight[..., 0]  # (C, kh, kw)
+        kh, kw = self._layer.kernel
+        return [[int(weight[group * self._pe + lane, ky, kx]) for lane in range(self._pe)]
+                for group in range(self._groups) for ky in range(kh) for kx in range(kw)]
+
+    def elaborate(self, platform):
+        m = Module()
+        layer, pe = self._layer, self._pe
+        positions, groups, pixels = self._positions, self._groups, self._pixels
+        in_shape = code_shape(layer.input)
+
+        m.submodules.requant = requant = Requant(layer, pe)
+        m.submodules.out = out = StreamRegister(frame_layout(code_shape(layer.output), pe))
+        wiring.connect(m, requant.o, out.i)
+        wiring.connect(m, out.o, wiring.flipped(self.o))
+
+        en, accept = Signal(), Signal()
+        m.d.comb += [en.eq(~requant.i.valid | requant.i.ready), self.i.ready.eq(en),
+                     accept.eq(self.i.valid & en)]
+
+        position, group = Signal(range(positions)), Signal(range(groups))
+        pixel = Signal(range(pixels))
+        step = Signal(range(positions * groups))  # the weight ROM address
+        group_done = position == positions - 1
+        pixel_done = group_done & (group == groups - 1)
+        with m.If(accept):
+            m.d.sync += [position.eq(Mux(group_done, 0, position + 1)),
+                         step.eq(Mux(pixel_done, 0, step + 1))]
+            with m.If(group_done):
+                m.d.sync += group.eq(Mux(group == groups - 1, 0, group + 1))
+            with m.If(pixel_done):
+                m.d.sync += pixel.eq(Mux(pixel == pixels - 1, 0, pixel + 1))
+
+        rom = memory.Memory(shape=data.ArrayLayout(signed(layer.weight_bits), pe),
+                            depth=positions * groups, init=self._weight_words())
+        m.submodules.weights = rom
+        port = rom.read_port()
+        m.d.comb += [port.addr.eq(step), port.en.eq(en)]
+
+        flag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "frame_last": 1})
+        read_flags, product_flags = Signal(flag_layout), Signal(flag_layout)
+        operands = Signal(data.ArrayLayout(in_shape, pe))
+        product_shape = signed(layer.weight_bits + in_shape.width + (not in_shape.signed))
+        products = [Signal(product_shape, name=f"product{lane}") for lane in range(pe)]
+        with m.If(en):
+            m.d.sync += [
+                operands.eq(self.i.payload.data),
+                read_flags.valid.eq(self.i.valid),
+                read_flags.first.eq(position == 0),
+                read_flags.last.eq(group_done),
+                read_flags.frame_last.eq(pixel_done & (pixel == pixels - 1)),
+                product_flags.eq(read_flags),
+                requant.i.valid.eq(product_flags.valid & product_flags.last),
+                requant.i.payload.last.eq(product_flags.frame_last),
+            ]
+            m.d.sync += [product.eq(port.data[lane] * operands[lane])
+                         for lane, product in enumerate(products)]
+            for lane in range(pe):
+                acc = requant.i.payload.data[lane]
+                with m.If(product_flags.valid):
+                    m.d.sync += acc.eq(Mux(product_flags.first, 0, acc) + products[lane])
+        return m

@@ -1,0 +1,291 @@
+"""The systolic-array engine of a convolution: ``rows`` output channels × ``cols`` window
+elements per cycle, operands passed between neighbours through registers."""
+
+import operator
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..errors import HwgenError
+from ..plan import divisors
+from .mac_unit import _adder_tree
+from .requant import Requant, code_shape
+from .stream import StreamRegister, frame_layout
+
+__all__ = ["SystolicArray", "check_conv_folding"]
+
+# Registered stages from issuing a window beat to row 0's finished accumulator: operand and
+# weight read, products, adder tree, accumulate. Row r finishes r cycles later.
+_CELL_STAGES = 4
+
+
+def check_conv_folding(layer, rows, cols):
+    """``(rows, cols)`` as ints if ``rows`` divides the output channels and ``cols`` the
+    window of ``layer``; else :class:`HwgenError` naming the legal values."""
+    try:
+        rows, cols = operator.index(rows), operator.index(cols)
+    except TypeError:
+        raise HwgenError(f"layer {layer.name!r}: folding must be two integers (rows, cols), "
+                         f"not {(rows, cols)!r}")
+    problems = []
+    if rows < 1 or layer.out_channels % rows:
+        problems.append(f"rows={rows} must divide out_channels={layer.out_channels} "
+                        f"(legal rows: {', '.join(map(str, divisors(layer.out_channels)))})")
+    if cols < 1 or layer.window % cols:
+        problems.append(f"cols={cols} must divide the window kh·kw·C={layer.window} "
+                        f"(legal cols: {', '.join(map(str, divisors(layer.window)))})")
+    if problems:
+        raise HwgenError(f"layer {layer.name!r}: illegal systolic folding {rows}x{cols}: "
+                         + "; ".join(problems))
+    return rows, cols
+
+
+class SystolicArray(wiring.Component):
+    """A convolution (``groups == 1``) ``acc[p, o] = Σ_k w[o, k] · window[p, k]`` followed by
+    :class:`Requant`, on a ``rows × cols`` grid of multiply-accumulate cells.
+
+    Input: the windows of :class:`~hwgen.hw.window.SlidingWindow` (``order="conv"``,
+    ``out_lanes=cols``): pixel ``p``'s ``K = kh·kw·C`` values (OHWI order) in
+    ``in_beats = K / cols`` beats. Output: an HWC frame of ``rows`` lanes; pixel ``p`` gives
+    ``folds = out_channels / rows`` beats, channels ``j·rows … j·rows + rows − 1`` in beat ``j``.
+
+    Dataflow, output stationary::
+
+                 window beat (cols codes)
+                     │
+           ROM0 ─▶ [×][×]…[×] ─▶ adder tree ─▶ acc0 ─▶ skew (rows−1) ──┐
+                     │ register                                        │
+           ROM1 ─▶ [×][×]…[×] ─▶ adder tree ─▶ acc1 ─▶ skew (rows−2) ──┤
+                     │ register                                        ├─▶ Requant ─▶ o
+                     ⋮                                                 │
+           ROMr ─▶ [×][×]…[×] ─▶ adder tree ─▶ acc(rows−1) ────────────┘
+
+    A window beat enters row 0 and moves down one row per cycle through registers, with its
+    control flags; row ``r`` reads its weight ROM (``Memory(init=…)``, word
+    ``fold·in_beats + beat`` = ``w[fold·rows + r, beat·cols : (beat+1)·cols]``) with the
+    address delayed ``r`` cycles to match. Each row's accumulator holds one output channel of
+    the current fold; it sums the row's ``cols`` products through a pipelined adder tree —
+    the products never leave the row, so every net has a fan-out independent of the array
+    size, and a tree adds ``⌈log2 cols⌉`` adder levels where a rightward partial-sum chain
+    would add ``cols`` cycles of latency and a skew register per column. Row ``r`` finishes a
+    fold ``r`` cycles after row 0; ``rows − 1 − r`` skew registers line the sums up for one
+    :class:`Requant` beat.
+
+    Schedule: fold ``j`` of a pixel runs through its ``in_beats`` beats in ``in_beats``
+    cycles. With more than one fold, the window is double-buffered in a RAM of
+    ``2·in_beats`` words (as :class:`~hwgen.hw.mac_unit.MacUnit`): the next pixel's window is
+    accepted while the current one computes. With one fold the array computes straight from
+    ``i``. ``i.payload.last`` is ignored: the engine counts beats and pixels.
+
+    Widths: products ``weight_bits × act_bits`` (one bit more for unsigned inputs, to carry
+    the sign), the tree one bit wider per level, accumulators ``layer.acc_bits``.
+
+    Stalls: the whole array advances only when its accumulator output is empty or taken
+    (``en = ~valid | ready``). A :class:`StreamRegister` drives ``o``.
+
+    Parameters
+    ----------
+    layer : QConv
+        With ``groups == 1``.
+    rows, cols : int
+        Must divide ``out_channels`` and ``K``; else :class:`~hwgen.errors.HwgenError` lists
+        the legal values.
+
+    Attributes
+    ----------
+    cycles_per_frame : int
+        ``OH·OW·in_beats·folds``: cycles between frames in steady state, windows available and
+        ``o`` never stalled.
+    latency : int
+        Cycles from the transfer of a frame's last input beat to the transfer of its last output
+        beat, when that pixel finds the array idle and ``o`` always ready: ``in_beats·folds``
+        if buffered (the folds start after the window is complete), plus ``4 + rows − 1``
+        (read, multiply, tree, accumulate; the skew), :class:`Requant` (3) and the output
+        register (1).
+
+    Members
+    -------
+    i : In(stream.Signature(frame_layout(code_shape(layer.input), cols)))
+    o : Out(stream.Signature(frame_layout(code_shape(layer.output), rows)))
+    """
+
+    def __init__(self, layer, rows, cols):
+        if layer.groups != 1:
+            raise HwgenError(f"layer {layer.name!r}: the systolic array computes convolutions "
+                             f"with groups=1, not {layer.groups}; use the depthwise engine")
+        self._rows, self._cols = check_conv_folding(layer, rows, cols)
+        self._layer = layer
+        self._in_beats = layer.window // self._cols
+        self._folds = layer.out_channels // self._rows
+        self._pixels = layer.out_shape[0] * layer.out_shape[1]
+        super().__init__({
+            "i": In(stream.Signature(frame_layout(code_shape(layer.input), self._cols))),
+            "o": Out(stream.Signature(frame_layout(code_shape(layer.output), self._rows))),
+        })
+
+    @property
+    def rows(self):
+        return self._rows
+
+    @property
+    def cols(self):
+        return self._cols
+
+    @property
+    def buffered(self):
+        """Whether the window input is double-buffered (more than one fold)."""
+        return self._folds > 1
+
+    @property
+    def cycles_per_pixel(self):
+        return self._in_beats * self._folds
+
+    @property
+    def cycles_per_frame(self):
+        return self._pixels * self.cycles_per_pixel
+
+    @property
+    def latency(self):
+        compute = self.cycles_per_pixel if self.buffered else 0
+        return (compute + _CELL_STAGES + self._rows - 1 + Requant.latency
+                + StreamRegister.latency)
+
+    def _weight_words(self, row):
+        weight = self._layer.weight.reshape(self._layer.out_channels, -1)
+        cols = self._cols
+        return [[int(v) for v in weight[fold * self._rows + row, beat * cols:(beat + 1) * cols]]
+                for fold in range(self._folds) for beat in range(self._in_beats)]
+
+    def elaborate(self, platform):
+        m = Module()
+        layer, rows, cols = self._layer, self._rows, self._cols
+        in_beats, folds, pixels = self._in_beats, self._folds, self._pixels
+        in_shape = code_shape(layer.input)
+
+        m.submodules.requant = requant = Requant(layer, rows)
+        m.submodules.out = out = StreamRegister(frame_layout(code_shape(layer.output), rows))
+        wiring.connect(m, requant.o, out.i)
+        wiring.connect(m, out.o, wiring.flipped(self.o))
+
+        en = Signal()
+        m.d.comb += en.eq(~requant.i.valid | requant.i.ready)
+
+        # Issue: the operands of (pixel, fold, beat) this cycle; they reach row 0 next cycle.
+        beat, fold = Signal(range(in_beats)), Signal(range(folds))
+        pixel = Signal(range(pixels))
+        step = Signal(range(in_beats * folds))  # the weight ROM address: fold, then beat
+        issue = Signal()
+        operands = Signal(data.ArrayLayout(in_shape, cols))
+        pixel_done = (beat == in_beats - 1) & (fold == folds - 1)
+        if self.buffered:
+            self._input_buffer(m, en, issue, beat, pixel_done, operands)
+        else:
+            m.d.comb += [issue.eq(self.i.valid), self.i.ready.eq(en)]
+            with m.If(en):
+                m.d.sync += operands.eq(self.i.payload.data)
+        with m.If(en & issue):
+            m.d.sync += [
+                beat.eq(Mux(beat == in_beats - 1, 0, beat + 1)),
+                step.eq(Mux(pixel_done, 0, step + 1)),
+            ]
+            with m.If(beat == in_beats - 1):
+                m.d.sync += fold.eq(Mux(fold == folds - 1, 0, fold + 1))
+            with m.If(pixel_done):
+                m.d.sync += pixel.eq(Mux(pixel == pixels - 1, 0, pixel + 1))
+
+        flag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "frame_last": 1})
+        issue_flags = Signal(flag_layout)
+        m.d.comb += [
+            issue_flags.valid.eq(issue),
+            issue_flags.first.eq(beat == 0),
+            issue_flags.last.eq(beat == in_beats - 1),
+            issue_flags.frame_last.eq(pixel_done & (pixel == pixels - 1)),
+        ]
+        product_shape = signed(layer.weight_bits + in_shape.width + (not in_shape.signed))
+        dot_shape = signed(min(product_shape.width + (cols - 1).bit_length(), layer.acc_bits))
+        acc_shape = signed(layer.acc_bits)
+
+        # Row r's inputs arrive r cycles after row 0's: activations, flags and ROM address
+        # each move down one register per row.
+        activations, address, flags = operands, step, issue_flags
+        last_flags = None
+        for row in range(rows):
+            rom = memory.Memory(shape=data.ArrayLayout(signed(layer.weight_bits), cols),
+                                depth=in_beats * folds, init=self._weight_words(row))
+            m.submodules[f"weights{row}"] = rom
+            port = rom.read_port()
+            m.d.comb += [port.addr.eq(address), port.en.eq(en)]
+            read_flags = Signal(flag_layout, name=f"read_flags{row}")
+            product_flags = Signal(flag_layout, name=f"product_flags{row}")
+            dot_flags = Signal(flag_layout, name=f"dot_flags{row}")
+            products = [Signal(product_shape, name=f"product{row}_{lane}")
+                        for lane in range(cols)]
+            dot = Signal(dot_shape, name=f"dot{row}")
+            acc = Signal(acc_shape, name=f"acc{row}")
+            with m.If(en):
+                m.d.sync += [
+                    read_flags.eq(flags), product_flags.eq(read_flags),
+                    dot_flags.eq(product_flags),
+                ]
+                m.d.sync += [product.eq(port.data[lane] * activations[lane])
+                             for lane, product in enumerate(products)]
+                m.d.sync += dot.eq(_adder_tree(m, products, f"tree{row}"))
+                with m.If(dot_flags.valid):
+                    m.d.sync += acc.eq(Mux(dot_flags.first, 0, acc) + dot)
+            # Skew: rows − 1 − row registers line this row's sum up with the last row's.
+            value = acc
+            for stage in range(rows - 1 - row):
+                delayed = Signal(acc_shape, name=f"skew{row}_{stage}")
+                with m.If(en):
+                    m.d.sync += delayed.eq(value)
+                value = delayed
+            m.d.comb += requant.i.payload.data[row].eq(value)
+            last_flags = dot_flags
+            if row < rows - 1:
+                next_activations = Signal(data.ArrayLayout(in_shape, cols),
+                                          name=f"activations{row + 1}")
+                next_address = Signal.like(step, name=f"address{row + 1}")
+                with m.If(en):
+                    m.d.sync += [next_activations.eq(activations), next_address.eq(address)]
+                # The flags travel with the activations: row r + 1 sees row r's a cycle later.
+                next_flags = Signal(flag_layout, name=f"flags{row + 1}")
+                with m.If(en):
+                    m.d.sync += next_flags.eq(flags)
+                activations, address, flags = next_activations, next_address, next_flags
+        with m.If(en):
+            m.d.sync += [
+                requant.i.valid.eq(last_flags.valid & last_flags.last),
+                requant.i.payload.last.eq(last_flags.frame_last),
+            ]
+        return m
+
+    def _input_buffer(self, m, en, issue, beat, pixel_done, operands):
+        """Two banks of ``in_beats`` words: ``i`` fills one while the folds read the other."""
+        in_beats, cols = self._in_beats, self._cols
+        m.submodules.buffer = buffer = memory.Memory(
+            shape=data.ArrayLayout(code_shape(self._layer.input), cols), depth=2 * in_beats,
+            init=[])
+        write, read = buffer.write_port(), buffer.read_port()
+        full_banks = Signal(range(3))  # banks holding a whole window not yet computed
+        write_bank, write_beat, read_bank = Signal(), Signal(range(in_beats)), Signal()
+        filled, released = Signal(), Signal()
+        m.d.comb += [
+            self.i.ready.eq(full_banks != 2),
+            write.addr.eq(Mux(write_bank, in_beats + write_beat, write_beat)),
+            write.data.eq(self.i.payload.data),
+            write.en.eq(self.i.valid & self.i.ready),
+            filled.eq(write.en & (write_beat == in_beats - 1)),
+            issue.eq(full_banks != 0),
+            released.eq(en & issue & pixel_done),
+            read.addr.eq(Mux(read_bank, in_beats + beat, beat)),
+            read.en.eq(en),
+            operands.eq(read.data),
+        ]
+        with m.If(write.en):
+            m.d.sync += write_beat.eq(Mux(write_beat == in_beats - 1, 0, write_beat + 1))
+        m.d.sync += [
+            write_bank.eq(write_bank ^ filled),
+            read_bank.eq(read_bank ^ released),
+            full_banks.eq(full_banks + filled - released),
+        ]
