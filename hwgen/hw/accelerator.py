@@ -48,9 +48,10 @@ class Accelerator(wiring.Component):
     """The accelerator of a :class:`~hwgen.plan.Plan`: one engine per layer, connected along
     the layer graph. Between a producer and a consumer whose lanes differ sits a
     :class:`LaneConverter`; a tensor read by several layers goes through a
-    :class:`~hwgen.hw.fifo.StreamFork`, and each branch that joins a longer one at an add gets
-    a :class:`~hwgen.hw.fifo.StreamFifo` of ``plan.skip_fifo_depth(tensor, consumer)`` beats
-    (the plan's latency model), so the fork never waits for the add.
+    :class:`~hwgen.hw.fifo.StreamFork`. Edges carrying images get a
+    :class:`~hwgen.hw.fifo.StreamFifo` of ``plan.fifo_depth(tensor, consumer)`` beats: a row
+    to decouple the engines' rates, and on a residual skip path the depth the plan's latency
+    model gives, so the fork never waits for the add.
 
     Ports (plus the implicit ``clk`` and synchronous, active-high ``rst``):
 
@@ -114,7 +115,7 @@ class Accelerator(wiring.Component):
                 lanes = self._lanes_of(tensor)
                 elements = math.prod(shape)
                 fifo = None
-                depth = self._plan.skip_fifo_depth(tensor, consumer.name)
+                depth = self._plan.fifo_depth(tensor, consumer.name)
                 if depth:
                     fifo = StreamFifo(frame_layout(code_shape(quant), lanes), depth)
                 converter = None
