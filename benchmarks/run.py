@@ -1,10 +1,14 @@
-"""hwgen benchmarks: one command, one table.
+"""hwgen benchmarks: one command, a few tables.
 
     python benchmarks/run.py [--frames N]
 
-For the 64-48-24-10 digits MLP (examples/digits_mlp) at a few bit widths and foldings: the time
-from ONNX to written Verilog, the Verilator build time (uncached), the simulated cycles per frame
-against the ideal (MACs ÷ multipliers), the latency, and the simulation speed in cycles/s.
+1. The 64-48-24-10 digits MLP (examples/digits_mlp) at a few bit widths and foldings: the time
+   from ONNX to written Verilog, the Verilator build time (uncached), the simulated cycles per
+   frame against the ideal (MACs ÷ multipliers), the latency, and the simulation speed.
+2. The example CNNs (examples/cnn: LeNet-style, residual, depthwise-separable): predicted and
+   measured initiation interval, end-to-end MAC utilization (MACs ÷ (multipliers × measured
+   cycles)), and the time of a Verilator build plus 20 simulated frames.
+3. MAC utilization per engine of the LeNet-style model at the measured interval.
 """
 
 import argparse
@@ -16,7 +20,14 @@ import numpy as np
 
 import hwgen
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits_mlp"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLE = EXAMPLES / "digits_mlp"
+CNN_CONFIGS = [
+    # (model, bits, multipliers of the largest layer): sized so conv engines balance
+    ("lenet", "w8a8", 18),
+    ("resnet", "w8a8", 16),
+    ("dwsep", "w6a6", 16),
+]
 CONFIGS = [
     # (label, bits, multipliers of the largest layer)
     ("w8a8, 32 mult.", "w8a8", 32),
@@ -55,9 +66,25 @@ def bench(bits, multipliers, frames, cache):
     }
 
 
+def bench_cnn(model, bits, multipliers, frames, cache):
+    from hwgen.sim import run_simulation
+
+    calib = np.load(EXAMPLES / "cnn" / "calib.npz")
+    graph = hwgen.load(EXAMPLES / "cnn" / f"{model}.onnx")
+    plan = hwgen.make_plan(hwgen.quantize(graph, calib["x"], bits), multipliers=multipliers)
+    design = hwgen.generate(plan, calib["x"], frames=frames)
+    out = design.write(Path(cache) / f"cnn-{model}")
+    started = time.perf_counter()
+    result = run_simulation(out / design.manifest["verilog"], design.manifest, design.inputs,
+                            design.expected, build_root=Path(cache) / "sim", seed=1)
+    total = time.perf_counter() - started
+    assert result.passed, result.summary()
+    return plan, result, total
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=64, help="simulated frames per row")
+    parser.add_argument("--frames", type=int, default=64, help="simulated MLP frames per row")
     args = parser.parse_args()
     header = (f"{'config':<17} {'gen s':>6} {'build s':>8} {'mult':>5} {'ideal':>6} "
               f"{'pred':>5} {'meas':>5} {'util':>6} {'lat':>5} {'cycles/s':>9}")
@@ -71,6 +98,36 @@ def main():
                   f"{row['multipliers']:>5} {row['ideal']:>6.1f} {row['predicted']:>5} "
                   f"{row['measured']:>5.1f} {row['utilization']:>6.1%} {row['latency']:>5} "
                   f"{row['cycles_per_s']:>9,.0f}", flush=True)
+
+        print()
+        print("example CNNs, 20 frames each; util = MACs / (multipliers x measured II)")
+        header = (f"{'model':<8} {'bits':>5} {'mult':>5} {'MACs':>7} {'pred II':>8} "
+                  f"{'meas II':>8} {'util':>6} {'build+20 frames s':>18} {'cycles/s':>9}")
+        print(header)
+        print("-" * len(header))
+        lenet = None
+        for model, bits, multipliers in CNN_CONFIGS:
+            plan, result, total = bench_cnn(model, bits, multipliers, 20, cache)
+            lenet = lenet or (plan, result)
+            utilization = plan.macs / (plan.multipliers * result.initiation_interval)
+            print(f"{model:<8} {bits:>5} {plan.multipliers:>5} {plan.macs:>7} "
+                  f"{plan.initiation_interval:>8} {result.initiation_interval:>8.1f} "
+                  f"{utilization:>6.1%} {total:>18.1f} {result.cycles_per_second:>9,.0f}",
+                  flush=True)
+
+        plan, result = lenet
+        print()
+        print("LeNet-style model, per engine at the measured II")
+        header = f"{'layer':<10} {'engine':<10} {'folding':>8} {'MACs':>6} {'cycles':>7} {'util':>6}"
+        print(header)
+        print("-" * len(header))
+        for layer_plan in plan.layers:
+            macs = layer_plan.layer.macs
+            util = (f"{macs / (layer_plan.multipliers * result.initiation_interval):.1%}"
+                    if layer_plan.multipliers else "-")
+            print(f"{layer_plan.name:<10} {layer_plan.engine:<10} "
+                  f"{layer_plan.describe().partition(':')[2]:>8} {macs:>6} "
+                  f"{layer_plan.cycles:>7} {util:>6}")
 
 
 if __name__ == "__main__":
