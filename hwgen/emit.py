@@ -209,17 +209,18 @@ def _report(plan, manifest, graph, x, labels):
         f"MAC utilization at the II: {utilization:.1%}",
         f"- throughput at 100 MHz: {100e6 / plan.initiation_interval:,.0f} frames/s", "",
         "| layer | op | output | bits | acc bits | engine | PE×SIMD | in lanes | cycles/frame "
-        "| MAC util. |",
+        "| engine busy |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for layer, entry in zip(manifest["layers"], plan.layers):
         relu = "+relu" if layer["relu"] else ""
+        acc_bits = "-" if layer["op"] == "maxpool" else layer["acc_bits"]
         weight = f"w{layer['weight_bits']}" if "weight_bits" in layer else ""
         utilization = "" if entry.utilization is None else f"{entry.utilization:.0%}"
         lines.append(
             f"| {layer['name']} | {layer['op']}{relu} | "
             f"{'×'.join(map(str, layer['output_shape']))} | {weight}a{layer['act_bits']}"
-            f"→{layer['output_bits']} | {layer['acc_bits']} | {layer['engine']} | "
+            f"→{layer['output_bits']} | {acc_bits} | {layer['engine']} | "
             f"{layer['pe']}×{layer['simd']} | {layer['in_lanes']} | "
             f"{layer['cycles_per_frame']} | {utilization} |")
     if graph is not None and x is not None:

@@ -2,17 +2,13 @@
 
 Every layer is its own engine; a :class:`Folding` ``(pe, simd)`` sizes it:
 
-========  ==========================  ==================================================  =====
-engine    layers                      pe × simd                                           legal
-========  ==========================  ==================================================  =====
-mac       dense                       output channels × input elements per cycle          pe | out, simd | in
-systolic  conv (groups = 1)           rows × cols of the array: output channels × window  pe | out channels,
-                                      elements per cycle                                  simd | kh·kw·C
-depthwise depthwise conv              channels per cycle (simd = 1)                       pe | C
-pool      max/avg pool                channels per cycle (pe = simd = lanes)              lanes | C
-gap       global average pool         channels per cycle                                  lanes | C
-add       residual add                channels per cycle                                  lanes | C
-========  ==========================  ==================================================  =====
+- ``mac`` (dense): ``pe`` output channels × ``simd`` input elements per cycle; legal when
+  ``pe | out_features`` and ``simd | in_features``.
+- ``systolic`` (conv, groups = 1): ``pe`` rows (output channels) × ``simd`` columns (window
+  elements) per cycle; legal when ``pe | out_channels`` and ``simd | kh·kw·C``.
+- ``depthwise`` (depthwise conv): ``pe`` channels per cycle, ``simd = 1``; ``pe | C``.
+- ``pool`` (max/average pool), ``gap`` (global average pool), ``add``: ``pe = simd`` lanes
+  (channels per cycle); ``lanes | C``.
 
 Windowed layers (conv, depthwise, pool) also read their input ``in_lanes`` channels per beat
 (``in_lanes | C``). Cycles per frame, in steady state without stalls:
@@ -364,7 +360,8 @@ def _legal_engine(layer, engine):
 
 
 def parse_folding(spec):
-    """``{"fc1": "4x8", ...}`` from a JSON file path, a dict, or ``"fc1=4x8,conv1=systolic:6x5"``."""
+    """``{"fc1": "4x8", ...}`` from a JSON file path, a dict, or a string such as
+    ``"fc1=4x8,conv1=systolic:6x5,pool1=4"``."""
     if spec is None:
         return {}
     if isinstance(spec, dict):
