@@ -20,6 +20,7 @@ from .emit import load_design
 from .errors import HwgenError
 from .frontends import load_onnx
 from .graph import Graph
+from .quantize import load_calibration
 from .reference import run_integer
 
 __all__ = ["load", "simulate"]
@@ -34,20 +35,9 @@ def load(model, name=None):
 
 
 def _load_inputs(inputs):
+    """Float inputs from an array or a ``.npy``/``.npz`` path."""
     if isinstance(inputs, (str, Path)):
-        path = Path(inputs)
-        if not path.is_file():
-            raise HwgenError(f"inputs file {str(path)!r} does not exist")
-        try:
-            data = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise HwgenError(f"cannot read {str(path)!r} as .npy/.npz: {error}") from None
-        if isinstance(data, np.lib.npyio.NpzFile):
-            with data:
-                if "x" not in data.files:
-                    raise HwgenError(f"{str(path)!r} must hold the inputs under 'x'")
-                data = data["x"]
-        inputs = data
+        return load_calibration(inputs, what="inputs")
     return np.asarray(inputs, dtype=np.float64)
 
 

@@ -51,11 +51,12 @@ class LayerBits:
 
 # -- calibration ----------------------------------------------------------------------------------
 
-def load_calibration(path):
-    """Read calibration inputs from ``.npy`` or from an ``.npz`` holding them under ``x``."""
+def load_calibration(path, what="calibration"):
+    """Read ``what`` inputs (float64) from ``.npy`` or from an ``.npz`` holding them under
+    ``x``."""
     path = Path(path)
     if not path.is_file():
-        raise HwgenError(f"calibration file {str(path)!r} does not exist")
+        raise HwgenError(f"{what} file {str(path)!r} does not exist")
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
