@@ -11,24 +11,33 @@ from .stream import StreamRegister, frame_layout
 
 __all__ = ["MacUnit"]
 
-# Registered stages from issuing an operand read to a finished accumulator: operand read,
-# products, adder tree, accumulate.
-_MAC_STAGES = 4
+# Registered stages from issuing an operand read to a finished accumulator, besides the adder
+# tree's: operand read, products, accumulate.
+_MAC_STAGES = 3
 
 
-def _adder_tree(m, values, name):
-    """The sum of ``values`` by a balanced tree of two-input adders; each level is one bit wider
-    than its operands, so no partial sum can overflow."""
+def tree_stages(count):
+    """Registered stages of :func:`_adder_tree` over ``count`` values: one per adder level,
+    at least one."""
+    return max(1, ceil_log2(count))
+
+
+def _adder_tree(m, values, name, en):
+    """The sum of ``values`` by a balanced tree of two-input adders, one register per level
+    (advancing when ``en``), so a clock period holds one adder, not ``⌈log2 n⌉``. Each level is
+    one bit wider than its operands, so no partial sum can overflow. Returns the registered
+    root, ``tree_stages(len(values))`` cycles behind ``values``."""
     level = 0
-    while len(values) > 1:
+    while level == 0 or len(values) > 1:
         summed = []
-        for index in range(0, len(values) - 1, 2):
-            left, right = values[index], values[index + 1]
-            node = Signal(signed(max(len(left), len(right)) + 1),
+        for index in range(0, len(values), 2):
+            pair = values[index:index + 2]
+            node = Signal(signed(max(len(value) for value in pair) + (len(pair) - 1)),
                           name=f"{name}_l{level}_{index // 2}")
-            m.d.comb += node.eq(left + right)
+            with m.If(en):
+                m.d.sync += node.eq(pair[0] + pair[1] if len(pair) == 2 else pair[0])
             summed.append(node)
-        values = summed + values[len(values) & ~1:]
+        values = summed
         level += 1
     return values[0]
 
@@ -104,10 +113,12 @@ class MacUnit(wiring.Component):
         """Cycles from the transfer of a frame's last input beat to the transfer of its last
         output beat, for a frame that finds the engine idle and ``o`` always ready:
         ``cycles_per_frame`` when buffered (the folds start the cycle after the last input beat;
-        unbuffered, that beat is itself the last operand), plus the MAC pipeline (4),
-        :class:`Requant` (3) and the output register (1)."""
+        unbuffered, that beat is itself the last operand), plus the MAC pipeline (operand read,
+        products, ``max(1, ⌈log2 simd⌉)`` adder-tree levels, accumulate), :class:`Requant`
+        (3) and the output register (1)."""
         compute = self.cycles_per_frame if self.buffered else 0
-        return compute + _MAC_STAGES + Requant.latency + StreamRegister.latency
+        return (compute + _MAC_STAGES + tree_stages(self._simd) + Requant.latency
+                + StreamRegister.latency)
 
     def _weight_words(self, pe_index):
         weight, simd = self._layer.weight, self._simd
@@ -159,8 +170,11 @@ class MacUnit(wiring.Component):
 
         # Flags travel with the operands: valid, first/last beat of a fold, last fold.
         flag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "frame_last": 1})
-        read_flags, product_flags, dot_flags = (Signal(flag_layout, name=f"{stage}_flags")
-                                                for stage in ("read", "product", "dot"))
+        read_flags, product_flags = (Signal(flag_layout, name=f"{stage}_flags")
+                                     for stage in ("read", "product"))
+        tree_flags = [Signal(flag_layout, name=f"tree_flags{level}")
+                      for level in range(tree_stages(simd))]
+        dot_flags = tree_flags[-1]
         product_shape = signed(layer.weight_bits + in_shape.width + (not in_shape.signed))
         dot_shape = signed(min(product_shape.width + ceil_log2(simd), layer.acc_bits))
         with m.If(en):
@@ -170,7 +184,8 @@ class MacUnit(wiring.Component):
                 read_flags.last.eq(beat == in_beats - 1),
                 read_flags.frame_last.eq(frame_done),
                 product_flags.eq(read_flags),
-                dot_flags.eq(product_flags),
+                tree_flags[0].eq(product_flags),
+                *(later.eq(earlier) for earlier, later in zip(tree_flags, tree_flags[1:])),
                 requant.i.valid.eq(dot_flags.valid & dot_flags.last),
                 requant.i.payload.last.eq(dot_flags.frame_last),
             ]
@@ -179,10 +194,10 @@ class MacUnit(wiring.Component):
                         for lane in range(simd)]
             dot = Signal(dot_shape, name=f"dot{index}")
             acc = requant.i.payload.data[index]
+            m.d.comb += dot.eq(_adder_tree(m, products, f"tree{index}", en))
             with m.If(en):
                 m.d.sync += [product.eq(weights[index][lane] * operands[lane])
                              for lane, product in enumerate(products)]
-                m.d.sync += dot.eq(_adder_tree(m, products, f"tree{index}"))
                 with m.If(dot_flags.valid):
                     m.d.sync += acc.eq(Mux(dot_flags.first, 0, acc) + dot)
         return m

@@ -9,15 +9,16 @@ from amaranth.lib.wiring import In, Out
 
 from ..errors import HwgenError
 from ..plan import divisors
-from .mac_unit import _adder_tree
+from .mac_unit import _adder_tree, tree_stages
 from .requant import Requant, code_shape
 from .stream import StreamRegister, frame_layout
 
 __all__ = ["SystolicArray", "check_conv_folding"]
 
-# Registered stages from issuing a window beat to row 0's finished accumulator: operand and
-# weight read, products, adder tree, accumulate. Row r finishes r cycles later.
-_CELL_STAGES = 4
+# Registered stages from issuing a window beat to row 0's finished accumulator, besides the
+# adder tree's max(1, ⌈log2 cols⌉): operand and weight read, products, accumulate. Row r
+# finishes r cycles later.
+_CELL_STAGES = 3
 
 
 def check_conv_folding(layer, rows, cols):
@@ -67,8 +68,9 @@ class SystolicArray(wiring.Component):
     address delayed ``r`` cycles to match. Each row's accumulator holds one output channel of
     the current fold; it sums the row's ``cols`` products through a pipelined adder tree —
     the products never leave the row, so every net has a fan-out independent of the array
-    size, and a tree adds ``⌈log2 cols⌉`` adder levels where a rightward partial-sum chain
-    would add ``cols`` cycles of latency and a skew register per column. Row ``r`` finishes a
+    size, and a tree adds ``⌈log2 cols⌉`` registered adder levels (one adder per clock period)
+    where a rightward partial-sum chain would add ``cols`` cycles of latency and a skew
+    register per column. Row ``r`` finishes a
     fold ``r`` cycles after row 0; ``rows − 1 − r`` skew registers line the sums up for one
     :class:`Requant` beat.
 
@@ -100,9 +102,9 @@ class SystolicArray(wiring.Component):
     latency : int
         Cycles from the transfer of a frame's last input beat to the transfer of its last output
         beat, when that pixel finds the array idle and ``o`` always ready: ``in_beats·folds``
-        if buffered (the folds start after the window is complete), plus ``4 + rows − 1``
-        (read, multiply, tree, accumulate; the skew), :class:`Requant` (3) and the output
-        register (1).
+        if buffered (the folds start after the window is complete), plus
+        ``3 + max(1, ⌈log2 cols⌉) + rows − 1`` (read, multiply, accumulate, one register per
+        adder-tree level; the skew), :class:`Requant` (3) and the output register (1).
 
     Members
     -------
@@ -148,8 +150,8 @@ class SystolicArray(wiring.Component):
     @property
     def latency(self):
         compute = self.cycles_per_pixel if self.buffered else 0
-        return (compute + _CELL_STAGES + self._rows - 1 + Requant.latency
-                + StreamRegister.latency)
+        return (compute + _CELL_STAGES + tree_stages(self._cols) + self._rows - 1
+                + Requant.latency + StreamRegister.latency)
 
     def _weight_words(self, row):
         weight = self._layer.weight.reshape(self._layer.out_channels, -1)
@@ -218,19 +220,22 @@ class SystolicArray(wiring.Component):
             m.d.comb += [port.addr.eq(address), port.en.eq(en)]
             read_flags = Signal(flag_layout, name=f"read_flags{row}")
             product_flags = Signal(flag_layout, name=f"product_flags{row}")
-            dot_flags = Signal(flag_layout, name=f"dot_flags{row}")
+            tree_flags = [Signal(flag_layout, name=f"tree_flags{row}_{level}")
+                          for level in range(tree_stages(cols))]
+            dot_flags = tree_flags[-1]
             products = [Signal(product_shape, name=f"product{row}_{lane}")
                         for lane in range(cols)]
             dot = Signal(dot_shape, name=f"dot{row}")
             acc = Signal(acc_shape, name=f"acc{row}")
+            m.d.comb += dot.eq(_adder_tree(m, products, f"tree{row}", en))
             with m.If(en):
                 m.d.sync += [
                     read_flags.eq(flags), product_flags.eq(read_flags),
-                    dot_flags.eq(product_flags),
+                    tree_flags[0].eq(product_flags),
+                    *(later.eq(earlier) for earlier, later in zip(tree_flags, tree_flags[1:])),
                 ]
                 m.d.sync += [product.eq(port.data[lane] * activations[lane])
                              for lane, product in enumerate(products)]
-                m.d.sync += dot.eq(_adder_tree(m, products, f"tree{row}"))
                 with m.If(dot_flags.valid):
                     m.d.sync += acc.eq(Mux(dot_flags.first, 0, acc) + dot)
             # Skew: rows − 1 − row registers line this row's sum up with the last row's.
