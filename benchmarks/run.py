@@ -9,6 +9,10 @@
    measured initiation interval, end-to-end MAC utilization (MACs ÷ (multipliers × measured
    cycles)), and the time of a Verilator build plus 20 simulated frames.
 3. MAC utilization per engine of the LeNet-style model at the measured interval.
+4. With ``--synth`` (slow: minutes per row): per model × board, LUT/FF/DSP/BRAM, fmax after
+   nextpnr, frames/s at fmax (fmax / initiation interval) and the synthesis time
+   (``hwgen.synth.synthesize``; Xilinx boards give yosys counts only). ``--synth-only`` skips
+   the simulation tables.
 """
 
 import argparse
@@ -82,10 +86,46 @@ def bench_cnn(model, bits, multipliers, frames, cache):
     return plan, result, total
 
 
+SYNTH_MODELS = [
+    # (label, ONNX file, calibration, multipliers of the largest layer)
+    ("digits MLP", EXAMPLE / "digits_mlp.onnx", EXAMPLE / "calib.npz", 32),
+    ("LeNet", EXAMPLES / "cnn" / "lenet.onnx", EXAMPLES / "cnn" / "calib.npz", 18),
+]
+SYNTH_BOARDS = ["ulx3s_85f", "icebreaker", "arty_a7_35t"]
+
+
+def bench_synth(cache):
+    from hwgen.synth import synthesize
+    print("synthesis per model x board (yosys + nextpnr from YoWASP; BRAM in the board's blocks)")
+    header = (f"{'model':<11} {'board':<12} {'LUT':>6} {'FF':>6} {'DSP':>4} {'BRAM':>5} "
+              f"{'fits':>4} {'fmax MHz':>9} {'frames/s':>10} {'synth s':>8}")
+    print(header)
+    print("-" * len(header))
+    for label, model, calib, multipliers in SYNTH_MODELS:
+        x = np.load(calib)["x"]
+        plan = hwgen.make_plan(hwgen.quantize(hwgen.load(model), x), multipliers=multipliers)
+        out = hwgen.generate(plan, x, frames=2).write(Path(cache) / f"synth-{model.stem}")
+        for board in SYNTH_BOARDS:
+            result = synthesize(out, board)
+            totals = result.totals
+            fmax = "-" if result.fmax_mhz is None else f"{result.fmax_mhz:.1f}"
+            rate = "-" if result.frames_per_second is None else f"{result.frames_per_second:,.0f}"
+            print(f"{label:<11} {board:<12} {totals['lut']:>6} {totals['ff']:>6} "
+                  f"{totals['dsp']:>4} {totals['bram']:>5g} {'yes' if result.fits else 'no':>4} "
+                  f"{fmax:>9} {rate:>10} {sum(result.seconds.values()):>8.1f}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=64, help="simulated MLP frames per row")
+    parser.add_argument("--synth", action="store_true",
+                        help="add the synthesis table (slow: minutes per row)")
+    parser.add_argument("--synth-only", action="store_true", help="only the synthesis table")
     args = parser.parse_args()
+    if args.synth_only:
+        with tempfile.TemporaryDirectory(prefix="hwgen-bench-") as cache:
+            bench_synth(cache)
+        return
     header = (f"{'config':<17} {'gen s':>6} {'build s':>8} {'mult':>5} {'ideal':>6} "
               f"{'pred':>5} {'meas':>5} {'util':>6} {'lat':>5} {'cycles/s':>9}")
     print("64-48-24-10 digits MLP; cycles are per frame; ideal = MACs / multipliers")
@@ -128,6 +168,10 @@ def main():
             print(f"{layer_plan.name:<10} {layer_plan.engine:<10} "
                   f"{layer_plan.describe().partition(':')[2]:>8} {macs:>6} "
                   f"{layer_plan.cycles:>7} {util:>6}")
+
+        if args.synth:
+            print()
+            bench_synth(cache)
 
 
 if __name__ == "__main__":

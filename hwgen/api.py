@@ -18,8 +18,10 @@ import numpy as np
 
 from .emit import load_design
 from .errors import HwgenError
-from .frontends import load_onnx
+from .frontends import is_quantized, load_onnx, load_quantized_onnx
+from .frontends.onnx import _identifier, _read as _read_onnx
 from .graph import Graph
+from .qgraph import QGraph
 from .quantize import load_calibration
 from .reference import run_integer
 
@@ -27,11 +29,23 @@ __all__ = ["load", "simulate"]
 
 
 def load(model, name=None):
-    """A :class:`~hwgen.graph.Graph` from an ONNX file or ``onnx.ModelProto``; a Graph built
-    in Python is returned as it is."""
-    if isinstance(model, Graph):
+    """A model from an ONNX file or ``onnx.ModelProto``; a Graph or QGraph built in Python is
+    returned as it is.
+
+    A float model gives a :class:`~hwgen.graph.Graph` (quantize it with
+    :func:`hwgen.quantize`). A quantized model (QDQ or QOperator as onnxruntime's
+    ``quantize_static`` writes them, or QONNX ``Quant`` nodes as Brevitas exports them) gives a
+    :class:`~hwgen.qgraph.QGraph` with the model's own scales, zero points and bit widths, which
+    :func:`hwgen.make_plan` takes directly (see :mod:`hwgen.frontends.onnx_quant`).
+    """
+    if isinstance(model, (Graph, QGraph)):
         return model
-    return load_onnx(model, name=name)
+    proto, stem = _read_onnx(model)
+    if name is None and stem:
+        name = _identifier(stem, prefix="model")
+    if is_quantized(proto):
+        return load_quantized_onnx(proto, name=name)
+    return load_onnx(proto, name=name)
 
 
 def _load_inputs(inputs):

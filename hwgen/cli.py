@@ -1,4 +1,4 @@
-"""``hwgen build`` and ``hwgen sim``: thin wrappers over the notebook API.
+"""``hwgen build``, ``hwgen sim`` and ``hwgen check``: thin wrappers over the notebook API.
 
 A user error (:class:`~hwgen.errors.HwgenError`) is printed as one line, ``hwgen: error: …``,
 without a traceback; the exit status is 1 for errors, 2 for bad command lines and 3 when a
@@ -18,6 +18,7 @@ from .api import _load_inputs, load, simulate
 from .emit import generate
 from .errors import HwgenError
 from .plan import DEFAULT_MULTIPLIERS, make_plan
+from .qgraph import QGraph
 from .quantize import DEFAULT_BITS, load_calibration, quantize
 
 EXIT_ERROR, EXIT_MISMATCH = 1, 3
@@ -38,13 +39,27 @@ def _labels(path):
 def cmd_build(args):
     started = time.perf_counter()
     graph = load(args.model, name=args.name)
-    _progress(f"loaded {args.model}: {len(graph.layers())} layers")
-    calibration = load_calibration(args.calib)
-    qgraph = quantize(graph, calibration, args.bits, output_bits=args.output_bits)
+    calibration = load_calibration(args.calib) if args.calib else None
+    if isinstance(graph, QGraph):
+        # A quantized model (QDQ, QOperator, QONNX) brings its own quantization; test vectors
+        # come from --calib if given, else from random input codes.
+        _progress(f"loaded the quantized model {args.model}: {len(graph.layers)} layers")
+        if args.bits is not None:
+            raise HwgenError("--bits does not apply to a quantized model: its bit widths are "
+                             "the model's own")
+        qgraph, graph = graph, None
+    else:
+        _progress(f"loaded {args.model}: {len(graph.layers())} layers")
+        if calibration is None:
+            raise HwgenError(f"{args.model} is a float model: give calibration inputs with "
+                             "--calib DATA (only quantized models build without)")
+        qgraph = quantize(graph, calibration, args.bits, output_bits=args.output_bits,
+                          calibration_method=args.calib_method,
+                          weight_granularity=args.weight_scale)
     plan = make_plan(qgraph, args.folding, multipliers=args.multipliers)
     print(plan)
     design = generate(plan, calibration, name=args.name, frames=args.frames, graph=graph,
-                      labels=_labels(args.calib))
+                      labels=_labels(args.calib) if args.calib else None)
     out = design.write(args.output)
     print(f"wrote {out / design.manifest['verilog']}, manifest.json, vectors.npz, report.md "
           f"in {time.perf_counter() - started:.1f} s")
@@ -66,6 +81,36 @@ def cmd_sim(args):
     return 0 if result.passed else EXIT_MISMATCH
 
 
+def cmd_check(args):
+    from .check import check_model
+
+    result = check_model(args.model, args.inputs, args.calib, bits=args.bits,
+                         output_bits=args.output_bits)
+    print(result.summary())
+    if result.kind == "codes" and result.max_diff > 1:
+        return EXIT_MISMATCH
+    return 0
+
+
+def cmd_boards(args):
+    from .board import boards_table
+    print(boards_table())
+    return 0
+
+
+def cmd_synth(args):
+    from .synth import synthesize
+    if args.bitstream:
+        raise HwgenError("--bitstream is not implemented yet (the UART board top is planned); "
+                         "`hwgen synth` without it reports resources and fmax")
+    result = synthesize(args.design, args.board, clock_mhz=args.clock,
+                        place_and_route=not args.no_pnr, seed=args.seed, progress=_progress)
+    print(result.summary())
+    print(f"wrote {Path(args.design) / 'synth'}/ (logs, synth.json) and a Synthesis section "
+          "in report.md")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="hwgen", description="Trained network in, verified FPGA accelerator out.")
@@ -74,12 +119,18 @@ def build_parser():
 
     build = commands.add_parser("build", help="generate Verilog, manifest, vectors and report")
     build.add_argument("model", help="an ONNX file")
-    build.add_argument("--calib", required=True,
-                       help="calibration inputs: .npy, or .npz with 'x' (and labels 'y')")
+    build.add_argument("--calib",
+                       help="calibration inputs: .npy, or .npz with 'x' (and labels 'y'); "
+                            "required for float models, test inputs for quantized ones")
+    build.add_argument("--calib-method", choices=["minmax", "percentile", "mse"],
+                       default="minmax", help="activation range from calibration (default "
+                                              "minmax)")
+    build.add_argument("--weight-scale", choices=["channel", "tensor"], default="channel",
+                       help="weight scales per output channel (default) or per tensor")
     build.add_argument("-o", "--output", required=True, help="output folder")
-    build.add_argument("--bits", default=DEFAULT_BITS,
+    build.add_argument("--bits",
                        help="uniform 'wXaY' or a JSON file {layer: {\"w\": 4, \"a\": 6}} "
-                            f"(default {DEFAULT_BITS})")
+                            f"(default {DEFAULT_BITS}; float models only)")
     build.add_argument("--output-bits", type=int, default=8,
                        help="bits of the last layer's output codes (default 8)")
     build.add_argument("--folding", help="per-layer PExSIMD: 'fc1=4x8,fc2=2x4' or a JSON file")
@@ -103,6 +154,32 @@ def build_parser():
     sim.add_argument("--stall", type=float, default=0.25,
                      help="probability of an input gap / output back-pressure per cycle")
     sim.set_defaults(run=cmd_sim)
+
+    synth = commands.add_parser(
+        "synth", help="resources, fmax and fit on a board (yosys, nextpnr); or a bitstream")
+    synth.add_argument("design", help="a folder written by `hwgen build`")
+    synth.add_argument("--board", required=True, help="a board profile (see `hwgen boards`)")
+    synth.add_argument("--clock", type=float,
+                       help="place-and-route target in MHz (default: the board's)")
+    synth.add_argument("--no-pnr", action="store_true", help="stop after yosys")
+    synth.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed")
+    synth.add_argument("--bitstream", action="store_true",
+                       help="(not implemented yet) a bitstream behind the board's UART")
+    synth.set_defaults(run=cmd_synth)
+
+    boards = commands.add_parser("boards", help="list the board profiles")
+    boards.set_defaults(run=cmd_boards)
+
+    check = commands.add_parser(
+        "check", help="compare hwgen's integer reference with onnxruntime on given inputs")
+    check.add_argument("model", help="an ONNX file (quantized, or float with --calib)")
+    check.add_argument("--inputs", required=True,
+                       help="float inputs in the model's layout: .npy, or .npz with 'x'")
+    check.add_argument("--calib", help="calibration inputs (float models only)")
+    check.add_argument("--bits", help="bits for quantizing a float model (default w8a8)")
+    check.add_argument("--output-bits", type=int, default=8,
+                       help="output bits for quantizing a float model (default 8)")
+    check.set_defaults(run=cmd_check)
     return parser
 
 

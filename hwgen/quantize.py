@@ -29,7 +29,8 @@ from .reference import Rounding, run_float
 
 __all__ = [
     "ActQuant", "LayerBits", "QDense", "QGraph",
-    "calibrate", "load_calibration", "resolve_bits", "quantize",
+    "calibrate", "tensor_range", "load_calibration", "resolve_bits", "quantize",
+    "scale_to_multiplier", "CALIBRATION_METHODS",
     "qgraph_to_arrays", "qgraph_from_arrays",
 ]
 
@@ -72,9 +73,55 @@ def load_calibration(path, what="calibration"):
     return np.asarray(data, dtype=np.float64)
 
 
-def calibrate(graph, x):
-    """Per-layer output ranges ``{name: (min, max)}`` of the float graph over the batch ``x``
-    (inputs in the model's user layout, e.g. ``(N, C, H, W)`` for ONNX image models)."""
+CALIBRATION_METHODS = ("minmax", "percentile", "mse")
+_MSE_SAMPLES = 1 << 16         # values per tensor the MSE search looks at
+_MSE_FRACTIONS = np.linspace(0.2, 1.0, 81)  # candidate ranges, as fractions of min/max
+
+
+def calibrate(graph, x, method="minmax", *, percentile=99.99, bits=8):
+    """Per-layer output ranges ``{name: (lo, hi)}`` of the float graph over the batch ``x``
+    (inputs in the model's user layout, e.g. ``(N, C, H, W)`` for ONNX image models).
+
+    ``method``: ``"minmax"`` (the extremes), ``"percentile"`` (the ``100 − percentile`` and
+    ``percentile`` percentiles, which ignores outliers) or ``"mse"`` (the range, a fraction of
+    min/max, whose ``bits``-bit quantization has the least mean squared error on the values;
+    ``bits`` an int or a dict ``{name: bits}``).
+    """
+    values = _calibration_values(graph, x)
+    return {name: tensor_range(v, method, percentile=percentile,
+                               bits=bits.get(name, 8) if isinstance(bits, dict) else bits)
+            for name, v in values.items()}
+
+
+def tensor_range(values, method="minmax", *, percentile=99.99, bits=8):
+    """The calibrated ``(lo, hi)`` of one tensor's ``values`` (see :func:`calibrate`)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if method == "minmax":
+        return float(values.min()), float(values.max())
+    if method == "percentile":
+        if not 50 < percentile <= 100:
+            raise HwgenError(f"percentile must be in (50, 100], not {percentile}")
+        lo, hi = np.percentile(values, [100 - percentile, percentile])
+        return float(lo), float(hi)
+    if method == "mse":
+        if values.size > _MSE_SAMPLES:
+            values = np.random.default_rng(0).choice(values, _MSE_SAMPLES, replace=False)
+        lo, hi = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+        if lo == hi:
+            return lo, hi
+        best, best_error = (lo, hi), np.inf
+        for fraction in _MSE_FRACTIONS:
+            quant = ActQuant.from_range(lo * fraction, hi * fraction, bits)
+            error = np.mean((quant.dequantize(quant.quantize(values)) - values) ** 2)
+            if error < best_error:
+                best, best_error = (lo * fraction, hi * fraction), error
+        return best
+    raise HwgenError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, "
+                     f"not {method!r}")
+
+
+def _calibration_values(graph, x):
+    """Every float layer's output over the calibration batch ``x``."""
     x = np.asarray(x, dtype=np.float64)
     if x.shape == graph.user_shape:
         x = x[None]
@@ -83,10 +130,9 @@ def calibrate(graph, x):
     if not np.all(np.isfinite(x)):
         raise HwgenError("calibration data contains NaN or infinity")
     try:
-        values = run_float(graph, x, keep=True)
+        return run_float(graph, x, keep=True)
     except HwgenError as error:
         raise HwgenError(f"calibration data: {error}") from None
-    return {name: (float(v.min()), float(v.max())) for name, v in values.items()}
 
 
 # -- bit widths -----------------------------------------------------------------------------------
@@ -156,10 +202,13 @@ def resolve_bits(bits, layer_names, default=DEFAULT_BITS):
 
 # -- quantization ---------------------------------------------------------------------------------
 
-def _quantize_weights(weight, bits):
-    """Symmetric narrow-range codes with one scale per output channel (axis 0), any rank."""
+def _quantize_weights(weight, bits, granularity="channel"):
+    """Symmetric narrow-range codes with one scale per output channel (axis 0), any rank; with
+    ``granularity="tensor"`` one scale for all (repeated per channel)."""
     limit = (1 << (bits - 1)) - 1
     peak = np.abs(weight).reshape(len(weight), -1).max(axis=1)
+    if granularity == "tensor":
+        peak = np.full_like(peak, peak.max(initial=0))
     # A channel far below the layer's largest weights (a dead unit shrunk by weight decay) would
     # need a requantization ratio too small to represent; its scale is floored, which rounds its
     # negligible weights to zero. An all-zero layer gets scale 1: its codes are 0 regardless.
@@ -258,7 +307,8 @@ def _bits_names(structure):
     return [layer.name for layer in structure.layers if layer.op in _REQUANT_OPS]
 
 
-def quantize(graph, calibration, bits=None, *, output_bits=8, rounding=Rounding.HALF_UP):
+def quantize(graph, calibration, bits=None, *, output_bits=8, rounding=Rounding.HALF_UP,
+             calibration_method="minmax", percentile=99.99, weight_granularity="channel"):
     """Quantize ``graph`` with activation ranges measured on ``calibration`` inputs.
 
     Parameters
@@ -271,6 +321,11 @@ def quantize(graph, calibration, bits=None, *, output_bits=8, rounding=Rounding.
         Bits of the last layer's output codes.
     rounding : Rounding
         The requantization rounding of every layer.
+    calibration_method : ``"minmax"`` (default), ``"percentile"`` or ``"mse"``
+        How activation ranges come from the calibration values (see :func:`calibrate`);
+        ``percentile`` is that method's upper percentile (default 99.99).
+    weight_granularity : ``"channel"`` (default) or ``"tensor"``
+        One weight scale per output channel, or one per layer.
 
     A tensor read by several layers gets the largest of their activation bits; a max-pool
     passes codes through, so its input and output share one quantization.
@@ -287,7 +342,13 @@ def quantize(graph, calibration, bits=None, *, output_bits=8, rounding=Rounding.
         if graph[name].op not in _WEIGHTED_OPS and isinstance(entry, dict) and "w" in entry:
             raise HwgenError(f"layer {name!r} ({graph[name].op}) has no weights; give only 'a'")
     output_bits = check_bits(output_bits, "output bits")
-    ranges = calibrate(graph, calibration)
+    if weight_granularity not in ("channel", "tensor"):
+        raise HwgenError(f"weight granularity must be 'channel' or 'tensor', not "
+                         f"{weight_granularity!r}")
+    if calibration_method not in CALIBRATION_METHODS:
+        raise HwgenError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, "
+                         f"not {calibration_method!r}")
+    values = _calibration_values(graph, calibration)
 
     def tensor_bits(tensor):
         users = structure.consumers(tensor)
@@ -295,24 +356,29 @@ def quantize(graph, calibration, bits=None, *, output_bits=8, rounding=Rounding.
             return max([output_bits] + [per_layer[u.name].act for u in users])
         return max(per_layer[u.name].act for u in users)
 
-    def tensor_range(name):
-        lo, hi = ranges[name]
+    def clamped_range(name, bits):
         act_lo, act_hi = structure.activation.get(name, (-np.inf, np.inf))
+        # The range of the values after the folded activation, which is what gets quantized.
+        lo, hi = tensor_range(np.clip(values[name], act_lo, act_hi), calibration_method,
+                              percentile=percentile, bits=bits)
         return float(np.clip(lo, act_lo, act_hi)), float(np.clip(hi, act_lo, act_hi))
 
+    input_bits = tensor_bits(structure.input.name)
     quants = {structure.input.name: ActQuant.from_range(
-        *ranges[structure.input.name], tensor_bits(structure.input.name))}
+        *clamped_range(structure.input.name, input_bits), input_bits)}
     layers = []
     for layer in structure.qlayers:
         inputs = tuple(structure.tensor(name) for name in layer.inputs)
         if layer.op == "maxpool":
             quants[layer.name] = quants[inputs[0]]
         else:
-            quants[layer.name] = ActQuant.from_range(*tensor_range(layer.name),
-                                                     tensor_bits(layer.name))
+            bits_out = tensor_bits(layer.name)
+            quants[layer.name] = ActQuant.from_range(*clamped_range(layer.name, bits_out),
+                                                     bits_out)
         layers.append(_QUANTIZERS[layer.op](
             layer, inputs, [quants[name] for name in inputs], quants[layer.name],
-            structure.activation.get(layer.name), per_layer.get(layer.name), rounding, graph))
+            structure.activation.get(layer.name), per_layer.get(layer.name), rounding, graph,
+            weight_granularity))
     return QGraph(name=graph.name, input=quants[structure.input.name], layers=tuple(layers),
                   input_name=structure.input.name, input_shape=structure.input.shape,
                   layout=structure.input.spec.layout)
@@ -326,9 +392,9 @@ def _clamp(output, activation):
     return {"clamp_lo": clamp_lo, "clamp_hi": clamp_hi, "relu": lo >= 0}
 
 
-def _weighted(layer, quant_in, output, bits, rounding):
+def _weighted(layer, quant_in, output, bits, rounding, granularity):
     """The fields shared by dense and conv layers: codes, bias, requantization."""
-    weight, weight_scale = _quantize_weights(layer.spec.weight, bits.weight)
+    weight, weight_scale = _quantize_weights(layer.spec.weight, bits.weight, granularity)
     bias_scale = quant_in.scale * weight_scale
     bias = np.round(layer.spec.bias / bias_scale).astype(np.int64)
     bias -= quant_in.zero_point * weight.reshape(len(weight), -1).sum(axis=1)
@@ -337,22 +403,22 @@ def _weighted(layer, quant_in, output, bits, rounding):
                 multiplier=multiplier, shift=shift, rounding=rounding)
 
 
-def _q_dense(layer, inputs, quant_in, output, activation, bits, rounding, graph):
+def _q_dense(layer, inputs, quant_in, output, activation, bits, rounding, graph, granularity):
     return QDense(name=layer.name, inputs=inputs, input=quant_in[0], output=output,
-                  **_weighted(layer, quant_in[0], output, bits, rounding),
+                  **_weighted(layer, quant_in[0], output, bits, rounding, granularity),
                   **_clamp(output, activation))
 
 
-def _q_conv(layer, inputs, quant_in, output, activation, bits, rounding, graph):
+def _q_conv(layer, inputs, quant_in, output, activation, bits, rounding, graph, granularity):
     spec = layer.spec
     return QConv(name=layer.name, inputs=inputs, input=quant_in[0], output=output,
                  stride=spec.stride, pads=spec.pads, groups=spec.groups,
                  in_shape=graph[layer.inputs[0]].shape, out_shape=layer.shape,
-                 **_weighted(layer, quant_in[0], output, bits, rounding),
+                 **_weighted(layer, quant_in[0], output, bits, rounding, granularity),
                  **_clamp(output, activation))
 
 
-def _q_pool(layer, inputs, quant_in, output, activation, bits, rounding, graph):
+def _q_pool(layer, inputs, quant_in, output, activation, bits, rounding, graph, granularity):
     spec, in_shape = layer.spec, graph[layer.inputs[0]].shape
     if layer.op == "maxpool":
         return QPool(name=layer.name, inputs=inputs, kind="max", kernel=spec.kernel,
@@ -370,7 +436,7 @@ def _q_pool(layer, inputs, quant_in, output, activation, bits, rounding, graph):
                  shift=int(shift[0]), rounding=rounding, **_clamp(output, activation))
 
 
-def _q_add(layer, inputs, quant_in, output, activation, bits, rounding, graph):
+def _q_add(layer, inputs, quant_in, output, activation, bits, rounding, graph, granularity):
     ratios = np.array([quant_in[0].scale / output.scale, quant_in[1].scale / output.scale])
     _, shifts = scale_to_multiplier(ratios)
     shift = int(shifts.max())

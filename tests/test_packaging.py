@@ -79,6 +79,8 @@ def test_plain_pip_install_builds_and_simulates(tmp_path):
                 "--frames", "8")
     assert built.returncode == 0, built.stderr
     assert (work / "out" / "tiny.v").is_file()
+    boards = run("boards")  # the board profiles are package data, not files of the checkout
+    assert boards.returncode == 0 and "ulx3s_85f" in boards.stdout, boards.stderr
     simulated = run("sim", "out", "--save", "codes.npy")
     assert simulated.returncode == 0, simulated.stdout + simulated.stderr
     assert "PASSED" in simulated.stdout and " 0 mismatches" in simulated.stdout

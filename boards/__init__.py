@@ -1,0 +1,2 @@
+"""Board profiles, one TOML file per board, installed as ``hwgen.boards``; read them with
+:func:`hwgen.board.load_boards`."""

@@ -1,0 +1,155 @@
+"""``hwgen check``: run a model under onnxruntime and hwgen's integer reference on the same inputs
+and measure how well they agree.
+
+- A **quantized** model (QDQ, QOperator, QONNX) is read with the model's own quantization; its
+  output codes are compared one by one: the fraction exactly equal, the fraction within ±1, the
+  largest difference, and top-1 agreement (argmax over each frame's outputs). onnxruntime's float
+  output ``y`` becomes codes as ``round(y / s_y + zp_y)`` (exact: it was ``s_y · (q − zp_y)``).
+- A **float** model needs calibration data: it is quantized like ``hwgen build`` does, and the
+  dequantized output of the integer reference is compared with onnxruntime's float output: top-1
+  agreement and the largest absolute error (with the output step for scale).
+
+onnxruntime is an optional dependency (``pip install hwgen[check]``).
+"""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from .errors import HwgenError
+from .frontends import is_quantized, load_onnx, load_quantized_onnx
+from .frontends.onnx import _read
+from .quantize import quantize
+from .reference import run_integer
+
+__all__ = ["CheckResult", "check_model"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    """Agreement of hwgen's integer reference with onnxruntime on one output.
+
+    ``kind`` is ``"codes"`` (quantized model: ``exact``, ``within_one``, ``max_diff`` over
+    output codes) or ``"float"`` (float model: ``max_abs_error`` of the dequantized output,
+    ``step`` its quantization step). ``top1`` is the argmax agreement over frames.
+    """
+
+    output: str
+    kind: str
+    frames: int
+    values: int
+    top1: float
+    exact: float = None
+    within_one: float = None
+    max_diff: int = None
+    max_abs_error: float = None
+    step: float = None
+
+    def summary(self):
+        head = f"output {self.output!r} ({self.frames} frames × {self.values // self.frames})"
+        if self.kind == "codes":
+            return (f"{head}: {self.exact:.2%} of codes exact, {self.within_one:.2%} within ±1, "
+                    f"largest difference {self.max_diff} codes, top-1 agreement {self.top1:.2%}")
+        return (f"{head}: float model vs quantized reference: top-1 agreement {self.top1:.2%}, "
+                f"largest |error| {self.max_abs_error:.4g} (output step {self.step:.4g})")
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise HwgenError("hwgen check runs the model under onnxruntime, which is not installed: "
+                         "pip install 'hwgen[check]' (or pip install onnxruntime)") from None
+    return onnxruntime
+
+
+def _run_onnxruntime(model, source, x):
+    ort = _onnxruntime()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        data = str(source) if source is not None else model.SerializeToString()
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise HwgenError(f"onnxruntime cannot load the model: {error}") from None
+    feed = session.get_inputs()[0]
+    batch = feed.shape[0] if feed.shape else None
+    try:
+        if isinstance(batch, int) and batch != len(x):
+            if batch != 1:
+                raise HwgenError(f"the model's batch size is fixed to {batch}; give inputs in "
+                                 f"multiples of it, not {len(x)}")
+            outputs = [session.run(None, {feed.name: frame[None]})[0] for frame in x]
+            y = np.concatenate(outputs)
+        else:
+            y = session.run(None, {feed.name: x})[0]
+    except HwgenError:
+        raise
+    except Exception as error:
+        raise HwgenError(f"onnxruntime cannot run the model on these inputs: {error}") from None
+    if y.ndim == 4:  # NCHW → the reference's HWC stream order
+        y = y.transpose(0, 2, 3, 1)
+    return session.get_outputs()[0].name, y.reshape(len(y), -1)
+
+
+def check_model(model, inputs, calibration=None, *, bits=None, output_bits=8):
+    """Compare onnxruntime with hwgen's integer reference on ``inputs``.
+
+    Parameters
+    ----------
+    model : path or onnx.ModelProto
+    inputs : float array ``(N, *input_shape)`` in the model's layout (``(N, C, H, W)`` for
+        images), or a ``.npy``/``.npz`` path.
+    calibration : float array or path, optional
+        Required for float models (quantized with ``bits``/``output_bits``); ignored for
+        quantized ones.
+
+    Returns
+    -------
+    CheckResult
+    """
+    from .api import _load_inputs
+
+    proto, stem = _read(model)
+    source = Path(model) if isinstance(model, (str, Path)) else None
+    quantized = is_quantized(proto)
+    if quantized:
+        qgraph = load_quantized_onnx(proto, name=stem)
+        graph = None
+    else:
+        if calibration is None:
+            raise HwgenError("the model is a float model: hwgen check compares it with its "
+                             "quantized integer reference, so it needs calibration data "
+                             "(--calib DATA)")
+        graph = load_onnx(proto, name=stem)
+        qgraph = quantize(graph, calibration, bits, output_bits=output_bits)
+    x = _load_inputs(inputs)
+    if qgraph.layout == "CHW":
+        height, width, channels = qgraph.input_shape
+        shape = (channels, height, width)
+    else:
+        shape = tuple(qgraph.input_shape)
+    if x.shape == shape:
+        x = x[None]
+    if x.shape[1:] != shape or len(x) == 0:
+        raise HwgenError(f"the model takes inputs of shape (N, {', '.join(map(str, shape))}), "
+                         f"not {x.shape}")
+    name, want = _run_onnxruntime(proto, source, x.astype(np.float32))
+    got = run_integer(qgraph, qgraph.input_codes(x))
+    top1 = float(np.mean(got.argmax(axis=1) == want.argmax(axis=1)))
+    if quantized:
+        out = qgraph.output
+        if np.issubdtype(want.dtype, np.integer):
+            codes = want.astype(np.int64)
+        else:
+            codes = np.round(want.astype(np.float64) / out.scale + out.zero_point)
+            codes = codes.astype(np.int64)
+        diff = np.abs(got - codes)
+        return CheckResult(name, "codes", len(x), diff.size, top1,
+                           exact=float(np.mean(diff == 0)), within_one=float(np.mean(diff <= 1)),
+                           max_diff=int(diff.max(initial=0)))
+    real = qgraph.output.dequantize(got)
+    return CheckResult(name, "float", len(x), real.size, top1,
+                       max_abs_error=float(np.abs(real - want).max(initial=0)),
+                       step=qgraph.output.scale)

@@ -1,0 +1,1048 @@
+"""Quantized ONNX → :class:`~hwgen.qgraph.QGraph`, taking the model's scales, zero points and bit
+widths as given (no re-calibration).
+
+Three ways of writing a quantized network are read, also mixed in one model:
+
+- **QDQ** (onnxruntime's ``quantize_static(..., quant_format=QuantFormat.QDQ)``):
+  ``QuantizeLinear``/``DequantizeLinear`` pairs around float ``Conv``, ``Gemm``, ``MatMul``,
+  ``Add`` (of two activations), ``MaxPool``, ``AveragePool``, ``GlobalAveragePool``,
+  ``Flatten``/``Reshape``/``Identity``; weights and the int32 bias as ``DequantizeLinear`` of
+  constants, per tensor or per output channel; ``Relu``/``Clip`` between a layer and its
+  ``QuantizeLinear`` fold into the layer's clamp.
+- **QOperator** (``QuantFormat.QOperator``): ``QuantizeLinear`` at the input, ``QLinearConv``,
+  ``QLinearMatMul``, ``QGemm``, ``QLinearAdd``, ``QLinearAveragePool``,
+  ``QLinearGlobalAveragePool`` (the last four in domain ``com.microsoft``), ``MaxPool`` and
+  ``Flatten``/``Reshape`` on code tensors, ``DequantizeLinear`` at the output; and
+  ``MatMulInteger``/``ConvInteger`` followed by ``Cast`` to float, ``Mul`` by a constant scale,
+  an optional ``Add`` of a constant bias, an optional ``Relu``/``Clip`` and a static
+  ``QuantizeLinear``.
+- **QONNX** (Brevitas' ``export_qonnx``): ``Quant`` nodes (domain ``qonnx.custom_op.general``
+  or ``finn.custom_op.general``; inputs x, scale, zero point, bit width; attributes ``signed``,
+  ``narrow``, ``rounding_mode``) on constant weights (and biases) and on activations, 2–16 bits.
+
+How they map onto hwgen's integer contract (``docs/arithmetic.md``):
+
+- A layer's accumulator scale is ``s_x · s_w[c]`` (or the constant of the ``Mul`` after an
+  integer op); its requantization ratio ``s_x · s_w[c] / s_y`` becomes ``(M, n)`` through
+  :func:`hwgen.quantize.scale_to_multiplier`, rounding half up (onnxruntime rounds half to even
+  in float32: the two differ only where ``acc · ratio`` lies within about 2^−16 of a tie).
+- The bias is taken in units of the accumulator scale (``round(bias / (s_x · s_w[c]))``, which
+  is the int32 bias itself for onnxruntime's models); the input zero point folds into it.
+- Weights must have zero point 0. onnxruntime's int8 weights are symmetric but not narrow-range:
+  ``−128`` occurs. hwgen's weights are narrow-range, so a layer whose codes reach
+  ``−2^(b−1)`` gets ``weight_bits = b + 1`` (its multipliers are one bit wider; results exact).
+- ``Relu``/``Clip`` and QONNX ``narrow`` fold into the clamp of the layer before them.
+- Known limit: onnxruntime runs a QDQ ``AveragePool`` (which keeps its input's scale) in
+  float, where a 2×2 window puts a quarter of its outputs on ties that it rounds to even, and
+  float32 sums move others; hwgen's half-up requantization then agrees on about 88 % of that
+  layer's codes (97 % if it rounded half to even, which the hardware does not do). The
+  QOperator ``QLinearAveragePool`` (its own output scale) agrees like every other layer.
+
+A tensor has one quantization: a ``DequantizeLinear`` must use the parameters its codes were
+made with, and a ``QuantizeLinear`` after a max-pool or a reshape must keep them.
+"""
+
+import dataclasses
+import math
+import re
+
+import numpy as np
+import onnx
+
+from ..errors import HwgenError
+from ..qgraph import MAX_BITS, MIN_BITS, ActQuant, QAdd, QConv, QDense, QGraph, QPool
+from ..quantize import scale_to_multiplier
+from ..reference import Rounding
+from .onnx import (_Namer, _attributes, _base_name, _check_kernel, _identifier, _label, _read,
+                   _to_array, _topological, _window, _window_output)
+
+__all__ = ["load_quantized_onnx", "is_quantized", "SUPPORTED_QUANT_OPS", "QONNX_DOMAINS"]
+
+QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general")
+_MS_DOMAIN = "com.microsoft"
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+# Ops whose presence makes a model "quantized" (hwgen.load then returns a QGraph).
+_QUANT_MARKERS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm",
+                  "QLinearAdd", "QLinearGlobalAveragePool", "QLinearAveragePool",
+                  "MatMulInteger", "ConvInteger", "Quant", "BipolarQuant", "Trunc",
+                  "DynamicQuantizeLinear", "QLinearMul", "QLinearConcat", "QLinearSigmoid",
+                  "QLinearLeakyRelu", "QLinearSoftmax", "QLinearReduceMean"}
+SUPPORTED_QUANT_OPS = (
+    "QuantizeLinear, DequantizeLinear, Conv, Gemm, MatMul, Add, MaxPool, AveragePool, "
+    "GlobalAveragePool, Relu, Clip, Flatten, Reshape, Identity, Constant, QLinearConv, "
+    "QLinearMatMul, MatMulInteger, ConvInteger (then Cast, Mul, Add), "
+    "com.microsoft: QGemm, QLinearAdd, QLinearAveragePool, QLinearGlobalAveragePool; "
+    "QONNX: Quant")
+
+# zero-point element type → (bits, signed)
+_CODE_TYPES = {
+    onnx.TensorProto.UINT8: (8, False), onnx.TensorProto.INT8: (8, True),
+    onnx.TensorProto.UINT16: (16, False), onnx.TensorProto.INT16: (16, True),
+}
+for _name, _entry in (("UINT4", (4, False)), ("INT4", (4, True))):
+    if hasattr(onnx.TensorProto, _name):
+        _CODE_TYPES[getattr(onnx.TensorProto, _name)] = _entry
+_NUMPY_CODE_TYPES = {"uint8": (8, False), "int8": (8, True), "uint16": (16, False),
+                     "int16": (16, True), "int32": (32, True)}
+
+
+def is_quantized(model):
+    """Whether the ``onnx.ModelProto`` ``model`` holds quantization ops (QDQ, QOperator or
+    QONNX), so that :func:`load_quantized_onnx` rather than the float importer reads it."""
+    return any(node.op_type in _QUANT_MARKERS for node in model.graph.node)
+
+
+def load_quantized_onnx(model, name=None):
+    """Read a quantized model (QDQ, QOperator or QONNX) into a :class:`~hwgen.qgraph.QGraph`.
+
+    Parameters
+    ----------
+    model : str, os.PathLike or onnx.ModelProto
+    name : str, optional
+        The graph's name (default: the file's stem, else the ONNX graph's name).
+
+    Returns
+    -------
+    QGraph
+        Input shape ``(K,)``, or ``(H, W, C)`` with ``layout="CHW"`` for an image input; the
+        input quantization is the model's first ``QuantizeLinear`` (or ``Quant``).
+
+    Raises
+    ------
+    HwgenError
+        Naming the node, its op and the reason, for anything hwgen cannot reproduce exactly.
+    """
+    model, stem = _read(model)
+    for entry in model.opset_import:
+        if entry.domain == _MS_DOMAIN and entry.version != 1:
+            raise HwgenError(f"the model imports domain {_MS_DOMAIN} version {entry.version}; "
+                             "hwgen reads version 1 (what onnxruntime's quantizer writes)")
+    if name is None:
+        name = _identifier(stem or model.graph.name or "model", prefix="model")
+    return _QuantImporter(model).run(name)
+
+
+# -- values flowing through the graph ------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Float:
+    """The float graph input (before its ``QuantizeLinear``/``Quant``)."""
+
+    shape: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class _Codes:
+    """Integer codes of one hwgen tensor (``tensor``: the input's or a layer's name), or with
+    ``real`` their dequantized values. ``shape`` is the ONNX shape without the batch; ``chw`` the
+    ``(C, H, W)`` of an image flattened in ONNX's order (hwgen streams HWC)."""
+
+    tensor: str
+    quant: ActQuant
+    shape: tuple
+    real: bool = False
+    chw: tuple = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Constant:
+    """A constant integer tensor with its quantization (a quantized weight or bias):
+    ``real = scale · (codes − zero_point)``, ``scale``/``zero_point`` broadcast to ``codes``.
+    ``bits``: the declared width; ``real`` tells whether it has been dequantized."""
+
+    codes: np.ndarray
+    scale: np.ndarray
+    zero_point: np.ndarray
+    bits: int
+    real: bool
+
+    def value(self):
+        return self.scale * (self.codes - self.zero_point)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pending:
+    """A layer's float (or int32) result before its output quantization: ``acc_scale`` is the
+    real value of one accumulator unit per output channel (``None`` while an integer op's result
+    has not met its ``Mul``); ``bias`` real, per channel; ``lo``/``hi`` the real clamp from a
+    folded ``Relu``/``Clip``; ``fields`` the layer's structural fields."""
+
+    kind: str
+    node: object
+    inputs: tuple
+    shape: tuple
+    fields: dict
+    acc_scale: np.ndarray = None
+    bias: np.ndarray = None
+    lo: float = -np.inf
+    hi: float = np.inf
+    cast: bool = False
+
+
+def _scalar(array, what, role):
+    array = np.asarray(array)
+    if array.size != 1:
+        raise HwgenError(f"{what}: {role} must be a scalar (per-tensor activation quantization), "
+                         f"not of shape {array.shape}")
+    return array.reshape(()).item()
+
+
+class _QuantImporter:
+    def __init__(self, model):
+        self._graph = model.graph
+        self._constants = {}
+        self._values = {}
+        self._layers = []
+        self._names = _Namer()
+        self._input_name = None
+        self._input_quant = None
+        self._input_layer = None
+
+    # -- driver -----------------------------------------------------------------------------------
+
+    def run(self, name):
+        graph = self._graph
+        for tensor in graph.initializer:
+            self._constants[tensor.name] = _to_array(tensor, f"initializer {tensor.name!r}")
+        nodes = []
+        for node in graph.node:
+            if node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS:
+                self._read_constant(node)
+            else:
+                nodes.append(node)
+        self._read_input()
+        if len(graph.output) != 1:
+            raise HwgenError(f"the model has {len(graph.output)} outputs; hwgen takes models "
+                             "with exactly one output")
+        for node in _topological(nodes, set(self._constants) | {self._input_name}):
+            self._convert(node)
+        output = graph.output[0].name
+        value = self._values.get(output)
+        if value is None:
+            if output in self._constants:
+                raise HwgenError(f"the model output {output!r} does not depend on its input")
+            raise HwgenError(f"the model output {output!r} is never computed")
+        if isinstance(value, _Pending):
+            raise HwgenError(f"the model output {output!r} is the float result of "
+                             f"{_describe(value.node)} without a QuantizeLinear after it; hwgen "
+                             "needs the output quantized")
+        if not isinstance(value, _Codes) or value.tensor == self._input_layer:
+            raise HwgenError(f"the model output {output!r} is not computed by any quantized "
+                             "layer")
+        if value.chw:
+            raise HwgenError(f"the model output {output!r} is an image flattened in ONNX's "
+                             "(C, H, W) order; hwgen streams (H, W, C): end with a dense layer")
+        if not self._layers or self._layers[-1].name != value.tensor:
+            raise HwgenError(f"the model output {output!r} must be the last layer's output")
+        read = {i for layer in self._layers for i in layer.inputs} | {value.tensor}
+        for layer in self._layers:
+            if layer.name not in read:
+                raise HwgenError(f"layer {layer.name!r}: its output is read by no node and is not "
+                                 "the graph output; hwgen takes models with exactly one output")
+        shape = self._values[self._input_name].shape
+        if len(shape) == 3:
+            channels, height, width = shape
+            input_shape, layout = (height, width, channels), "CHW"
+        else:
+            input_shape, layout = tuple(shape), "HWC"
+        return QGraph(name=name, input=self._input_quant, layers=tuple(self._layers),
+                      input_name=self._input_layer, input_shape=input_shape, layout=layout)
+
+    def _read_constant(self, node):
+        what = _describe(node)
+        if len(node.attribute) != 1 or len(node.output) != 1:
+            raise HwgenError(f"{what} must have one value attribute and one output")
+        attribute = node.attribute[0]
+        if attribute.name == "value":
+            value = _to_array(attribute.t, what)
+        elif attribute.name in ("value_float", "value_floats", "value_int", "value_ints"):
+            value = np.array(onnx.helper.get_attribute_value(attribute))
+        else:
+            raise HwgenError(f"{what}: a constant given as {attribute.name} is not supported")
+        self._constants[node.output[0]] = value
+
+    def _read_input(self):
+        initializers = {tensor.name for tensor in self._graph.initializer}
+        inputs = [value for value in self._graph.input if value.name not in initializers]
+        if len(inputs) != 1:
+            names = ", ".join(repr(value.name) for value in inputs)
+            raise HwgenError(f"the model has {len(inputs)} inputs ({names}); hwgen takes models "
+                             "with exactly one input (weights must be initializers)")
+        value = inputs[0]
+        what = f"input {value.name!r}"
+        tensor_type = value.type.tensor_type
+        if not value.type.HasField("tensor_type") or tensor_type.elem_type not in (
+                onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
+            raise HwgenError(f"{what} must be a float tensor, quantized inside the model by a "
+                             "QuantizeLinear (or QONNX Quant) node")
+        if not tensor_type.HasField("shape"):
+            raise HwgenError(f"{what} has no shape information; export with a known shape")
+        dims = [dim.dim_value if dim.HasField("dim_value") else None
+                for dim in tensor_type.shape.dim]
+        text = "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+        if len(dims) not in (2, 4) or not all(dims[1:]):
+            raise HwgenError(f"{what} has shape {text}; hwgen takes (batch, features) or "
+                             "(batch, channels, height, width) with every size but the batch "
+                             "known (no dynamic shapes)")
+        self._input_name = value.name
+        self._values[value.name] = _Float(tuple(dims[1:]))
+        layer = value.name if value.name.isidentifier() else "input"
+        self._input_layer = self._names.claim(_identifier(layer, prefix="input"), "input")
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _const(self, node, index, role, required=True):
+        """Constant input ``index`` of ``node`` as an array (None if absent and optional)."""
+        what = _describe(node)
+        if index >= len(node.input) or not node.input[index]:
+            if required:
+                raise HwgenError(f"{what}: its {role} is missing")
+            return None
+        tensor = node.input[index]
+        if tensor not in self._constants:
+            raise HwgenError(f"{what}: its {role} {tensor!r} is computed from the network input; "
+                             "hwgen needs constant weights and quantization parameters "
+                             "(initializers or Constant nodes)")
+        return self._constants[tensor]
+
+    def _value(self, node, index, role):
+        tensor = node.input[index]
+        if tensor in self._values:
+            return self._values[tensor]
+        if tensor in self._constants:
+            return self._constants[tensor]
+        raise HwgenError(f"{_describe(node)}: its {role} {tensor!r} is not available")
+
+    def _codes_in(self, node, index, scale_index, zp_index, role="input"):
+        """Input ``index`` of a QLinear op: codes whose quantization equals the op's
+        ``(scale, zero point)`` inputs."""
+        what = _describe(node)
+        value = self._value(node, index, role)
+        if not isinstance(value, _Codes) or value.real:
+            raise HwgenError(f"{what}: its {role} {node.input[index]!r} must be a quantized "
+                             "activation (codes from QuantizeLinear or a QLinear op)")
+        quant = self._act_quant(node, scale_index, zp_index, what)
+        if not _same_quant(quant, value.quant):
+            raise HwgenError(f"{what} reads {node.input[index]!r} as {quant}, but its codes were "
+                             f"made as {value.quant}; hwgen needs one quantization per tensor")
+        return value
+
+    def _act_quant(self, node, scale_index, zp_index, what, zp_dtype_default=(8, False)):
+        scale = float(_scalar(self._const(node, scale_index, "scale"), what, "the scale"))
+        zero_point = self._const(node, zp_index, "zero point", required=False)
+        if zero_point is None:
+            bits, signed, zp = *zp_dtype_default, 0
+        else:
+            if zero_point.dtype.name not in _NUMPY_CODE_TYPES or zero_point.dtype.name == "int32":
+                raise HwgenError(f"{what}: activation codes of type {zero_point.dtype} are not "
+                                 "supported; hwgen reads int8/uint8/int16/uint16 (and int4/uint4)")
+            bits, signed = _NUMPY_CODE_TYPES[zero_point.dtype.name]
+            zp = int(_scalar(zero_point, what, "the zero point"))
+        return _make_quant(scale, zp, bits, signed, what)
+
+    def _quantized_constant(self, node, index, scale_index, zp_index, axis, role):
+        """A quantized constant (a QLinear op's weight or bias) as a :class:`_Constant`."""
+        what = _describe(node)
+        codes = self._const(node, index, role)
+        if codes.dtype.kind not in "iu":
+            raise HwgenError(f"{what}: its {role} must hold integer codes, not {codes.dtype}")
+        scale = self._const(node, scale_index, f"{role} scale")
+        zero_point = self._const(node, zp_index, f"{role} zero point", required=False)
+        zero_point = np.zeros(1, codes.dtype) if zero_point is None else zero_point
+        return _Constant(codes.astype(np.int64), _per_axis(scale, codes, axis, what),
+                         _per_axis(zero_point, codes, axis, what).astype(np.int64),
+                         _NUMPY_CODE_TYPES.get(codes.dtype.name, (32, True))[0], real=True)
+
+    # -- conversion -------------------------------------------------------------------------------
+
+    def _convert(self, node):
+        what = _describe(node)
+        if node.domain in QONNX_DOMAINS:
+            converter = _QONNX_CONVERTERS.get(node.op_type)
+        elif node.domain == _MS_DOMAIN:
+            converter = _MS_CONVERTERS.get(node.op_type)
+        elif node.domain in _DEFAULT_DOMAINS:
+            converter = _CONVERTERS.get(node.op_type)
+        else:
+            converter = None
+        if converter is None:
+            domain = "" if node.domain in _DEFAULT_DOMAINS else f" in domain {node.domain!r}"
+            hint = ""
+            if node.op_type == "DynamicQuantizeLinear":
+                hint = ("; dynamic quantization computes scales at run time, hardware needs them "
+                        "fixed: quantize with onnxruntime.quantization.quantize_static")
+            raise HwgenError(f"{what}{domain} is not supported in a quantized model{hint}; "
+                             f"supported ops: {SUPPORTED_QUANT_OPS}")
+        if len(node.output) != 1:
+            raise HwgenError(f"{what} must have one output, not {len(node.output)}")
+        if node.input and all(t in self._constants or not t for t in node.input) and \
+                node.op_type not in ("QuantizeLinear", "DequantizeLinear", "Quant"):
+            if node.op_type in ("Identity", "Reshape", "Flatten", "Cast"):
+                self._fold_constant(node, what)
+                return
+            raise HwgenError(f"{what} computes on constants only; export with constant folding")
+        converter(self, node, what)
+
+    def _fold_constant(self, node, what):
+        value = self._constants[node.input[0]]
+        if node.op_type == "Identity":
+            result = value
+        elif node.op_type == "Cast":
+            result = value.astype(onnx.helper.tensor_dtype_to_np_dtype(
+                _attributes(node)["to"]))
+        elif node.op_type == "Flatten":
+            axis = _attributes(node).get("axis", 1)
+            result = value.reshape(math.prod(value.shape[:axis]), -1)
+        else:
+            target = [int(d) for d in self._const(node, 1, "shape")]
+            target = [value.shape[i] if d == 0 else d for i, d in enumerate(target)]
+            result = value.reshape(target)
+        self._constants[node.output[0]] = result
+
+    # QuantizeLinear / DequantizeLinear / Quant
+
+    def _quantize_linear(self, node, what):
+        attributes = _attributes(node)
+        if attributes.get("block_size", 0):
+            raise HwgenError(f"{what}: blocked quantization (block_size) is not supported")
+        source = self._value(node, 0, "input")
+        if isinstance(source, np.ndarray):  # a float constant quantized in the graph
+            scale = self._const(node, 1, "scale")
+            zero_point = self._const(node, 2, "zero point", required=False)
+            zero_point = np.zeros((), np.uint8) if zero_point is None else zero_point
+            axis = attributes.get("axis", 1)
+            bits, signed = _NUMPY_CODE_TYPES.get(zero_point.dtype.name, (8, False))
+            lo, hi = _code_range(bits, signed, False)
+            scale_b = _per_axis(scale, source, axis, what)
+            zp_b = _per_axis(zero_point, source, axis, what).astype(np.int64)
+            codes = np.clip(np.round(source / scale_b) + zp_b, lo, hi).astype(zero_point.dtype)
+            self._constants[node.output[0]] = codes
+            return
+        quant = self._act_quant(node, 1, 2, what)
+        self._values[node.output[0]] = self._quantize(node, what, source, quant,
+                                                      Rounding.HALF_UP, narrow=False)
+
+    def _quantize(self, node, what, source, quant, rounding, narrow):
+        """``source`` (the float input, a pending layer or dequantized codes) quantized with
+        ``quant``: codes of the input, a new layer, or the same codes."""
+        if isinstance(source, _Float):
+            if self._input_quant is not None and not _same_quant(self._input_quant, quant):
+                raise HwgenError(f"{what} quantizes the input as {quant}, but another node "
+                                 f"quantizes it as {self._input_quant}; hwgen takes one input "
+                                 "quantization")
+            self._input_quant = quant
+            return _Codes(self._input_layer, quant, source.shape)
+        if isinstance(source, _Pending):
+            return self._emit(source, quant, rounding, narrow, what)
+        if isinstance(source, _Codes) and source.real:
+            if not _same_quant(quant, source.quant) or narrow:
+                raise HwgenError(f"{what} re-quantizes {node.input[0]!r} ({source.quant}) as "
+                                 f"{quant} without a layer in between; hwgen keeps one "
+                                 "quantization per tensor (MaxPool, Flatten and Reshape must keep "
+                                 "their input's scale and zero point)")
+            return dataclasses.replace(source, real=False)
+        raise HwgenError(f"{what}: its input {node.input[0]!r} is already quantized")
+
+    def _dequantize_linear(self, node, what):
+        source = self._value(node, 0, "input")
+        if isinstance(source, np.ndarray):
+            self._values[node.output[0]] = self._quantized_constant(
+                node, 0, 1, 2, _attributes(node).get("axis", 1), "input")
+            return
+        if not isinstance(source, _Codes) or source.real:
+            raise HwgenError(f"{what}: its input {node.input[0]!r} must be quantized codes")
+        quant = self._act_quant(node, 1, 2, what)
+        if not _same_quant(quant, source.quant):
+            raise HwgenError(f"{what} reads {node.input[0]!r} as {quant}, but its codes were made "
+                             f"as {source.quant}; hwgen needs one quantization per tensor")
+        self._values[node.output[0]] = dataclasses.replace(source, real=True)
+
+    def _qonnx_quant(self, node, what):
+        attributes = _attributes(node)
+        signed, narrow = bool(attributes.get("signed", 1)), bool(attributes.get("narrow", 0))
+        mode = str(attributes.get("rounding_mode", "ROUND")).upper()
+        source = self._value(node, 0, "input")
+        scale = np.asarray(self._const(node, 1, "scale"), dtype=np.float64)
+        zero_point = np.asarray(self._const(node, 2, "zero point"), dtype=np.float64)
+        bitwidth = float(_scalar(self._const(node, 3, "bit width"), what, "the bit width"))
+        if bitwidth != int(bitwidth) or not np.all(zero_point == np.round(zero_point)):
+            raise HwgenError(f"{what}: bit width {bitwidth} and zero point must be integers")
+        bits = int(bitwidth)
+        if isinstance(source, np.ndarray):  # a weight or bias: quantize it here
+            if bits < MIN_BITS or bits > 32:
+                raise HwgenError(f"{what}: bit width {bits} must be in {MIN_BITS}..32")
+            if mode not in _QONNX_ROUND:
+                raise HwgenError(f"{what}: rounding_mode {mode!r} is not supported; use one of "
+                                 f"{', '.join(_QONNX_ROUND)}")
+            lo, hi = _code_range(bits, signed, narrow)
+            scale_b = np.broadcast_to(scale, source.shape).astype(np.float64)
+            zp_b = np.broadcast_to(zero_point, source.shape).astype(np.int64)
+            codes = np.clip(_QONNX_ROUND[mode](source / scale_b + zp_b), lo, hi).astype(np.int64)
+            self._values[node.output[0]] = _Constant(codes, scale_b, zp_b, bits, real=True)
+            return
+        if not MIN_BITS <= bits <= MAX_BITS:
+            raise HwgenError(f"{what}: activations of {bits} bits are not supported; hwgen "
+                             f"takes {MIN_BITS}..{MAX_BITS}")
+        rounding = {"ROUND": Rounding.HALF_UP, "HALF_EVEN": Rounding.HALF_UP,
+                    "HALF_UP": Rounding.HALF_UP, "FLOOR": Rounding.FLOOR}.get(mode)
+        if rounding is None or (isinstance(source, _Float) and mode not in ("ROUND", "HALF_EVEN")):
+            raise HwgenError(f"{what}: rounding_mode {mode!r} is not supported on this tensor; "
+                             "hwgen rounds activations to nearest (ROUND) or down (FLOOR, layer "
+                             "outputs only)")
+        quant = _make_quant(float(_scalar(scale, what, "the scale")),
+                            int(_scalar(zero_point, what, "the zero point")), bits, signed, what)
+        if isinstance(source, _Float) and narrow:
+            raise HwgenError(f"{what}: a narrow-range input quantization is not supported")
+        codes = self._quantize(node, what, source, quant, rounding, narrow)
+        self._values[node.output[0]] = dataclasses.replace(codes, real=True)
+
+    # Float ops on dequantized values (QDQ, QONNX)
+
+    def _weight(self, node, index, role):
+        value = self._value(node, index, role)
+        if isinstance(value, np.ndarray):
+            raise HwgenError(f"{_describe(node)}: its {role} {node.input[index]!r} is a float "
+                             "constant; in a quantized model weights must be quantized "
+                             "(DequantizeLinear of integer codes, or a QONNX Quant)")
+        if not isinstance(value, _Constant):
+            raise HwgenError(f"{_describe(node)}: its {role} {node.input[index]!r} is computed "
+                             "from the network input; hwgen needs constant weights")
+        return value
+
+    def _bias_real(self, node, index):
+        if index >= len(node.input) or not node.input[index]:
+            return None
+        value = self._value(node, index, "bias")
+        if isinstance(value, _Constant):
+            return value.value()
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            return value.astype(np.float64)
+        raise HwgenError(f"{_describe(node)}: its bias {node.input[index]!r} must be a constant")
+
+    def _real_in(self, node, index, role="input"):
+        value = self._value(node, index, role)
+        if not isinstance(value, _Codes) or not value.real:
+            raise HwgenError(f"{_describe(node)}: its {role} {node.input[index]!r} must be a "
+                             "dequantized activation (DequantizeLinear or Quant output); hwgen "
+                             "maps quantized layers only")
+        return value
+
+    def _conv(self, node, what):
+        x = self._real_in(node, 0)
+        weight = self._weight(node, 1, "weight W")
+        bias = self._bias_real(node, 2)
+        self._values[node.output[0]] = self._conv_pending(node, what, x, weight, bias,
+                                                          x.quant.zero_point)
+
+    def _conv_pending(self, node, what, x, weight, bias, zero_point, acc_scale=True):
+        if len(x.shape) != 3:
+            raise HwgenError(f"{what} needs an image input, not shape {x.shape}")
+        codes, scale = _weight_codes(weight, what, axis=0)
+        if codes.ndim != 4:
+            raise HwgenError(f"{what}: weight W has shape {codes.shape}; hwgen supports 2-D "
+                             "convolutions")
+        attributes = _attributes(node)
+        out_channels, per_group, kh, kw = codes.shape
+        channels = x.shape[0]
+        group = attributes.get("group", 1)
+        if per_group * group != channels or (group != 1 and not group == channels
+                                             == out_channels):
+            raise HwgenError(f"{what}: group={group} with weight {codes.shape} on {channels} "
+                             "channels; hwgen supports group=1 and depthwise convolutions")
+        kernel = _check_kernel(attributes, (kh, kw), what, "weight W")
+        stride, pads = _window(attributes, x.shape[1:], kernel, what)
+        size = _window_output(x.shape[1:], kernel, stride, pads, what)
+        fields = dict(weight=codes.transpose(0, 2, 3, 1), weight_bits=weight.bits,
+                      weight_scale=scale, stride=stride, pads=pads, groups=group,
+                      in_shape=(x.shape[1], x.shape[2], channels),
+                      out_shape=(size[0], size[1], out_channels), zero_point=zero_point)
+        return _Pending("conv", node, (x,), (out_channels, *size), fields,
+                        acc_scale=x.quant.scale * scale if acc_scale else None,
+                        bias=_channel_bias(bias, out_channels, what))
+
+    def _dense_pending(self, node, what, x, weight, trans_b, bias, zero_point, alpha=1.0,
+                       acc_scale=True):
+        if len(x.shape) != 1:
+            raise HwgenError(f"{what} needs a (batch, features) input, not an image {x.shape}; "
+                             "flatten it first")
+        # ONNX's weight is (K, N), or (N, K) with transB; per-channel scales run along N.
+        axis = 0 if trans_b else 1
+        codes, scale = _weight_codes(weight, what, axis=axis)
+        if codes.ndim != 2:
+            raise HwgenError(f"{what}: the weight must be 2-D, not {codes.shape}")
+        codes = codes if trans_b else codes.T
+        if codes.shape[1] != x.shape[0]:
+            raise HwgenError(f"{what}: the weight {codes.shape} (N, K) does not fit the "
+                             f"activation's {x.shape[0]} features")
+        if x.chw:
+            channels, height, width = x.chw
+            codes = codes.reshape(-1, channels, height, width).transpose(0, 2, 3, 1)
+            codes = codes.reshape(len(codes), -1)
+        fields = dict(weight=codes, weight_bits=weight.bits, weight_scale=scale,
+                      zero_point=zero_point)
+        out = codes.shape[0]
+        return _Pending("dense", node, (x,), (out,), fields,
+                        acc_scale=alpha * x.quant.scale * scale if acc_scale else None,
+                        bias=_channel_bias(bias, out, what))
+
+    def _gemm(self, node, what):
+        attributes = _attributes(node)
+        if attributes.get("transA", 0):
+            raise HwgenError(f"{what}: transA=1 is not supported in a quantized model")
+        x = self._real_in(node, 0, "input A")
+        weight = self._weight(node, 1, "weight B")
+        bias = self._bias_real(node, 2)
+        if bias is not None:
+            bias = attributes.get("beta", 1.0) * bias
+        self._values[node.output[0]] = self._dense_pending(
+            node, what, x, weight, attributes.get("transB", 0), bias, x.quant.zero_point,
+            alpha=attributes.get("alpha", 1.0))
+
+    def _matmul(self, node, what):
+        x = self._real_in(node, 0, "input A")
+        weight = self._weight(node, 1, "weight B")
+        self._values[node.output[0]] = self._dense_pending(node, what, x, weight, False, None,
+                                                           x.quant.zero_point)
+
+    def _add(self, node, what):
+        a, b = (self._value(node, i, "input") for i in (0, 1))
+        if isinstance(a, _Pending) or isinstance(b, _Pending):
+            pending, other = (a, b) if isinstance(a, _Pending) else (b, a)
+            if pending.kind not in ("dense", "conv") or pending.lo != -np.inf or \
+                    pending.hi != np.inf:
+                raise HwgenError(f"{what} adds to the result of {_describe(pending.node)}; "
+                                 "hwgen folds only a constant bias into a Conv/Gemm/MatMul")
+            if isinstance(other, _Constant):
+                other = other.value()
+            if not isinstance(other, np.ndarray):
+                raise HwgenError(f"{what}: a bias added to {_describe(pending.node)} must be a "
+                                 "constant")
+            bias = _channel_bias(other.astype(np.float64), pending.shape[0], what)
+            total = bias if pending.bias is None else pending.bias + bias
+            self._values[node.output[0]] = dataclasses.replace(pending, bias=total)
+            return
+        for index, value in enumerate((a, b)):
+            if not isinstance(value, _Codes) or not value.real:
+                raise HwgenError(f"{what}: input {node.input[index]!r} must be a dequantized "
+                                 "activation; hwgen adds two quantized activations (a residual "
+                                 "connection) or folds a constant bias into the layer before")
+        self._values[node.output[0]] = self._add_pending(node, what, a, b)
+
+    def _add_pending(self, node, what, a, b):
+        if a.shape != b.shape or a.chw != b.chw:
+            raise HwgenError(f"{what} adds tensors of shapes {a.shape} and {b.shape}; hwgen adds "
+                             "tensors of the same shape only (no broadcasting)")
+        return _Pending("add", node, (a, b), a.shape, {})
+
+    def _pool(self, node, what):
+        x = self._value(node, 0, "input")
+        if not isinstance(x, _Codes):
+            raise HwgenError(f"{what}: its input must be a quantized activation")
+        pending = self._pool_pending(node, what, x, node.op_type)
+        if pending.kind == "max" and not x.real:  # QOperator: MaxPool runs on codes
+            self._values[node.output[0]] = self._emit(pending, x.quant, Rounding.HALF_UP,
+                                                      False, what)
+        else:
+            self._values[node.output[0]] = pending
+
+    def _pool_pending(self, node, what, x, op_type):
+        if len(x.shape) != 3:
+            raise HwgenError(f"{what} needs an image input, not shape {x.shape}")
+        channels, height, width = x.shape
+        attributes = _attributes(node)
+        if op_type.endswith("GlobalAveragePool"):
+            if attributes.get("channels_last", 0):
+                raise HwgenError(f"{what}: channels_last=1 is not supported")
+            kind, kernel, stride, pads = "global_avg", (height, width), (1, 1), (0, 0, 0, 0)
+            size = (1, 1)
+        else:
+            if "kernel_shape" not in attributes:
+                raise HwgenError(f"{what} has no kernel_shape")
+            kernel = _check_kernel(attributes, None, what, None)
+            stride, pads = _window(attributes, (height, width), kernel, what)
+            if attributes.get("ceil_mode", 0) or (attributes.get("storage_order", 0)):
+                raise HwgenError(f"{what}: ceil_mode=1 / storage_order=1 is not supported")
+            if op_type.endswith("AveragePool") and any(pads) and not attributes.get(
+                    "count_include_pad", 0):
+                raise HwgenError(f"{what}: padding with count_include_pad=0 is not supported; "
+                                 "hwgen divides every window by kH·kW")
+            size = _window_output((height, width), kernel, stride, pads, what)
+            kind = "max" if op_type == "MaxPool" else "avg"
+        fields = dict(kernel=tuple(kernel), stride=tuple(stride), pads=tuple(pads),
+                      in_shape=(height, width, channels), out_shape=(*size, channels))
+        return _Pending(kind, node, (x,), (channels, *size), fields)
+
+    def _relu(self, node, what):
+        source = self._value(node, 0, "input")
+        if not isinstance(source, _Pending) or source.kind == "max":
+            raise HwgenError(f"{what} must follow a Conv, Gemm, MatMul, Add or average pool "
+                             "before its QuantizeLinear; hwgen folds it into that layer's clamp")
+        self._values[node.output[0]] = dataclasses.replace(source, lo=max(source.lo, 0.0))
+
+    def _clip(self, node, what):
+        source = self._value(node, 0, "input")
+        if not isinstance(source, _Pending) or source.kind == "max":
+            raise HwgenError(f"{what} must follow a Conv, Gemm, MatMul, Add or average pool "
+                             "before its QuantizeLinear; hwgen folds it into that layer's clamp")
+        attributes = _attributes(node)
+        bounds = []
+        for index, role, default in ((1, "min", -np.inf), (2, "max", np.inf)):
+            value = self._const(node, index, role, required=False)
+            if value is None:
+                value = attributes.get(role, default)
+            if isinstance(value, _Constant):
+                value = value.value()
+            bounds.append(float(np.asarray(value, dtype=np.float64).reshape(())))
+        self._values[node.output[0]] = dataclasses.replace(
+            source, lo=max(source.lo, bounds[0]), hi=min(source.hi, bounds[1]))
+
+    def _reshape(self, node, what):
+        x = self._value(node, 0, "input")
+        if not isinstance(x, _Codes):
+            raise HwgenError(f"{what}: hwgen reshapes only quantized activations (after their "
+                             "QuantizeLinear/DequantizeLinear)")
+        if node.op_type == "Identity":
+            self._values[node.output[0]] = x
+            return
+        features = math.prod(x.shape)
+        if node.op_type == "Flatten":
+            axis = _attributes(node).get("axis", 1)
+            if axis != 1:
+                raise HwgenError(f"{what}: axis={axis}; hwgen flattens (batch, …) to "
+                                 "(batch, features) only (axis=1)")
+            shape = (features,)
+        else:
+            target = [int(d) for d in self._const(node, 1, "shape")]
+            rest = target[1:]
+            if len(target) < 2 or target[0] not in (0, -1, 1) or (
+                    rest != [features] and rest != [-1] and rest != list(x.shape)):
+                raise HwgenError(f"{what}: reshaping {x.shape} to {target}; hwgen supports "
+                                 "Reshape to (batch, features) or to the same shape only")
+            shape = x.shape if rest == list(x.shape) else (features,)
+        if shape == x.shape:
+            self._values[node.output[0]] = x
+            return
+        chw = x.chw
+        if len(x.shape) == 3 and x.shape[0] > 1 and x.shape[1] * x.shape[2] > 1:
+            chw = x.shape
+        self._values[node.output[0]] = dataclasses.replace(x, shape=shape, chw=chw)
+
+    # QOperator
+
+    def _qlinear_conv(self, node, what):
+        x = self._codes_in(node, 0, 1, 2)
+        weight = self._quantized_constant(node, 3, 4, 5, 0, "weight w")
+        bias = None
+        if len(node.input) > 8 and node.input[8]:
+            bias = self._const(node, 8, "bias B").astype(np.float64)
+        pending = self._conv_pending(node, what, dataclasses.replace(x, real=True), weight,
+                                     None, x.quant.zero_point)
+        pending = dataclasses.replace(pending, bias=None if bias is None else
+                                      _channel_bias(bias, pending.shape[0], what)
+                                      * pending.acc_scale)
+        quant = self._act_quant(node, 6, 7, what)
+        self._values[node.output[0]] = self._emit(pending, quant, Rounding.HALF_UP, False, what)
+
+    def _qgemm(self, node, what):
+        attributes = _attributes(node)
+        if attributes.get("transA", 0):
+            raise HwgenError(f"{what}: transA=1 is not supported")
+        x = self._codes_in(node, 0, 1, 2, "input A")
+        trans_b = attributes.get("transB", 0)
+        weight = self._quantized_constant(node, 3, 4, 5, 0 if trans_b else 1, "weight B")
+        if len(node.input) < 8 or not node.input[7]:
+            raise HwgenError(f"{what} has a float output (no y_scale); hwgen needs quantized "
+                             "layer outputs")
+        pending = self._dense_pending(node, what, dataclasses.replace(x, real=True), weight,
+                                      trans_b, None, x.quant.zero_point,
+                                      alpha=attributes.get("alpha", 1.0))
+        if len(node.input) > 6 and node.input[6]:
+            bias = self._const(node, 6, "bias C").astype(np.float64)
+            pending = dataclasses.replace(
+                pending, bias=_channel_bias(bias, pending.shape[0], what) * pending.acc_scale)
+        quant = self._act_quant(node, 7, 8, what)
+        self._values[node.output[0]] = self._emit(pending, quant, Rounding.HALF_UP, False, what)
+
+    def _qlinear_matmul(self, node, what):
+        x = self._codes_in(node, 0, 1, 2, "input a")
+        weight = self._quantized_constant(node, 3, 4, 5, 1, "weight b")
+        pending = self._dense_pending(node, what, dataclasses.replace(x, real=True), weight,
+                                      False, None, x.quant.zero_point)
+        quant = self._act_quant(node, 6, 7, what)
+        self._values[node.output[0]] = self._emit(pending, quant, Rounding.HALF_UP, False, what)
+
+    def _qlinear_add(self, node, what):
+        a = self._codes_in(node, 0, 1, 2, "input A")
+        b = self._codes_in(node, 3, 4, 5, "input B")
+        pending = self._add_pending(node, what, a, b)
+        quant = self._act_quant(node, 6, 7, what)
+        self._values[node.output[0]] = self._emit(pending, quant, Rounding.HALF_UP, False, what)
+
+    def _qlinear_pool(self, node, what):
+        x = self._codes_in(node, 0, 1, 2)
+        pending = self._pool_pending(node, what, x, node.op_type)
+        quant = self._act_quant(node, 3, 4, what)
+        self._values[node.output[0]] = self._emit(pending, quant, Rounding.HALF_UP, False, what)
+
+    def _integer_op(self, node, what):
+        """MatMulInteger/ConvInteger: an int32 accumulator, scaled by a later Mul."""
+        x = self._value(node, 0, "input")
+        if not isinstance(x, _Codes) or x.real:
+            raise HwgenError(f"{what}: its input {node.input[0]!r} must be codes from a static "
+                             "QuantizeLinear")
+        codes = self._const(node, 1, "weight")
+        if codes.dtype.kind not in "iu":
+            raise HwgenError(f"{what}: its weight must hold integer codes, not {codes.dtype}")
+        conv = node.op_type == "ConvInteger"
+        x_zp = self._const(node, 2, "input zero point", required=False)
+        x_zp = x.quant.zero_point if x_zp is None else int(_scalar(x_zp, what, "a_zero_point"))
+        w_zp = self._const(node, 3, "weight zero point", required=False)
+        w_zp = np.zeros(1, np.int64) if w_zp is None else w_zp
+        weight = _Constant(codes.astype(np.int64), np.ones(codes.shape),
+                           _per_axis(w_zp, codes, 0 if conv else 1, what).astype(np.int64),
+                           _NUMPY_CODE_TYPES.get(codes.dtype.name, (8, True))[0], real=True)
+        x = dataclasses.replace(x, real=True)
+        if conv:
+            pending = self._conv_pending(node, what, x, weight, None, x_zp, acc_scale=False)
+        else:
+            pending = self._dense_pending(node, what, x, weight, False, None, x_zp,
+                                          acc_scale=False)
+        self._values[node.output[0]] = pending
+
+    def _cast(self, node, what):
+        source = self._value(node, 0, "input")
+        to = _attributes(node).get("to")
+        if not isinstance(source, _Pending) or source.acc_scale is not None or to not in (
+                onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE):
+            raise HwgenError(f"{what}: hwgen supports Cast only of a MatMulInteger/ConvInteger "
+                             "result to float")
+        self._values[node.output[0]] = dataclasses.replace(source, cast=True)
+
+    def _mul(self, node, what):
+        a, b = (self._value(node, i, "input") for i in (0, 1))
+        pending, scale = (a, b) if isinstance(a, _Pending) else (b, a)
+        if not isinstance(pending, _Pending) or not pending.cast or pending.bias is not None \
+                or pending.lo != -np.inf or not isinstance(scale, np.ndarray):
+            raise HwgenError(f"{what}: hwgen supports Mul only by a constant scale right after "
+                             "the Cast of a MatMulInteger/ConvInteger result")
+        scale = _channel_bias(scale.astype(np.float64), pending.shape[0], what)
+        if np.any(scale <= 0):
+            raise HwgenError(f"{what}: the scale must be positive")
+        current = 1.0 if pending.acc_scale is None else pending.acc_scale
+        self._values[node.output[0]] = dataclasses.replace(pending, acc_scale=current * scale)
+
+    # -- emitting layers --------------------------------------------------------------------------
+
+    def _emit(self, pending, quant, rounding, narrow, what):
+        """The hwgen layer computing ``pending`` with output ``quant``; returns its codes."""
+        if pending.acc_scale is None and pending.kind in ("dense", "conv"):
+            raise HwgenError(f"{_describe(pending.node)}: its integer result must be Cast to float "
+                             f"and multiplied by a constant scale before {what}")
+        node = pending.node
+        op = {"dense": "dense", "conv": "conv", "add": "add"}.get(pending.kind, "pool")
+        name = self._names.claim(_layer_base(node), op if op != "pool" else pending.kind + "pool")
+        inputs = tuple(x.tensor for x in pending.inputs)
+        clamp = _clamp(quant, pending.lo, pending.hi, narrow)
+        x = pending.inputs[0]
+        if pending.kind == "max":
+            if not _same_quant(quant, x.quant) or narrow:
+                raise HwgenError(f"{_describe(node)}: its output is quantized as {quant}, its "
+                                 f"input as {x.quant}; hwgen's max-pool keeps its input's "
+                                 "quantization")
+            layer = QPool(name=name, inputs=inputs, kind="max", input=x.quant, output=x.quant,
+                          **pending.fields)
+        elif pending.kind in ("avg", "global_avg"):
+            window = pending.fields["kernel"][0] * pending.fields["kernel"][1]
+            ratio = x.quant.scale / (quant.scale * window)
+            multiplier, shift = _multiplier(ratio, what)
+            layer = QPool(name=name, inputs=inputs, kind=pending.kind, input=x.quant,
+                          output=quant, multiplier=int(multiplier[0]), shift=int(shift[0]),
+                          rounding=rounding, **clamp, **pending.fields)
+        elif pending.kind == "add":
+            a, b = pending.inputs
+            ratios = np.array([a.quant.scale / quant.scale, b.quant.scale / quant.scale])
+            _, shifts = _multiplier(ratios, what)
+            shift = int(shifts.max())
+            multiplier_a, multiplier_b = (int(m) for m in np.round(np.ldexp(ratios, shift)))
+            layer = QAdd(name=name, inputs=inputs, shape=_hwc(pending.shape), input_a=a.quant,
+                         input_b=b.quant, output=quant, multiplier_a=multiplier_a,
+                         multiplier_b=multiplier_b, shift=shift, rounding=rounding, **clamp)
+        else:
+            fields = dict(pending.fields)
+            zero_point = fields.pop("zero_point")
+            weight = fields["weight"]
+            flat = weight.reshape(len(weight), -1)
+            acc_scale = np.broadcast_to(pending.acc_scale, (len(weight),)).astype(np.float64)
+            bias = np.zeros(len(weight), np.int64) if pending.bias is None else \
+                np.round(pending.bias / acc_scale).astype(np.int64)
+            bias = bias - zero_point * flat.sum(axis=1)
+            multiplier, shift = _multiplier(acc_scale / quant.scale, what)
+            # hwgen's weights are narrow-range; a code of −2^(b−1) (onnxruntime's int8 weights
+            # reach −128) takes one more bit so the layer stays exact.
+            bits = fields["weight_bits"]
+            while np.abs(weight).max(initial=0) > (1 << (bits - 1)) - 1:
+                bits += 1
+            if not MIN_BITS <= bits <= MAX_BITS:
+                raise HwgenError(f"{_describe(node)}: {bits}-bit weights are not supported; "
+                                 f"hwgen takes {MIN_BITS}..{MAX_BITS} (narrow range)")
+            fields["weight_bits"] = bits
+            weight_scale = fields["weight_scale"]
+            fields["weight_scale"] = np.broadcast_to(weight_scale, (len(weight),)).astype(
+                np.float64) if weight_scale is not None else np.ones(len(weight))
+            cls = QDense if pending.kind == "dense" else QConv
+            layer = cls(name=name, inputs=inputs, bias=bias, multiplier=multiplier, shift=shift,
+                        input=x.quant, output=quant, rounding=rounding, **clamp, **fields)
+        self._layers.append(layer)
+        return _Codes(name, quant, pending.shape)
+
+
+_FLOAT_OPS = {"QLinearConv": "Conv", "ConvInteger": "Conv", "QGemm": "Gemm",
+              "QLinearMatMul": "MatMul", "MatMulInteger": "MatMul", "QLinearAdd": "Add",
+              "QLinearGlobalAveragePool": "GlobalAveragePool",
+              "QLinearAveragePool": "AveragePool"}
+
+
+def _layer_base(node):
+    """A layer name from ``node`` as for float models; onnxruntime's quantizer appends
+    ``_quant`` to node names and its QLinear ops stand for the float op."""
+    name = re.sub(r"_quant$", "", node.name or node.output[0])
+    name = re.sub(r"_(output_)?quantized$|_QuantizeLinear_(Input|Output)$", "", name)
+    return _base_name(onnx.helper.make_node(_FLOAT_OPS.get(node.op_type, node.op_type), [],
+                                            [node.output[0]], name=name))
+
+
+def _hwc(shape):
+    return (shape[1], shape[2], shape[0]) if len(shape) == 3 else tuple(shape)
+
+
+def _multiplier(ratio, what):
+    ratio = np.atleast_1d(np.asarray(ratio, dtype=np.float64))
+    if not np.all(np.isfinite(ratio)) or np.any(ratio <= 0):
+        raise HwgenError(f"{what}: the requantization ratio must be positive and finite")
+    return scale_to_multiplier(ratio)
+
+
+def _clamp(quant, lo, hi, narrow):
+    """Output code range after a folded activation ``[lo, hi]`` (real) and a narrow range."""
+    clamp_lo, clamp_hi = quant.lo, quant.hi
+    if narrow:
+        if quant.signed:
+            clamp_lo += 1
+        else:
+            clamp_hi -= 1
+    if lo != -np.inf:
+        clamp_lo = max(clamp_lo, int(quant.quantize(lo)))
+    if hi != np.inf:
+        clamp_hi = min(clamp_hi, int(quant.quantize(hi)))
+    if clamp_lo > clamp_hi:
+        raise HwgenError(f"the clamp range [{lo}, {hi}] is empty under {quant}")
+    return {"clamp_lo": clamp_lo, "clamp_hi": clamp_hi,
+            "relu": bool(clamp_lo >= quant.zero_point)}
+
+
+def _code_range(bits, signed, narrow):
+    if signed:
+        return -(1 << (bits - 1)) + int(narrow), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1 - int(narrow)
+
+
+def _make_quant(scale, zero_point, bits, signed, what):
+    if not (scale > 0 and math.isfinite(scale)):
+        raise HwgenError(f"{what}: the scale must be positive and finite, not {scale}")
+    try:
+        return ActQuant(scale=float(scale), zero_point=int(zero_point), bits=bits, signed=signed)
+    except HwgenError as error:
+        raise HwgenError(f"{what}: {error}") from None
+
+
+def _same_quant(a, b):
+    return (a.zero_point, a.bits, a.signed) == (b.zero_point, b.bits, b.signed) and \
+        np.float32(a.scale) == np.float32(b.scale)
+
+
+def _per_axis(value, codes, axis, what):
+    """A per-tensor or per-axis quantization parameter broadcast to ``codes``' shape."""
+    value = np.asarray(value)
+    if value.size == 1:
+        return np.broadcast_to(value.reshape(()), codes.shape)
+    axis = axis % codes.ndim
+    if value.ndim != 1 or value.size != codes.shape[axis]:
+        raise HwgenError(f"{what}: a parameter of shape {value.shape} does not fit axis {axis} "
+                         f"of a tensor of shape {codes.shape}")
+    shape = [1] * codes.ndim
+    shape[axis] = value.size
+    return np.broadcast_to(value.reshape(shape), codes.shape)
+
+
+def _weight_codes(weight, what, axis):
+    """``(codes, per-channel scale)`` of a quantized weight whose output channels run along
+    ``axis``; raises unless the zero point is 0 and the scale varies along ``axis`` only."""
+    if np.any(weight.zero_point != 0):
+        raise HwgenError(f"{what}: the weight has non-zero zero points; hwgen's weights are "
+                         "symmetric (zero point 0): quantize weights symmetrically "
+                         "(onnxruntime: weight_type=QuantType.QInt8, the default "
+                         "WeightSymmetric=True)")
+    codes = weight.codes
+    scale = np.moveaxis(np.asarray(weight.scale, dtype=np.float64), axis, 0)
+    channels = scale.reshape(len(scale), -1)
+    if not np.all(channels == channels[:, :1]):
+        raise HwgenError(f"{what}: the weight scale varies along an input axis; hwgen takes one "
+                         "scale per output channel")
+    scale = channels[:, 0].copy()
+    if np.any(scale <= 0):
+        raise HwgenError(f"{what}: weight scales must be positive")
+    return codes, scale
+
+
+def _channel_bias(bias, channels, what):
+    """A bias (or per-channel scale) broadcast to ``(channels,)``."""
+    if bias is None:
+        return None
+    bias = np.asarray(bias, dtype=np.float64)
+    if bias.size == 1:
+        return np.full(channels, float(bias.reshape(())))
+    squeezed = bias.reshape(-1)
+    if squeezed.size != channels or max(bias.shape) != channels:
+        raise HwgenError(f"{what}: a per-channel constant of shape {bias.shape} does not fit "
+                         f"{channels} channels")
+    return squeezed
+
+
+def _describe(node):
+    return f"node {_label(node)!r} (op {node.op_type})"
+
+
+_QONNX_ROUND = {
+    "ROUND": np.round, "HALF_EVEN": np.round, "FLOOR": np.floor, "CEIL": np.ceil,
+    "ROUND_TO_ZERO": np.fix, "HALF_UP": lambda v: np.floor(v + 0.5),
+}
+
+_CONVERTERS = {
+    "QuantizeLinear": _QuantImporter._quantize_linear,
+    "DequantizeLinear": _QuantImporter._dequantize_linear,
+    "Conv": _QuantImporter._conv,
+    "Gemm": _QuantImporter._gemm,
+    "MatMul": _QuantImporter._matmul,
+    "Add": _QuantImporter._add,
+    "MaxPool": _QuantImporter._pool,
+    "AveragePool": _QuantImporter._pool,
+    "GlobalAveragePool": _QuantImporter._pool,
+    "Relu": _QuantImporter._relu,
+    "Clip": _QuantImporter._clip,
+    "Flatten": _QuantImporter._reshape,
+    "Reshape": _QuantImporter._reshape,
+    "Identity": _QuantImporter._reshape,
+    "QLinearConv": _QuantImporter._qlinear_conv,
+    "QLinearMatMul": _QuantImporter._qlinear_matmul,
+    "MatMulInteger": _QuantImporter._integer_op,
+    "ConvInteger": _QuantImporter._integer_op,
+    "Cast": _QuantImporter._cast,
+    "Mul": _QuantImporter._mul,
+}
+_MS_CONVERTERS = {
+    "QGemm": _QuantImporter._qgemm,
+    "QLinearAdd": _QuantImporter._qlinear_add,
+    "QLinearGlobalAveragePool": _QuantImporter._qlinear_pool,
+    "QLinearAveragePool": _QuantImporter._qlinear_pool,
+}
+_QONNX_CONVERTERS = {"Quant": _QuantImporter._qonnx_quant}
