@@ -57,6 +57,18 @@ def test_requant_extreme_parameters(rounding, shifts):
     _check(layer, 3, seed=1)
 
 
+@pytest.mark.parametrize("rounding", list(Rounding))
+@pytest.mark.parametrize("shifts", [40, [0, 3, 17, 40, 1, 62]])
+def test_requant_rounding_wider_than_product(rounding, shifts):
+    """Narrow accumulators with a large shift: ``2^(n−1)`` is wider than the product, and the
+    rounding stage must be as wide as it."""
+    rng = np.random.default_rng(3)
+    layer = crafted_layer(rng, 4, 6, weight_bits=2, act_bits=2, extreme=True, out_bits=16,
+                          multipliers=[1, 1 << 16, 1, 3, 1 << 15, 2], shifts=shifts,
+                          rounding=rounding)
+    _check(layer, 2, seed=2)
+
+
 def test_requant_latency_and_throughput():
     layer = crafted_layer(np.random.default_rng(3), 4, 4)
     driver, monitor, dut = _check(layer, 2, gap=0.0, stall=0.0)

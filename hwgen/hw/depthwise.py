@@ -14,8 +14,9 @@ from .stream import StreamRegister, frame_layout
 __all__ = ["DepthwiseEngine"]
 
 # Registered stages from accepting a window beat to a finished accumulator: operand and weight
-# read, product, accumulate.
-_STAGES = 3
+# read, operand and weight register (a memory's clock-to-output time stays out of the
+# multiplier's path), product, accumulate.
+_STAGES = 4
 
 
 class DepthwiseEngine(wiring.Component):
@@ -48,9 +49,9 @@ class DepthwiseEngine(wiring.Component):
     cycles_per_frame : int
         ``OH·OW·(C/pe)·kh·kw``: one input beat per cycle.
     latency : int
-        ``3 + 3 + 1``: cycles from the transfer of a frame's last input beat to the transfer of
-        its last output beat, ``o`` always ready (read, multiply, accumulate; :class:`Requant`;
-        the output register).
+        ``4 + 6 + 1``: cycles from the transfer of a frame's last input beat to the transfer of
+        its last output beat, ``o`` always ready (read, register the operands, multiply,
+        accumulate; :class:`Requant`; the output register).
 
     Members
     -------
@@ -131,7 +132,9 @@ class DepthwiseEngine(wiring.Component):
         m.d.comb += [port.addr.eq(step), port.en.eq(en)]
 
         flag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "frame_last": 1})
-        read_flags, product_flags = Signal(flag_layout), Signal(flag_layout)
+        read_flags, fetch_flags, product_flags = (Signal(flag_layout, name=f"{stage}_flags")
+                                                  for stage in ("read", "fetch", "product"))
+        weight, fetched = Signal.like(port.data), Signal(data.ArrayLayout(in_shape, pe))
         operands = Signal(data.ArrayLayout(in_shape, pe))
         product_shape = signed(layer.weight_bits + in_shape.width + (not in_shape.signed))
         products = [Signal(product_shape, name=f"product{lane}") for lane in range(pe)]
@@ -142,11 +145,13 @@ class DepthwiseEngine(wiring.Component):
                 read_flags.first.eq(position == 0),
                 read_flags.last.eq(group_done),
                 read_flags.frame_last.eq(pixel_done & (pixel == pixels - 1)),
-                product_flags.eq(read_flags),
+                fetch_flags.eq(read_flags),
+                product_flags.eq(fetch_flags),
+                weight.eq(port.data), fetched.eq(operands),
                 requant.i.valid.eq(product_flags.valid & product_flags.last),
                 requant.i.payload.last.eq(product_flags.frame_last),
             ]
-            m.d.sync += [product.eq(port.data[lane] * operands[lane])
+            m.d.sync += [product.eq(weight[lane] * fetched[lane])
                          for lane, product in enumerate(products)]
             for lane in range(pe):
                 acc = requant.i.payload.data[lane]

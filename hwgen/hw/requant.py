@@ -3,7 +3,7 @@
 import operator
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -11,6 +11,11 @@ from ..reference import Rounding
 from .stream import frame_layout
 
 __all__ = ["Requant", "code_shape"]
+
+# The multiply splits ``acc + bias`` at this bit: the low part times ``M`` (at most 16 bits,
+# see :func:`~hwgen.quantize.scale_to_multiplier`) fits one 18×18 DSP, so each partial product
+# is a single multiplier with a register behind it, and the next stage adds the two.
+_LOW_BITS = 17
 
 
 def code_shape(quant):
@@ -35,11 +40,15 @@ class Requant(wiring.Component):
     same shift it is a constant.
 
     Widths: ``acc`` is ``signed(acc_bits)``; ``acc + bias`` gets one bit more than the wider of
-    the two; the product adds ``multiplier_bits + 1``, the rounding constant one more; the
-    clamp compares at full width, so both ends saturate exactly.
+    the two; the product adds ``multiplier_bits + 1``; adding the rounding constant takes one
+    bit more than the wider of the product and ``2^(n−1)``; the clamp compares at full width,
+    so both ends saturate exactly.
 
-    Latency: 3 cycles from the transfer of a beat on ``i`` to its offer on ``o`` (add, multiply,
-    round/shift/clamp, each registered); one beat per cycle. Stalls freeze the whole pipeline
+    Latency: 6 cycles from the transfer of a beat on ``i`` to its offer on ``o``, one register
+    per stage, so a clock period holds one multiplier or one carry chain: add the bias;
+    multiply, as two partial products (the low 17 bits of the sum, and the rest, each times
+    ``M``); add the partial products; add the rounding constant; shift; clamp and add the
+    zero point. One beat per cycle. Stalls freeze the whole pipeline
     (``i.ready = ~o.valid | o.ready``).
 
     Parameters
@@ -57,7 +66,7 @@ class Requant(wiring.Component):
     o : Out(stream.Signature(frame_layout(code_shape(layer.output), lanes)))
     """
 
-    latency = 3
+    latency = 6
 
     def __init__(self, layer, lanes):
         self._lanes = operator.index(lanes)
@@ -108,44 +117,65 @@ class Requant(wiring.Component):
             m.d.sync += group.eq(Mux(group == self._groups - 1, 0, group + 1))
         m.d.comb += params.addr.eq(group)
 
-        sum_shape = signed(max(self._acc_shape.width, layout["bias"].shape.elem_shape.width) + 1)
-        add = Signal(data.ArrayLayout(sum_shape, lanes))
-        add_params = Signal(layout)
-        add_valid, add_last = Signal(), Signal()
-        multiplier_bits = layout["multiplier"].shape.elem_shape.width
-        product = Signal(data.ArrayLayout(signed(sum_shape.width + multiplier_bits + 1), lanes))
-        product_params = Signal(layout)
-        product_valid, product_last = Signal(), Signal()
-
+        # The parameters, valid and last travel with the data, one register per stage.
+        stage_params = [params.data]
+        stage_flags = [Cat(self.i.valid, self.i.payload.last)]
+        for stage in range(self.latency - 1):
+            delayed_params = Signal(layout, name=f"params{stage}")
+            delayed_flags = Signal(2, name=f"flags{stage}")
+            with m.If(en):
+                m.d.sync += [delayed_params.eq(stage_params[-1]),
+                             delayed_flags.eq(stage_flags[-1])]
+            stage_params.append(delayed_params)
+            stage_flags.append(delayed_flags)
         with m.If(en):
-            m.d.sync += [
-                add_params.eq(params.data), add_valid.eq(self.i.valid),
-                add_last.eq(self.i.payload.last),
-                product_params.eq(add_params), product_valid.eq(add_valid),
-                product_last.eq(add_last),
-                self.o.valid.eq(product_valid), self.o.payload.last.eq(product_last),
-            ]
-            for lane in range(lanes):
+            m.d.sync += Cat(self.o.valid, self.o.payload.last).eq(stage_flags[-1])
+
+        sum_shape = signed(max(self._acc_shape.width, layout["bias"].shape.elem_shape.width) + 1)
+        multiplier_bits = layout["multiplier"].shape.elem_shape.width
+        low_bits = min(_LOW_BITS, sum_shape.width - 1)
+        product_shape = signed(sum_shape.width + multiplier_bits + 1)
+        half_bits = (layout["half"].shape.elem_shape.width if "half" in layout.members
+                     else common_half.bit_length())
+        rounded_shape = signed(max(product_shape.width, half_bits + 1) + 1)
+        for lane in range(lanes):
+            def stage_signal(shape, name):
+                return Signal(shape, name=f"{name}{lane}")
+            total = stage_signal(sum_shape, "sum")
+            low_product = stage_signal(unsigned(low_bits + multiplier_bits), "low_product")
+            high_product = stage_signal(signed(sum_shape.width - low_bits + multiplier_bits + 1),
+                                        "high_product")
+            product = stage_signal(product_shape, "product")
+            rounded = stage_signal(rounded_shape, "rounded")
+            shifted = stage_signal(rounded_shape, "shifted")
+            multiplier = stage_params[1].multiplier[lane]
+            with m.If(en):
                 m.d.sync += [
-                    add[lane].eq(self.i.payload.data[lane] + params.data.bias[lane]),
-                    product[lane].eq(add[lane] * add_params.multiplier[lane]),
-                    self.o.payload.data[lane].eq(self._finish(m, lane, product[lane],
-                                                              product_params, common_shift,
-                                                              common_half)),
+                    total.eq(self.i.payload.data[lane] + params.data.bias[lane]),
+                    low_product.eq(total[:low_bits] * multiplier),
+                    high_product.eq(total[low_bits:].as_signed() * multiplier),
+                    product.eq((high_product << low_bits) + low_product),
+                    rounded.eq(product + self._half(stage_params[3], lane, common_half)),
+                    shifted.eq(self._shift(rounded, stage_params[4], lane, common_shift)),
+                    self.o.payload.data[lane].eq(self._clamp(shifted)),
                 ]
         return m
 
-    def _finish(self, m, lane, product, params, common_shift, common_half):
-        """Round, shift, add the zero point and clamp one lane: a combinational expression."""
-        layer = self._layer
+    @staticmethod
+    def _half(params, lane, common_half):
+        return params.half[lane] if "half" in params.shape().members else common_half
+
+    @staticmethod
+    def _shift(value, params, lane, common_shift):
         if "shift" in params.shape().members:
-            rounded = product + params.half[lane]
-            shifted = rounded >> params.shift[lane]
-        else:
-            shifted = (product + common_half) >> common_shift
-        # Wide enough for the shifted value plus any code (the zero point, the clamp bounds).
-        value = Signal(signed(max(len(shifted), self._code_shape.width + 1) + 1),
-                       name=f"unclamped{lane}")
-        m.d.comb += value.eq(shifted + layer.output.zero_point)
-        return Mux(value < layer.clamp_lo, layer.clamp_lo,
-                   Mux(value > layer.clamp_hi, layer.clamp_hi, value))
+            return value >> params.shift[lane]
+        return value >> common_shift
+
+    def _clamp(self, shifted):
+        """``clamp(shifted + zp, lo, hi)`` as ``clamp(shifted, lo − zp, hi − zp) + zp``: the
+        comparisons run against constants, and only the narrow code width adds."""
+        layer = self._layer
+        zero_point = layer.output.zero_point
+        low, high = layer.clamp_lo - zero_point, layer.clamp_hi - zero_point
+        clamped = Mux(shifted < low, low, Mux(shifted > high, high, shifted))
+        return clamped[:self._code_shape.width + 1].as_signed() + zero_point

@@ -16,9 +16,10 @@ from .stream import StreamRegister, frame_layout
 __all__ = ["SystolicArray", "check_conv_folding"]
 
 # Registered stages from issuing a window beat to row 0's finished accumulator, besides the
-# adder tree's max(1, ⌈log2 cols⌉): operand and weight read, products, accumulate. Row r
-# finishes r cycles later.
-_CELL_STAGES = 3
+# adder tree's max(1, ⌈log2 cols⌉): operand and weight read, operand and weight register (a
+# memory's clock-to-output time stays out of the multiplier's path), products, accumulate.
+# Row r finishes r cycles later.
+_CELL_STAGES = 4
 
 
 def check_conv_folding(layer, rows, cols):
@@ -103,8 +104,9 @@ class SystolicArray(wiring.Component):
         Cycles from the transfer of a frame's last input beat to the transfer of its last output
         beat, when that pixel finds the array idle and ``o`` always ready: ``in_beats·folds``
         if buffered (the folds start after the window is complete), plus
-        ``3 + max(1, ⌈log2 cols⌉) + rows − 1`` (read, multiply, accumulate, one register per
-        adder-tree level; the skew), :class:`Requant` (3) and the output register (1).
+        ``4 + max(1, ⌈log2 cols⌉) + rows − 1`` (read, register the operands, multiply,
+        accumulate, one register per adder-tree level; the skew), :class:`Requant` (6) and the
+        output register (1).
 
     Members
     -------
@@ -219,6 +221,9 @@ class SystolicArray(wiring.Component):
             port = rom.read_port()
             m.d.comb += [port.addr.eq(address), port.en.eq(en)]
             read_flags = Signal(flag_layout, name=f"read_flags{row}")
+            fetch_flags = Signal(flag_layout, name=f"fetch_flags{row}")
+            weight = Signal.like(port.data, name=f"weight{row}")
+            fetched = Signal(data.ArrayLayout(in_shape, cols), name=f"fetched{row}")
             product_flags = Signal(flag_layout, name=f"product_flags{row}")
             tree_flags = [Signal(flag_layout, name=f"tree_flags{row}_{level}")
                           for level in range(tree_stages(cols))]
@@ -230,11 +235,13 @@ class SystolicArray(wiring.Component):
             m.d.comb += dot.eq(_adder_tree(m, products, f"tree{row}", en))
             with m.If(en):
                 m.d.sync += [
-                    read_flags.eq(flags), product_flags.eq(read_flags),
+                    read_flags.eq(flags), fetch_flags.eq(read_flags),
+                    product_flags.eq(fetch_flags),
+                    weight.eq(port.data), fetched.eq(activations),
                     tree_flags[0].eq(product_flags),
                     *(later.eq(earlier) for earlier, later in zip(tree_flags, tree_flags[1:])),
                 ]
-                m.d.sync += [product.eq(port.data[lane] * activations[lane])
+                m.d.sync += [product.eq(weight[lane] * fetched[lane])
                              for lane, product in enumerate(products)]
                 with m.If(dot_flags.valid):
                     m.d.sync += acc.eq(Mux(dot_flags.first, 0, acc) + dot)
