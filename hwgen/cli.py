@@ -101,8 +101,10 @@ def cmd_boards(args):
 def cmd_synth(args):
     from .synth import synthesize
     if args.bitstream:
-        raise HwgenError("--bitstream is not implemented yet (the UART board top is planned); "
-                         "`hwgen synth` without it reports resources and fmax")
+        from .board_top import build_bitstream
+        result = build_bitstream(args.design, args.board, baud=args.baud, progress=_progress)
+        print(result.summary())
+        return 0
     result = synthesize(args.design, args.board, clock_mhz=args.clock,
                         place_and_route=not args.no_pnr, seed=args.seed, progress=_progress)
     print(result.summary())
@@ -164,7 +166,10 @@ def build_parser():
     synth.add_argument("--no-pnr", action="store_true", help="stop after yosys")
     synth.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed")
     synth.add_argument("--bitstream", action="store_true",
-                       help="(not implemented yet) a bitstream behind the board's UART")
+                       help="build a bitstream with the accelerator behind the board's UART "
+                            "(into OUT/synth/bitstream/)")
+    synth.add_argument("--baud", type=int, default=115200,
+                       help="UART baud rate of --bitstream (default 115200)")
     synth.set_defaults(run=cmd_synth)
 
     boards = commands.add_parser("boards", help="list the board profiles")

@@ -273,14 +273,16 @@ def _tool(name):
     return str(found)
 
 
-def _run(command, cwd, label, progress, log_name):
-    """Run a tool in ``cwd``, reporting elapsed time every 15 s; its output goes to
-    ``log_name`` (besides the tool's own log). Returns (exit status, seconds)."""
+def _run(command, cwd, label, progress, log_name, env=None):
+    """Run a tool in ``cwd`` (with environment ``env``, default this process's), reporting
+    elapsed time every 15 s; its output goes to ``log_name`` (besides the tool's own log).
+    Returns (exit status, seconds)."""
     started = time.perf_counter()
     if progress:
         progress(f"{label}: started")
     with open(Path(cwd) / log_name, "w") as output:
-        process = subprocess.Popen(command, cwd=cwd, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=cwd, stdout=output, stderr=subprocess.STDOUT,
+                                   env=env)
         done = threading.Event()
 
         def report():
