@@ -28,7 +28,6 @@ import dataclasses
 import importlib
 import json
 import os
-import time
 from pathlib import Path
 
 from amaranth.build import ResourceError

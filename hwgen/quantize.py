@@ -15,8 +15,6 @@ A layer's ``act_bits`` are the bits of the activations it *consumes*, so its mul
 
 import dataclasses
 import json
-import math
-import operator
 import re
 from pathlib import Path
 

@@ -7,7 +7,7 @@ from amaranth.utils import ceil_log2
 
 from ..plan import legal_folding
 from .requant import Requant, code_shape
-from .stream import StreamRegister, frame_layout
+from .stream import StreamRegister, double_buffer, frame_layout
 
 __all__ = ["MacUnit"]
 
@@ -147,7 +147,8 @@ class MacUnit(wiring.Component):
         operands = Signal(data.ArrayLayout(in_shape, simd))
         frame_done = (beat == in_beats - 1) & (fold == out_beats - 1)
         if self.buffered:
-            self._input_buffer(m, en, issue, beat, frame_done, operands)
+            double_buffer(m, self.i, code_shape(self._layer.input), self._simd, self._in_beats,
+                          en, beat, frame_done, issue, operands)
         else:
             m.d.comb += [issue.eq(self.i.valid), self.i.ready.eq(en)]
             with m.If(en):
@@ -210,33 +211,3 @@ class MacUnit(wiring.Component):
                 with m.If(dot_flags.valid):
                     m.d.sync += acc.eq(Mux(dot_flags.first, 0, acc) + dot)
         return m
-
-    def _input_buffer(self, m, en, issue, beat, frame_done, operands):
-        """Two banks of ``in_beats`` words: ``i`` fills one while the folds read the other."""
-        in_beats, simd = self._in_beats, self._simd
-        m.submodules.buffer = buffer = memory.Memory(
-            shape=data.ArrayLayout(code_shape(self._layer.input), simd), depth=2 * in_beats,
-            init=[])
-        write, read = buffer.write_port(), buffer.read_port()
-        full_banks = Signal(range(3))  # banks holding a whole frame not yet computed
-        write_bank, write_beat, read_bank = Signal(), Signal(range(in_beats)), Signal()
-        filled, released = Signal(), Signal()
-        m.d.comb += [
-            self.i.ready.eq(full_banks != 2),
-            write.addr.eq(Mux(write_bank, in_beats + write_beat, write_beat)),
-            write.data.eq(self.i.payload.data),
-            write.en.eq(self.i.valid & self.i.ready),
-            filled.eq(write.en & (write_beat == in_beats - 1)),
-            issue.eq(full_banks != 0),
-            released.eq(en & issue & frame_done),
-            read.addr.eq(Mux(read_bank, in_beats + beat, beat)),
-            read.en.eq(en),
-            operands.eq(read.data),
-        ]
-        with m.If(write.en):
-            m.d.sync += write_beat.eq(Mux(write_beat == in_beats - 1, 0, write_beat + 1))
-        m.d.sync += [
-            write_bank.eq(write_bank ^ filled),
-            read_bank.eq(read_bank ^ released),
-            full_banks.eq(full_banks + filled - released),
-        ]

@@ -8,11 +8,11 @@ Element ``k`` of a frame travels in beat ``k // lanes``, lane ``k % lanes``.
 import operator
 
 from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-__all__ = ["frame_layout", "StreamRegister", "LaneConverter"]
+__all__ = ["double_buffer", "frame_layout", "StreamRegister", "LaneConverter"]
 
 
 def frame_layout(shape, lanes):
@@ -174,3 +174,40 @@ class LaneConverter(wiring.Component):
                 with m.Elif(take):
                     m.d.sync += buffer[lane].eq(buffer[lane + out_lanes])
         return m
+
+
+def double_buffer(m, i, shape, lanes, beats, en, beat, done, issue, operands):
+    """Two banks of ``beats`` words of ``lanes`` codes in a RAM: stream ``i`` fills one bank
+    (at any rate) while an engine reads the other, so the next vector (a frame, a window) is
+    accepted while the current one computes.
+
+    Drives ``i.ready``, ``issue`` (a whole vector is there to compute) and ``operands`` (the
+    word at ``beat`` of the bank being read, one cycle after the read, gated by ``en``). The
+    engine asserts ``done`` in the cycle it issues the last step of a vector, which frees the
+    bank.
+    """
+    buffer = memory.Memory(shape=data.ArrayLayout(shape, lanes), depth=2 * beats, init=[])
+    m.submodules.buffer = buffer
+    write, read = buffer.write_port(), buffer.read_port()
+    full_banks = Signal(range(3))  # banks holding a whole vector not yet computed
+    write_bank, write_beat, read_bank = Signal(), Signal(range(beats)), Signal()
+    filled, released = Signal(), Signal()
+    m.d.comb += [
+        i.ready.eq(full_banks != 2),
+        write.addr.eq(Mux(write_bank, beats + write_beat, write_beat)),
+        write.data.eq(i.payload.data),
+        write.en.eq(i.valid & i.ready),
+        filled.eq(write.en & (write_beat == beats - 1)),
+        issue.eq(full_banks != 0),
+        released.eq(en & issue & done),
+        read.addr.eq(Mux(read_bank, beats + beat, beat)),
+        read.en.eq(en),
+        operands.eq(read.data),
+    ]
+    with m.If(write.en):
+        m.d.sync += write_beat.eq(Mux(write_beat == beats - 1, 0, write_beat + 1))
+    m.d.sync += [
+        write_bank.eq(write_bank ^ filled),
+        read_bank.eq(read_bank ^ released),
+        full_banks.eq(full_banks + filled - released),
+    ]

@@ -11,7 +11,7 @@ from ..errors import HwgenError
 from ..plan import divisors
 from .mac_unit import _adder_tree, tree_stages
 from .requant import Requant, code_shape
-from .stream import StreamRegister, frame_layout
+from .stream import StreamRegister, double_buffer, frame_layout
 
 __all__ = ["SystolicArray", "check_conv_folding"]
 
@@ -183,7 +183,8 @@ class SystolicArray(wiring.Component):
         operands = Signal(data.ArrayLayout(in_shape, cols))
         pixel_done = (beat == in_beats - 1) & (fold == folds - 1)
         if self.buffered:
-            self._input_buffer(m, en, issue, beat, pixel_done, operands)
+            double_buffer(m, self.i, code_shape(self._layer.input), self._cols, self._in_beats,
+                          en, beat, pixel_done, issue, operands)
         else:
             m.d.comb += [issue.eq(self.i.valid), self.i.ready.eq(en)]
             with m.If(en):
@@ -271,33 +272,3 @@ class SystolicArray(wiring.Component):
                 requant.i.payload.last.eq(last_flags.frame_last),
             ]
         return m
-
-    def _input_buffer(self, m, en, issue, beat, pixel_done, operands):
-        """Two banks of ``in_beats`` words: ``i`` fills one while the folds read the other."""
-        in_beats, cols = self._in_beats, self._cols
-        m.submodules.buffer = buffer = memory.Memory(
-            shape=data.ArrayLayout(code_shape(self._layer.input), cols), depth=2 * in_beats,
-            init=[])
-        write, read = buffer.write_port(), buffer.read_port()
-        full_banks = Signal(range(3))  # banks holding a whole window not yet computed
-        write_bank, write_beat, read_bank = Signal(), Signal(range(in_beats)), Signal()
-        filled, released = Signal(), Signal()
-        m.d.comb += [
-            self.i.ready.eq(full_banks != 2),
-            write.addr.eq(Mux(write_bank, in_beats + write_beat, write_beat)),
-            write.data.eq(self.i.payload.data),
-            write.en.eq(self.i.valid & self.i.ready),
-            filled.eq(write.en & (write_beat == in_beats - 1)),
-            issue.eq(full_banks != 0),
-            released.eq(en & issue & pixel_done),
-            read.addr.eq(Mux(read_bank, in_beats + beat, beat)),
-            read.en.eq(en),
-            operands.eq(read.data),
-        ]
-        with m.If(write.en):
-            m.d.sync += write_beat.eq(Mux(write_beat == in_beats - 1, 0, write_beat + 1))
-        m.d.sync += [
-            write_bank.eq(write_bank ^ filled),
-            read_bank.eq(read_bank ^ released),
-            full_banks.eq(full_banks + filled - released),
-        ]

@@ -278,7 +278,7 @@ class SlidingWindow(wiring.Component):
     @property
     def cycles_per_frame(self):
         height, width, channels = self._shape
-        (kh, kw), (_, sx) = self._kernel, self._stride
+        (_, kw), (_, sx) = self._kernel, self._stride
         out_height, out_width = self.out_shape
         column_beats = channels // self._in_lanes
         serial = self.window_beats
