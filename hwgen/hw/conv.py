@@ -12,7 +12,7 @@ from ..errors import HwgenError
 from ..plan import divisors
 from .depthwise import DepthwiseEngine
 from .requant import code_shape
-from .stream import frame_layout
+from .stream import chain, frame_layout
 from .systolic import SystolicArray, check_conv_folding
 from .window import PadUnit, SlidingWindow
 
@@ -226,14 +226,6 @@ class ConvLayer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.window = self._window
-        m.submodules.engine = self._engine
-        if self._pad is not None:
-            m.submodules.pad = self._pad
-            wiring.connect(m, wiring.flipped(self.i), self._pad.i)
-            wiring.connect(m, self._pad.o, self._window.i)
-        else:
-            wiring.connect(m, wiring.flipped(self.i), self._window.i)
-        wiring.connect(m, self._window.o, self._engine.i)
-        wiring.connect(m, self._engine.o, wiring.flipped(self.o))
+        pad = [("pad", self._pad)] if self._pad is not None else []
+        chain(m, self, pad + [("window", self._window), ("engine", self._engine)])
         return m

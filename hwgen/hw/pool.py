@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from ..errors import HwgenError
 from .add import round_shift_clamp
 from .requant import code_shape
-from .stream import frame_layout
+from .stream import chain, frame_layout
 from .window import PadUnit, SlidingWindow
 
 __all__ = ["PoolReduce", "GlobalAvgPool", "PoolLayer"]
@@ -436,14 +436,6 @@ class PoolLayer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.window = self._window
-        m.submodules.reduce = self._reduce
-        if self._pad is not None:
-            m.submodules.pad = self._pad
-            wiring.connect(m, wiring.flipped(self.i), self._pad.i)
-            wiring.connect(m, self._pad.o, self._window.i)
-        else:
-            wiring.connect(m, wiring.flipped(self.i), self._window.i)
-        wiring.connect(m, self._window.o, self._reduce.i)
-        wiring.connect(m, self._reduce.o, wiring.flipped(self.o))
+        pad = [("pad", self._pad)] if self._pad is not None else []
+        chain(m, self, pad + [("window", self._window), ("reduce", self._reduce)])
         return m

@@ -12,7 +12,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-__all__ = ["double_buffer", "frame_layout", "StreamRegister", "LaneConverter"]
+__all__ = ["chain", "double_buffer", "frame_layout", "StreamRegister", "LaneConverter"]
 
 
 def frame_layout(shape, lanes):
@@ -211,3 +211,19 @@ def double_buffer(m, i, shape, lanes, beats, en, beat, done, issue, operands):
         read_bank.eq(read_bank ^ released),
         full_banks.eq(full_banks + filled - released),
     ]
+
+
+def chain(m, outer, blocks):
+    """Connect ``outer.i`` → ``blocks[0]`` → … → ``blocks[-1]`` → ``outer.o`` (each block's
+    ``o`` to the next one's ``i``), adding the blocks to ``m`` under the given names.
+
+    ``blocks`` is a list of ``(name, block)``; ``outer`` is the component whose ports the chain
+    fills.
+    """
+    for name, block in blocks:
+        m.submodules[name] = block
+    source = wiring.flipped(outer.i)
+    for _, block in blocks:
+        wiring.connect(m, source, block.i)
+        source = block.o
+    wiring.connect(m, source, wiring.flipped(outer.o))
