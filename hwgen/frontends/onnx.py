@@ -261,18 +261,8 @@ class _Importer:
     def _read_constant(self, node):
         if node.op_type != "Constant" or node.domain not in _DEFAULT_DOMAINS:
             return False
-        what = f"node {_label(node)!r} (op Constant)"
-        if len(node.attribute) != 1 or len(node.output) != 1:
-            raise HwgenError(f"{what} must have one value attribute and one output")
-        attribute = node.attribute[0]
-        if attribute.name == "value":
-            value = _to_array(attribute.t, what)
-        elif attribute.name in ("value_float", "value_floats", "value_int", "value_ints"):
-            value = np.array(onnx.helper.get_attribute_value(attribute))
-        else:
-            raise HwgenError(f"{what}: a constant given as {attribute.name} is not supported; "
-                             "use value, value_float(s) or value_int(s)")
-        self._constants[node.output[0]] = value
+        self._constants[node.output[0]] = constant_value(
+            node, f"node {_label(node)!r} (op Constant)")
         return True
 
     def _read_input(self):
@@ -305,9 +295,7 @@ class _Importer:
         if not tensor_type.HasField("shape"):
             raise HwgenError(f"{what} has no shape information; export the model with a known "
                              "input shape (batch, features) or (batch, channels, height, width)")
-        dims = [dim.dim_value if dim.HasField("dim_value") else None
-                for dim in tensor_type.shape.dim]
-        text = "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+        dims, text = input_dims(tensor_type)
         if len(dims) == 2:
             batch, features = dims
             if not features:
@@ -892,6 +880,26 @@ def _window_output(size, kernel, stride, pads, what):
 
 
 # -- graph helpers --------------------------------------------------------------------------------
+
+def constant_value(node, what):
+    """The array a ``Constant`` node holds (``value`` or ``value_float(s)``/``value_int(s)``)."""
+    if len(node.attribute) != 1 or len(node.output) != 1:
+        raise HwgenError(f"{what} must have one value attribute and one output")
+    attribute = node.attribute[0]
+    if attribute.name == "value":
+        return _to_array(attribute.t, what)
+    if attribute.name in ("value_float", "value_floats", "value_int", "value_ints"):
+        return np.array(onnx.helper.get_attribute_value(attribute))
+    raise HwgenError(f"{what}: a constant given as {attribute.name} is not supported; "
+                     "use value, value_float(s) or value_int(s)")
+
+
+def input_dims(tensor_type):
+    """The dimensions of a graph input (None where unknown) and their text, e.g. ``(?, 64)``."""
+    dims = [dim.dim_value if dim.HasField("dim_value") else None
+            for dim in tensor_type.shape.dim]
+    return dims, "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+
 
 def _to_array(tensor, what):
     try:

@@ -54,7 +54,7 @@ from ..qgraph import MAX_BITS, MIN_BITS, ActQuant, QAdd, QConv, QDense, QGraph, 
 from ..quantize import scale_to_multiplier
 from ..reference import Rounding
 from .onnx import (_Namer, _attributes, _base_name, _check_kernel, _identifier, _label, _read,
-                   _to_array, _topological, _window, _window_output)
+                   _to_array, _topological, _window, _window_output, constant_value, input_dims)
 
 __all__ = ["load_quantized_onnx", "is_quantized", "SUPPORTED_QUANT_OPS", "QONNX_DOMAINS"]
 
@@ -249,17 +249,7 @@ class _QuantImporter:
                       input_name=self._input_layer, input_shape=input_shape, layout=layout)
 
     def _read_constant(self, node):
-        what = _describe(node)
-        if len(node.attribute) != 1 or len(node.output) != 1:
-            raise HwgenError(f"{what} must have one value attribute and one output")
-        attribute = node.attribute[0]
-        if attribute.name == "value":
-            value = _to_array(attribute.t, what)
-        elif attribute.name in ("value_float", "value_floats", "value_int", "value_ints"):
-            value = np.array(onnx.helper.get_attribute_value(attribute))
-        else:
-            raise HwgenError(f"{what}: a constant given as {attribute.name} is not supported")
-        self._constants[node.output[0]] = value
+        self._constants[node.output[0]] = constant_value(node, _describe(node))
 
     def _read_input(self):
         initializers = {tensor.name for tensor in self._graph.initializer}
@@ -277,9 +267,7 @@ class _QuantImporter:
                              "QuantizeLinear (or QONNX Quant) node")
         if not tensor_type.HasField("shape"):
             raise HwgenError(f"{what} has no shape information; export with a known shape")
-        dims = [dim.dim_value if dim.HasField("dim_value") else None
-                for dim in tensor_type.shape.dim]
-        text = "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+        dims, text = input_dims(tensor_type)
         if len(dims) not in (2, 4) or not all(dims[1:]):
             raise HwgenError(f"{what} has shape {text}; hwgen takes (batch, features) or "
                              "(batch, channels, height, width) with every size but the batch "
