@@ -230,7 +230,8 @@ class QPool:
     ``kind``: ``"max"`` (max of codes, pads hold the lowest code, ``output`` is ``input``),
     ``"avg"`` (pads hold the zero point) or ``"global_avg"`` (the window is the whole image).
     Average kinds requantize ``Σ (q − zp_x)`` with the scalars ``multiplier``/``shift``
-    (``M / 2^n ≈ s_x / (s_y · window)``).
+    (``M / 2^n ≈ s_x / (s_y · window)``) and ``rounding`` (half to even for pools imported
+    from quantized ONNX, whose ratio is often exactly ``1 / window``).
     """
 
     name: str

@@ -21,10 +21,16 @@ class Rounding(enum.Enum):
     """How ``acc · M`` is shifted right by ``n``.
 
     ``HALF_UP``: ``floor((v + 2^(n−1)) / 2^n)``, ties toward +∞ (the default).
+    ``HALF_EVEN``: to nearest, ties to the even result: ``floor((v + 2^(n−1) − 1 + b) / 2^n)``
+    with ``b = floor(v / 2^n) mod 2``, the bit of ``v`` at weight ``2^n`` (so the hardware adds
+    it as a carry in). onnxruntime's float kernels round this way.
     ``FLOOR``: ``floor(v / 2^n)``, a plain arithmetic shift.
+
+    For ``n = 0`` every mode returns ``v``.
     """
 
     HALF_UP = "half_up"
+    HALF_EVEN = "half_even"
     FLOOR = "floor"
 
 
@@ -35,12 +41,17 @@ def rshift_round(value, shift, rounding=Rounding.HALF_UP):
     shift = np.asarray(shift, dtype=np.int64)
     if np.any(shift < 0) or np.any(shift > 62):
         raise ValueError("shift must be in [0, 62]")
-    if rounding is Rounding.HALF_UP:
-        # (1 << shift) >> 1 is 2^(n-1) for n > 0 and 0 for n = 0.
-        half = (np.int64(1) << shift) >> 1
-        _check_int64(np.abs(value).max(initial=0) + half.max(initial=0), "rounding")
-        value = value + half
-    return value >> shift
+    if rounding is Rounding.FLOOR:
+        return value >> shift
+    # (1 << shift) >> 1 is 2^(n-1) for n > 0 and 0 for n = 0.
+    half = (np.int64(1) << shift) >> 1
+    _check_int64(np.abs(value).max(initial=0) + half.max(initial=0), "rounding")
+    if rounding is Rounding.HALF_EVEN:
+        # Below a tie by one unit, plus the bit of weight 2^n: a tie then reaches the next
+        # multiple of 2^n exactly when the quotient below it is odd. Nothing to add for n = 0.
+        odd = (value >> shift) & 1
+        half = np.where(shift > 0, half - 1 + odd, 0)
+    return (value + half) >> shift
 
 
 def requantize(acc, multiplier, shift, zero_point, lo, hi, rounding=Rounding.HALF_UP):

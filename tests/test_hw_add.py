@@ -1,6 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """AddUnit in Amaranth's simulator, bit-exact against a numpy model of the add contract."""
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -84,6 +86,22 @@ def test_add_saturates_both_ends_and_clamp(rounding):
         *_, want = _check(layer, 2, seed=shift)
         lo, hi = clamp if clamp else (layer.output.lo, layer.output.hi)
         assert want.min() == lo and want.max() == hi
+
+
+@pytest.mark.parametrize("shift", [1, 2])
+def test_add_half_even_ties(shift):
+    """``M_a = M_b = 1``: a half (shift 1) or a quarter (shift 2) of the sums are ties, of both
+    signs, and round to the even code, under random stalls."""
+    layer = _layer(_quant(6, True, 3), _quant(6, True, -2), _quant(8, True, -4), 1, 1, shift,
+                   (2, 2, 6), rounding=Rounding.HALF_EVEN)
+    *_, want = _check(layer, 3, seed=shift, frames=4)
+    rng = np.random.default_rng(shift)  # the codes _check drew
+    length = int(np.prod(layer.shape))
+    sums = (_codes(rng, layer.input_a, 4, length) - 3) + (_codes(rng, layer.input_b, 4, length) + 2)
+    ties = sums % (1 << shift) == 1 << (shift - 1)
+    assert ties.mean() > 0.15 and (sums[ties] > 0).any() and (sums[ties] < 0).any()
+    exact = np.vectorize(lambda total: round(Fraction(int(total), 1 << shift)))(sums)
+    np.testing.assert_array_equal(want, exact - 4)
 
 
 def test_add_extreme_parameters():

@@ -2,6 +2,8 @@
 """Pooling blocks in Amaranth's simulator, bit-exact against numpy models built on
 ``hwgen.reference.windows`` and ``hwgen.reference.requantize``."""
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -100,10 +102,10 @@ GEOMETRIES = [  # in_shape, kernel, stride, pads (top, left, bottom, right)
     ((5, 5, 4), (3, 3), (2, 2), (1, 1, 0, 0)),
 ]
 CODES = [(2, True, 0), (8, False, 37), (16, True, -300), (5, False, 0)]
-# Each code range with each rounding mode, two of them twice.
-_HALF_UP, _FLOOR = Rounding.HALF_UP, Rounding.FLOOR
+# Each rounding mode twice, over the code ranges.
+_HALF_UP, _HALF_EVEN, _FLOOR = Rounding.HALF_UP, Rounding.HALF_EVEN, Rounding.FLOOR
 ROUNDED_CODES = [(*code, rounding) for code, rounding in zip(
-    CODES + CODES[:2], [_HALF_UP, _FLOOR, _HALF_UP, _FLOOR, _FLOOR, _HALF_UP])]
+    CODES + CODES[:2], [_HALF_UP, _FLOOR, _HALF_EVEN, _FLOOR, _HALF_EVEN, _HALF_UP])]
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
@@ -145,9 +147,11 @@ def test_avg_reduce_small_multipliers_and_saturation(rounding, multiplier, shift
         assert want.min() == layer.clamp_lo and want.max() == layer.clamp_hi
 
 
-@pytest.mark.parametrize("kind", ["max", "avg"])
-def test_reduce_latency_and_throughput(kind):
-    layer = _pool(kind, (4, 6, 4), (2, 2), (2, 2), multiplier=40000, shift=17)
+@pytest.mark.parametrize("kind,rounding", [("max", _HALF_UP), ("avg", _HALF_UP),
+                                            ("avg", _HALF_EVEN)])
+def test_reduce_latency_and_throughput(kind, rounding):
+    layer = _pool(kind, (4, 6, 4), (2, 2), (2, 2), multiplier=40000, shift=17,
+                  rounding=rounding)
     driver, monitor, dut, want = _run_reduce(layer, 2, frames=3, gap=0.0, stall=0.0)
     window = layer.kernel[0] * layer.kernel[1]
     assert driver.times == list(range(len(driver.times)))  # never stalls the input
@@ -206,6 +210,44 @@ def test_global_avg_latency_and_throughput(lanes):
     finals = [t for k, t in enumerate(driver.times) if k % cycles >= cycles - groups]
     assert [t - s for s, t in zip(finals, monitor.times)] == [dut.latency] * len(finals)
     assert monitor.times[groups] - monitor.times[0] == cycles
+
+
+def _tie_pool(kind, pads=(0, 0, 0, 0)):
+    """``M / 2^n = 1/4`` on 2×2 windows, input and output alike (as a QDQ ``AveragePool``
+    imports): a quarter of the sums are ties, of both signs (zero point 5 of int6 codes)."""
+    in_shape = (4, 4, 4) if kind != "global_avg" else (2, 2, 4)
+    return _pool(kind, in_shape, (2, 2), (2, 2), pads, bits=6, is_signed=True, zero_point=5,
+                 out_bits=6, out_signed=True, out_zero_point=5, multiplier=1, shift=2,
+                 rounding=_HALF_EVEN)
+
+
+def _assert_even_ties(layer, images, got):
+    """``got`` rounds every tie of ``images`` to even (Python's ``round`` of the exact
+    quarter), and the ties, of both signs, are many."""
+    pad = layer.input.zero_point
+    sums = (windows(images, layer.kernel, layer.stride, layer.pads, pad)
+            - layer.input.zero_point).sum(axis=(3, 4)).reshape(len(images), -1)
+    ties = sums % 4 == 2
+    assert ties.mean() > 0.15 and (sums[ties] > 0).any() and (sums[ties] < 0).any()
+    exact = np.vectorize(lambda total: round(Fraction(int(total), 4)))(sums)
+    np.testing.assert_array_equal(got, np.clip(exact + 5, -32, 31))
+
+
+@pytest.mark.parametrize("block", ["reduce", "global", "layer", "padded layer"])
+def test_avg_half_even_ties(block):
+    """The half-to-even requantization of the average pools, under random stalls."""
+    frames = 4
+    if block == "reduce":
+        layer = _tie_pool("avg")
+        _, monitor, _, want = _run_reduce(layer, 2, seed=1, frames=frames)
+    elif block == "global":
+        layer = _tie_pool("global_avg")
+        _, monitor, _, want = _run_global(layer, 2, seed=1, frames=frames)
+    else:
+        layer = _tie_pool("avg", (1, 1, 1, 1) if block == "padded layer" else (0, 0, 0, 0))
+        _, monitor, _ = _run_layer(layer, 2, seed=1, frames=frames)
+    got = beats_to_frames(monitor.beats, int(np.prod(layer.out_shape)))
+    _assert_even_ties(layer, _images(np.random.default_rng(1), layer, frames), got)
 
 
 def test_pool_blocks_reject_bad_arguments():

@@ -1,5 +1,7 @@
 """Requant in Amaranth's simulator, bit-exact against ``hwgen.reference.requantize``."""
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -21,9 +23,22 @@ def _accumulators(rng, layer, frames):
     return acc
 
 
-def _check(layer, lanes, *, seed=0, frames=8, gap=0.3, stall=0.3):
+def _ties(rng, layer, frames):
+    """Accumulators whose ``(acc + bias) · M`` is an odd multiple of ``2^(n−1)`` (a tie) in
+    the even frames, a tie plus or minus one in the odd ones; the quotients below the ties
+    take both parities and both signs; all fit ``signed(acc_bits)``."""
+    half = (np.int64(1) << layer.shift) >> 1
+    room = ((1 << (layer.acc_bits - 2)) - np.abs(layer.bias)) // (2 * half)
+    odd = 2 * rng.integers(-np.minimum(room, 40), np.minimum(room, 40),
+                           size=(frames, layer.out_features)) + 1
+    acc = half * odd - layer.bias
+    acc[1::2] += rng.choice([-1, 1], size=acc[1::2].shape)
+    return acc
+
+
+def _check(layer, lanes, *, seed=0, frames=8, gap=0.3, stall=0.3, accumulators=_accumulators):
     rng = np.random.default_rng(seed)
-    acc = _accumulators(rng, layer, frames)
+    acc = accumulators(rng, layer, frames)
     dut = Requant(layer, lanes)
     driver = StreamDriver(dut.i, frames_to_beats(acc, lanes), rng=rng, gap=gap)
     monitor = StreamMonitor(dut.o, acc.size // lanes, rng=rng, stall=stall)
@@ -75,3 +90,22 @@ def test_requant_latency_and_throughput():
     assert np.diff(monitor.times).tolist() == [1] * (len(monitor.times) - 1)
     assert [t - s for s, t in zip(driver.times, monitor.times)] == [dut.latency] * len(
         driver.times)
+
+
+@pytest.mark.parametrize("shifts", [2, [1, 2, 3, 9, 1, 12]])
+def test_requant_half_even_ties(shifts):
+    """Ties of both signs round to the even code (the carry in is bit ``n`` of the product);
+    one off a tie rounds to nearest. Odd multipliers keep ``acc · M`` on the ties."""
+    rng = np.random.default_rng(5)
+    layer = crafted_layer(rng, 4, 6, out_bits=16, multipliers=[1, 3, 1, 5, 7, 1],
+                          shifts=shifts, rounding=Rounding.HALF_EVEN)
+    _, monitor, _ = _check(layer, 2, seed=3, frames=6, accumulators=_ties)
+    got = beats_to_frames(monitor.beats, layer.out_features)
+    acc = _ties(np.random.default_rng(3), layer, 6)
+    exact = [[round(Fraction(int((a + b) * m), 1 << int(n))) + layer.output.zero_point
+              for a, b, m, n in zip(row, layer.bias, layer.multiplier, layer.shift)]
+             for row in acc]
+    np.testing.assert_array_equal(got, exact)
+    half_up = requantize(acc + layer.bias, layer.multiplier, layer.shift,
+                         layer.output.zero_point, layer.clamp_lo, layer.clamp_hi)
+    assert np.mean(got[::2] != half_up[::2]) > 0.3  # the ties do differ from half up

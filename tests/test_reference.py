@@ -41,6 +41,41 @@ def test_rshift_floor(value, shift, expected):
     assert int(rshift_round(value, shift, Rounding.FLOOR)) == expected
 
 
+@pytest.mark.parametrize("value, shift, expected", [
+    (5, 1, 2),      # 2.5 -> 2: ties go to the even neighbour
+    (7, 1, 4),      # 3.5 -> 4
+    (-5, 1, -2),    # -2.5 -> -2
+    (-7, 1, -4),    # -3.5 -> -4
+    (-1, 1, 0),     # -0.5 -> 0
+    (1, 1, 0),      # 0.5 -> 0
+    (-3, 1, -2),    # -1.5 -> -2
+    (6, 2, 2),      # 1.5 -> 2
+    (10, 2, 2),     # 2.5 -> 2
+    (-10, 2, -2),   # -2.5 -> -2
+    (-6, 2, -2),    # -1.5 -> -2
+    (-7, 2, -2),    # -1.75 -> -2: not a tie, nearest
+    (9, 2, 2),      # 2.25 -> 2
+    (11, 2, 3),     # 2.75 -> 3
+    (-123, 0, -123),  # n = 0 is the identity
+    (3 << 40, 41, 2),   # 1.5 -> 2 with a wide shift
+    (-(1 << 61), 62, 0),  # -0.5 -> 0 at the widest shift
+])
+def test_rshift_half_even_ties_of_both_signs(value, shift, expected):
+    assert int(rshift_round(value, shift, Rounding.HALF_EVEN)) == expected
+
+
+def test_rshift_half_even_matches_exact_arithmetic():
+    """Against Python's ``round`` of the exact fraction (ties to even), over values dense in
+    ties of both signs."""
+    rng = np.random.default_rng(2)
+    shifts = rng.integers(0, 40, size=2000)
+    values = rng.integers(-2 ** 20, 2 ** 20, size=2000) << shifts
+    values += np.where(rng.random(2000) < 0.5, (np.int64(1) << shifts) >> 1, 0)
+    got = rshift_round(values, shifts, Rounding.HALF_EVEN)
+    for v, n, g in zip(values, shifts, got):
+        assert int(g) == round(Fraction(int(v), 1 << int(n)))
+
+
 def test_rshift_round_matches_exact_arithmetic():
     rng = np.random.default_rng(1)
     values = rng.integers(-2 ** 40, 2 ** 40, size=2000)

@@ -32,11 +32,20 @@ How they map onto hwgen's integer contract (``docs/arithmetic.md``):
   ``−128`` occurs. hwgen's weights are narrow-range, so a layer whose codes reach
   ``−2^(b−1)`` gets ``weight_bits = b + 1`` (its multipliers are one bit wider; results exact).
 - ``Relu``/``Clip`` and QONNX ``narrow`` fold into the clamp of the layer before them.
-- Known limit: onnxruntime runs a QDQ ``AveragePool`` (which keeps its input's scale) in
-  float, where a 2×2 window puts a quarter of its outputs on ties that it rounds to even, and
-  float32 sums move others; hwgen's half-up requantization then agrees on about 88 % of that
-  layer's codes (97 % if it rounded half to even, which the hardware does not do). The
-  QOperator ``QLinearAveragePool`` (its own output scale) agrees like every other layer.
+- Average pools round half to even (``Rounding.HALF_EVEN``), like ``QuantizeLinear``: a QDQ
+  ``AveragePool`` keeps its input's scale, so ``M / 2^n`` is ``1 / (kH·kW)``, exactly for a
+  power-of-two window, and a quarter of a 2×2 pool's sums are ties. Other layers round half
+  up (see above).
+- Known limit: onnxruntime computes a QDQ ``AveragePool`` in float32, and float32 rounding of
+  ``s·(q − zp)``, of the running sum and of the division by ``s`` moves about one in eight of
+  those ties off the tie, to either side, in an order that depends on the kernel onnxruntime
+  picks (the fused ``QLinearAveragePool`` sums a window row by row; the float ``AveragePool``
+  kernel sums column pairs first). No rounding rule of an integer sum reproduces that: hwgen
+  agrees on about 97 % of the pool's codes (all within ±1) and on about 87 % of a small CNN's
+  output codes behind it. The fused kernel also adds the zero point before it rounds, so with
+  an odd zero point (``quantize_static`` gives ReLU outputs 0 or −128) its ties go to the odd
+  quotient. The QOperator ``QLinearAveragePool`` with its own output scale makes exact ties
+  rare and agrees like every other layer.
 
 A tensor has one quantization: a ``DequantizeLinear`` must use the parameters its codes were
 made with, and a ``QuantizeLinear`` after a max-pool or a reshape must keep them.
@@ -408,7 +417,7 @@ class _QuantImporter:
             return
         quant = self._act_quant(node, 1, 2, what)
         self._values[node.output[0]] = self._quantize(node, what, source, quant,
-                                                      Rounding.HALF_UP, narrow=False)
+                                                      _to_nearest(source), narrow=False)
 
     def _quantize(self, node, what, source, quant, rounding, narrow):
         """``source`` (the float input, a pending layer or dequantized codes) quantized with
@@ -471,7 +480,7 @@ class _QuantImporter:
         if not MIN_BITS <= bits <= MAX_BITS:
             raise HwgenError(f"{what}: activations of {bits} bits are not supported; hwgen "
                              f"takes {MIN_BITS}..{MAX_BITS}")
-        rounding = {"ROUND": Rounding.HALF_UP, "HALF_EVEN": Rounding.HALF_UP,
+        rounding = {"ROUND": _to_nearest(source), "HALF_EVEN": _to_nearest(source),
                     "HALF_UP": Rounding.HALF_UP, "FLOOR": Rounding.FLOOR}.get(mode)
         if rounding is None or (isinstance(source, _Float) and mode not in ("ROUND", "HALF_EVEN")):
             raise HwgenError(f"{what}: rounding_mode {mode!r} is not supported on this tensor; "
@@ -770,7 +779,8 @@ class _QuantImporter:
         x = self._codes_in(node, 0, 1, 2)
         pending = self._pool_pending(node, what, x, node.op_type)
         quant = self._act_quant(node, 3, 4, what)
-        self._values[node.output[0]] = self._emit(pending, quant, Rounding.HALF_UP, False, what)
+        self._values[node.output[0]] = self._emit(pending, quant, _to_nearest(pending), False,
+                                                  what)
 
     def _integer_op(self, node, what):
         """MatMulInteger/ConvInteger: an int32 accumulator, scaled by a later Mul."""
@@ -897,6 +907,20 @@ def _layer_base(node):
     name = re.sub(r"_(output_)?quantized$|_QuantizeLinear_(Input|Output)$", "", name)
     return _base_name(onnx.helper.make_node(_FLOAT_OPS.get(node.op_type, node.op_type), [],
                                             [node.output[0]], name=name))
+
+
+def _to_nearest(source):
+    """hwgen's rounding for a quantization of what ``source`` computes that rounds to nearest,
+    ties to even (``QuantizeLinear``, the ``QLinear*`` kernels, QONNX ``ROUND``).
+
+    An average pool gets ``HALF_EVEN``: its ratio ``s_x / (s_y · kH·kW)`` is an exact power of
+    two when it keeps its input's scale (as ``quantize_static`` makes it), so a quarter of a
+    2×2 pool's sums are ties, where half up would be off by one. Elsewhere the ratio is a
+    float32 product that makes exact ties rare, and layers keep ``HALF_UP``.
+    """
+    if isinstance(source, _Pending) and source.kind == "avg":
+        return Rounding.HALF_EVEN
+    return Rounding.HALF_UP
 
 
 def _hwc(shape):

@@ -12,7 +12,7 @@ from ..reference import Rounding
 from .requant import code_shape
 from .stream import frame_layout
 
-__all__ = ["AddUnit", "round_shift_clamp"]
+__all__ = ["AddUnit", "round_shift_clamp", "rounding_addend"]
 
 
 def _bits(bound):
@@ -20,16 +20,31 @@ def _bits(bound):
     return max(int(bound).bit_length() + 1, 2)
 
 
+def rounding_addend(value, shift, rounding):
+    """What the signed ``value`` gets added before an arithmetic shift right by the constant
+    ``shift`` so the shift rounds per ``rounding``: ``2^(shift−1)`` (``HALF_UP``),
+    ``2^(shift−1) − 1`` plus bit ``shift`` of ``value`` (``HALF_EVEN``; past the top that bit
+    is the sign), 0 (``FLOOR``, or ``shift = 0``)."""
+    if rounding is Rounding.FLOOR or shift == 0:
+        return 0
+    half = 1 << (shift - 1)
+    if rounding is Rounding.HALF_EVEN:
+        return (half - 1) + value[min(shift, len(value) - 1)]
+    return half
+
+
 def round_shift_clamp(m, value, shift, rounding, zero_point, lo, hi, name):
-    """``clamp(zero_point + rshift_round(value, shift), lo, hi)`` as a combinational expression.
+    """``clamp(zero_point + rshift_round(value, shift, rounding), lo, hi)`` as a combinational
+    expression, for every :class:`~hwgen.reference.Rounding` mode.
 
     ``value`` is a signed value wide enough for the sum of itself and the rounding constant
-    ``2^(shift−1)`` (one more bit is added here); the zero point is added at a width that
-    holds the shifted value and any 16-bit code, so both clamp ends saturate exactly. The
-    result lies in ``[lo, hi]``: assigning it to a code truncates nothing.
+    ``2^(shift−1)`` (one more bit is added here). ``HALF_EVEN`` adds ``2^(shift−1) − 1`` and,
+    as a carry in, bit ``shift`` of ``value`` (the parity of the quotient), which never
+    exceeds ``2^(shift−1)``. The zero point is added at a width that holds the shifted value
+    and any 16-bit code, so both clamp ends saturate exactly. The result lies in ``[lo, hi]``:
+    assigning it to a code truncates nothing.
     """
-    half = (1 << shift) >> 1 if rounding is Rounding.HALF_UP else 0
-    shifted = (value + half) >> shift
+    shifted = (value + rounding_addend(value, shift, rounding)) >> shift
     total = Signal(signed(max(len(shifted), 17) + 1), name=name)
     m.d.comb += total.eq(shifted + zero_point)
     return Mux(total < lo, lo, Mux(total > hi, hi, total))
@@ -37,8 +52,8 @@ def round_shift_clamp(m, value, shift, rounding, zero_point, lo, hi, name):
 
 class AddUnit(wiring.Component):
     """``q_y = clamp(zp_y + rshift_round((q_a − zp_a)·M_a + (q_b − zp_b)·M_b, n), lo, hi)`` on
-    ``lanes`` elements per beat, bit-exact with the integer reference for both
-    :class:`~hwgen.reference.Rounding` modes.
+    ``lanes`` elements per beat, bit-exact with the integer reference for every
+    :class:`~hwgen.reference.Rounding` mode.
 
     A beat moves from ``a`` and ``b`` together: ``a.ready = en & b.valid`` and ``b.ready =
     en & a.valid`` with the pipeline enable ``en = ~o.valid | o.ready``, so neither input is

@@ -55,7 +55,8 @@ def _difference(m, code, zero_point, name):
 
 class _ScalarRequant:
     """The two registered stages shared by the average pools: ``product = sum · M``, then
-    ``clamp(zp_y + rshift_round(product, n), clamp_lo, clamp_hi)`` into the output beat."""
+    ``clamp(zp_y + rshift_round(product, n, layer.rounding), clamp_lo, clamp_hi)`` into the
+    output beat (half to even only adds a carry in: no extra cycle)."""
 
     stages = 2
 

@@ -31,13 +31,15 @@ def _signed_bits(values):
 class Requant(wiring.Component):
     """``q = clamp(zp_y + rshift_round((acc + bias[c]) · M[c], n[c]), clamp_lo, clamp_hi)`` on
     ``lanes`` channels per beat, bit-exact with :func:`hwgen.reference.requantize` (after
-    adding the bias), for both :class:`~hwgen.reference.Rounding` modes.
+    adding the bias), for every :class:`~hwgen.reference.Rounding` mode.
 
     Beat ``j`` of a frame carries channels ``j·lanes … j·lanes + lanes − 1``; the block counts
     beats to know which channels it sees, so ``i.payload.last`` only travels along. The
-    per-channel bias, multiplier, shift and rounding constant ``2^(n−1)`` are baked into a
-    small ROM (one word per beat of a frame, read asynchronously); when every channel has the
-    same shift it is a constant.
+    per-channel bias, multiplier, shift and rounding constant (``2^(n−1)`` half up,
+    ``2^(n−1) − 1`` half to even, 0 floor or ``n = 0``) are baked into a small ROM (one word
+    per beat of a frame, read asynchronously); when every channel has the same shift it is a
+    constant. Half to even also adds bit ``n`` of the product (the parity of the quotient) as
+    the carry in of the rounding adder, so a tie rounds up exactly when that parity is odd.
 
     Widths: ``acc`` is ``signed(acc_bits)``; ``acc + bias`` gets one bit more than the wider of
     the two; the product adds ``multiplier_bits + 1``; adding the rounding constant takes one
@@ -89,6 +91,8 @@ class Requant(wiring.Component):
         half = (np.int64(1) << shifts) >> 1
         if layer.rounding is Rounding.FLOOR:
             half = np.zeros_like(half)
+        elif layer.rounding is Rounding.HALF_EVEN:
+            half = np.where(shifts > 0, half - 1, 0)
         fields = {
             "bias": (signed(_signed_bits(layer.bias)), layer.bias),
             "multiplier": (unsigned(max(int(max(layer.multiplier)).bit_length(), 1)),
@@ -155,7 +159,8 @@ class Requant(wiring.Component):
                     low_product.eq(total[:low_bits] * multiplier),
                     high_product.eq(total[low_bits:].as_signed() * multiplier),
                     product.eq((high_product << low_bits) + low_product),
-                    rounded.eq(product + self._half(stage_params[3], lane, common_half)),
+                    rounded.eq(product + self._half(stage_params[3], lane, common_half)
+                               + self._parity(product, stage_params[3], lane, common_shift)),
                     shifted.eq(self._shift(rounded, stage_params[4], lane, common_shift)),
                     self.o.payload.data[lane].eq(self._clamp(shifted)),
                 ]
@@ -164,6 +169,19 @@ class Requant(wiring.Component):
     @staticmethod
     def _half(params, lane, common_half):
         return params.half[lane] if "half" in params.shape().members else common_half
+
+    def _parity(self, product, params, lane, common_shift):
+        """Half to even's carry in: bit ``n`` of ``product`` when ``n > 0``, else 0."""
+        if self._layer.rounding is not Rounding.HALF_EVEN:
+            return 0
+        top = len(product) - 1  # the product is signed: past its top, every bit is the sign
+        if "shift" not in params.shape().members:
+            return product[min(common_shift, top)] if common_shift > 0 else 0
+        shift = params.shift[lane]
+        bit = product.bit_select(shift, 1)
+        if (1 << len(shift)) - 1 > top:
+            bit = Mux(shift > top, product[top], bit)
+        return Mux(shift == 0, 0, bit)
 
     @staticmethod
     def _shift(value, params, lane, common_shift):
