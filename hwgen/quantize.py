@@ -28,6 +28,7 @@ from .reference import Rounding, run_float
 __all__ = [
     "ActQuant", "LayerBits", "QDense", "QGraph",
     "calibrate", "tensor_range", "load_calibration", "resolve_bits", "quantize",
+    "PreparedCalibration",
     "scale_to_multiplier", "CALIBRATION_METHODS",
     "qgraph_to_arrays", "qgraph_from_arrays",
 ]
@@ -305,6 +306,68 @@ def _bits_names(structure):
     return [layer.name for layer in structure.layers if layer.op in _REQUANT_OPS]
 
 
+class PreparedCalibration:
+    """Calibration inputs run through the float ``graph`` once, for many :func:`quantize` calls.
+
+    :func:`quantize` takes an instance in place of the calibration inputs and then skips the
+    float run; the range of every tensor is computed on first use and remembered (per bit width
+    for ``"mse"``, whose range depends on it). Automatic bit allocation quantizes one model
+    hundreds of times with different bits and the same ranges; the resulting
+    :class:`QGraph` is identical to quantizing with the inputs themselves.
+
+    Parameters
+    ----------
+    graph : Graph
+    calibration : float array ``(N, *user_input_shape)``, or a path to ``.npy``/``.npz``.
+    method, percentile : as in :func:`calibrate`.
+    """
+
+    def __init__(self, graph, calibration, method="minmax", *, percentile=99.99):
+        if isinstance(calibration, (str, Path)):
+            calibration = load_calibration(calibration)
+        if method not in CALIBRATION_METHODS:
+            raise HwgenError(f"calibration method must be one of "
+                             f"{', '.join(CALIBRATION_METHODS)}, not {method!r}")
+        self._graph = graph
+        self._method = method
+        self._percentile = percentile
+        self._activation = _Structure(graph).activation
+        self._values = _calibration_values(graph, calibration)
+        self._ranges = {}
+
+    @property
+    def method(self):
+        return self._method
+
+    @property
+    def percentile(self):
+        return self._percentile
+
+    def check(self, graph, method, percentile):
+        """Raise :class:`HwgenError` unless this was prepared for ``graph`` with ``method`` and
+        ``percentile``."""
+        if graph is not self._graph:
+            raise HwgenError(f"the calibration was prepared for model {self._graph.name!r}, "
+                             f"not for this {graph.name!r} graph; prepare it for this one")
+        if (method, percentile) != (self._method, self._percentile):
+            raise HwgenError(f"the calibration was prepared with method {self._method!r} "
+                             f"(percentile {self._percentile}), not {method!r} "
+                             f"(percentile {percentile}); pass the same to quantize")
+
+    def range(self, name, bits):
+        """The calibrated ``(lo, hi)`` of float layer ``name``'s output for ``bits``-bit codes,
+        measured after (and clipped to) the activation folded into that layer."""
+        key = (name, bits) if self._method == "mse" else name
+        if key not in self._ranges:
+            act_lo, act_hi = self._activation.get(name, (-np.inf, np.inf))
+            # The range of the values after the folded activation, which is what gets quantized.
+            lo, hi = tensor_range(np.clip(self._values[name], act_lo, act_hi), self._method,
+                                  percentile=self._percentile, bits=bits)
+            self._ranges[key] = (float(np.clip(lo, act_lo, act_hi)),
+                                 float(np.clip(hi, act_lo, act_hi)))
+        return self._ranges[key]
+
+
 def quantize(graph, calibration, bits=None, *, output_bits=8, rounding=Rounding.HALF_UP,
              calibration_method="minmax", percentile=99.99, weight_granularity="channel"):
     """Quantize ``graph`` with activation ranges measured on ``calibration`` inputs.
@@ -312,7 +375,8 @@ def quantize(graph, calibration, bits=None, *, output_bits=8, rounding=Rounding.
     Parameters
     ----------
     graph : Graph
-    calibration : float array ``(N, *user_input_shape)``, or a path to ``.npy``/``.npz``.
+    calibration : float array ``(N, *user_input_shape)``, a path to ``.npy``/``.npz``, or a
+        :class:`PreparedCalibration` of ``graph`` (prepared with the same method and percentile).
     bits : see :func:`resolve_bits`; layers that requantize (dense, conv, average pools, add)
         take bits; ``w`` applies to dense and conv layers only.
     output_bits : int
@@ -346,7 +410,12 @@ def quantize(graph, calibration, bits=None, *, output_bits=8, rounding=Rounding.
     if calibration_method not in CALIBRATION_METHODS:
         raise HwgenError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, "
                          f"not {calibration_method!r}")
-    values = _calibration_values(graph, calibration)
+    if isinstance(calibration, PreparedCalibration):
+        calibration.check(graph, calibration_method, percentile)
+        prepared = calibration
+    else:
+        prepared = PreparedCalibration(graph, calibration, calibration_method,
+                                       percentile=percentile)
 
     def tensor_bits(tensor):
         users = structure.consumers(tensor)
@@ -354,13 +423,7 @@ def quantize(graph, calibration, bits=None, *, output_bits=8, rounding=Rounding.
             return max([output_bits] + [per_layer[u.name].act for u in users])
         return max(per_layer[u.name].act for u in users)
 
-    def clamped_range(name, bits):
-        act_lo, act_hi = structure.activation.get(name, (-np.inf, np.inf))
-        # The range of the values after the folded activation, which is what gets quantized.
-        lo, hi = tensor_range(np.clip(values[name], act_lo, act_hi), calibration_method,
-                              percentile=percentile, bits=bits)
-        return float(np.clip(lo, act_lo, act_hi)), float(np.clip(hi, act_lo, act_hi))
-
+    clamped_range = prepared.range
     input_bits = tensor_bits(structure.input.name)
     quants = {structure.input.name: ActQuant.from_range(
         *clamped_range(structure.input.name, input_bits), input_bits)}
