@@ -9,7 +9,11 @@
    measured initiation interval, end-to-end MAC utilization (MACs ÷ (multipliers × measured
    cycles)), and the time of a Verilator build plus 20 simulated frames.
 3. MAC utilization per engine of the LeNet-style model at the measured interval.
-4. With ``--synth`` (slow: minutes per row): per model × board, LUT/FF/DSP/BRAM, fmax after
+4. Per board profile (``boards/``), the LeNet-style model at w8a8 and w4a4 with the folding
+   sized for the board (``make_plan(board=...)``): the initiation interval, frames/s at the
+   board's target clock and the modelled share of its DSPs and LUTs (``hwgen.cost``); a model
+   that does not fit says which resource runs out. ``--boards-only`` prints just this table.
+5. With ``--synth`` (slow: minutes per row): per model × board, LUT/FF/DSP/BRAM, fmax after
    nextpnr, frames/s at fmax (fmax / initiation interval) and the synthesis time
    (``hwgen.synth.synthesize``; Xilinx boards give yosys counts only). ``--synth-only`` skips
    the simulation tables.
@@ -115,13 +119,47 @@ def bench_synth(cache):
                   f"{fmax:>9} {rate:>10} {sum(result.seconds.values()):>8.1f}", flush=True)
 
 
+def bench_boards():
+    from hwgen.board import load_boards
+    from hwgen.errors import HwgenError
+    calib = EXAMPLES / "cnn" / "calib.npz"
+    x = np.load(calib)["x"]
+    graph = hwgen.load(EXAMPLES / "cnn" / "lenet.onnx")
+    print("LeNet-style model, folding sized per board (modelled resources, hwgen.cost)")
+    header = (f"{'board':<15} {'bits':>5} {'clock MHz':>9} {'mult':>5} {'II':>6} "
+              f"{'frames/s':>10} {'DSP used':>13} {'LUT used':>17} {'plan s':>7}")
+    print(header)
+    print("-" * len(header))
+    for bits in ("w8a8", "w4a4"):
+        qgraph = hwgen.quantize(graph, x, bits)
+        for board in load_boards().values():
+            started = time.perf_counter()
+            try:
+                plan = hwgen.make_plan(qgraph, board=board)
+            except HwgenError as error:
+                print(f"{board.name:<15} {bits:>5} {board.target_mhz:>9g}  does not fit: "
+                      f"{str(error).partition('folding: ')[2].partition(';')[0]}")
+                continue
+            cost = plan.cost()
+            totals, capacity = cost.totals, cost.capacity
+            print(f"{board.name:<15} {bits:>5} {board.target_mhz:>9g} {plan.multipliers:>5} "
+                  f"{plan.initiation_interval:>6} {cost.frames_per_second:>10,.0f} "
+                  f"{totals['dsp']:>4}/{capacity['dsp']:<4}{cost.utilization['dsp']:>4.0%} "
+                  f"{totals['lut']:>6}/{capacity['lut']:<6}{cost.utilization['lut']:>4.0%} "
+                  f"{time.perf_counter() - started:>7.2f}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=64, help="simulated MLP frames per row")
     parser.add_argument("--synth", action="store_true",
                         help="add the synthesis table (slow: minutes per row)")
     parser.add_argument("--synth-only", action="store_true", help="only the synthesis table")
+    parser.add_argument("--boards-only", action="store_true", help="only the per-board table")
     args = parser.parse_args()
+    if args.boards_only:
+        bench_boards()
+        return
     if args.synth_only:
         with tempfile.TemporaryDirectory(prefix="hwgen-bench-") as cache:
             bench_synth(cache)
@@ -168,6 +206,9 @@ def main():
             print(f"{layer_plan.name:<10} {layer_plan.engine:<10} "
                   f"{layer_plan.describe().partition(':')[2]:>8} {macs:>6} "
                   f"{layer_plan.cycles:>7} {util:>6}")
+
+        print()
+        bench_boards()
 
         if args.synth:
             print()

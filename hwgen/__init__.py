@@ -2,7 +2,8 @@
 
 The flow, one module per stage: :mod:`hwgen.frontends` (ONNX → :class:`Graph`),
 :mod:`hwgen.quantize` (→ :class:`QGraph`), :mod:`hwgen.reference` (golden models),
-:mod:`hwgen.plan` (→ :class:`Plan`), :mod:`hwgen.hw` (Amaranth engines), :mod:`hwgen.emit`
+:mod:`hwgen.precision` (automatic per-layer bits), :mod:`hwgen.plan` (→ :class:`Plan`, sized
+by hand, by a default rule or for a board with :mod:`hwgen.cost`), :mod:`hwgen.hw` (Amaranth engines), :mod:`hwgen.emit`
 (→ Verilog, manifest, vectors, report) and :mod:`hwgen.sim` (cocotb against the reference).
 """
 
@@ -14,6 +15,9 @@ from .quantize import QGraph, quantize
 from .plan import Plan, make_plan
 from .emit import Design, generate
 from .api import load, simulate
+from .precision import choose_bits, measure_sensitivity, pareto
+from .cost import estimate
 
 __all__ = ["HwgenError", "Graph", "QGraph", "Plan", "Design",
-           "load", "quantize", "make_plan", "generate", "simulate"]
+           "load", "quantize", "make_plan", "generate", "simulate",
+           "choose_bits", "measure_sensitivity", "pareto", "estimate"]

@@ -18,6 +18,7 @@ from .api import _load_inputs, load, simulate
 from .emit import generate
 from .errors import HwgenError
 from .plan import DEFAULT_MULTIPLIERS, make_plan
+from .precision import choose_bits
 from .qgraph import QGraph
 from .quantize import DEFAULT_BITS, load_calibration, quantize
 
@@ -36,8 +37,21 @@ def _labels(path):
         return data["y"] if "y" in data.files else None
 
 
+def _check_auto(args):
+    """``--max-accuracy-drop`` and ``--budget`` belong to ``--bits auto``, which needs one."""
+    if args.bits == "auto":
+        if (args.max_accuracy_drop is None) == (args.budget is None):
+            raise HwgenError("--bits auto needs exactly one of --max-accuracy-drop POINTS and "
+                             "--budget SPEC")
+    elif args.max_accuracy_drop is not None or args.budget is not None:
+        raise HwgenError("--max-accuracy-drop and --budget choose the bits: use them with "
+                         "--bits auto")
+
+
 def cmd_build(args):
     started = time.perf_counter()
+    _check_auto(args)
+    choice = None
     graph = load(args.model, name=args.name)
     calibration = load_calibration(args.calib) if args.calib else None
     if isinstance(graph, QGraph):
@@ -53,17 +67,47 @@ def cmd_build(args):
         if calibration is None:
             raise HwgenError(f"{args.model} is a float model: give calibration inputs with "
                              "--calib DATA (only quantized models build without)")
-        qgraph = quantize(graph, calibration, args.bits, output_bits=args.output_bits,
-                          calibration_method=args.calib_method,
-                          weight_granularity=args.weight_scale)
-    plan = make_plan(qgraph, args.folding, multipliers=args.multipliers)
+        options = dict(output_bits=args.output_bits, calibration_method=args.calib_method,
+                       weight_granularity=args.weight_scale)
+        bits = args.bits
+        if bits == "auto":
+            choice = choose_bits(graph, calibration, _labels(args.calib),
+                                 max_accuracy_drop=args.max_accuracy_drop, budget=args.budget,
+                                 progress=_progress, **options)
+            print(choice)
+            bits = choice.bits
+        qgraph = quantize(graph, calibration, bits, **options)
+    plan = make_plan(qgraph, args.folding, multipliers=args.multipliers, board=args.board,
+                     max_utilization=_utilization(args.max_utilization), progress=_progress)
     print(plan)
+    if plan.board is not None:
+        print(plan.cost())
     design = generate(plan, calibration, name=args.name, frames=args.frames, graph=graph,
-                      labels=_labels(args.calib) if args.calib else None)
+                      labels=_labels(args.calib) if args.calib else None, precision=choice)
     out = design.write(args.output)
     print(f"wrote {out / design.manifest['verilog']}, manifest.json, vectors.npz, report.md "
           f"in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _utilization(text):
+    """``--max-utilization``: one fraction, or ``lut=0.8,dsp=1`` per resource."""
+    if "=" not in text:
+        return _fraction(text)
+    result = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        resource, _, value = item.partition("=")
+        result[resource.strip().lower()] = _fraction(value)
+    return result
+
+
+def _fraction(text):
+    text = text.strip()
+    try:
+        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise HwgenError(f"--max-utilization takes a fraction such as 0.8 or 80%, or "
+                         f"'lut=0.8,dsp=1', not {text!r}") from None
 
 
 def cmd_sim(args):
@@ -131,14 +175,28 @@ def build_parser():
                        help="weight scales per output channel (default) or per tensor")
     build.add_argument("-o", "--output", required=True, help="output folder")
     build.add_argument("--bits",
-                       help="uniform 'wXaY' or a JSON file {layer: {\"w\": 4, \"a\": 6}} "
+                       help="uniform 'wXaY', a JSON file {layer: {\"w\": 4, \"a\": 6}}, or "
+                            "'auto' (with --max-accuracy-drop or --budget) "
                             f"(default {DEFAULT_BITS}; float models only)")
+    build.add_argument("--max-accuracy-drop", type=float, metavar="POINTS",
+                       help="--bits auto: the fewest bit-operations losing at most this many "
+                            "accuracy points against the float model on --calib (labels 'y' "
+                            "if the .npz has them, else agreement with the float model)")
+    build.add_argument("--budget", metavar="SPEC",
+                       help="--bits auto: the best accuracy within a cost, e.g. 'bops=40%%', "
+                            "'bops=1.2M', 'weights=16KiB', 'weight_bits=100000'")
     build.add_argument("--output-bits", type=int, default=8,
                        help="bits of the last layer's output codes (default 8)")
     build.add_argument("--folding", help="per-layer PExSIMD: 'fc1=4x8,fc2=2x4' or a JSON file")
-    build.add_argument("--multipliers", type=int, default=DEFAULT_MULTIPLIERS,
+    build.add_argument("--multipliers", type=int,
                        help="multipliers of the largest layer under the default folding "
-                            f"(default {DEFAULT_MULTIPLIERS})")
+                            f"(default {DEFAULT_MULTIPLIERS}; not with --board)")
+    build.add_argument("--board",
+                       help="size the folding for this board (see `hwgen boards`): the "
+                            "fastest plan whose modelled resources fit")
+    build.add_argument("--max-utilization", default="1",
+                       help="with --board: the share of each resource the plan may use, "
+                            "e.g. 0.8, 80%% or 'lut=0.7,dsp=1' (default 1)")
     build.add_argument("--name", help="top module name (default: the model file's stem)")
     build.add_argument("--frames", type=int, default=32,
                        help="test frames taken from the calibration data (default 32)")

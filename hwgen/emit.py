@@ -91,6 +91,7 @@ def build_manifest(plan, top, latency):
         "bottleneck": plan.bottleneck,
         "multipliers": plan.multipliers,
         "macs_per_frame": plan.macs,
+        **({"resources": plan.cost().to_json()} if plan.board is not None else {}),
     }
 
 
@@ -142,7 +143,8 @@ def write_npz(path, **arrays):
                              buffer.getvalue())
 
 
-def generate(plan, x=None, *, name=None, frames=DEFAULT_FRAMES, graph=None, labels=None):
+def generate(plan, x=None, *, name=None, frames=DEFAULT_FRAMES, graph=None, labels=None,
+             precision=None):
     """Build the accelerator of ``plan`` and its files.
 
     Parameters
@@ -157,6 +159,9 @@ def generate(plan, x=None, *, name=None, frames=DEFAULT_FRAMES, graph=None, labe
         The float model: the report then compares the integer reference with it.
     labels : int array ``(N,)``, optional
         Class labels of ``x``: the report then gives both models' accuracy.
+    precision : BitChoice, optional
+        The automatic bit allocation the quantized graph came from
+        (:func:`hwgen.precision.choose_bits`): the manifest and report then record it.
     """
     qgraph = plan.qgraph
     top = name or qgraph.name
@@ -172,7 +177,11 @@ def generate(plan, x=None, *, name=None, frames=DEFAULT_FRAMES, graph=None, labe
     accelerator = Accelerator(plan)
     text = verilog.convert(accelerator, name=top, emit_src=False)
     manifest = build_manifest(plan, top, accelerator.latency)
+    if precision is not None:
+        manifest["precision"] = precision.to_json()
     report = _report(plan, manifest, graph, x, labels)
+    if precision is not None:
+        report += "\n## Automatic bit allocation\n\n```\n" + precision.table() + "\n```\n"
     return Design(plan, text, manifest, inputs.astype(np.int64), expected.astype(np.int64),
                   report)
 
@@ -223,6 +232,8 @@ def _report(plan, manifest, graph, x, labels):
             f"→{layer['output_bits']} | {acc_bits} | {layer['engine']} | "
             f"{layer['pe']}×{layer['simd']} | {layer['in_lanes']} | "
             f"{layer['cycles_per_frame']} | {utilization} |")
+    if plan.board is not None:
+        lines += _cost_section(plan.cost())
     if graph is not None and x is not None:
         want = run_float(graph, x)
         want = want.reshape(len(want), -1)
@@ -236,3 +247,23 @@ def _report(plan, manifest, graph, x, labels):
             lines += [f"- accuracy, float model: {np.mean(want.argmax(1) == labels):.2%}",
                       f"- accuracy, integer reference: {np.mean(got.argmax(1) == labels):.2%}"]
     return "\n".join(lines) + "\n"
+
+
+def _cost_section(cost):
+    """The report's "Modelled resources" section (see :mod:`hwgen.cost`)."""
+    board, totals = cost.board, cost.totals
+    verdict = "fits" if cost.fits else f"does NOT fit: {cost.describe_overflow()}"
+    lines = ["", f"## Modelled resources on {board.title}", "",
+             f"The folding was sized for this board; the design {verdict}. At the board's "
+             f"{board.target_mhz:g} MHz target clock: {cost.frames_per_second:,.0f} frames/s. "
+             "Numbers are hwgen's resource model (`hwgen synth` measures them).", "",
+             "| layer | engine | folding | bits | multipliers | LUT | FF | DSP | BRAM "
+             "| cycles/frame |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {layer.name} | {layer.engine} | {layer.folding} | {layer.bits} | "
+              f"{layer.multipliers} | {layer.lut} | {layer.ff} | {layer.dsp} | {layer.bram} | "
+              f"{layer.cycles} |" for layer in cost.layers]
+    lines.append(f"| **total** | | | | {sum(layer.multipliers for layer in cost.layers)} | "
+                 + " | ".join(f"{totals[r]} ({cost.utilization[r]:.0%} of {cost.capacity[r]})"
+                              for r in ("lut", "ff", "dsp", "bram"))
+                 + f" | {cost.initiation_interval} |")
+    return lines

@@ -26,6 +26,14 @@ The pipeline's initiation interval is the slowest layer's cycles. An illegal fol
 rejected with the legal values, never replaced. The default rule balances the pipeline: the
 layer with the most MACs gets about ``multipliers`` multipliers, and every other layer the
 fewest resources that keep it no slower.
+
+With a ``board``, the rule instead maximizes throughput on that board: it tries the achievable
+initiation intervals from the shortest up, sizes every unpinned layer as the cheapest folding
+that meets the interval, and keeps the first plan whose modelled resources
+(:func:`hwgen.cost.estimate`) fit within ``max_utilization`` of every resource of the board.
+The result is exact for the resource model: no shorter interval has a fitting plan under the
+rule. A model that does not fit even at its smallest folding is an error naming the resources
+that run out and by how much.
 """
 
 import dataclasses
@@ -34,6 +42,8 @@ import math
 import operator
 import re
 from pathlib import Path
+
+import numpy as np
 
 from .errors import HwgenError
 
@@ -156,10 +166,12 @@ def _cycles(layer, engine, folding, in_lanes):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Plan:
-    """Every layer's engine, in topological order, and the pipeline's cycle model."""
+    """Every layer's engine, in topological order, and the pipeline's cycle model; ``board``
+    is the :class:`~hwgen.board.Board` the folding was sized for, or ``None``."""
 
     qgraph: object
     layers: tuple
+    board: object = None
 
     name = property(lambda self: self.qgraph.name)
 
@@ -181,6 +193,15 @@ class Plan:
     @property
     def bottleneck(self):
         return max(self.layers, key=lambda layer: layer.cycles).name
+
+    def cost(self, board=None):
+        """The modelled resources on ``board`` (default: the board the plan was sized for), a
+        :class:`~hwgen.cost.CostReport`."""
+        from .cost import estimate
+        board = board or self.board
+        if board is None:
+            raise HwgenError("name a board: this plan was not sized for one")
+        return estimate(self, board)
 
     @property
     def multipliers(self):
@@ -424,21 +445,38 @@ def _in_lanes_options(layer, engine):
     return lambda folding: divisors(layer.in_shape[2])
 
 
-def make_plan(qgraph, folding=None, *, multipliers=DEFAULT_MULTIPLIERS):
+def make_plan(qgraph, folding=None, *, multipliers=None, board=None, max_utilization=1.0,
+              progress=None):
     """Plan ``qgraph``: user ``folding`` (see :func:`parse_folding`; an engine may be pinned as
-    ``"systolic:6x5"``) where given, else the default rule sized so that the layer with the most
-    MACs has about ``multipliers`` multipliers."""
+    ``"systolic:6x5"``) where given; the other layers follow the default rule sized so that the
+    layer with the most MACs has about ``multipliers`` (default 32) multipliers, or, with a
+    ``board`` (a name or :class:`~hwgen.board.Board`), the fastest plan whose modelled resources
+    fit within ``max_utilization`` (a fraction, or a dict per resource ``lut``/``ff``/``dsp``/
+    ``bram``) of the board's (see the module doc)."""
     folding = parse_folding(folding)
     names = [layer.name for layer in qgraph.layers]
     unknown = [name for name in folding if name not in names]
     if unknown:
         raise HwgenError(f"folding names {', '.join(map(repr, unknown))}, which match no layer; "
                          f"the layers are: {', '.join(names)}")
-    multipliers = operator.index(multipliers)
+    if board is not None and multipliers is not None:
+        raise HwgenError("give multipliers or a board to size the folding, not both")
+    multipliers = operator.index(DEFAULT_MULTIPLIERS if multipliers is None else multipliers)
     if multipliers < 1:
         raise HwgenError(f"multipliers must be positive, not {multipliers}")
     largest = max(qgraph.layers, key=lambda layer: layer.macs)
     target = math.ceil(largest.macs / multipliers)
+    pinned = _pinned(qgraph, folding, target)
+    if board is not None:
+        return _fit_board(qgraph, pinned, board, max_utilization, progress)
+    if pinned:
+        # Engines the user sized set the pace; the others need not be faster.
+        target = max([target] + [plan.cycles for plan in pinned.values()])
+    return Plan(qgraph, _fill(qgraph, pinned, target))
+
+
+def _pinned(qgraph, folding, target):
+    """The layers the user sized, as :class:`LayerPlan`; ``target`` picks their input lanes."""
     pinned = {}
     for name, value in folding.items():
         layer = qgraph[name]
@@ -447,9 +485,12 @@ def make_plan(qgraph, folding=None, *, multipliers=DEFAULT_MULTIPLIERS):
         in_lanes = min(_in_lanes_options(layer, engine)(fold),
                        key=lambda lanes: (_cycles(layer, engine, fold, lanes) > target, lanes))
         pinned[name] = LayerPlan(layer, engine, fold, in_lanes)
-    if pinned:
-        # Engines the user sized set the pace; the others need not be faster.
-        target = max([target] + [plan.cycles for plan in pinned.values()])
+    return pinned
+
+
+def _fill(qgraph, pinned, target):
+    """Every layer's plan: the pinned ones, and the cheapest folding within ``target`` cycles
+    for the others."""
     layers = []
     for layer in qgraph.layers:
         if layer.name in pinned:
@@ -458,4 +499,129 @@ def make_plan(qgraph, folding=None, *, multipliers=DEFAULT_MULTIPLIERS):
         engine = ENGINES[_kind(layer)][0]
         fold, in_lanes = _choose(layer, engine, target, _in_lanes_options(layer, engine))
         layers.append(LayerPlan(layer, engine, fold, in_lanes))
-    return Plan(qgraph, tuple(layers))
+    return tuple(layers)
+
+
+def _achievable_cycles(qgraph, pinned):
+    """Every initiation interval some folding of the unpinned layers reaches, no shorter than
+    the pinned layers allow, ascending."""
+    floor = max([plan.cycles for plan in pinned.values()], default=1)
+    cycles = {floor}
+    for layer in qgraph.layers:
+        if layer.name in pinned:
+            continue
+        engine = ENGINES[_kind(layer)][0]
+        lanes_options = _in_lanes_options(layer, engine)
+        cycles.update(_cycles(layer, engine, fold, lanes)
+                      for fold in _options(layer, engine) for lanes in lanes_options(fold))
+    return sorted(value for value in cycles if value >= floor)
+
+
+def _limits(board, max_utilization):
+    """Resource → the most the plan may use of ``board``."""
+    if isinstance(max_utilization, dict):
+        unknown = set(max_utilization) - set(board.capacity)
+        if unknown:
+            raise HwgenError(f"max_utilization names {', '.join(sorted(unknown))}; the "
+                             f"resources are {', '.join(board.capacity)}")
+        fractions = {resource: max_utilization.get(resource, 1.0) for resource in board.capacity}
+    else:
+        fractions = dict.fromkeys(board.capacity, float(max_utilization))
+    for resource, fraction in fractions.items():
+        if not 0 < fraction <= 1:
+            raise HwgenError(f"max utilization of {resource} must be in (0, 1], not {fraction}")
+    return {resource: math.floor(board.capacity[resource] * fraction)
+            for resource, fraction in fractions.items()}
+
+
+def _layer_options(layer, engine, target):
+    """Every ``(folding, in_lanes)`` of ``layer`` on ``engine`` within ``target`` cycles."""
+    lanes_options = _in_lanes_options(layer, engine)
+    return [(fold, lanes) for fold in _options(layer, engine) for lanes in lanes_options(fold)
+            if _cycles(layer, engine, fold, lanes) <= target]
+
+
+def _select(qgraph, pinned, target, board, limits):
+    """The layers' plans within ``target`` cycles whose summed modelled resources fit
+    ``limits`` and use the smallest sum of per-resource fractions, or ``None`` if no choice
+    fits. An exact 0/1 program (:func:`scipy.optimize.milp`): one binary per layer and
+    option, one option per layer, one capacity row per resource. FIFOs are not in the sum;
+    the caller checks the whole plan."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    from .cost import RESOURCES, layer_cost
+
+    choices = []        # per layer: [(LayerPlan, cost), ...]
+    for layer in qgraph.layers:
+        if layer.name in pinned:
+            options = [pinned[layer.name]]
+        else:
+            engine = ENGINES[_kind(layer)][0]
+            options = [LayerPlan(layer, engine, fold, lanes)
+                       for fold, lanes in _layer_options(layer, engine, target)]
+        if not options:
+            return None
+        choices.append([(option, layer_cost(option, board)) for option in options])
+    count = sum(len(options) for options in choices)
+    usable = [resource for resource in RESOURCES if limits[resource] > 0]
+    objective = np.zeros(count)
+    pick = np.zeros((len(choices), count))
+    use = np.zeros((len(RESOURCES), count))
+    column = 0
+    for row, options in enumerate(choices):
+        for option, cost in options:
+            pick[row, column] = 1
+            use[:, column] = [cost[resource] for resource in RESOURCES]
+            objective[column] = sum(cost[resource] / limits[resource] for resource in usable)
+            column += 1
+    constraints = [LinearConstraint(pick, 1, 1),
+                   LinearConstraint(use, -np.inf, [limits[r] for r in RESOURCES])]
+    result = milp(objective, constraints=constraints, integrality=np.ones(count),
+                  bounds=Bounds(0, 1))
+    if result.x is None:
+        return None
+    chosen, column = [], 0
+    for options in choices:
+        values = result.x[column:column + len(options)]
+        chosen.append(options[int(np.argmax(values))][0])
+        column += len(options)
+    return tuple(chosen)
+
+
+def _fit_board(qgraph, pinned, board, max_utilization, progress):
+    """The plan with the shortest achievable interval whose modelled resources fit ``board``.
+
+    Feasibility only grows with the interval (every layer keeps its options and gains
+    slower ones), so a binary search finds the shortest interval where :func:`_select` finds
+    a choice; FIFOs, which the selection leaves out, are then checked on the whole plan, and
+    the search steps to longer intervals while they push it over."""
+    from .board import get_board
+    from .cost import estimate
+
+    board = get_board(board)
+    limits = _limits(board, max_utilization)
+    candidates = _achievable_cycles(qgraph, pinned)
+    low, high = 0, len(candidates)
+    while low < high:
+        middle = (low + high) // 2
+        if _select(qgraph, pinned, candidates[middle], board, limits) is None:
+            low = middle + 1
+        else:
+            high = middle
+    for target in candidates[low:]:
+        layers = _select(qgraph, pinned, target, board, limits)
+        plan = Plan(qgraph, layers, board)
+        totals = estimate(plan, board).totals
+        if all(totals[resource] <= limits[resource] for resource in limits):
+            if progress:
+                progress(f"folding for {board.name}: II {plan.initiation_interval} cycles, "
+                         f"bottleneck {plan.bottleneck}")
+            return plan
+    smallest = estimate(Plan(qgraph, _fill(qgraph, pinned, candidates[-1]), board), board)
+    over = {resource: (smallest.totals[resource], limits[resource])
+            for resource in limits if smallest.totals[resource] > limits[resource]}
+    detail = "; ".join(f"{resource.upper()} needs {used}, the limit is {limit} "
+                       f"({used - limit} over)" for resource, (used, limit) in over.items())
+    raise HwgenError(f"{qgraph.name} does not fit {board.name} even at its smallest folding"
+                     f"{' (with the pinned layers)' if pinned else ''}: {detail}; lower the bit "
+                     "widths, pin smaller engines, or pick a larger board")

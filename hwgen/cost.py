@@ -1,0 +1,399 @@
+"""Plan + board family → modelled resources: DSPs, LUTs, flip-flops and block RAM per layer.
+
+The model follows what hwgen's engines instantiate and how yosys maps it, family by family:
+
+- **Products.** Every multiplier of an engine is one product of a signed ``w``-bit weight and an
+  activation of ``a`` bits (``a + 1`` signed bits when the activation is unsigned). Yosys's
+  ``mul2dsp`` puts a product on DSPs when both operands are at least ``dsp_min_width`` bits and
+  the product at least ``dsp_min_product`` bits (iCE40: 11, Xilinx: 9, ECP5: every product),
+  splitting operands wider than the DSP's ``dsp_a × dsp_b``; narrower products become LUT
+  multipliers. hwgen's engines compute one product per DSP (no packing of narrow products
+  into one DSP), and the model counts them so.
+- **Requantization.** Each output lane multiplies its ``acc``-bit sum by a 16-bit multiplier as
+  two products (low 17 bits unsigned, high part signed): see :mod:`hwgen.hw.requant`. Average
+  pools, global average pools and adds multiply by constants the same way.
+- **Memories.** Weight ROMs (one per PE row, ``depth × simd·w``), the sliding windows' ``2·kh``
+  line-buffer rows, the FIFOs the plan puts on image edges and the global-pool sums. A memory of
+  at least ``bram_min_bits`` bits takes ``min over the block's aspect ratios of
+  ⌈depth/d⌉·⌈width/w⌉`` block RAMs; smaller ones stay in LUTs (LUT RAM where the family has it).
+- **LUTs and flip-flops** are a linear function of a few structural counts per layer (adder bits,
+  requant bits, LUT-multiplier bits, memory bits left in logic, datapath register bits), with
+  coefficients per family fitted by non-negative least squares to yosys's counts on the example
+  models at several bit widths and foldings (``benchmarks/calibrate_cost.py`` refits them). The
+  FIFOs and lane converters in front of a layer count with that layer.
+
+The error against yosys is measured, not assumed: ``benchmarks/run.py --cost`` prints it per
+model and family, and the slow tests in ``tests/test_cost.py`` bound it.
+"""
+
+import dataclasses
+import math
+
+from .board import get_board
+from .errors import HwgenError
+
+__all__ = ["FamilyModel", "FAMILY_MODELS", "LayerCost", "CostReport", "estimate",
+           "layer_features", "product_dsps", "memory_blocks", "RESOURCES"]
+
+RESOURCES = ("lut", "ff", "dsp", "bram")
+
+# The structural counts the LUT and FF models are linear in (see layer_features).
+FEATURES = ("layer", "adder_bits", "requant_bits", "lut_multiplier_bits", "logic_memory_bits",
+            "register_bits")
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyModel:
+    """How one FPGA family maps hwgen's hardware (see the module doc).
+
+    dsp_a, dsp_b : widest signed operands of one DSP product.
+    dsp_min_width : operands narrower than this never go to a DSP.
+    dsp_min_product : products narrower than this (sum of operand widths) stay in LUTs.
+    bram_shapes : ``(depth, width)`` aspect ratios of one block RAM.
+    bram_min_depth, bram_min_bits : memories shallower or smaller than these stay in logic
+        (LUTs, LUT RAM or flip-flops), as yosys's memory mapping leaves them.
+    lut, ff : coefficient per name of :data:`FEATURES`.
+    """
+
+    dsp_a: int
+    dsp_b: int
+    dsp_min_width: int
+    dsp_min_product: int
+    bram_shapes: tuple
+    bram_min_depth: int
+    bram_min_bits: int
+    lut: dict
+    ff: dict
+
+
+_DP16KD = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+_SB_RAM40 = ((2048, 2), (1024, 4), (512, 8), (256, 16))
+_RAMB36 = ((32768, 1), (16384, 2), (8192, 4), (4096, 9), (2048, 18), (1024, 36), (512, 72))
+
+# Coefficients fitted by benchmarks/calibrate_cost.py on eight example designs (see
+# docs/resources.md for the data and the error they leave).
+FAMILY_MODELS = {
+    "ecp5": FamilyModel(18, 18, 2, 0, _DP16KD, 2, 4096,
+                        lut={"layer": 49.72, "adder_bits": 0.0, "requant_bits": 5.733,
+                             "lut_multiplier_bits": 0.0, "logic_memory_bits": 0.1903,
+                             "register_bits": 0.2444},
+                        ff={"layer": 0.0, "adder_bits": 0.0, "requant_bits": 8.595,
+                            "lut_multiplier_bits": 0.0, "logic_memory_bits": 0.1538,
+                            "register_bits": 0.5176}),
+    "ice40": FamilyModel(16, 16, 2, 11, _SB_RAM40, 8, 64,
+                         lut={"layer": 162.5, "adder_bits": 0.0, "requant_bits": 4.090,
+                              "lut_multiplier_bits": 0.6444, "logic_memory_bits": 0.2206,
+                              "register_bits": 0.5025},
+                         ff={"layer": 0.0, "adder_bits": 0.0, "requant_bits": 7.571,
+                             "lut_multiplier_bits": 0.0, "logic_memory_bits": 0.1958,
+                             "register_bits": 0.8473}),
+    "xc7": FamilyModel(25, 18, 2, 9, _RAMB36, 128, 8192,
+                       lut={"layer": 271.0, "adder_bits": 0.0, "requant_bits": 0.0,
+                            "lut_multiplier_bits": 0.008, "logic_memory_bits": 0.0,
+                            "register_bits": 0.4979},
+                       ff={"layer": 157.0, "adder_bits": 1.428, "requant_bits": 3.355,
+                           "lut_multiplier_bits": 0.2685, "logic_memory_bits": 0.1355,
+                           "register_bits": 0.0}),
+}
+FAMILY_MODELS["xcup"] = dataclasses.replace(FAMILY_MODELS["xc7"], dsp_a=27)
+
+_REQUANT_MULTIPLIER_BITS = 16   # M < 2^16, unsigned (see hwgen.hw.requant)
+_REQUANT_LOW_BITS = 17
+
+
+def _chunks(bits, limit, model):
+    """Pieces ``mul2dsp`` cuts a ``bits``-wide operand into for ``limit``-wide DSP ports: full
+    pieces, plus the remainder when it is at least ``dsp_min_width`` (a narrower remainder's
+    partial product is built from LUTs)."""
+    return bits // limit + (bits % limit >= model.dsp_min_width)
+
+
+def product_dsps(a_bits, b_bits, model, product_bits=None):
+    """DSPs one signed ``a_bits × b_bits`` product takes (0: it is built from LUTs).
+    ``product_bits`` is the width the product really needs, when less than the sum (an unsigned
+    activation is one bit wider as a signed operand, but yosys narrows it back)."""
+    small, large = sorted((a_bits, b_bits))
+    product_bits = small + large if product_bits is None else product_bits
+    if small < model.dsp_min_width or product_bits < model.dsp_min_product:
+        return 0
+    return min(_chunks(a, model.dsp_a, model) * _chunks(b, model.dsp_b, model)
+               for a, b in ((a_bits, b_bits), (b_bits, a_bits)))
+
+
+def memory_blocks(depth, width, model):
+    """Block RAMs a ``depth × width`` memory takes (0: it stays in logic)."""
+    if depth < model.bram_min_depth or depth * width < model.bram_min_bits:
+        return 0
+    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in model.bram_shapes)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Parts:
+    """What one layer's engine is made of, before the family's coefficients."""
+
+    products: tuple          # ((a_bits, b_bits, product_bits, count), ...)
+    memories: tuple          # ((what, depth, width, count), ...)
+    adder_bits: int
+    requant_bits: int
+    register_bits: int
+
+
+def _act_bits(quant):
+    return quant.bits + (not quant.signed)
+
+
+def _requant(lanes, acc_bits):
+    """Products and adder bits of ``lanes`` requant lanes over an ``acc_bits`` sum."""
+    low = min(_REQUANT_LOW_BITS, acc_bits)
+    products = [(low, _REQUANT_MULTIPLIER_BITS, low + _REQUANT_MULTIPLIER_BITS, lanes)]
+    if acc_bits > low:
+        high = acc_bits - low + 1
+        products.append((high, _REQUANT_MULTIPLIER_BITS + 1, high + _REQUANT_MULTIPLIER_BITS,
+                         lanes))
+    return products, lanes * (acc_bits + _REQUANT_MULTIPLIER_BITS)
+
+
+def _weighted_parts(layer_plan):
+    """MAC unit, systolic array, depthwise engine."""
+    layer, engine, pe, simd = layer_plan.layer, layer_plan.engine, layer_plan.pe, \
+        layer_plan.simd
+    w, a = layer.weight_bits, _act_bits(layer.input)
+    acc = layer.acc_bits
+    product_bits = w + layer.input.bits
+    if engine == "depthwise":
+        lanes, depth = pe, layer.kernel[0] * layer.kernel[1] * layer.in_shape[2] // pe
+        products = [(w, a, product_bits, pe)]
+        memories = [("weights", depth, pe * w, 1)]
+        adders = pe * acc
+        registers = pe * (w + a + product_bits + 2 * acc)
+    else:
+        lanes = pe
+        ins = layer.in_features if engine == "mac" else layer.window
+        outs = layer.out_features if engine == "mac" else layer.out_channels
+        depth = (ins // simd) * (outs // pe)
+        products = [(w, a, product_bits, pe * simd)]
+        memories = [("weights", depth, simd * w, pe)]
+        tree = pe * (simd - 1) * (product_bits + math.ceil(math.log2(simd)) // 2 + 1)
+        adders = tree + pe * acc
+        registers = pe * simd * (w + product_bits) + simd * a + 2 * tree + 2 * pe * acc
+        if engine == "mac":
+            registers += 2 * layer.in_features * a        # the double-buffered input vector
+        else:
+            registers += pe * simd * a                    # the window moving down the rows
+    requant_products, requant_bits = _requant(lanes, acc)
+    return products + requant_products, memories, adders, requant_bits, registers
+
+
+def _window_parts(layer_plan, lanes):
+    """The pad unit's and sliding window's line buffer and window register."""
+    layer = layer_plan.layer
+    height, width, channels = layer.in_shape
+    top, left, bottom, right = layer.pads
+    kh, kw = layer.kernel
+    a = layer.input.bits
+    in_lanes = layer_plan.in_lanes
+    row_words = (width + left + right) * channels // in_lanes
+    memories = [("line buffer", row_words, in_lanes * a, 2 * kh)]
+    registers = kh * kw * channels * a // max(channels // lanes, 1) + kh * in_lanes * a
+    return memories, registers
+
+
+def _pool_parts(layer_plan):
+    layer, lanes = layer_plan.layer, layer_plan.pe
+    a, sum_bits = layer.act_bits, layer.acc_bits
+    if layer.op == "global_avgpool":
+        channels = layer.in_shape[2]
+        products, requant_bits = _requant(lanes, sum_bits)
+        memories = [("sums", channels // lanes, lanes * sum_bits, 1)]
+        return products, memories, lanes * sum_bits, requant_bits, lanes * (a + 2 * sum_bits)
+    if layer.op == "add":
+        products = [(a + 2, _REQUANT_MULTIPLIER_BITS, a + 2 + _REQUANT_MULTIPLIER_BITS,
+                     2 * lanes)]
+        bits = lanes * (a + 2 + _REQUANT_MULTIPLIER_BITS)
+        return products, [], 2 * bits, bits, 3 * bits
+    if layer.kind == "max":
+        sum_bits = a + 1
+    products, requant_bits = ([], 0) if layer.kind == "max" else _requant(lanes, sum_bits)
+    memories, registers = _window_parts(layer_plan, lanes)
+    return products, memories, lanes * sum_bits, requant_bits, registers + 2 * lanes * sum_bits
+
+
+def _parts(layer_plan, plan):
+    """The :class:`_Parts` of one layer, with the FIFOs on its input edges."""
+    layer = layer_plan.layer
+    if layer_plan.engine in ("mac", "systolic", "depthwise"):
+        products, memories, adders, requant_bits, registers = _weighted_parts(layer_plan)
+        if layer_plan.engine != "mac":
+            lanes = layer_plan.simd if layer_plan.engine == "systolic" else layer_plan.pe
+            window_memories, window_registers = _window_parts(layer_plan, lanes)
+            memories, registers = memories + window_memories, registers + window_registers
+    else:
+        products, memories, adders, requant_bits, registers = _pool_parts(layer_plan)
+    if plan is not None:
+        qgraph = plan.qgraph
+        for tensor in layer.inputs:
+            depth = plan.fifo_depth(tensor, layer.name)
+            if depth > 1:
+                lanes = (plan.in_lanes if tensor == qgraph.input_name
+                         else plan[tensor].out_lanes)
+                bits = qgraph.quant_of(tensor).bits
+                memories = memories + [("fifo", depth - 1, lanes * bits + 1, 1)]
+                registers += 2 * (lanes * bits + 1)
+    return _Parts(tuple(products), tuple(memories), int(adders), int(requant_bits),
+                  int(registers))
+
+
+def layer_features(layer_plan, family, plan=None, model=None):
+    """``(dsp, bram, features)`` of one layer on ``family`` (or a given :class:`FamilyModel`):
+    DSP and block-RAM counts by the mapping rules, and the :data:`FEATURES` counts the LUT and
+    FF models weigh."""
+    model = model or FAMILY_MODELS[family]
+    parts = _parts(layer_plan, plan)
+    dsp, lut_multiplier_bits = 0, 0
+    for a_bits, b_bits, product_bits, count in parts.products:
+        per_product = product_dsps(a_bits, b_bits, model, product_bits)
+        dsp += per_product * count
+        if not per_product:
+            lut_multiplier_bits += a_bits * b_bits * count
+    bram, logic_memory_bits = 0, 0
+    for _, depth, width, count in parts.memories:
+        blocks = memory_blocks(depth, width, model)
+        bram += blocks * count
+        if not blocks:
+            logic_memory_bits += depth * width * count
+    features = {"layer": 1, "adder_bits": parts.adder_bits,
+                "requant_bits": parts.requant_bits,
+                "lut_multiplier_bits": lut_multiplier_bits,
+                "logic_memory_bits": logic_memory_bits, "register_bits": parts.register_bits}
+    return dsp, bram, features
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerCost:
+    """One layer's modelled resources (its input FIFOs included) and cycles per frame."""
+
+    name: str
+    engine: str
+    folding: str
+    bits: str
+    multipliers: int
+    lut: int
+    ff: int
+    dsp: int
+    bram: int
+    cycles: int
+
+    def __getitem__(self, resource):
+        return getattr(self, resource)
+
+
+@dataclasses.dataclass(frozen=True)
+class CostReport:
+    """Every layer's :class:`LayerCost` on one board, the totals and whether they fit."""
+
+    board: object
+    layers: tuple
+    initiation_interval: int
+
+    @property
+    def totals(self):
+        return {resource: sum(layer[resource] for layer in self.layers)
+                for resource in RESOURCES}
+
+    @property
+    def capacity(self):
+        return self.board.capacity
+
+    @property
+    def utilization(self):
+        """Resource → used ÷ available (``inf`` when the board has none and some are used)."""
+        return {resource: _fraction(used, self.capacity[resource])
+                for resource, used in self.totals.items()}
+
+    @property
+    def overflow(self):
+        """Resource → ``(used, available)`` for every resource the design runs out of."""
+        return {resource: (used, self.capacity[resource])
+                for resource, used in self.totals.items() if used > self.capacity[resource]}
+
+    @property
+    def fits(self):
+        return not self.overflow
+
+    @property
+    def frames_per_second(self):
+        """Throughput at the board's target clock."""
+        return self.board.target_mhz * 1e6 / self.initiation_interval
+
+    def describe_overflow(self):
+        """``"DSP 12 of 8 (4 over, 150%)"``-style text for every resource that runs out."""
+        return "; ".join(f"{resource.upper()} {used} of {available} ({used - available} over, "
+                         f"{_fraction(used, available):.0%})"
+                         for resource, (used, available) in self.overflow.items())
+
+    def table(self):
+        """A per-layer text table with totals and the board's capacity."""
+        header = ("layer", "engine", "folding", "bits", "mult", "LUT", "FF", "DSP", "BRAM",
+                  "cycles")
+        rows = [header] + [
+            (layer.name, layer.engine, layer.folding, layer.bits, str(layer.multipliers),
+             str(layer.lut), str(layer.ff), str(layer.dsp), str(layer.bram), str(layer.cycles))
+            for layer in self.layers]
+        totals = self.totals
+        rows.append(("total", "", "", "", str(sum(layer.multipliers for layer in self.layers)),
+                     *(str(totals[resource]) for resource in RESOURCES),
+                     str(self.initiation_interval)))
+        rows.append((self.board.name, "", "", "", "",
+                     *(f"{self.capacity[resource]}" for resource in RESOURCES), ""))
+        rows.append(("used", "", "", "", "",
+                     *(f"{self.utilization[resource]:.0%}" for resource in RESOURCES), ""))
+        widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+        return "\n".join("  ".join(cell.rjust(width) if column >= 4 else cell.ljust(width)
+                                   for column, (cell, width) in enumerate(zip(row, widths)))
+                         .rstrip() for row in rows)
+
+    def to_json(self):
+        return {"board": self.board.name, "family": self.board.family,
+                "totals": self.totals, "capacity": self.capacity,
+                "utilization": {k: round(v, 4) for k, v in self.utilization.items()},
+                "fits": self.fits, "frames_per_second_at_target": self.frames_per_second,
+                "layers": [dataclasses.asdict(layer) for layer in self.layers]}
+
+    def __repr__(self):
+        verdict = "fits" if self.fits else "does NOT fit: " + self.describe_overflow()
+        return (f"Modelled resources on {self.board.title}, {verdict}\n" + self.table())
+
+
+def _fraction(used, available):
+    if available:
+        return used / available
+    return math.inf if used else 0.0
+
+
+def _bits_label(layer):
+    weight = f"w{layer.weight_bits}" if hasattr(layer, "weight_bits") else ""
+    return f"{weight}a{layer.act_bits}"
+
+
+def _linear(coefficients, features):
+    return max(0, round(sum(coefficients[name] * value for name, value in features.items())))
+
+
+def layer_cost(layer_plan, board, plan=None):
+    """The :class:`LayerCost` of one planned layer on ``board`` (a name or Board)."""
+    board = get_board(board)
+    dsp, bram, features = layer_features(layer_plan, board.family, plan)
+    model = FAMILY_MODELS[board.family]
+    return LayerCost(layer_plan.name, layer_plan.engine, layer_plan.describe().partition(":")[2],
+                     _bits_label(layer_plan.layer), layer_plan.multipliers,
+                     _linear(model.lut, features), _linear(model.ff, features), dsp, bram,
+                     layer_plan.cycles)
+
+
+def estimate(plan, board):
+    """The :class:`CostReport` of ``plan`` on ``board`` (a name or a Board)."""
+    board = get_board(board)
+    if board.family not in FAMILY_MODELS:
+        raise HwgenError(f"no cost model for the {board.family!r} family")
+    layers = tuple(layer_cost(layer_plan, board, plan) for layer_plan in plan.layers)
+    return CostReport(board, layers, plan.initiation_interval)
