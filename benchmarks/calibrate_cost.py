@@ -46,14 +46,14 @@ CONFIGS = {
 }
 BOARDS = {"ecp5": "ulx3s_85f", "ice40": "icebreaker", "xc7": "arty_a7_35t"}
 
-# LUT-equivalents of the cells yosys reports beside the LUTs: an ECP5 CCU2C carry and a
-# TRELLIS_DPR16X4 LUT RAM each fill two LUT4 sites; a Xilinx LUT-RAM cell about two LUT6s.
+# LUT-equivalents of the carry and LUT-RAM cells in yosys's per-block counts (see
+# hwgen.cost.fabric_luts, which converts whole cell lists the same way).
 CARRY_LUTS = {"ecp5": 2, "ice40": 0, "xc7": 0}
 LUTRAM_LUTS = {"ecp5": 2, "ice40": 0, "xc7": 2}
 
 
 def logic_luts(record, family):
-    """LUT sites a yosys count uses: LUTs plus the LUT-equivalents of carries and LUT RAM."""
+    """LUT sites of one block's count: LUTs plus the LUT-equivalents of carries and LUT RAM."""
     return (record.get("lut", 0) + CARRY_LUTS[family] * record.get("carry", 0)
             + LUTRAM_LUTS[family] * record.get("lutram", 0))
 
@@ -121,10 +121,7 @@ def rows(plan, record, family):
         return [(modelled[name][2], *(per_layer[name][r] for r in cost.RESOURCES))
                 for name in names]
     features = {key: sum(modelled[name][2][key] for name in names) for key in cost.FEATURES}
-    totals = record["yosys"]
-    lut = logic_luts({"lut": record["totals"]["lut"], "carry": 0,
-                      "lutram": sum(v for k, v in totals.items() if k.startswith("RAM"))},
-                     family)
+    lut = cost.fabric_luts(record["yosys"], family)
     # The harness (a few dozen cells, see hwgen.synth) stays in the flattened totals.
     return [(features, lut, record["totals"]["ff"], record["totals"]["dsp"],
              record["totals"]["bram"])]

@@ -12,8 +12,13 @@
 4. Per board profile (``boards/``), the LeNet-style model at w8a8 and w4a4 with the folding
    sized for the board (``make_plan(board=...)``): the initiation interval, frames/s at the
    board's target clock and the modelled share of its DSPs and LUTs (``hwgen.cost``); a model
-   that does not fit says which resource runs out. ``--boards-only`` prints just this table.
-5. With ``--synth`` (slow: minutes per row): per model × board, LUT/FF/DSP/BRAM, fmax after
+   that does not fit says which resource runs out.
+5. Automatic bit allocation (``hwgen.choose_bits``, at most 1 point below float): on the digits
+   CNN (ranges from its calib.npz, accuracy on its 540 held-out images) and the digits MLP, the
+   float, w8a8 and chosen accuracy from the integer reference, the chosen bits, mean weight bits
+   and the bit-operations saved against w8a8, and the search time. ``--fast`` prints only the
+   tables 4 and 5, which need no simulation.
+6. With ``--synth`` (slow: minutes per row): per model × board, LUT/FF/DSP/BRAM, fmax after
    nextpnr, frames/s at fmax (fmax / initiation interval) and the synthesis time
    (``hwgen.synth.synthesize``; Xilinx boards give yosys counts only). ``--synth-only`` skips
    the simulation tables.
@@ -149,15 +154,39 @@ def bench_boards():
                   f"{time.perf_counter() - started:>7.2f}", flush=True)
 
 
+def bench_precision():
+    rows = [("digits CNN", EXAMPLES / "digits_cnn" / "digits_cnn.onnx",
+             EXAMPLES / "digits_cnn" / "calib.npz", EXAMPLES / "digits_cnn" / "test.npz"),
+            ("digits MLP", EXAMPLE / "digits_mlp.onnx", EXAMPLE / "calib.npz",
+             EXAMPLE / "calib.npz")]
+    print("automatic bits, at most 1 point below float (accuracy: integer reference)")
+    header = (f"{'model':<11} {'images':>6} {'float':>7} {'w8a8':>7} {'chosen':>7} "
+              f"{'mean w (by weights/layers)':>27} {'bit-ops saved':>13} {'time s':>7}  bits")
+    print(header)
+    print("-" * (len(header) + 30))
+    for label, model, calib, scored in rows:
+        with np.load(calib) as ranges, np.load(scored) as data:
+            choice = hwgen.choose_bits(hwgen.load(model), data["x"], data["y"],
+                                       calibration=ranges["x"], max_accuracy_drop=1)
+        bits = ", ".join(f"{name} w{b['w']}a{b['a']}" for name, b in choice.bits.items())
+        means = f"{choice.mean_weight_bits:.2f} / {choice.mean_weight_bits_per_layer:.2f}"
+        print(f"{label:<11} {choice.samples:>6} {choice.float_accuracy:>6.2f}% "
+              f"{choice.base_accuracy:>6.2f}% {choice.accuracy:>6.2f}% {means:>27} "
+              f"{choice.bit_ops_saved:>12.1f}% {choice.seconds:>7.1f}  {bits}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=64, help="simulated MLP frames per row")
     parser.add_argument("--synth", action="store_true",
                         help="add the synthesis table (slow: minutes per row)")
     parser.add_argument("--synth-only", action="store_true", help="only the synthesis table")
-    parser.add_argument("--boards-only", action="store_true", help="only the per-board table")
+    parser.add_argument("--fast", action="store_true",
+                        help="only the bit-allocation and per-board tables (no simulation)")
     args = parser.parse_args()
-    if args.boards_only:
+    if args.fast:
+        bench_precision()
+        print()
         bench_boards()
         return
     if args.synth_only:
@@ -207,6 +236,8 @@ def main():
                   f"{layer_plan.describe().partition(':')[2]:>8} {macs:>6} "
                   f"{layer_plan.cycles:>7} {util:>6}")
 
+        print()
+        bench_precision()
         print()
         bench_boards()
 

@@ -43,9 +43,9 @@ def _check_auto(args):
         if (args.max_accuracy_drop is None) == (args.budget is None):
             raise HwgenError("--bits auto needs exactly one of --max-accuracy-drop POINTS and "
                              "--budget SPEC")
-    elif args.max_accuracy_drop is not None or args.budget is not None:
-        raise HwgenError("--max-accuracy-drop and --budget choose the bits: use them with "
-                         "--bits auto")
+    elif args.max_accuracy_drop is not None or args.budget is not None or args.eval:
+        raise HwgenError("--max-accuracy-drop, --budget and --eval choose the bits: use them "
+                         "with --bits auto")
 
 
 def cmd_build(args):
@@ -71,7 +71,9 @@ def cmd_build(args):
                        weight_granularity=args.weight_scale)
         bits = args.bits
         if bits == "auto":
-            choice = choose_bits(graph, calibration, _labels(args.calib),
+            scored = args.eval or args.calib
+            choice = choose_bits(graph, load_calibration(scored, what="evaluation data"),
+                                 _labels(scored), calibration=calibration,
                                  max_accuracy_drop=args.max_accuracy_drop, budget=args.budget,
                                  progress=_progress, **options)
             print(choice)
@@ -182,6 +184,10 @@ def build_parser():
                        help="--bits auto: the fewest bit-operations losing at most this many "
                             "accuracy points against the float model on --calib (labels 'y' "
                             "if the .npz has them, else agreement with the float model)")
+    build.add_argument("--eval", metavar="DATA",
+                       help="--bits auto: score accuracy on these inputs (.npz with 'x' and "
+                            "labels 'y', or .npy) instead of --calib, which still sets the "
+                            "ranges")
     build.add_argument("--budget", metavar="SPEC",
                        help="--bits auto: the best accuracy within a cost, e.g. 'bops=40%%', "
                             "'bops=1.2M', 'weights=16KiB', 'weight_bits=100000'")

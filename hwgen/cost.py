@@ -16,7 +16,8 @@ The model follows what hwgen's engines instantiate and how yosys maps it, family
   line-buffer rows, the FIFOs the plan puts on image edges and the global-pool sums. A memory of
   at least ``bram_min_bits`` bits takes ``min over the block's aspect ratios of
   ⌈depth/d⌉·⌈width/w⌉`` block RAMs; smaller ones stay in LUTs (LUT RAM where the family has it).
-- **LUTs and flip-flops** are a linear function of a few structural counts per layer (adder bits,
+- **LUTs and flip-flops** (``lut`` counts LUT sites: LUTs, plus carries and LUT RAM in LUT
+  equivalents, see :func:`fabric_luts`) are a linear function of a few structural counts per layer (adder bits,
   requant bits, LUT-multiplier bits, memory bits left in logic, datapath register bits), with
   coefficients per family fitted by non-negative least squares to yosys's counts on the example
   models at several bit widths and foldings (``benchmarks/calibrate_cost.py`` refits them). The
@@ -33,7 +34,7 @@ from .board import get_board
 from .errors import HwgenError
 
 __all__ = ["FamilyModel", "FAMILY_MODELS", "LayerCost", "CostReport", "estimate",
-           "layer_features", "product_dsps", "memory_blocks", "RESOURCES"]
+           "layer_features", "product_dsps", "memory_blocks", "fabric_luts", "RESOURCES"]
 
 RESOURCES = ("lut", "ff", "dsp", "bram")
 
@@ -88,11 +89,11 @@ FAMILY_MODELS = {
                              "lut_multiplier_bits": 0.0, "logic_memory_bits": 0.1958,
                              "register_bits": 0.8473}),
     "xc7": FamilyModel(25, 18, 2, 9, _RAMB36, 128, 8192,
-                       lut={"layer": 271.0, "adder_bits": 0.0, "requant_bits": 0.0,
-                            "lut_multiplier_bits": 0.008, "logic_memory_bits": 0.0,
-                            "register_bits": 0.4979},
-                       ff={"layer": 157.0, "adder_bits": 1.428, "requant_bits": 3.355,
-                           "lut_multiplier_bits": 0.2685, "logic_memory_bits": 0.1355,
+                       lut={"layer": 284.9, "adder_bits": 0.0, "requant_bits": 0.0,
+                            "lut_multiplier_bits": 0.1579, "logic_memory_bits": 0.0261,
+                            "register_bits": 0.4036},
+                       ff={"layer": 194.0, "adder_bits": 1.846, "requant_bits": 4.955,
+                           "lut_multiplier_bits": 0.2091, "logic_memory_bits": 0.0,
                            "register_bits": 0.0}),
 }
 FAMILY_MODELS["xcup"] = dataclasses.replace(FAMILY_MODELS["xc7"], dsp_a=27)
@@ -106,6 +107,25 @@ def _chunks(bits, limit, model):
     pieces, plus the remainder when it is at least ``dsp_min_width`` (a narrower remainder's
     partial product is built from LUTs)."""
     return bits // limit + (bits % limit >= model.dsp_min_width)
+
+
+# LUT sites per cell that yosys counts apart from the LUTs: an ECP5 CCU2C carry and a
+# TRELLIS_DPR16X4 LUT RAM fill two LUT4 sites each, a Xilinx LUT-RAM cell about two LUT6s;
+# iCE40 carries sit beside LUTs that are counted already.
+_LUT_SITES = {"ecp5": {"CCU2C": 2, "TRELLIS_DPR16X4": 2}, "ice40": {},
+              "xc7": {"RAM": 2}, "xcup": {"RAM": 2}}
+_LUT_CELLS = {"ecp5": ("LUT4",), "ice40": ("SB_LUT4",),
+              "xc7": tuple(f"LUT{n}" for n in range(1, 7)),
+              "xcup": tuple(f"LUT{n}" for n in range(1, 7))}
+
+
+def fabric_luts(cells, family):
+    """The LUT sites a yosys cell count (``{"LUT4": 3357, "CCU2C": 1158, ...}``) occupies: what
+    the model's ``lut`` predicts (LUTs, plus carries and LUT RAM in LUT-site equivalents)."""
+    total = sum(cells.get(name, 0) for name in _LUT_CELLS[family])
+    for prefix, sites in _LUT_SITES[family].items():
+        total += sites * sum(count for name, count in cells.items() if name.startswith(prefix))
+    return total
 
 
 def product_dsps(a_bits, b_bits, model, product_bits=None):
