@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .board import FAMILIES, get_board
 from .errors import HwgenError
+from .hw.dsp import simulation_models
 
 __all__ = ["SynthResult", "synthesize", "parse_yosys_stat", "parse_nextpnr_log",
            "count_resources", "layer_resources", "HARNESS_TOP", "ACCELERATOR_INSTANCE"]
@@ -357,6 +358,18 @@ def _block(cell):
     return parts[0] if len(parts) > 1 else "(harness)"
 
 
+def _dsp_note(board, verilog, cells):
+    """A hint when an ECP5 design's multipliers were left to yosys: ``synth_ecp5`` maps them to
+    combinational ``MULT18X18D`` cells with the registers in the fabric, which limits fmax
+    (see :mod:`hwgen.hw.dsp`); ``None`` otherwise."""
+    if board.family != "ecp5" or not cells.get("MULT18X18D"):
+        return None
+    if simulation_models(verilog):
+        return None
+    return ("the engines' multipliers are inferred as combinational MULT18X18D cells; a design "
+            "generated for target 'ecp5' uses the DSPs' own registers and reaches a higher fmax")
+
+
 def synthesize(design_dir, board, *, clock_mhz=None, place_and_route=True, seed=1,
                progress=None):
     """Synthesize the design in ``design_dir`` for ``board`` (a name or a
@@ -394,6 +407,9 @@ def synthesize(design_dir, board, *, clock_mhz=None, place_and_route=True, seed=
         raise HwgenError(f"yosys failed (status {status}); see {work / 'yosys.log'}")
     cells = parse_yosys_stat((work / "stat.txt").read_text(), HARNESS_TOP)
     synth_counts = count_resources(cells, board.family)
+    note = _dsp_note(board, (work / manifest["verilog"]).read_text(), cells)
+    if note:
+        notes.append(note)
     netlist = json.loads((work / "netlist.json").read_text())
     layers = layer_resources(netlist, HARNESS_TOP, board.family)
     totals = {kind: synth_counts[kind] for kind in ("lut", "ff", "dsp", "bram")}

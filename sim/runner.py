@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hwgen.errors import HwgenError
+from hwgen.hw.dsp import simulation_models
 
 from . import testbench
 
@@ -196,7 +197,9 @@ def run_simulation(verilog_path, manifest, inputs, expected, *, simulator="veril
     Parameters
     ----------
     verilog_path : str or pathlib.Path
-        The emitted Verilog (one file).
+        The emitted Verilog (one file). A design built for an FPGA family (``target="ecp5"``)
+        instantiates vendor primitives; their behavioural models
+        (:func:`hwgen.hw.dsp.simulation_models`) are compiled with it.
     manifest : mapping, str or pathlib.Path
         The emit stage's manifest (or the path of ``manifest.json``): ``top``,
         ``ports.s_axis``/``ports.m_axis`` (``lanes``, ``lane_bits``, ``signed``,
@@ -477,7 +480,10 @@ def _build(verilog_path, top, simulator, waves, build_root, say):
     flags = _build_flags(simulator, waves)
     key = hashlib.sha256()
     dump = _icarus_dump_source(top) if simulator == "icarus" and waves else ""
+    # Vendor primitives a design built for an FPGA family instantiates (hwgen.hw.dsp).
+    models = simulation_models(verilog.decode())
     for part in (verilog, top.encode(), simulator.encode(), dump.encode(),
+                 json.dumps(models, sort_keys=True).encode(),
                  json.dumps(flags, sort_keys=True).encode(),
                  importlib.metadata.version("cocotb").encode(),
                  _tool_version(simulator).encode()):
@@ -507,6 +513,9 @@ def _build(verilog_path, top, simulator, waves, build_root, say):
         if dump:
             sources.append(build_dir / f"{_ICARUS_DUMP_MODULE}.v")
             sources[-1].write_text(dump)
+        for primitive, model in models.items():
+            sources.append(build_dir / f"{primitive}.v")
+            sources[-1].write_text(model)
         name = {"verilator": "Verilator model", "icarus": "Icarus model"}[simulator]
         say(f"building {name} of {top!r} in {build_dir} (cached afterwards)…")
         started = time.perf_counter()

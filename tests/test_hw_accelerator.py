@@ -3,14 +3,19 @@
 mismatching lane counts between layers, random stalls, against ``run_integer``; measured
 initiation interval and latency against the plan."""
 
+import shutil
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
 from amaranth.back import verilog
 from amaranth.hdl import Cat
 
+import hwgen
+from hwgen.emit import build_manifest
 from hwgen.hw.accelerator import Accelerator
+from hwgen.sim.runner import run_simulation
 from hwgen.plan import make_plan
 from hwgen.reference import run_integer
 from hw_helpers import StreamDriver, StreamMonitor, run
@@ -113,3 +118,56 @@ def test_converts_to_verilog_with_axi_ports():
     for port in ("clk", "rst", "s_axis_tdata", "s_axis_tvalid", "s_axis_tready", "s_axis_tlast",
                  "m_axis_tdata", "m_axis_tvalid", "m_axis_tready", "m_axis_tlast"):
         assert f" {port}" in text
+
+
+# --- slow: the ECP5 target's Verilog (MULT18X18D primitives) under Verilator and Icarus -------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "cnn"
+
+
+def _ecp5_plan(model):
+    rng = np.random.default_rng(8)
+    if model == "mlp":
+        # Signed and unsigned operands, 16-bit weights and codes, PE > 1 (one operand register
+        # feeding several DSPs), one fold and several.
+        qgraph = quantized_mlp(rng, [12, 8, 6, 4], {"fc1": "w16a16", "fc2": "w3a8",
+                                                     "fc3": "w8a2"}, output_bits=16)
+        return make_plan(qgraph, {"fc1": "4x3", "fc2": "2x8", "fc3": "4x1"})
+    graph = hwgen.load(EXAMPLES / f"{model}.onnx")   # depthwise, systolic and MAC engines
+    qgraph = hwgen.quantize(graph, np.load(EXAMPLES / "calib.npz")["x"], "w6a6")
+    return make_plan(qgraph, None, multipliers=16)
+
+
+def _simulate_verilog(plan, target, simulator, path):
+    """Emit ``Accelerator(plan, target=target)`` to ``path`` and stream random frames through
+    it with stalls; returns the accelerator, the reference codes and the simulation result."""
+    dut = Accelerator(plan, target=target)
+    text = verilog.convert(dut, name="top", emit_src=False)
+    assert text.count("MULT18X18D #(") == (plan.multipliers if target == "ecp5" else 0)
+    path.mkdir()
+    (path / "top.v").write_text(text)
+    codes = random_codes(np.random.default_rng(2), plan.qgraph.input, 6, plan.qgraph.in_features)
+    expected = run_integer(plan.qgraph, codes)
+    result = run_simulation(path / "top.v", build_manifest(plan, "top", dut.latency), codes,
+                            expected, simulator=simulator, stall=0.3, seed=4,
+                            build_root=path / "build")
+    assert result.passed, result.summary()
+    assert np.array_equal(result.outputs.reshape(expected.shape), expected)
+    return dut, result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, simulator", [("mlp", "verilator"), ("mlp", "icarus"),
+                                               ("dwsep", "verilator")])
+def test_ecp5_target_simulates_bit_exactly_with_the_same_timing(model, simulator, tmp_path):
+    if simulator == "icarus" and shutil.which("iverilog") is None:
+        pytest.skip("Icarus Verilog is not installed")
+    plan = _ecp5_plan(model)
+    ecp5, ecp5_result = _simulate_verilog(plan, "ecp5", simulator, tmp_path / "ecp5")
+    generic, generic_result = _simulate_verilog(plan, "generic", simulator, tmp_path / "generic")
+    assert ecp5.target == "ecp5" and ecp5.latency == generic.latency
+    assert ecp5_result.latency == generic_result.latency
+    assert ecp5_result.initiation_interval == generic_result.initiation_interval
+    if model == "mlp":   # the latency model is exact for chains of MAC units
+        assert ecp5_result.latency == ecp5.latency
+        assert ecp5_result.initiation_interval == plan.initiation_interval

@@ -3,14 +3,17 @@ synthesis of a small model for ECP5 (with nextpnr) and iCE40 checked against the
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
+from amaranth.back import verilog
 
 import hwgen
 from hwgen.board import Board, boards_table, get_board, load_boards
 from hwgen.cli import main
 from hwgen.errors import HwgenError
+from hwgen.hw.accelerator import Accelerator
 from hwgen.synth import (count_resources, layer_resources, parse_nextpnr_log,
                          parse_yosys_stat, synthesize)
 
@@ -177,14 +180,17 @@ def test_nextpnr_log_parser_without_timing():
 
 # --- slow: the tools themselves -------------------------------------------------------------
 
-def _small_design(tmp_path):
+def _small_plan():
     rng = np.random.default_rng(6)
     graph = hwgen.Graph("small")
     x = graph.relu(graph.dense(graph.input((8,)), rng.normal(size=(6, 8)), name="fc0"))
     graph.dense(x, rng.normal(size=(4, 6)), rng.normal(size=4), name="fc1")
-    plan = hwgen.make_plan(hwgen.quantize(graph, rng.normal(size=(40, 8)), "w4a4"),
+    return hwgen.make_plan(hwgen.quantize(graph, rng.normal(size=(40, 8)), "w4a4"),
                            {"fc0": "1x4", "fc1": "1x2"})
-    return hwgen.generate(plan, frames=2).write(tmp_path / "small")
+
+
+def _small_design(tmp_path):
+    return hwgen.generate(_small_plan(), frames=2).write(tmp_path / "small")
 
 
 def _stat_of_log(log, module):
@@ -230,3 +236,29 @@ def test_xilinx_synthesis_counts_without_place_and_route(tmp_path):
     luts = sum(count for name, count in stat.items() if re.fullmatch(r"LUT\d", name))
     assert result["totals"]["lut"] == luts > 0 and result["fmax_mhz"] is None
     assert result["fits"] and result["totals"]["source"] == "yosys"
+
+
+@pytest.mark.slow
+def test_ecp5_target_keeps_the_products_registered_in_the_dsps(tmp_path):
+    """The same small design, generic and for target 'ecp5', on an ECP5 board: the ECP5 one's
+    engine multipliers are MULT18X18D cells with their input and output registers in use, and
+    only the generic one gets the hint about inferred combinational DSPs."""
+    generic = _small_design(tmp_path)
+    ecp5 = tmp_path / "ecp5"
+    shutil.copytree(generic, ecp5)
+    manifest = json.loads((ecp5 / "manifest.json").read_text())
+    plan = _small_plan()
+    (ecp5 / manifest["verilog"]).write_text(verilog.convert(
+        Accelerator(plan, target="ecp5"), name=manifest["top"], emit_src=False))
+    results = {name: synthesize(out, "orangecrab_25f") for name, out in
+               (("generic", generic), ("ecp5", ecp5))}
+    netlist = json.loads((ecp5 / "synth" / "netlist.json").read_text())
+    dsps = [cell for cell in netlist["modules"]["hwgen_synth_top"]["cells"].values()
+            if cell["type"] == "MULT18X18D"]
+    registered = [cell for cell in dsps if all(
+        cell["parameters"].get(f"REG_{name}_CLK") == "CLK0" for name in ("INPUTA", "INPUTB", "OUTPUT"))]
+    assert len(registered) == plan.multipliers
+    assert results["ecp5"].totals["dsp"] == results["generic"].totals["dsp"] == len(dsps)
+    assert any("target 'ecp5'" in note for note in results["generic"].notes)
+    assert not any("target 'ecp5'" in note for note in results["ecp5"].notes)
+    assert results["ecp5"].fits and results["ecp5"].fmax_mhz > 0

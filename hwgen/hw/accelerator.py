@@ -7,6 +7,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import HwgenError
+from .dsp import check_target
 from .requant import code_shape
 from .stream import LaneConverter, frame_layout
 
@@ -18,16 +19,17 @@ def _bytes_width(bits):
     return -(-bits // 8) * 8
 
 
-def make_block(layer_plan):
-    """The engine of one :class:`~hwgen.plan.LayerPlan` (imports are local so each engine's
-    module loads only when a plan uses it)."""
+def make_block(layer_plan, *, target="generic"):
+    """The engine of one :class:`~hwgen.plan.LayerPlan`, its multipliers built for ``target``
+    (imports are local so each engine's module loads only when a plan uses it)."""
     layer, engine = layer_plan.layer, layer_plan.engine
     if engine == "mac":
         from .mac_unit import MacUnit
-        return MacUnit(layer, layer_plan.pe, layer_plan.simd)
+        return MacUnit(layer, layer_plan.pe, layer_plan.simd, target=target)
     if engine in ("systolic", "depthwise"):
         from .conv import ConvLayer
-        return ConvLayer(layer, (layer_plan.pe, layer_plan.simd), in_lanes=layer_plan.in_lanes)
+        return ConvLayer(layer, (layer_plan.pe, layer_plan.simd), in_lanes=layer_plan.in_lanes,
+                         target=target)
     if engine == "pool":
         from .pool import PoolLayer
         return PoolLayer(layer, layer_plan.pe)
@@ -62,8 +64,20 @@ class Accelerator(wiring.Component):
     - ``m_axis_tdata`` / ``tvalid`` / ``tready`` / ``tlast``: output codes, ``plan.out_lanes``
       per beat, packed the same way with zero pad bits; ``tlast`` marks each frame's last beat.
 
+    Parameters
+    ----------
+    plan : Plan
+    target : str
+        ``"generic"`` (the default: plain Verilog for any tool and simulator) or ``"ecp5"``
+        (the engines' multipliers become ``MULT18X18D`` primitives with their registers in use,
+        which yosys's ECP5 flow does not infer; Verilog simulators then need the model
+        :func:`hwgen.hw.dsp.simulation_models` supplies, which :mod:`hwgen.sim` adds by
+        itself). Cycle for cycle the two designs behave alike: same latency, same initiation
+        interval.
+
     Attributes
     ----------
+    target : str
     latency : int
         Cycles from the transfer of a frame's last ``s_axis`` beat to the transfer of its last
         ``m_axis`` beat, for a frame entering an idle accelerator with ``m_axis_tready`` held
@@ -74,12 +88,13 @@ class Accelerator(wiring.Component):
         Cycles between frames in steady state: ``plan.initiation_interval``.
     """
 
-    def __init__(self, plan):
+    def __init__(self, plan, *, target="generic"):
         self._plan = plan
+        self._target = check_target(target)
         qgraph = plan.qgraph
         self._in_shape = code_shape(qgraph.input)
         self._out_shape = code_shape(qgraph.output)
-        self._blocks = {p.name: make_block(p) for p in plan.layers}
+        self._blocks = {p.name: make_block(p, target=self._target) for p in plan.layers}
         self._edges = self._make_edges()
         in_width = _bytes_width(plan.in_lanes * self._in_shape.width)
         out_width = _bytes_width(plan.out_lanes * self._out_shape.width)
@@ -93,6 +108,10 @@ class Accelerator(wiring.Component):
     @property
     def plan(self):
         return self._plan
+
+    @property
+    def target(self):
+        return self._target
 
     @property
     def blocks(self):

@@ -49,6 +49,9 @@ class ConvLayer(wiring.Component):
     in_lanes : int or None
         Input channels per beat, a divisor of ``C``. By default the smallest one for which
         neither the padding nor the window is slower than the engine (``C`` if none is).
+    target : str
+        ``"generic"`` (default) or ``"ecp5"``: how the engine's multipliers are built (see
+        :mod:`hwgen.hw.dsp`).
 
     Attributes
     ----------
@@ -81,18 +84,18 @@ class ConvLayer(wiring.Component):
     o : Out(stream.Signature(frame_layout(code_shape(layer.output), out_lanes)))
     """
 
-    def __init__(self, layer, folding, *, in_lanes=None):
+    def __init__(self, layer, folding, *, in_lanes=None, target="generic"):
         self._layer = layer
         first, second = _folding_pair(layer, folding)
         if layer.depthwise:
             if second != 1:
                 raise HwgenError(f"layer {layer.name!r}: a depthwise conv's folding is (pe, 1), "
                                  f"not ({first}, {second})")
-            self._engine = DepthwiseEngine(layer, first)
+            self._engine = DepthwiseEngine(layer, first, target=target)
             self._out_lanes, order = self._engine.pe, "depthwise"
         else:
             rows, cols = check_conv_folding(layer, first, second)
-            self._engine = SystolicArray(layer, rows, cols)
+            self._engine = SystolicArray(layer, rows, cols, target=target)
             self._out_lanes, order = cols, "conv"
         self._order = order
         height, width, channels = layer.in_shape

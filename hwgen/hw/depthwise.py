@@ -8,15 +8,17 @@ from amaranth.lib.wiring import In, Out
 
 from ..errors import HwgenError
 from ..plan import divisors
+from .dsp import Multiplier, check_target, multiply
 from .requant import Requant, code_shape
 from .stream import StreamRegister, frame_layout
 
 __all__ = ["DepthwiseEngine"]
 
 # Registered stages from accepting a window beat to a finished accumulator: operand and weight
-# read, operand and weight register (a memory's clock-to-output time stays out of the
-# multiplier's path), product, accumulate.
-_STAGES = 4
+# read, operand and weight register (a memory's clock-to-output time stays out of the path into
+# the multiplier), the multiplier's two (operands, product; see
+# :class:`~hwgen.hw.dsp.Multiplier`), accumulate.
+_STAGES = 3 + Multiplier.latency
 
 
 class DepthwiseEngine(wiring.Component):
@@ -29,7 +31,8 @@ class DepthwiseEngine(wiring.Component):
     code by ``w[g·pe + l, ky, kx]`` (one ROM of ``pe`` weights per word, word
     ``(g·kh + ky)·kw + kx``) and accumulates over the group's beats; the group then leaves as
     one output beat, so the output is the HWC frame in ``pe`` lanes. Each lane has its own
-    multiplier and operand: there is no broadcast. ``i.payload.last`` is ignored.
+    :class:`~hwgen.hw.dsp.Multiplier` (built for ``target``) and operand: there is no
+    broadcast. ``i.payload.last`` is ignored.
 
     Widths: products ``weight_bits × act_bits`` (one bit more for unsigned inputs),
     accumulators ``layer.acc_bits``. Stalls freeze the whole pipeline
@@ -43,15 +46,18 @@ class DepthwiseEngine(wiring.Component):
     pe : int
         Channels per cycle; must divide the channels, else :class:`~hwgen.errors.HwgenError`
         lists the legal values.
+    target : str
+        ``"generic"`` (default) or ``"ecp5"``: how the multipliers are built (see
+        :mod:`hwgen.hw.dsp`); the schedule and latency are the same for both.
 
     Attributes
     ----------
     cycles_per_frame : int
         ``OH·OW·(C/pe)·kh·kw``: one input beat per cycle.
     latency : int
-        ``4 + 6 + 1``: cycles from the transfer of a frame's last input beat to the transfer of
-        its last output beat, ``o`` always ready (read, register the operands, multiply,
-        accumulate; :class:`Requant`; the output register).
+        ``5 + 6 + 1``: cycles from the transfer of a frame's last input beat to the transfer of
+        its last output beat, ``o`` always ready (read, register the operands, the multipliers'
+        operand and product registers, accumulate; :class:`Requant`; the output register).
 
     Members
     -------
@@ -61,7 +67,8 @@ class DepthwiseEngine(wiring.Component):
 
     latency = _STAGES + Requant.latency + StreamRegister.latency
 
-    def __init__(self, layer, pe):
+    def __init__(self, layer, pe, *, target="generic"):
+        self._target = check_target(target)
         channels = layer.in_channels
         if not layer.depthwise or layer.groups != channels or layer.out_channels != channels:
             raise HwgenError(f"layer {layer.name!r}: the depthwise engine needs groups = in = "
@@ -132,12 +139,13 @@ class DepthwiseEngine(wiring.Component):
         m.d.comb += [port.addr.eq(step), port.en.eq(en)]
 
         flag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "frame_last": 1})
-        read_flags, fetch_flags, product_flags = (Signal(flag_layout, name=f"{stage}_flags")
-                                                  for stage in ("read", "fetch", "product"))
+        read_flags, fetch_flags, operand_flags, product_flags = (
+            Signal(flag_layout, name=f"{stage}_flags")
+            for stage in ("read", "fetch", "operand", "product"))
         weight, fetched = Signal.like(port.data), Signal(data.ArrayLayout(in_shape, pe))
         operands = Signal(data.ArrayLayout(in_shape, pe))
-        product_shape = signed(layer.weight_bits + in_shape.width + (not in_shape.signed))
-        products = [Signal(product_shape, name=f"product{lane}") for lane in range(pe)]
+        products = [multiply(m, weight[lane], fetched[lane], en, target=self._target,
+                             name=f"mul{lane}") for lane in range(pe)]
         with m.If(en):
             m.d.sync += [
                 operands.eq(self.i.payload.data),
@@ -146,13 +154,12 @@ class DepthwiseEngine(wiring.Component):
                 read_flags.last.eq(group_done),
                 read_flags.frame_last.eq(pixel_done & (pixel == pixels - 1)),
                 fetch_flags.eq(read_flags),
-                product_flags.eq(fetch_flags),
+                operand_flags.eq(fetch_flags),
+                product_flags.eq(operand_flags),
                 weight.eq(port.data), fetched.eq(operands),
                 requant.i.valid.eq(product_flags.valid & product_flags.last),
                 requant.i.payload.last.eq(product_flags.frame_last),
             ]
-            m.d.sync += [product.eq(weight[lane] * fetched[lane])
-                         for lane, product in enumerate(products)]
             for lane in range(pe):
                 acc = requant.i.payload.data[lane]
                 with m.If(product_flags.valid):

@@ -6,15 +6,17 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..plan import legal_folding
+from .dsp import Multiplier, check_target, multiply
 from .requant import Requant, code_shape
 from .stream import StreamRegister, double_buffer, frame_layout
 
 __all__ = ["MacUnit"]
 
 # Registered stages from issuing an operand read to a finished accumulator, besides the adder
-# tree's: operand read, operand register, products, accumulate. The operand register keeps a
-# memory's clock-to-output time (5.6 ns for an ECP5 block RAM) out of the multiplier's path.
-_MAC_STAGES = 4
+# tree's: operand read, operand register, the multiplier's two (operands, product; see
+# :class:`~hwgen.hw.dsp.Multiplier`), accumulate. The fabric operand register keeps a memory's
+# clock-to-output time (5.6 ns for an ECP5 block RAM) out of the path into the multiplier.
+_MAC_STAGES = 3 + Multiplier.latency
 
 
 def tree_stages(count):
@@ -58,6 +60,9 @@ class MacUnit(wiring.Component):
     accepted while the current one computes. With a single fold the engine computes straight
     from ``i``. ``i.payload.last`` is ignored: the engine counts beats.
 
+    Multipliers: one :class:`~hwgen.hw.dsp.Multiplier` per PE and lane (weight × operand), each
+    with its own registers, built for ``target``.
+
     Widths: products ``weight_bits × act_bits`` (one bit more for unsigned inputs, to carry the
     sign), an adder tree one bit wider per level, accumulators ``layer.acc_bits`` (derived from
     the weights, so they cannot overflow).
@@ -72,6 +77,9 @@ class MacUnit(wiring.Component):
     pe, simd : int
         Must divide ``out_features`` and ``in_features``; else :class:`~hwgen.errors.HwgenError`
         lists the legal values.
+    target : str
+        ``"generic"`` (default) or ``"ecp5"``: how the multipliers are built (see
+        :mod:`hwgen.hw.dsp`); the schedule and latency are the same for both.
 
     Members
     -------
@@ -79,8 +87,9 @@ class MacUnit(wiring.Component):
     o : Out(stream.Signature(frame_layout(code_shape(layer.output), pe)))
     """
 
-    def __init__(self, layer, pe, simd):
+    def __init__(self, layer, pe, simd, *, target="generic"):
         folding = legal_folding(layer, (pe, simd))
+        self._target = check_target(target)
         self._layer = layer
         self._pe, self._simd = folding.pe, folding.simd
         self._in_beats = layer.in_features // self._simd
@@ -115,7 +124,8 @@ class MacUnit(wiring.Component):
         output beat, for a frame that finds the engine idle and ``o`` always ready:
         ``cycles_per_frame`` when buffered (the folds start the cycle after the last input beat;
         unbuffered, that beat is itself the last operand), plus the MAC pipeline (operand read,
-        operand register, products, ``max(1, ⌈log2 simd⌉)`` adder-tree levels, accumulate),
+        operand register, the multipliers' operand and product registers,
+        ``max(1, ⌈log2 simd⌉)`` adder-tree levels, accumulate),
         :class:`Requant` (6) and the output register (1)."""
         compute = self.cycles_per_frame if self.buffered else 0
         return (compute + _MAC_STAGES + tree_stages(self._simd) + Requant.latency
@@ -172,8 +182,9 @@ class MacUnit(wiring.Component):
 
         # Flags travel with the operands: valid, first/last beat of a fold, last fold.
         flag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "frame_last": 1})
-        read_flags, fetch_flags, product_flags = (Signal(flag_layout, name=f"{stage}_flags")
-                                                  for stage in ("read", "fetch", "product"))
+        read_flags, fetch_flags, operand_flags, product_flags = (
+            Signal(flag_layout, name=f"{stage}_flags")
+            for stage in ("read", "fetch", "operand", "product"))
         tree_flags = [Signal(flag_layout, name=f"tree_flags{level}")
                       for level in range(tree_stages(simd))]
         dot_flags = tree_flags[-1]
@@ -186,7 +197,8 @@ class MacUnit(wiring.Component):
                 read_flags.last.eq(beat == in_beats - 1),
                 read_flags.frame_last.eq(frame_done),
                 fetch_flags.eq(read_flags),
-                product_flags.eq(fetch_flags),
+                operand_flags.eq(fetch_flags),
+                product_flags.eq(operand_flags),
                 tree_flags[0].eq(product_flags),
                 *(later.eq(earlier) for earlier, later in zip(tree_flags, tree_flags[1:])),
                 requant.i.valid.eq(dot_flags.valid & dot_flags.last),
@@ -200,14 +212,12 @@ class MacUnit(wiring.Component):
             weight = Signal.like(weights[index], name=f"weight{index}")
             with m.If(en):
                 m.d.sync += weight.eq(weights[index])
-            products = [Signal(product_shape, name=f"product{index}_{lane}")
-                        for lane in range(simd)]
+            products = [multiply(m, weight[lane], fetched[lane], en, target=self._target,
+                                 name=f"mul{index}_{lane}") for lane in range(simd)]
             dot = Signal(dot_shape, name=f"dot{index}")
             acc = requant.i.payload.data[index]
             m.d.comb += dot.eq(_adder_tree(m, products, f"tree{index}", en))
             with m.If(en):
-                m.d.sync += [product.eq(weight[lane] * fetched[lane])
-                             for lane, product in enumerate(products)]
                 with m.If(dot_flags.valid):
                     m.d.sync += acc.eq(Mux(dot_flags.first, 0, acc) + dot)
         return m

@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..errors import HwgenError
 from ..plan import divisors
+from .dsp import Multiplier, check_target, multiply
 from .mac_unit import _adder_tree, tree_stages
 from .requant import Requant, code_shape
 from .stream import StreamRegister, double_buffer, frame_layout
@@ -17,9 +18,10 @@ __all__ = ["SystolicArray", "check_conv_folding"]
 
 # Registered stages from issuing a window beat to row 0's finished accumulator, besides the
 # adder tree's max(1, ⌈log2 cols⌉): operand and weight read, operand and weight register (a
-# memory's clock-to-output time stays out of the multiplier's path), products, accumulate.
-# Row r finishes r cycles later.
-_CELL_STAGES = 4
+# memory's clock-to-output time stays out of the path into the multiplier), the multipliers'
+# two (operands, product; see :class:`~hwgen.hw.dsp.Multiplier`), accumulate. Row r finishes
+# r cycles later.
+_CELL_STAGES = 3 + Multiplier.latency
 
 
 def check_conv_folding(layer, rows, cols):
@@ -81,6 +83,9 @@ class SystolicArray(wiring.Component):
     accepted while the current one computes. With one fold the array computes straight from
     ``i``. ``i.payload.last`` is ignored: the engine counts beats and pixels.
 
+    Multipliers: one :class:`~hwgen.hw.dsp.Multiplier` per cell, with its own operand and
+    product registers, built for ``target``.
+
     Widths: products ``weight_bits × act_bits`` (one bit more for unsigned inputs, to carry
     the sign), the tree one bit wider per level, accumulators ``layer.acc_bits``.
 
@@ -94,6 +99,9 @@ class SystolicArray(wiring.Component):
     rows, cols : int
         Must divide ``out_channels`` and ``K``; else :class:`~hwgen.errors.HwgenError` lists
         the legal values.
+    target : str
+        ``"generic"`` (default) or ``"ecp5"``: how the multipliers are built (see
+        :mod:`hwgen.hw.dsp`); the schedule and latency are the same for both.
 
     Attributes
     ----------
@@ -104,9 +112,9 @@ class SystolicArray(wiring.Component):
         Cycles from the transfer of a frame's last input beat to the transfer of its last output
         beat, when that pixel finds the array idle and ``o`` always ready: ``in_beats·folds``
         if buffered (the folds start after the window is complete), plus
-        ``4 + max(1, ⌈log2 cols⌉) + rows − 1`` (read, register the operands, multiply,
-        accumulate, one register per adder-tree level; the skew), :class:`Requant` (6) and the
-        output register (1).
+        ``5 + max(1, ⌈log2 cols⌉) + rows − 1`` (read, register the operands, the multipliers'
+        operand and product registers, accumulate, one register per adder-tree level; the
+        skew), :class:`Requant` (6) and the output register (1).
 
     Members
     -------
@@ -114,7 +122,8 @@ class SystolicArray(wiring.Component):
     o : Out(stream.Signature(frame_layout(code_shape(layer.output), rows)))
     """
 
-    def __init__(self, layer, rows, cols):
+    def __init__(self, layer, rows, cols, *, target="generic"):
+        self._target = check_target(target)
         if layer.groups != 1:
             raise HwgenError(f"layer {layer.name!r}: the systolic array computes convolutions "
                              f"with groups=1, not {layer.groups}; use the depthwise engine")
@@ -223,27 +232,26 @@ class SystolicArray(wiring.Component):
             m.d.comb += [port.addr.eq(address), port.en.eq(en)]
             read_flags = Signal(flag_layout, name=f"read_flags{row}")
             fetch_flags = Signal(flag_layout, name=f"fetch_flags{row}")
+            operand_flags = Signal(flag_layout, name=f"operand_flags{row}")
             weight = Signal.like(port.data, name=f"weight{row}")
             fetched = Signal(data.ArrayLayout(in_shape, cols), name=f"fetched{row}")
             product_flags = Signal(flag_layout, name=f"product_flags{row}")
             tree_flags = [Signal(flag_layout, name=f"tree_flags{row}_{level}")
                           for level in range(tree_stages(cols))]
             dot_flags = tree_flags[-1]
-            products = [Signal(product_shape, name=f"product{row}_{lane}")
-                        for lane in range(cols)]
+            products = [multiply(m, weight[lane], fetched[lane], en, target=self._target,
+                                 name=f"mul{row}_{lane}") for lane in range(cols)]
             dot = Signal(dot_shape, name=f"dot{row}")
             acc = Signal(acc_shape, name=f"acc{row}")
             m.d.comb += dot.eq(_adder_tree(m, products, f"tree{row}", en))
             with m.If(en):
                 m.d.sync += [
                     read_flags.eq(flags), fetch_flags.eq(read_flags),
-                    product_flags.eq(fetch_flags),
+                    operand_flags.eq(fetch_flags), product_flags.eq(operand_flags),
                     weight.eq(port.data), fetched.eq(activations),
                     tree_flags[0].eq(product_flags),
                     *(later.eq(earlier) for earlier, later in zip(tree_flags, tree_flags[1:])),
                 ]
-                m.d.sync += [product.eq(weight[lane] * fetched[lane])
-                             for lane, product in enumerate(products)]
                 with m.If(dot_flags.valid):
                     m.d.sync += acc.eq(Mux(dot_flags.first, 0, acc) + dot)
             # Skew: rows − 1 − row registers line this row's sum up with the last row's.
