@@ -110,7 +110,7 @@ class DepthwiseEngine(wiring.Component):
         positions, groups, pixels = self._positions, self._groups, self._pixels
         in_shape = code_shape(layer.input)
 
-        m.submodules.requant = requant = Requant(layer, pe)
+        m.submodules.requant = requant = Requant(layer, pe, target=self._target)
         m.submodules.out = out = StreamRegister(frame_layout(code_shape(layer.output), pe))
         wiring.connect(m, requant.o, out.i)
         wiring.connect(m, out.o, wiring.flipped(self.o))

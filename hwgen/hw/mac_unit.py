@@ -126,7 +126,7 @@ class MacUnit(wiring.Component):
         unbuffered, that beat is itself the last operand), plus the MAC pipeline (operand read,
         operand register, the multipliers' operand and product registers,
         ``max(1, ⌈log2 simd⌉)`` adder-tree levels, accumulate),
-        :class:`Requant` (6) and the output register (1)."""
+        :class:`Requant` (8) and the output register (1)."""
         compute = self.cycles_per_frame if self.buffered else 0
         return (compute + _MAC_STAGES + tree_stages(self._simd) + Requant.latency
                 + StreamRegister.latency)
@@ -142,7 +142,7 @@ class MacUnit(wiring.Component):
         in_beats, out_beats = self._in_beats, self._out_beats
         in_shape = code_shape(layer.input)
 
-        m.submodules.requant = requant = Requant(layer, pe)
+        m.submodules.requant = requant = Requant(layer, pe, target=self._target)
         m.submodules.out = out = StreamRegister(frame_layout(code_shape(layer.output), pe))
         wiring.connect(m, requant.o, out.i)
         wiring.connect(m, out.o, wiring.flipped(self.o))

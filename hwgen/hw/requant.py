@@ -8,6 +8,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..reference import Rounding
+from .dsp import check_target, multiply
 from .stream import frame_layout
 
 __all__ = ["Requant", "code_shape"]
@@ -46,11 +47,12 @@ class Requant(wiring.Component):
     bit more than the wider of the product and ``2^(n−1)``; the clamp compares at full width,
     so both ends saturate exactly.
 
-    Latency: 6 cycles from the transfer of a beat on ``i`` to its offer on ``o``, one register
+    Latency: 8 cycles from the transfer of a beat on ``i`` to its offer on ``o``, one register
     per stage, so a clock period holds one multiplier or one carry chain: add the bias;
     multiply, as two partial products (the low 17 bits of the sum, and the rest, each times
-    ``M``); add the partial products; add the rounding constant; shift; clamp and add the
-    zero point. One beat per cycle. Stalls freeze the whole pipeline
+    ``M``) in :class:`~hwgen.hw.dsp.Multiplier` blocks (two stages: operands, product); add
+    the partial products; add the rounding constant; shift; compare with both clamp ends;
+    select and add the zero point. One beat per cycle. Stalls freeze the whole pipeline
     (``i.ready = ~o.valid | o.ready``).
 
     Parameters
@@ -61,6 +63,8 @@ class Requant(wiring.Component):
         ``acc_bits``.
     lanes : int
         Channels per beat; must divide the number of channels.
+    target : str
+        How the multipliers are built: ``"generic"`` or ``"ecp5"`` (see :mod:`hwgen.hw.dsp`).
 
     Members
     -------
@@ -68,9 +72,10 @@ class Requant(wiring.Component):
     o : Out(stream.Signature(frame_layout(code_shape(layer.output), lanes)))
     """
 
-    latency = 6
+    latency = 8
 
-    def __init__(self, layer, lanes):
+    def __init__(self, layer, lanes, *, target="generic"):
+        self._target = check_target(target)
         self._lanes = operator.index(lanes)
         channels = len(layer.bias)
         if self._lanes < 1 or channels % self._lanes:
@@ -146,23 +151,29 @@ class Requant(wiring.Component):
             def stage_signal(shape, name):
                 return Signal(shape, name=f"{name}{lane}")
             total = stage_signal(sum_shape, "sum")
-            low_product = stage_signal(unsigned(low_bits + multiplier_bits), "low_product")
-            high_product = stage_signal(signed(sum_shape.width - low_bits + multiplier_bits + 1),
-                                        "high_product")
             product = stage_signal(product_shape, "product")
             rounded = stage_signal(rounded_shape, "rounded")
             shifted = stage_signal(rounded_shape, "shifted")
+            below, above = stage_signal(1, "below"), stage_signal(1, "above")
+            narrow = stage_signal(signed(self._code_shape.width + 1), "narrow")
             multiplier = stage_params[1].multiplier[lane]
+            low_product = multiply(m, total[:low_bits], multiplier, en, target=self._target,
+                                   name=f"low_multiplier{lane}")
+            high_product = multiply(m, total[low_bits:].as_signed(), multiplier, en,
+                                    target=self._target, name=f"high_multiplier{lane}")
+            low, high = self._clamp_range()
             with m.If(en):
                 m.d.sync += [
                     total.eq(self.i.payload.data[lane] + params.data.bias[lane]),
-                    low_product.eq(total[:low_bits] * multiplier),
-                    high_product.eq(total[low_bits:].as_signed() * multiplier),
                     product.eq((high_product << low_bits) + low_product),
-                    rounded.eq(product + self._half(stage_params[3], lane, common_half)
-                               + self._parity(product, stage_params[3], lane, common_shift)),
-                    shifted.eq(self._shift(rounded, stage_params[4], lane, common_shift)),
-                    self.o.payload.data[lane].eq(self._clamp(shifted)),
+                    rounded.eq(product + self._half(stage_params[4], lane, common_half)
+                               + self._parity(product, stage_params[4], lane, common_shift)),
+                    shifted.eq(self._shift(rounded, stage_params[5], lane, common_shift)),
+                    below.eq(shifted < low),
+                    above.eq(shifted > high),
+                    narrow.eq(shifted[:len(narrow)]),
+                    self.o.payload.data[lane].eq(
+                        Mux(below, low, Mux(above, high, narrow)) + self._layer.output.zero_point),
                 ]
         return m
 
@@ -189,11 +200,10 @@ class Requant(wiring.Component):
             return value >> params.shift[lane]
         return value >> common_shift
 
-    def _clamp(self, shifted):
-        """``clamp(shifted + zp, lo, hi)`` as ``clamp(shifted, lo − zp, hi − zp) + zp``: the
-        comparisons run against constants, and only the narrow code width adds."""
+    def _clamp_range(self):
+        """``clamp(shifted + zp, lo, hi)`` is computed as ``clamp(shifted, lo − zp, hi − zp) +
+        zp``: the comparisons run against constants (registered on their own stage), and only
+        the narrow code width adds. Returns ``(lo − zp, hi − zp)``."""
         layer = self._layer
         zero_point = layer.output.zero_point
-        low, high = layer.clamp_lo - zero_point, layer.clamp_hi - zero_point
-        clamped = Mux(shifted < low, low, Mux(shifted > high, high, shifted))
-        return clamped[:self._code_shape.width + 1].as_signed() + zero_point
+        return layer.clamp_lo - zero_point, layer.clamp_hi - zero_point

@@ -114,7 +114,7 @@ class SystolicArray(wiring.Component):
         if buffered (the folds start after the window is complete), plus
         ``5 + max(1, ⌈log2 cols⌉) + rows − 1`` (read, register the operands, the multipliers'
         operand and product registers, accumulate, one register per adder-tree level; the
-        skew), :class:`Requant` (6) and the output register (1).
+        skew), :class:`Requant` (8) and the output register (1).
 
     Members
     -------
@@ -176,7 +176,7 @@ class SystolicArray(wiring.Component):
         in_beats, folds, pixels = self._in_beats, self._folds, self._pixels
         in_shape = code_shape(layer.input)
 
-        m.submodules.requant = requant = Requant(layer, rows)
+        m.submodules.requant = requant = Requant(layer, rows, target=self._target)
         m.submodules.out = out = StreamRegister(frame_layout(code_shape(layer.output), rows))
         wiring.connect(m, requant.o, out.i)
         wiring.connect(m, out.o, wiring.flipped(self.o))
