@@ -17,6 +17,7 @@ from . import __version__
 from .api import _load_inputs, load, simulate
 from .emit import generate
 from .errors import HwgenError
+from .hw.dsp import TARGETS
 from .plan import DEFAULT_MULTIPLIERS, make_plan
 from .precision import choose_bits
 from .qgraph import QGraph
@@ -85,7 +86,8 @@ def cmd_build(args):
     if plan.board is not None:
         print(plan.cost())
     design = generate(plan, calibration, name=args.name, frames=args.frames, graph=graph,
-                      labels=_labels(args.calib) if args.calib else None, precision=choice)
+                      labels=_labels(args.calib) if args.calib else None, precision=choice,
+                      target=args.target)
     out = design.write(args.output)
     print(f"wrote {out / design.manifest['verilog']}, manifest.json, vectors.npz, report.md "
           f"in {time.perf_counter() - started:.1f} s")
@@ -203,6 +205,10 @@ def build_parser():
     build.add_argument("--max-utilization", default="1",
                        help="with --board: the share of each resource the plan may use, "
                             "e.g. 0.8, 80%% or 'lut=0.7,dsp=1' (default 1)")
+    build.add_argument("--target", choices=TARGETS,
+                       help="how multipliers are built: plain Verilog ('generic') or ECP5 "
+                            "MULT18X18D primitives with their registers ('ecp5'); default "
+                            "'ecp5' with an ECP5 --board, else 'generic'")
     build.add_argument("--name", help="top module name (default: the model file's stem)")
     build.add_argument("--frames", type=int, default=32,
                        help="test frames taken from the calibration data (default 32)")

@@ -144,7 +144,7 @@ def write_npz(path, **arrays):
 
 
 def generate(plan, x=None, *, name=None, frames=DEFAULT_FRAMES, graph=None, labels=None,
-             precision=None):
+             precision=None, target=None):
     """Build the accelerator of ``plan`` and its files.
 
     Parameters
@@ -162,6 +162,11 @@ def generate(plan, x=None, *, name=None, frames=DEFAULT_FRAMES, graph=None, labe
     precision : BitChoice, optional
         The automatic bit allocation the quantized graph came from
         (:func:`hwgen.precision.choose_bits`): the manifest and report then record it.
+    target : ``"generic"`` or ``"ecp5"``, optional
+        How the multipliers are built (:mod:`hwgen.hw.dsp`): plain Verilog for every tool, or
+        ECP5 ``MULT18X18D`` primitives with their registers in use (faster on ECP5; Verilog
+        simulators get hwgen's model of the primitive). Default: ``"ecp5"`` when the plan was
+        sized for an ECP5 board, else ``"generic"``.
     """
     qgraph = plan.qgraph
     top = name or qgraph.name
@@ -174,9 +179,12 @@ def generate(plan, x=None, *, name=None, frames=DEFAULT_FRAMES, graph=None, labe
     else:
         inputs = qgraph.input_codes(x)[:frames]
     expected = run_integer(qgraph, inputs)
-    accelerator = Accelerator(plan)
+    if target is None:
+        target = "ecp5" if plan.board is not None and plan.board.family == "ecp5" else "generic"
+    accelerator = Accelerator(plan, target=target)
     text = verilog.convert(accelerator, name=top, emit_src=False)
     manifest = build_manifest(plan, top, accelerator.latency)
+    manifest["target"] = accelerator.target
     if precision is not None:
         manifest["precision"] = precision.to_json()
     report = _report(plan, manifest, graph, x, labels)

@@ -367,7 +367,8 @@ def _dsp_note(board, verilog, cells):
     if simulation_models(verilog):
         return None
     return ("the engines' multipliers are inferred as combinational MULT18X18D cells; a design "
-            "generated for target 'ecp5' uses the DSPs' own registers and reaches a higher fmax")
+            "generated for target 'ecp5' (`hwgen build --target ecp5`, the default with an ECP5 "
+            "--board) uses the DSPs' own registers and reaches a higher fmax")
 
 
 def synthesize(design_dir, board, *, clock_mhz=None, place_and_route=True, seed=1,
@@ -384,6 +385,11 @@ def synthesize(design_dir, board, *, clock_mhz=None, place_and_route=True, seed=
         raise HwgenError(f"{str(out)!r} is not a design folder (no manifest.json); "
                          "create one with `hwgen build`")
     manifest = json.loads(manifest_path.read_text())
+    target = manifest.get("target", "generic")
+    if target == "ecp5" and board.family != "ecp5":
+        raise HwgenError(f"{str(out)!r} was generated for target 'ecp5' (MULT18X18D primitives), "
+                         f"which {board.name} ({board.family}) does not have: build it again "
+                         "with --target generic")
     top = manifest["top"]
     work = out / "synth"
     work.mkdir(exist_ok=True)

@@ -150,7 +150,17 @@ def test_cli_board_options(tmp_path, capsys):
                  "--board", "ulx3s_85f", "--max-utilization", "lut=0.5,dsp=80%"]) == 0
     printed = capsys.readouterr().out
     assert "Modelled resources on ULX3S 85F" in printed
-    assert json.loads((out / "manifest.json").read_text())["resources"]["fits"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["resources"]["fits"]
+    # An ECP5 board builds the multipliers as MULT18X18D primitives by default ...
+    assert manifest["target"] == "ecp5" and "MULT18X18D" in (out / "digits_mlp.v").read_text()
+    # ... which no other family has.
+    assert main(["synth", str(out), "--board", "icebreaker"]) == 1
+    assert "generated for target 'ecp5'" in capsys.readouterr().err
+    assert main(["build", str(model), "--calib", str(calib), "-o", str(out),
+                 "--board", "ulx3s_85f", "--target", "generic"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["target"] == "generic"
+    assert "MULT18X18D" not in (out / "digits_mlp.v").read_text()
     assert main(["build", str(model), "--calib", str(calib), "-o", str(out),
                  "--board", "ulx3s_85f", "--max-utilization", "lots"]) == 1
     assert "--max-utilization takes a fraction" in capsys.readouterr().err
