@@ -143,7 +143,10 @@ def _simulate_verilog(plan, target, simulator, path):
     it with stalls; returns the accelerator, the reference codes and the simulation result."""
     dut = Accelerator(plan, target=target)
     text = verilog.convert(dut, name="top", emit_src=False)
-    assert text.count("MULT18X18D #(") == (plan.multipliers if target == "ecp5" else 0)
+    # One primitive per engine product and two per requant lane (low and high partial products).
+    requant_lanes = sum(p.pe for p in plan.layers if p.engine in ("mac", "systolic", "depthwise"))
+    primitives = plan.multipliers + 2 * requant_lanes
+    assert text.count("MULT18X18D #(") == (primitives if target == "ecp5" else 0)
     path.mkdir()
     (path / "top.v").write_text(text)
     codes = random_codes(np.random.default_rng(2), plan.qgraph.input, 6, plan.qgraph.in_features)
