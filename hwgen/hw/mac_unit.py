@@ -8,7 +8,7 @@ from amaranth.utils import ceil_log2
 from ..plan import legal_folding
 from .dsp import Multiplier, check_target, multiply
 from .requant import Requant, code_shape
-from .stream import StreamRegister, double_buffer, frame_layout
+from .stream import credit_depth, credit_output, double_buffer, frame_layout
 
 __all__ = ["MacUnit"]
 
@@ -25,9 +25,9 @@ def tree_stages(count):
     return max(1, ceil_log2(count))
 
 
-def _adder_tree(m, values, name, en):
+def _adder_tree(m, values, name):
     """The sum of ``values`` by a balanced tree of two-input adders, one register per level
-    (advancing when ``en``), so a clock period holds one adder, not ``⌈log2 n⌉``. Each level is
+    (advancing every cycle), so a clock period holds one adder, not ``⌈log2 n⌉``. Each level is
     one bit wider than its operands, so no partial sum can overflow. Returns the registered
     root, ``tree_stages(len(values))`` cycles behind ``values``."""
     level = 0
@@ -37,8 +37,7 @@ def _adder_tree(m, values, name, en):
             pair = values[index:index + 2]
             node = Signal(signed(max(len(value) for value in pair) + (len(pair) - 1)),
                           name=f"{name}_l{level}_{index // 2}")
-            with m.If(en):
-                m.d.sync += node.eq(pair[0] + pair[1] if len(pair) == 2 else pair[0])
+            m.d.sync += node.eq(pair[0] + pair[1] if len(pair) == 2 else pair[0])
             summed.append(node)
         values = summed
         level += 1
@@ -67,9 +66,11 @@ class MacUnit(wiring.Component):
     sign), an adder tree one bit wider per level, accumulators ``layer.acc_bits`` (derived from
     the weights, so they cannot overflow).
 
-    Stalls: the MAC pipeline advances only when its accumulator output is empty or taken
-    (``en = ~valid | ready``); back-pressure freezes it whole. A :class:`StreamRegister` drives
-    ``o``, so no combinational path leaves the engine through ``o.ready``.
+    Stalls: the MAC pipeline and :class:`Requant` advance every cycle (no clock enable); an
+    output FIFO of ``output_depth`` beats drives ``o``, and the engine issues a step only while
+    a registered credit flag says the FIFO has room for every result in flight (see
+    :func:`~hwgen.hw.stream.credit_output`). So ``o.ready`` reaches nothing but the credit
+    counter, and ``i.ready`` comes from registers.
 
     Parameters
     ----------
@@ -126,10 +127,19 @@ class MacUnit(wiring.Component):
         unbuffered, that beat is itself the last operand), plus the MAC pipeline (operand read,
         operand register, the multipliers' operand and product registers,
         ``max(1, ⌈log2 simd⌉)`` adder-tree levels, accumulate),
-        :class:`Requant` (8) and the output register (1)."""
+        :class:`Requant` (8) and the output FIFO (1)."""
         compute = self.cycles_per_frame if self.buffered else 0
-        return (compute + _MAC_STAGES + tree_stages(self._simd) + Requant.latency
-                + StreamRegister.latency)
+        return compute + self._result_latency
+
+    @property
+    def _result_latency(self):
+        """Cycles from issuing a fold's last step to the transfer of its output beat."""
+        return _MAC_STAGES + tree_stages(self._simd) + Requant.latency + 1
+
+    @property
+    def output_depth(self):
+        """Beats of the output FIFO: room for every result in flight at full rate."""
+        return credit_depth(self._result_latency, self._in_beats)
 
     def _weight_words(self, pe_index):
         weight, simd = self._layer.weight, self._simd
@@ -142,28 +152,28 @@ class MacUnit(wiring.Component):
         in_beats, out_beats = self._in_beats, self._out_beats
         in_shape = code_shape(layer.input)
 
-        m.submodules.requant = requant = Requant(layer, pe, target=self._target)
-        m.submodules.out = out = StreamRegister(frame_layout(code_shape(layer.output), pe))
-        wiring.connect(m, requant.o, out.i)
-        wiring.connect(m, out.o, wiring.flipped(self.o))
-
-        en = Signal()
-        m.d.comb += en.eq(~requant.i.valid | requant.i.ready)
+        m.submodules.requant = requant = Requant(layer, pe, target=self._target,
+                                                 free_running=True)
+        issued = Signal()  # a fold's last step issues: one more output beat on its way
+        fifo_i, room = credit_output(m, self.o, frame_layout(code_shape(layer.output), pe),
+                                     self.output_depth, issued)
+        wiring.connect(m, requant.o, fifo_i)
 
         # Issue: pick the operands of (fold, beat) this cycle; they arrive one cycle later.
         beat, fold = Signal(range(in_beats)), Signal(range(out_beats))
         step = Signal(range(in_beats * out_beats))  # the weight ROM address: fold, then beat
         issue = Signal()
         operands = Signal(data.ArrayLayout(in_shape, simd))
+        go = Signal()  # the step issues: operands there and room for its result
         frame_done = (beat == in_beats - 1) & (fold == out_beats - 1)
         if self.buffered:
             double_buffer(m, self.i, code_shape(self._layer.input), self._simd, self._in_beats,
-                          en, beat, frame_done, issue, operands)
+                          go, beat, frame_done, issue, operands)
         else:
-            m.d.comb += [issue.eq(self.i.valid), self.i.ready.eq(en)]
-            with m.If(en):
-                m.d.sync += operands.eq(self.i.payload.data)
-        with m.If(en & issue):
+            m.d.comb += [issue.eq(self.i.valid), self.i.ready.eq(room)]
+            m.d.sync += operands.eq(self.i.payload.data)
+        m.d.comb += [go.eq(issue & room), issued.eq(go & (beat == in_beats - 1))]
+        with m.If(go):
             m.d.sync += [
                 beat.eq(Mux(beat == in_beats - 1, 0, beat + 1)),
                 step.eq(Mux(frame_done, 0, step + 1)),
@@ -177,7 +187,7 @@ class MacUnit(wiring.Component):
                                 depth=in_beats * out_beats, init=self._weight_words(index))
             m.submodules[f"weights{index}"] = rom
             port = rom.read_port()
-            m.d.comb += [port.addr.eq(step), port.en.eq(en)]
+            m.d.comb += port.addr.eq(step)
             weights.append(port.data)
 
         # Flags travel with the operands: valid, first/last beat of a fold, last fold.
@@ -190,34 +200,30 @@ class MacUnit(wiring.Component):
         dot_flags = tree_flags[-1]
         product_shape = signed(layer.weight_bits + in_shape.width + (not in_shape.signed))
         dot_shape = signed(min(product_shape.width + ceil_log2(simd), layer.acc_bits))
-        with m.If(en):
-            m.d.sync += [
-                read_flags.valid.eq(issue),
-                read_flags.first.eq(beat == 0),
-                read_flags.last.eq(beat == in_beats - 1),
-                read_flags.frame_last.eq(frame_done),
-                fetch_flags.eq(read_flags),
-                operand_flags.eq(fetch_flags),
-                product_flags.eq(operand_flags),
-                tree_flags[0].eq(product_flags),
-                *(later.eq(earlier) for earlier, later in zip(tree_flags, tree_flags[1:])),
-                requant.i.valid.eq(dot_flags.valid & dot_flags.last),
-                requant.i.payload.last.eq(dot_flags.frame_last),
-            ]
+        m.d.sync += [
+            read_flags.valid.eq(go),
+            read_flags.first.eq(beat == 0),
+            read_flags.last.eq(beat == in_beats - 1),
+            read_flags.frame_last.eq(frame_done),
+            fetch_flags.eq(read_flags),
+            operand_flags.eq(fetch_flags),
+            product_flags.eq(operand_flags),
+            tree_flags[0].eq(product_flags),
+            *(later.eq(earlier) for earlier, later in zip(tree_flags, tree_flags[1:])),
+            requant.i.valid.eq(dot_flags.valid & dot_flags.last),
+            requant.i.payload.last.eq(dot_flags.frame_last),
+        ]
         # Registered copies of the memories' read data: the multipliers' operands.
         fetched = Signal.like(operands, name="fetched")
-        with m.If(en):
-            m.d.sync += fetched.eq(operands)
+        m.d.sync += fetched.eq(operands)
         for index in range(pe):
             weight = Signal.like(weights[index], name=f"weight{index}")
-            with m.If(en):
-                m.d.sync += weight.eq(weights[index])
-            products = [multiply(m, weight[lane], fetched[lane], en, target=self._target,
+            m.d.sync += weight.eq(weights[index])
+            products = [multiply(m, weight[lane], fetched[lane], 1, target=self._target,
                                  name=f"mul{index}_{lane}") for lane in range(simd)]
             dot = Signal(dot_shape, name=f"dot{index}")
             acc = requant.i.payload.data[index]
-            m.d.comb += dot.eq(_adder_tree(m, products, f"tree{index}", en))
-            with m.If(en):
-                with m.If(dot_flags.valid):
-                    m.d.sync += acc.eq(Mux(dot_flags.first, 0, acc) + dot)
+            m.d.comb += dot.eq(_adder_tree(m, products, f"tree{index}"))
+            with m.If(dot_flags.valid):
+                m.d.sync += acc.eq(Mux(dot_flags.first, 0, acc) + dot)
         return m

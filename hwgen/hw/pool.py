@@ -3,14 +3,14 @@ whole max/average pool layer (padding, sliding window, reduction)."""
 
 import operator
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import HwgenError
 from .add import round_shift_clamp
 from .requant import code_shape
-from .stream import chain, frame_layout
+from .stream import chain, credit_depth, credit_output, frame_layout
 from .window import PadUnit, SlidingWindow
 
 __all__ = ["PoolReduce", "GlobalAvgPool", "PoolLayer"]
@@ -102,9 +102,14 @@ class PoolReduce(wiring.Component):
     ``kh·kw · max|q − zp_x|``, the product for that bound times ``M``.
 
     Latency: from the transfer of a window's last beat to the offer of its result on ``o``:
-    1 cycle for max (the running maximum register drives ``o``), 3 for average (sum, product,
-    round/clamp). One input beat per cycle: ``cycles_per_frame = OH·OW·(C/lanes)·kh·kw`` (the
-    input beats). Back-pressure freezes the block (``i.ready = ~o.valid | o.ready``).
+    2 cycles for max (the running maximum register, the output FIFO), 4 for average (sum,
+    product, round/clamp, the output FIFO). One input beat per cycle:
+    ``cycles_per_frame = OH·OW·(C/lanes)·kh·kw`` (the input beats).
+
+    Back-pressure: the reduction never stalls; an output FIFO with room for every window in
+    flight drives ``o``, and ``i.ready`` is a registered credit flag (see
+    :func:`~hwgen.hw.stream.credit_output`), so ``o.ready`` does not reach ``i.ready`` (nor
+    the sliding window in front) combinationally.
 
     Parameters
     ----------
@@ -142,19 +147,28 @@ class PoolReduce(wiring.Component):
 
     @property
     def latency(self):
-        """1 for max, 3 for average: see the class docstring."""
-        return 1 if self._layer.kind == "max" else 1 + _ScalarRequant.stages
+        """2 for max, 4 for average: see the class docstring."""
+        return (1 if self._layer.kind == "max" else 1 + _ScalarRequant.stages) + 1
+
+    @property
+    def output_depth(self):
+        """Beats of the output FIFO: room for every window in flight at full rate."""
+        return credit_depth(self.latency, self._window)
 
     def elaborate(self, platform):
         m = Module()
         layer, lanes, window = self._layer, self._lanes, self._window
-        en = Signal()
-        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
+        complete = Signal()
+        result, room = credit_output(m, self.o, self.o.payload.shape(), self.output_depth,
+                                     complete)
+        en = Const(1)  # runs free: the credits keep the output FIFO from overflowing
+        m.d.comb += self.i.ready.eq(room)
 
         position = Signal(range(window))       # kernel position of the next beat
         index = Signal(range(self._out_beats))  # window (and group) of the next beat
         accept = self.i.valid & self.i.ready
-        first, complete = position == 0, accept & (position == window - 1)
+        first = position == 0
+        m.d.comb += complete.eq(accept & (position == window - 1))
         frame_last = index == self._out_beats - 1
         with m.If(accept):
             m.d.sync += position.eq(Mux(position == window - 1, 0, position + 1))
@@ -163,9 +177,8 @@ class PoolReduce(wiring.Component):
 
         if layer.kind == "max":
             running = Signal(data.ArrayLayout(code_shape(layer.input), lanes))
-            m.d.comb += self.o.payload.data.eq(running)
-            with m.If(en):
-                m.d.sync += [self.o.valid.eq(complete), self.o.payload.last.eq(frame_last)]
+            m.d.comb += result.payload.data.eq(running)
+            m.d.sync += [result.valid.eq(complete), result.payload.last.eq(frame_last)]
             for lane in range(lanes):
                 code = self.i.payload.data[lane]
                 with m.If(accept & (first | (code > running[lane]))):
@@ -185,7 +198,7 @@ class PoolReduce(wiring.Component):
                                      f"difference{lane}")
             with m.If(accept):
                 m.d.sync += total.eq(Mux(first, 0, total) + difference)
-        _ScalarRequant(layer, sum_bound).build(m, en, sums, sum_valid, sum_last, self.o)
+        _ScalarRequant(layer, sum_bound).build(m, en, sums, sum_valid, sum_last, result)
         return m
 
 

@@ -53,7 +53,7 @@ class Requant(wiring.Component):
     ``M``) in :class:`~hwgen.hw.dsp.Multiplier` blocks (two stages: operands, product); add
     the partial products; add the rounding constant; shift; compare with both clamp ends;
     select and add the zero point. One beat per cycle. Stalls freeze the whole pipeline
-    (``i.ready = ~o.valid | o.ready``).
+    (``i.ready = ~o.valid | o.ready``), unless ``free_running``.
 
     Parameters
     ----------
@@ -65,6 +65,10 @@ class Requant(wiring.Component):
         Channels per beat; must divide the number of channels.
     target : str
         How the multipliers are built: ``"generic"`` or ``"ecp5"`` (see :mod:`hwgen.hw.dsp`).
+    free_running : bool
+        The pipeline advances every cycle and ``i.ready`` is 1: the caller guarantees that
+        ``o`` takes every beat it offers (an output FIFO with credits, see
+        :func:`~hwgen.hw.stream.credit_output`), so no clock enable fans out from ``o.ready``.
 
     Members
     -------
@@ -74,8 +78,9 @@ class Requant(wiring.Component):
 
     latency = 8
 
-    def __init__(self, layer, lanes, *, target="generic"):
+    def __init__(self, layer, lanes, *, target="generic", free_running=False):
         self._target = check_target(target)
+        self._free_running = bool(free_running)
         self._lanes = operator.index(lanes)
         channels = len(layer.bias)
         if self._lanes < 1 or channels % self._lanes:
@@ -121,7 +126,8 @@ class Requant(wiring.Component):
 
         group = Signal(range(self._groups))
         en = Signal()
-        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
+        m.d.comb += [en.eq(1 if self._free_running else ~self.o.valid | self.o.ready),
+                     self.i.ready.eq(en)]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += group.eq(Mux(group == self._groups - 1, 0, group + 1))
         m.d.comb += params.addr.eq(group)

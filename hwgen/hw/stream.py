@@ -12,7 +12,8 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-__all__ = ["chain", "double_buffer", "frame_layout", "StreamRegister", "LaneConverter"]
+__all__ = ["chain", "credit_depth", "credit_output", "double_buffer", "frame_layout",
+           "StreamRegister", "LaneConverter"]
 
 
 def frame_layout(shape, lanes):
@@ -211,6 +212,40 @@ def double_buffer(m, i, shape, lanes, beats, en, beat, done, issue, operands):
         read_bank.eq(read_bank ^ released),
         full_banks.eq(full_banks + filled - released),
     ]
+
+
+def credit_depth(latency, interval):
+    """The depth :func:`credit_output` needs so that a pipeline issuing a result at most every
+    ``interval`` cycles, each leaving ``latency`` cycles after its issue, never waits for room
+    while ``o`` is always ready: ``⌈(latency + 1) / interval⌉ + 1`` (the results issued in the
+    last ``latency + 1`` cycles, as a credit comes back a cycle after its beat leaves, plus the
+    one being issued)."""
+    return -(-(latency + 1) // interval) + 1
+
+
+def credit_output(m, o, layout, depth, issued):
+    """An output FIFO of ``depth`` beats driving stream ``o``, with a registered flag that
+    says a free-running pipeline may issue another result.
+
+    Returns ``(fifo_i, room)``. The pipeline never stalls: its results enter ``fifo_i`` (whose
+    ``ready`` it may ignore) whenever they come out. Instead, ``issued`` (high in the cycle the
+    pipeline commits to one more result) counts a credit, taken back when a beat leaves on
+    ``o``; ``room`` is high while fewer than ``depth`` results are issued and not yet counted
+    gone, so the FIFO can never overflow. ``room`` is a flip-flop, and a transfer on ``o`` is
+    registered before it returns its credit: ``o.ready`` only reaches one flip-flop here, not
+    the counter nor the pipeline's enables. Latency 1, as a :class:`StreamRegister`.
+    """
+    from .fifo import StreamFifo
+
+    m.submodules.out = fifo = StreamFifo(layout, depth)
+    wiring.connect(m, fifo.o, wiring.flipped(o))
+    reserved = Signal(range(depth + 1))  # results issued and not yet transferred on ``o``
+    pending = Signal(range(depth + 2))
+    popped = Signal()
+    room = Signal(init=1)
+    m.d.comb += pending.eq(reserved + issued - popped)
+    m.d.sync += [popped.eq(o.valid & o.ready), reserved.eq(pending), room.eq(pending < depth)]
+    return fifo.i, room
 
 
 def chain(m, outer, blocks):

@@ -12,7 +12,7 @@ from ..plan import divisors
 from .dsp import Multiplier, check_target, multiply
 from .mac_unit import _adder_tree, tree_stages
 from .requant import Requant, code_shape
-from .stream import StreamRegister, double_buffer, frame_layout
+from .stream import credit_depth, credit_output, double_buffer, frame_layout
 
 __all__ = ["SystolicArray", "check_conv_folding"]
 
@@ -89,8 +89,11 @@ class SystolicArray(wiring.Component):
     Widths: products ``weight_bits × act_bits`` (one bit more for unsigned inputs, to carry
     the sign), the tree one bit wider per level, accumulators ``layer.acc_bits``.
 
-    Stalls: the whole array advances only when its accumulator output is empty or taken
-    (``en = ~valid | ready``). A :class:`StreamRegister` drives ``o``.
+    Stalls: the array and :class:`Requant` advance every cycle (no clock enable); an output
+    FIFO of ``output_depth`` beats drives ``o``, and a window beat issues only while a
+    registered credit flag says the FIFO has room for every result in flight (see
+    :func:`~hwgen.hw.stream.credit_output`), so ``o.ready`` reaches nothing but the credit
+    counter.
 
     Parameters
     ----------
@@ -114,7 +117,7 @@ class SystolicArray(wiring.Component):
         if buffered (the folds start after the window is complete), plus
         ``5 + max(1, ⌈log2 cols⌉) + rows − 1`` (read, register the operands, the multipliers'
         operand and product registers, accumulate, one register per adder-tree level; the
-        skew), :class:`Requant` (8) and the output register (1).
+        skew), :class:`Requant` (8) and the output FIFO (1).
 
     Members
     -------
@@ -161,8 +164,17 @@ class SystolicArray(wiring.Component):
     @property
     def latency(self):
         compute = self.cycles_per_pixel if self.buffered else 0
-        return (compute + _CELL_STAGES + tree_stages(self._cols) + self._rows - 1
-                + Requant.latency + StreamRegister.latency)
+        return compute + self._result_latency
+
+    @property
+    def _result_latency(self):
+        """Cycles from issuing a fold's last beat to the transfer of its output beat."""
+        return _CELL_STAGES + tree_stages(self._cols) + self._rows - 1 + Requant.latency + 1
+
+    @property
+    def output_depth(self):
+        """Beats of the output FIFO: room for every result in flight at full rate."""
+        return credit_depth(self._result_latency, self._in_beats)
 
     def _weight_words(self, row):
         weight = self._layer.weight.reshape(self._layer.out_channels, -1)
@@ -176,13 +188,12 @@ class SystolicArray(wiring.Component):
         in_beats, folds, pixels = self._in_beats, self._folds, self._pixels
         in_shape = code_shape(layer.input)
 
-        m.submodules.requant = requant = Requant(layer, rows, target=self._target)
-        m.submodules.out = out = StreamRegister(frame_layout(code_shape(layer.output), rows))
-        wiring.connect(m, requant.o, out.i)
-        wiring.connect(m, out.o, wiring.flipped(self.o))
-
-        en = Signal()
-        m.d.comb += en.eq(~requant.i.valid | requant.i.ready)
+        m.submodules.requant = requant = Requant(layer, rows, target=self._target,
+                                                 free_running=True)
+        issued = Signal()  # a fold's last beat issues: one more output beat on its way
+        fifo_i, room = credit_output(m, self.o, frame_layout(code_shape(layer.output), rows),
+                                     self.output_depth, issued)
+        wiring.connect(m, requant.o, fifo_i)
 
         # Issue: the operands of (pixel, fold, beat) this cycle; they reach row 0 next cycle.
         beat, fold = Signal(range(in_beats)), Signal(range(folds))
@@ -190,15 +201,16 @@ class SystolicArray(wiring.Component):
         step = Signal(range(in_beats * folds))  # the weight ROM address: fold, then beat
         issue = Signal()
         operands = Signal(data.ArrayLayout(in_shape, cols))
+        go = Signal()  # the beat issues: operands there and room for its result
         pixel_done = (beat == in_beats - 1) & (fold == folds - 1)
         if self.buffered:
             double_buffer(m, self.i, code_shape(self._layer.input), self._cols, self._in_beats,
-                          en, beat, pixel_done, issue, operands)
+                          go, beat, pixel_done, issue, operands)
         else:
-            m.d.comb += [issue.eq(self.i.valid), self.i.ready.eq(en)]
-            with m.If(en):
-                m.d.sync += operands.eq(self.i.payload.data)
-        with m.If(en & issue):
+            m.d.comb += [issue.eq(self.i.valid), self.i.ready.eq(room)]
+            m.d.sync += operands.eq(self.i.payload.data)
+        m.d.comb += [go.eq(issue & room), issued.eq(go & (beat == in_beats - 1))]
+        with m.If(go):
             m.d.sync += [
                 beat.eq(Mux(beat == in_beats - 1, 0, beat + 1)),
                 step.eq(Mux(pixel_done, 0, step + 1)),
@@ -211,7 +223,7 @@ class SystolicArray(wiring.Component):
         flag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "frame_last": 1})
         issue_flags = Signal(flag_layout)
         m.d.comb += [
-            issue_flags.valid.eq(issue),
+            issue_flags.valid.eq(go),
             issue_flags.first.eq(beat == 0),
             issue_flags.last.eq(beat == in_beats - 1),
             issue_flags.frame_last.eq(pixel_done & (pixel == pixels - 1)),
@@ -229,7 +241,7 @@ class SystolicArray(wiring.Component):
                                 depth=in_beats * folds, init=self._weight_words(row))
             m.submodules[f"weights{row}"] = rom
             port = rom.read_port()
-            m.d.comb += [port.addr.eq(address), port.en.eq(en)]
+            m.d.comb += port.addr.eq(address)
             read_flags = Signal(flag_layout, name=f"read_flags{row}")
             fetch_flags = Signal(flag_layout, name=f"fetch_flags{row}")
             operand_flags = Signal(flag_layout, name=f"operand_flags{row}")
@@ -239,27 +251,25 @@ class SystolicArray(wiring.Component):
             tree_flags = [Signal(flag_layout, name=f"tree_flags{row}_{level}")
                           for level in range(tree_stages(cols))]
             dot_flags = tree_flags[-1]
-            products = [multiply(m, weight[lane], fetched[lane], en, target=self._target,
+            products = [multiply(m, weight[lane], fetched[lane], 1, target=self._target,
                                  name=f"mul{row}_{lane}") for lane in range(cols)]
             dot = Signal(dot_shape, name=f"dot{row}")
             acc = Signal(acc_shape, name=f"acc{row}")
-            m.d.comb += dot.eq(_adder_tree(m, products, f"tree{row}", en))
-            with m.If(en):
-                m.d.sync += [
-                    read_flags.eq(flags), fetch_flags.eq(read_flags),
-                    operand_flags.eq(fetch_flags), product_flags.eq(operand_flags),
-                    weight.eq(port.data), fetched.eq(activations),
-                    tree_flags[0].eq(product_flags),
-                    *(later.eq(earlier) for earlier, later in zip(tree_flags, tree_flags[1:])),
-                ]
-                with m.If(dot_flags.valid):
-                    m.d.sync += acc.eq(Mux(dot_flags.first, 0, acc) + dot)
+            m.d.comb += dot.eq(_adder_tree(m, products, f"tree{row}"))
+            m.d.sync += [
+                read_flags.eq(flags), fetch_flags.eq(read_flags),
+                operand_flags.eq(fetch_flags), product_flags.eq(operand_flags),
+                weight.eq(port.data), fetched.eq(activations),
+                tree_flags[0].eq(product_flags),
+                *(later.eq(earlier) for earlier, later in zip(tree_flags, tree_flags[1:])),
+            ]
+            with m.If(dot_flags.valid):
+                m.d.sync += acc.eq(Mux(dot_flags.first, 0, acc) + dot)
             # Skew: rows − 1 − row registers line this row's sum up with the last row's.
             value = acc
             for stage in range(rows - 1 - row):
                 delayed = Signal(acc_shape, name=f"skew{row}_{stage}")
-                with m.If(en):
-                    m.d.sync += delayed.eq(value)
+                m.d.sync += delayed.eq(value)
                 value = delayed
             m.d.comb += requant.i.payload.data[row].eq(value)
             last_flags = dot_flags
@@ -267,16 +277,13 @@ class SystolicArray(wiring.Component):
                 next_activations = Signal(data.ArrayLayout(in_shape, cols),
                                           name=f"activations{row + 1}")
                 next_address = Signal.like(step, name=f"address{row + 1}")
-                with m.If(en):
-                    m.d.sync += [next_activations.eq(activations), next_address.eq(address)]
+                m.d.sync += [next_activations.eq(activations), next_address.eq(address)]
                 # The flags travel with the activations: row r + 1 sees row r's a cycle later.
                 next_flags = Signal(flag_layout, name=f"flags{row + 1}")
-                with m.If(en):
-                    m.d.sync += next_flags.eq(flags)
+                m.d.sync += next_flags.eq(flags)
                 activations, address, flags = next_activations, next_address, next_flags
-        with m.If(en):
-            m.d.sync += [
-                requant.i.valid.eq(last_flags.valid & last_flags.last),
-                requant.i.payload.last.eq(last_flags.frame_last),
-            ]
+        m.d.sync += [
+            requant.i.valid.eq(last_flags.valid & last_flags.last),
+            requant.i.payload.last.eq(last_flags.frame_last),
+        ]
         return m

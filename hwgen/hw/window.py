@@ -348,19 +348,42 @@ class SlidingWindow(wiring.Component):
         base = Signal(range(slots))           # the slot of the window's first row
         advance = Signal(range(kh + 1))
         pixel_end, row_end, ready_rows, issue, en = Signal(), Signal(), Signal(), Signal(), Signal()
+        # ``read_pos < write_pos``, registered: the next cycle's comparison is selected from
+        # all the ways both positions can move, so no carry chain sits in front of ``issue``.
+        behind = Signal()
         m.d.comb += [
             pixel_end.eq(reads == Mux(out_col == 0, first_reads, next_reads) - 1),
             row_end.eq(pixel_end & (out_col == out_width - 1)),
             advance.eq(Mux(out_row == out_height - 1, kh, min(sy, kh))),
             # The row being written may be read up to the writer, unless this read releases it.
             ready_rows.eq((filled >= kh)
-                          | ((filled == kh - 1) & storing & (read_pos < write_pos)
+                          | ((filled == kh - 1) & storing & behind
                              & ~(row_end & (advance == kh)))),
             issue.eq(en & ready_rows),
             released.eq(Mux(issue & row_end, advance, 0)),
         ]
         for port in ports:
             m.d.comb += [port.addr.eq(read_pos), port.en.eq(en)]
+        read_step = Signal()   # read_pos moves to read_pos + 1 + ``jump``
+        read_jump = Signal()   # ... with ``jump`` = skip (else 0)
+        read_reset = Signal()  # read_pos moves to 0
+        m.d.comb += [
+            read_step.eq(issue & ~row_end),
+            read_jump.eq(pixel_end),
+            read_reset.eq(issue & row_end),
+        ]
+        for write_moves, write_next in ((~accept, write_pos), (accept & ~row_done, write_pos + 1)):
+            with m.If(write_moves):
+                with m.If(read_reset):
+                    m.d.sync += behind.eq(write_next != 0)
+                with m.Elif(read_step & read_jump):
+                    m.d.sync += behind.eq(read_pos + 1 + skip < write_next)
+                with m.Elif(read_step):
+                    m.d.sync += behind.eq(read_pos + 1 < write_next)
+                with m.Else():
+                    m.d.sync += behind.eq(read_pos < write_next)
+        with m.If(accept & row_done):
+            m.d.sync += behind.eq(0)
         with m.If(issue):
             m.d.sync += reads.eq(Mux(pixel_end, 0, reads + 1))
             with m.If(~pixel_end):
