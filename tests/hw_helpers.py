@@ -97,3 +97,19 @@ def run(dut, *testbenches):
     for testbench in testbenches:
         sim.add_testbench(getattr(testbench, "testbench", testbench))
     sim.run()
+
+
+def ecp5_primitives(plan):
+    """``MULT18X18D`` primitives an accelerator built for target ``"ecp5"`` instantiates: one per
+    engine product, and per requant lane one for the low partial product plus one for the high
+    part when that is at least 2 bits wide (a 1-bit one stays in LUTs; see hwgen.hw.requant)."""
+    from hwgen.hw.requant import _LOW_BITS, _signed_bits
+    count = plan.multipliers
+    for layer_plan in plan.layers:
+        if layer_plan.engine not in ("mac", "systolic", "depthwise"):
+            continue
+        layer = layer_plan.layer
+        sum_bits = max(layer.acc_bits, _signed_bits(layer.bias)) + 1
+        high_bits = sum_bits - min(_LOW_BITS, sum_bits - 1)
+        count += layer_plan.pe * (1 + (high_bits >= 2))
+    return count

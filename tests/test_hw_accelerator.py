@@ -18,7 +18,7 @@ from hwgen.hw.accelerator import Accelerator
 from hwgen.sim.runner import run_simulation
 from hwgen.plan import make_plan
 from hwgen.reference import run_integer
-from hw_helpers import StreamDriver, StreamMonitor, run
+from hw_helpers import StreamDriver, StreamMonitor, ecp5_primitives, run
 from hw_layers import quantized_mlp, random_codes
 
 
@@ -143,10 +143,7 @@ def _simulate_verilog(plan, target, simulator, path):
     it with stalls; returns the accelerator, the reference codes and the simulation result."""
     dut = Accelerator(plan, target=target)
     text = verilog.convert(dut, name="top", emit_src=False)
-    # One primitive per engine product and two per requant lane (low and high partial products).
-    requant_lanes = sum(p.pe for p in plan.layers if p.engine in ("mac", "systolic", "depthwise"))
-    primitives = plan.multipliers + 2 * requant_lanes
-    assert text.count("MULT18X18D #(") == (primitives if target == "ecp5" else 0)
+    assert text.count("MULT18X18D #(") == (ecp5_primitives(plan) if target == "ecp5" else 0)
     path.mkdir()
     (path / "top.v").write_text(text)
     codes = random_codes(np.random.default_rng(2), plan.qgraph.input, 6, plan.qgraph.in_features)

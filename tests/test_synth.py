@@ -13,6 +13,7 @@ import hwgen
 from hwgen.board import Board, boards_table, get_board, load_boards
 from hwgen.cli import main
 from hwgen.errors import HwgenError
+from hw_helpers import ecp5_primitives
 from hwgen.hw.accelerator import Accelerator
 from hwgen.synth import (count_resources, layer_resources, parse_nextpnr_log,
                          parse_yosys_stat, synthesize)
@@ -257,7 +258,7 @@ def test_ecp5_target_keeps_the_products_registered_in_the_dsps(tmp_path):
             if cell["type"] == "MULT18X18D"]
     registered = [cell for cell in dsps if all(
         cell["parameters"].get(f"REG_{name}_CLK") == "CLK0" for name in ("INPUTA", "INPUTB", "OUTPUT"))]
-    assert len(registered) == plan.multipliers
+    assert len(registered) == len(dsps) == ecp5_primitives(plan)
     assert results["ecp5"].totals["dsp"] == results["generic"].totals["dsp"] == len(dsps)
     assert any("target 'ecp5'" in note for note in results["generic"].notes)
     assert not any("target 'ecp5'" in note for note in results["ecp5"].notes)

@@ -55,7 +55,8 @@ class Multiplier(wiring.Component):
       nextpnr's timing model gains nothing from it). Each operand must be at most 18 bits wide,
       signed or unsigned (``SIGNEDA``/``SIGNEDB`` say which). The registers are
       not reset (``RST0`` low, ``GSR`` disabled): the engines never use a product whose
-      operands were not valid. Amaranth's simulator cannot run a primitive; Verilog simulators
+      operands were not valid. A product with a 1-bit operand (the requant's high part of a
+      narrow sum) stays generic: yosys builds it from a few LUTs, not a DSP. Amaranth's simulator cannot run a primitive; Verilog simulators
       get :data:`ECP5_MULT18X18D_MODEL` (see :func:`simulation_models`).
 
     Parameters
@@ -91,8 +92,9 @@ class Multiplier(wiring.Component):
         return self._target
 
     def elaborate(self, platform):
-        if self._target == "ecp5":
+        if self._target == "ecp5" and min(self._a_shape.width, self._b_shape.width) >= 2:
             return self._elaborate_ecp5()
+        # Generic, and on ECP5 a product with a 1-bit operand: a few LUTs, as yosys maps it.
         m = Module()
         a, b = Signal(self._a_shape, name="a_reg"), Signal(self._b_shape, name="b_reg")
         with m.If(self.en):
