@@ -502,21 +502,6 @@ def _fill(qgraph, pinned, target):
     return tuple(layers)
 
 
-def _achievable_cycles(qgraph, pinned):
-    """Every initiation interval some folding of the unpinned layers reaches, no shorter than
-    the pinned layers allow, ascending."""
-    floor = max([plan.cycles for plan in pinned.values()], default=1)
-    cycles = {floor}
-    for layer in qgraph.layers:
-        if layer.name in pinned:
-            continue
-        engine = ENGINES[_kind(layer)][0]
-        lanes_options = _in_lanes_options(layer, engine)
-        cycles.update(_cycles(layer, engine, fold, lanes)
-                      for fold in _options(layer, engine) for lanes in lanes_options(fold))
-    return sorted(value for value in cycles if value >= floor)
-
-
 def _limits(board, max_utilization):
     """Resource → the most the plan may use of ``board``."""
     if isinstance(max_utilization, dict):
@@ -541,7 +526,33 @@ def _layer_options(layer, engine, target):
             if _cycles(layer, engine, fold, lanes) <= target]
 
 
-def _select(qgraph, pinned, target, board, limits):
+def _catalog(qgraph, pinned, board):
+    """Per layer, every ``(LayerPlan, modelled cost)`` it may take on ``board``: the pinned
+    plan, or each folding and input-lane count of its default engine. Computed once per
+    search; :func:`_select` filters it by cycles."""
+    from .cost import layer_cost
+
+    catalog = []
+    for layer in qgraph.layers:
+        if layer.name in pinned:
+            options = [pinned[layer.name]]
+        else:
+            engine = ENGINES[_kind(layer)][0]
+            options = [LayerPlan(layer, engine, fold, lanes)
+                       for fold, lanes in _layer_options(layer, engine, math.inf)]
+        catalog.append([(option, layer_cost(option, board)) for option in options])
+    return catalog
+
+
+def _achievable_cycles(catalog, pinned):
+    """Every initiation interval some option of the catalog reaches, no shorter than the
+    pinned layers allow, ascending."""
+    floor = max([plan.cycles for plan in pinned.values()], default=1)
+    cycles = {option.cycles for options in catalog for option, _ in options}
+    return sorted({floor} | {value for value in cycles if value >= floor})
+
+
+def _select(catalog, target, limits):
     """The layers' plans within ``target`` cycles whose summed modelled resources fit
     ``limits`` and use the smallest sum of per-resource fractions, or ``None`` if no choice
     fits. An exact 0/1 program (:func:`scipy.optimize.milp`): one binary per layer and
@@ -549,19 +560,12 @@ def _select(qgraph, pinned, target, board, limits):
     the caller checks the whole plan."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
-    from .cost import RESOURCES, layer_cost
+    from .cost import RESOURCES
 
-    choices = []        # per layer: [(LayerPlan, cost), ...]
-    for layer in qgraph.layers:
-        if layer.name in pinned:
-            options = [pinned[layer.name]]
-        else:
-            engine = ENGINES[_kind(layer)][0]
-            options = [LayerPlan(layer, engine, fold, lanes)
-                       for fold, lanes in _layer_options(layer, engine, target)]
-        if not options:
-            return None
-        choices.append([(option, layer_cost(option, board)) for option in options])
+    choices = [[(option, cost) for option, cost in options if option.cycles <= target]
+               for options in catalog]
+    if not all(choices):
+        return None
     count = sum(len(options) for options in choices)
     usable = [resource for resource in RESOURCES if limits[resource] > 0]
     objective = np.zeros(count)
@@ -600,17 +604,24 @@ def _fit_board(qgraph, pinned, board, max_utilization, progress):
 
     board = get_board(board)
     limits = _limits(board, max_utilization)
-    candidates = _achievable_cycles(qgraph, pinned)
+    catalog = _catalog(qgraph, pinned, board)
+    candidates = _achievable_cycles(catalog, pinned)
+    selections = {}
+
+    def select(target):
+        if target not in selections:
+            selections[target] = _select(catalog, target, limits)
+        return selections[target]
+
     low, high = 0, len(candidates)
     while low < high:
         middle = (low + high) // 2
-        if _select(qgraph, pinned, candidates[middle], board, limits) is None:
+        if select(candidates[middle]) is None:
             low = middle + 1
         else:
             high = middle
     for target in candidates[low:]:
-        layers = _select(qgraph, pinned, target, board, limits)
-        plan = Plan(qgraph, layers, board)
+        plan = Plan(qgraph, select(target), board)
         totals = estimate(plan, board).totals
         if all(totals[resource] <= limits[resource] for resource in limits):
             if progress:

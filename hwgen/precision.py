@@ -865,6 +865,20 @@ def _choose_within_budget(evaluator, sensitivity, budget, say, started):
     return _choice(evaluator, sensitivity, answer, objective, 1, started)
 
 
+def _check_cost(cost):
+    if cost not in _COSTS:
+        raise HwgenError(f"cost must be one of {', '.join(_COSTS)}, not {cost!r}")
+
+
+def _start(graph, x, y, calibration, progress, *settings):
+    """What :func:`choose_bits` and :func:`pareto` begin with: the evaluator over the inputs,
+    the measured per-layer sensitivity and the progress function. ``settings`` are
+    :func:`_settings`'s arguments."""
+    evaluator = _Evaluator(graph, x, y, calibration, _settings(*settings))
+    say = _say(progress)
+    return evaluator, _measure(evaluator, say), say
+
+
 def choose_bits(graph, x, y=None, *, max_accuracy_drop=None, budget=None, cost="bops",
                 calibration=None, weight_choices=DEFAULT_CHOICES, act_choices=DEFAULT_CHOICES,
                 base_bits=8, output_bits=8, calibration_method="minmax", percentile=99.99,
@@ -897,15 +911,12 @@ def choose_bits(graph, x, y=None, *, max_accuracy_drop=None, budget=None, cost="
     """
     started = time.perf_counter()
     target = _check_target(max_accuracy_drop, budget)
-    if cost not in _COSTS:
-        raise HwgenError(f"cost must be one of {', '.join(_COSTS)}, not {cost!r}")
+    _check_cost(cost)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise HwgenError(f"rounds must be a positive integer, not {rounds!r}")
-    settings = _settings(weight_choices, act_choices, base_bits, output_bits,
-                         calibration_method, percentile, weight_granularity, metric, tolerance)
-    evaluator = _Evaluator(graph, x, y, calibration, settings)
-    say = _say(progress)
-    sensitivity = _measure(evaluator, say)
+    evaluator, sensitivity, say = _start(
+        graph, x, y, calibration, progress, weight_choices, act_choices, base_bits, output_bits,
+        calibration_method, percentile, weight_granularity, metric, tolerance)
     if target is None:
         return _choose_within_drop(evaluator, sensitivity, max_accuracy_drop, cost, rounds, say,
                                    started)
@@ -1030,15 +1041,12 @@ def pareto(graph, x, y=None, *, points=12, cost="bops", calibration=None,
     Parameters as :func:`choose_bits`; ``cost`` is what the budgets limit (``"bops"`` or
     ``"weight_bits"``). Returns a :class:`ParetoFront`.
     """
-    if cost not in _COSTS:
-        raise HwgenError(f"cost must be one of {', '.join(_COSTS)}, not {cost!r}")
+    _check_cost(cost)
     if isinstance(points, bool) or not isinstance(points, int) or points < 2:
         raise HwgenError(f"points must be an integer ≥ 2, not {points!r}")
-    settings = _settings(weight_choices, act_choices, base_bits, output_bits,
-                         calibration_method, percentile, weight_granularity, metric, tolerance)
-    evaluator = _Evaluator(graph, x, y, calibration, settings)
-    say = _say(progress)
-    sensitivity = _measure(evaluator, say)
+    evaluator, sensitivity, say = _start(
+        graph, x, y, calibration, progress, weight_choices, act_choices, base_bits, output_bits,
+        calibration_method, percentile, weight_granularity, metric, tolerance)
     front = _knapsack(sensitivity, cost)
     base_cost = (sensitivity.base_bit_ops if cost == "bops"
                  else sensitivity.base_weight_memory_bits)
@@ -1063,7 +1071,8 @@ def pareto(graph, x, y=None, *, points=12, cost="bops", calibration=None,
         for (_, accuracy, answer, qgraph, layers), dominated in zip(rows, flags))
     return ParetoFront(
         graph_name=graph.name, metric=sensitivity.metric, samples=sensitivity.samples,
-        cost=cost, base_bits=settings.base_bits, float_accuracy=sensitivity.float_accuracy,
+        cost=cost, base_bits=sensitivity.settings.base_bits,
+        float_accuracy=sensitivity.float_accuracy,
         base_accuracy=sensitivity.base_accuracy, base_bit_ops=sensitivity.base_bit_ops,
         base_weight_memory_bits=sensitivity.base_weight_memory_bits,
         layers=tuple(layer.name for layer in sensitivity.layers), points=pareto_points,

@@ -15,7 +15,7 @@ from hwgen.cost import (FAMILY_MODELS, estimate, fabric_luts, layer_cost, layer_
                         memory_blocks, product_dsps)
 from hwgen.emit import generate
 from hwgen.errors import HwgenError
-from hwgen.plan import LayerPlan, Plan, _layer_options, make_plan
+from hwgen.plan import LayerPlan, _layer_options, make_plan
 from hwgen.quantize import quantize
 from test_quantize_plan import _mlp as float_mlp
 

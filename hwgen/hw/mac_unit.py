@@ -7,8 +7,8 @@ from amaranth.utils import ceil_log2
 
 from ..plan import legal_folding
 from .dsp import Multiplier, check_target, multiply
-from .requant import Requant, code_shape
-from .stream import credit_depth, credit_output, double_buffer, frame_layout
+from .requant import Requant, code_shape, requant_output
+from .stream import credit_depth, double_buffer, frame_layout
 
 __all__ = ["MacUnit"]
 
@@ -152,12 +152,9 @@ class MacUnit(wiring.Component):
         in_beats, out_beats = self._in_beats, self._out_beats
         in_shape = code_shape(layer.input)
 
-        m.submodules.requant = requant = Requant(layer, pe, target=self._target,
-                                                 free_running=True)
-        issued = Signal()  # a fold's last step issues: one more output beat on its way
-        fifo_i, room = credit_output(m, self.o, frame_layout(code_shape(layer.output), pe),
-                                     self.output_depth, issued)
-        wiring.connect(m, requant.o, fifo_i)
+        # ``issued``: a fold's last step issues, one more output beat on its way.
+        requant, issued, room = requant_output(m, self.o, layer, pe, self.output_depth,
+                                               target=self._target)
 
         # Issue: pick the operands of (fold, beat) this cycle; they arrive one cycle later.
         beat, fold = Signal(range(in_beats)), Signal(range(out_beats))

@@ -9,9 +9,9 @@ from amaranth.lib.wiring import In, Out
 
 from ..reference import Rounding
 from .dsp import check_target, multiply
-from .stream import frame_layout
+from .stream import credit_output, frame_layout
 
-__all__ = ["Requant", "code_shape"]
+__all__ = ["Requant", "code_shape", "requant_output"]
 
 # The multiply splits ``acc + bias`` at this bit: the low part times ``M`` (at most 16 bits,
 # see :func:`~hwgen.quantize.scale_to_multiplier`) fits one 18×18 DSP, so each partial product
@@ -213,3 +213,19 @@ class Requant(wiring.Component):
         layer = self._layer
         zero_point = layer.output.zero_point
         return layer.clamp_lo - zero_point, layer.clamp_hi - zero_point
+
+
+def requant_output(m, o, layer, lanes, depth, *, target):
+    """The tail of a free-running MAC engine: a :class:`Requant` of ``lanes`` (free running,
+    multipliers for ``target``) writing into :func:`~hwgen.hw.stream.credit_output`'s FIFO
+    of ``depth`` beats, which drives the engine's output stream ``o``.
+
+    Returns ``(requant, issued, room)``: the engine drives ``requant.i`` with its sums, raises
+    ``issued`` in the cycle it commits to one more output beat, and issues only while ``room``.
+    """
+    m.submodules.requant = requant = Requant(layer, lanes, target=target, free_running=True)
+    issued = Signal()
+    fifo_i, room = credit_output(m, o, frame_layout(code_shape(layer.output), lanes), depth,
+                                 issued)
+    wiring.connect(m, requant.o, fifo_i)
+    return requant, issued, room

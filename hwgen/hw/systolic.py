@@ -11,8 +11,8 @@ from ..errors import HwgenError
 from ..plan import divisors
 from .dsp import Multiplier, check_target, multiply
 from .mac_unit import _adder_tree, tree_stages
-from .requant import Requant, code_shape
-from .stream import credit_depth, credit_output, double_buffer, frame_layout
+from .requant import Requant, code_shape, requant_output
+from .stream import credit_depth, double_buffer, frame_layout
 
 __all__ = ["SystolicArray", "check_conv_folding"]
 
@@ -188,12 +188,9 @@ class SystolicArray(wiring.Component):
         in_beats, folds, pixels = self._in_beats, self._folds, self._pixels
         in_shape = code_shape(layer.input)
 
-        m.submodules.requant = requant = Requant(layer, rows, target=self._target,
-                                                 free_running=True)
-        issued = Signal()  # a fold's last beat issues: one more output beat on its way
-        fifo_i, room = credit_output(m, self.o, frame_layout(code_shape(layer.output), rows),
-                                     self.output_depth, issued)
-        wiring.connect(m, requant.o, fifo_i)
+        # ``issued``: a fold's last beat issues, one more output beat on its way.
+        requant, issued, room = requant_output(m, self.o, layer, rows, self.output_depth,
+                                               target=self._target)
 
         # Issue: the operands of (pixel, fold, beat) this cycle; they reach row 0 next cycle.
         beat, fold = Signal(range(in_beats)), Signal(range(folds))
