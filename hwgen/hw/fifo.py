@@ -7,6 +7,8 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .stream import count_below
+
 __all__ = ["StreamFork", "StreamFifo"]
 
 
@@ -75,9 +77,9 @@ class StreamFork(wiring.Component):
 class StreamFifo(wiring.Component):
     """A first-in first-out queue of up to ``depth`` beats.
 
-    ``i.ready`` is high exactly when fewer than ``depth`` beats are held, and comes from
-    registers only (no combinational path from ``o.ready``); ``o.valid`` and ``o.payload`` come
-    from registers too. The beats sit in a ``depth − 1``-word :class:`Memory` with a
+    ``i.ready`` is high exactly when fewer than ``depth`` beats are held, and is a flip-flop
+    (no logic, and no path from ``o.ready``, in front of it); ``o.valid`` and ``o.payload``
+    come from registers too. The beats sit in a ``depth − 1``-word :class:`Memory` with a
     synchronous read port (block-RAM friendly) plus the output register; a beat arriving when
     the memory is empty and the output register free (or being emptied) goes straight to the
     output register.
@@ -132,14 +134,14 @@ class StreamFifo(wiring.Component):
         stored = Signal(range(self._depth))  # beats in the memory, not yet read
         advance = ~self.o.valid | self.o.ready
         write = self.i.valid & self.i.ready
+        take = self.o.valid & self.o.ready
         bypass = Signal()  # the incoming beat goes straight to the output register
         read = Signal()
         m.d.comb += [
-            self.level.eq(stored + self.o.valid),
-            self.i.ready.eq(self.level < self._depth),
             bypass.eq(write & advance & (stored == 0)),
             read.eq(advance & (stored != 0)),
         ]
+        m.d.comb += self.i.ready.eq(count_below(m, self.level, self._depth, write, take))
         with m.If(advance):
             m.d.sync += self.o.valid.eq(read | bypass)
 

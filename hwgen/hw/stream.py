@@ -12,7 +12,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-__all__ = ["chain", "credit_depth", "credit_output", "double_buffer", "frame_layout",
+__all__ = ["chain", "count_below", "credit_depth", "credit_output", "double_buffer", "frame_layout",
            "StreamRegister", "LaneConverter"]
 
 
@@ -240,12 +240,27 @@ def credit_output(m, o, layout, depth, issued):
     m.submodules.out = fifo = StreamFifo(layout, depth)
     wiring.connect(m, fifo.o, wiring.flipped(o))
     reserved = Signal(range(depth + 1))  # results issued and not yet transferred on ``o``
-    pending = Signal(range(depth + 2))
     popped = Signal()
-    room = Signal(init=1)
-    m.d.comb += pending.eq(reserved + issued - popped)
-    m.d.sync += [popped.eq(o.valid & o.ready), reserved.eq(pending), room.eq(pending < depth)]
-    return fifo.i, room
+    m.d.sync += popped.eq(o.valid & o.ready)
+    return fifo.i, count_below(m, reserved, depth, issued, popped)
+
+
+def count_below(m, count, limit, up, down):
+    """Counts ``count ← count + up − down`` (``count`` a register starting at 0) and returns a
+    flip-flop that is high exactly while ``count < limit`` (``limit ≥ 1``).
+
+    A second flip-flop holds ``count < limit − 1``; the next value of each flag is a choice by
+    ``up`` and ``down`` among the flags, 1 and a compare of the registered count, so no adder
+    or compare lies between ``up``/``down`` and the flags: a pipeline whose issue depends on
+    the flag closes its loop through two LUTs.
+    """
+    below, spare = Signal(init=1), Signal(init=limit > 1)
+    m.d.sync += count.eq(count + up - down)
+    with m.If(up & ~down):
+        m.d.sync += [below.eq(spare), spare.eq(count < limit - 2 if limit > 2 else 0)]
+    with m.Elif(down & ~up):
+        m.d.sync += [below.eq(1), spare.eq(below)]
+    return below
 
 
 def chain(m, outer, blocks):
