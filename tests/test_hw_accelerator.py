@@ -125,6 +125,10 @@ def test_converts_to_verilog_with_axi_ports():
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "cnn"
 
 
+# DP16KD primitives of each model's ECP5 build (by qgraph name; see _ecp5_plan).
+_BLOCK_RAMS = {"bram": 4}
+
+
 def _ecp5_plan(model):
     rng = np.random.default_rng(8)
     if model == "mlp":
@@ -133,6 +137,11 @@ def _ecp5_plan(model):
         qgraph = quantized_mlp(rng, [12, 8, 6, 4], {"fc1": "w16a16", "fc2": "w3a8",
                                                      "fc3": "w8a2"}, output_bits=16)
         return make_plan(qgraph, {"fc1": "4x3", "fc2": "2x8", "fc3": "4x1"})
+    if model == "bram":
+        # Weight ROMs in DP16KD block RAMs: fc1's 2560 × 8 bits in two rows of x9 blocks (the
+        # registered row select), fc2's 240 × 32 bits in two x18 columns.
+        qgraph = quantized_mlp(rng, [64, 40, 24], {"fc1": "w8a8", "fc2": "w8a8"}, name="bram")
+        return make_plan(qgraph, {"fc1": "1x1", "fc2": "1x4"})
     graph = hwgen.load(EXAMPLES / f"{model}.onnx")   # depthwise, systolic and MAC engines
     qgraph = hwgen.quantize(graph, np.load(EXAMPLES / "calib.npz")["x"], "w6a6")
     return make_plan(qgraph, None, multipliers=16)
@@ -144,6 +153,8 @@ def _simulate_verilog(plan, target, simulator, path):
     dut = Accelerator(plan, target=target)
     text = verilog.convert(dut, name="top", emit_src=False)
     assert text.count("MULT18X18D #(") == (ecp5_primitives(plan) if target == "ecp5" else 0)
+    assert text.count("DP16KD #(") == (_BLOCK_RAMS.get(plan.qgraph.name, 0)
+                                       if target == "ecp5" else 0)
     path.mkdir()
     (path / "top.v").write_text(text)
     codes = random_codes(np.random.default_rng(2), plan.qgraph.input, 6, plan.qgraph.in_features)
@@ -158,7 +169,7 @@ def _simulate_verilog(plan, target, simulator, path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model, simulator", [("mlp", "verilator"), ("mlp", "icarus"),
-                                               ("dwsep", "verilator")])
+                                               ("bram", "verilator"), ("dwsep", "verilator")])
 def test_ecp5_target_simulates_bit_exactly_with_the_same_timing(model, simulator, tmp_path):
     if simulator == "icarus" and shutil.which("iverilog") is None:
         pytest.skip("Icarus Verilog is not installed")
@@ -168,6 +179,6 @@ def test_ecp5_target_simulates_bit_exactly_with_the_same_timing(model, simulator
     assert ecp5.target == "ecp5" and ecp5.latency == generic.latency
     assert ecp5_result.latency == generic_result.latency
     assert ecp5_result.initiation_interval == generic_result.initiation_interval
-    if model == "mlp":   # the latency model is exact for chains of MAC units
+    if model in ("mlp", "bram"):   # the latency model is exact for chains of MAC units
         assert ecp5_result.latency == ecp5.latency
         assert ecp5_result.initiation_interval == plan.initiation_interval

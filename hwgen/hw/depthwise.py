@@ -3,13 +3,14 @@
 import operator
 
 from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import HwgenError
 from ..plan import divisors
 from .dsp import Multiplier, check_target, multiply
 from .requant import Requant, code_shape
+from .rom import weight_rom
 from .stream import StreamRegister, frame_layout
 
 __all__ = ["DepthwiseEngine"]
@@ -132,17 +133,14 @@ class DepthwiseEngine(wiring.Component):
             with m.If(pixel_done):
                 m.d.sync += pixel.eq(Mux(pixel == pixels - 1, 0, pixel + 1))
 
-        rom = memory.Memory(shape=data.ArrayLayout(signed(layer.weight_bits), pe),
-                            depth=positions * groups, init=self._weight_words())
-        m.submodules.weights = rom
-        port = rom.read_port()
-        m.d.comb += [port.addr.eq(step), port.en.eq(en)]
+        weight = weight_rom(m, "weights", data.ArrayLayout(signed(layer.weight_bits), pe),
+                            self._weight_words(), step, en, target=self._target)
 
         flag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "frame_last": 1})
         read_flags, fetch_flags, operand_flags, product_flags = (
             Signal(flag_layout, name=f"{stage}_flags")
             for stage in ("read", "fetch", "operand", "product"))
-        weight, fetched = Signal.like(port.data), Signal(data.ArrayLayout(in_shape, pe))
+        fetched = Signal(data.ArrayLayout(in_shape, pe))
         operands = Signal(data.ArrayLayout(in_shape, pe))
         products = [multiply(m, weight[lane], fetched[lane], en, target=self._target,
                              name=f"mul{lane}") for lane in range(pe)]
@@ -156,7 +154,7 @@ class DepthwiseEngine(wiring.Component):
                 fetch_flags.eq(read_flags),
                 operand_flags.eq(fetch_flags),
                 product_flags.eq(operand_flags),
-                weight.eq(port.data), fetched.eq(operands),
+                fetched.eq(operands),
                 requant.i.valid.eq(product_flags.valid & product_flags.last),
                 requant.i.payload.last.eq(product_flags.frame_last),
             ]

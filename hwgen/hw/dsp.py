@@ -199,12 +199,12 @@ module MULT18X18D(
 endmodule
 """
 
-_MODELS = {"MULT18X18D": ECP5_MULT18X18D_MODEL}
-
-
 def simulation_models(verilog):
     """``{primitive: Verilog model}`` of the vendor primitives the Verilog text ``verilog``
-    instantiates (those :class:`Multiplier` uses), for a Verilog simulator to compile with it;
-    empty for a generic design."""
-    return {name: model for name, model in _MODELS.items()
+    instantiates (those :class:`Multiplier` and :class:`hwgen.hw.rom.WeightRom` use), for a
+    Verilog simulator to compile with it; empty for a generic design."""
+    from .rom import ECP5_DP16KD_MODEL
+
+    models = {"MULT18X18D": ECP5_MULT18X18D_MODEL, "DP16KD": ECP5_DP16KD_MODEL}
+    return {name: model for name, model in models.items()
             if re.search(rf"^\s*{name}\s*(#|\w)", verilog, flags=re.M)}

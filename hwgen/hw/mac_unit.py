@@ -1,13 +1,14 @@
 """The MAC-unit engine of a dense layer: ``pe`` output channels × ``simd`` inputs per cycle."""
 
 from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..plan import legal_folding
 from .dsp import Multiplier, check_target, multiply
 from .requant import Requant, code_shape, requant_output
+from .rom import weight_rom
 from .stream import credit_depth, double_buffer, frame_layout
 
 __all__ = ["MacUnit"]
@@ -178,14 +179,11 @@ class MacUnit(wiring.Component):
             with m.If(beat == in_beats - 1):
                 m.d.sync += fold.eq(Mux(fold == out_beats - 1, 0, fold + 1))
 
-        weights = []
-        for index in range(pe):
-            rom = memory.Memory(shape=data.ArrayLayout(signed(layer.weight_bits), simd),
-                                depth=in_beats * out_beats, init=self._weight_words(index))
-            m.submodules[f"weights{index}"] = rom
-            port = rom.read_port()
-            m.d.comb += port.addr.eq(step)
-            weights.append(port.data)
+        # Each PE's weights, two registers behind ``step``: the multipliers' operands.
+        weights = [weight_rom(m, f"weights{index}", data.ArrayLayout(signed(layer.weight_bits),
+                                                                     simd),
+                              self._weight_words(index), step, target=self._target)
+                   for index in range(pe)]
 
         # Flags travel with the operands: valid, first/last beat of a fold, last fold.
         flag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "frame_last": 1})
@@ -213,9 +211,7 @@ class MacUnit(wiring.Component):
         # Registered copies of the memories' read data: the multipliers' operands.
         fetched = Signal.like(operands, name="fetched")
         m.d.sync += fetched.eq(operands)
-        for index in range(pe):
-            weight = Signal.like(weights[index], name=f"weight{index}")
-            m.d.sync += weight.eq(weights[index])
+        for index, weight in enumerate(weights):
             products = [multiply(m, weight[lane], fetched[lane], 1, target=self._target,
                                  name=f"mul{index}_{lane}") for lane in range(simd)]
             dot = Signal(dot_shape, name=f"dot{index}")

@@ -4,7 +4,7 @@ elements per cycle, operands passed between neighbours through registers."""
 import operator
 
 from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import HwgenError
@@ -12,6 +12,7 @@ from ..plan import divisors
 from .dsp import Multiplier, check_target, multiply
 from .mac_unit import _adder_tree, tree_stages
 from .requant import Requant, code_shape, requant_output
+from .rom import weight_rom
 from .stream import credit_depth, double_buffer, frame_layout
 
 __all__ = ["SystolicArray", "check_conv_folding"]
@@ -234,15 +235,12 @@ class SystolicArray(wiring.Component):
         activations, address, flags = operands, step, issue_flags
         last_flags = None
         for row in range(rows):
-            rom = memory.Memory(shape=data.ArrayLayout(signed(layer.weight_bits), cols),
-                                depth=in_beats * folds, init=self._weight_words(row))
-            m.submodules[f"weights{row}"] = rom
-            port = rom.read_port()
-            m.d.comb += port.addr.eq(address)
+            weight = weight_rom(m, f"weights{row}",
+                                data.ArrayLayout(signed(layer.weight_bits), cols),
+                                self._weight_words(row), address, target=self._target)
             read_flags = Signal(flag_layout, name=f"read_flags{row}")
             fetch_flags = Signal(flag_layout, name=f"fetch_flags{row}")
             operand_flags = Signal(flag_layout, name=f"operand_flags{row}")
-            weight = Signal.like(port.data, name=f"weight{row}")
             fetched = Signal(data.ArrayLayout(in_shape, cols), name=f"fetched{row}")
             product_flags = Signal(flag_layout, name=f"product_flags{row}")
             tree_flags = [Signal(flag_layout, name=f"tree_flags{row}_{level}")
@@ -256,7 +254,7 @@ class SystolicArray(wiring.Component):
             m.d.sync += [
                 read_flags.eq(flags), fetch_flags.eq(read_flags),
                 operand_flags.eq(fetch_flags), product_flags.eq(operand_flags),
-                weight.eq(port.data), fetched.eq(activations),
+                fetched.eq(activations),
                 tree_flags[0].eq(product_flags),
                 *(later.eq(earlier) for earlier, later in zip(tree_flags, tree_flags[1:])),
             ]
