@@ -372,27 +372,41 @@ class SlidingWindow(wiring.Component):
             read_jump.eq(pixel_end),
             read_reset.eq(issue & row_end),
         ]
-        for write_moves, write_next in ((~accept, write_pos), (accept & ~row_done, write_pos + 1)):
+        # ``read_pos + r < write_pos + w`` compares ``write_pos`` with a register holding
+        # ``read_pos + r − w`` (kept beside ``read_pos`` for the few offsets needed), so one
+        # compare, not an adder and a compare, sits in front of ``behind``.
+        ahead = {0: read_pos}
+        for offset in sorted({1, skip, 1 + skip} - {0}):
+            ahead[offset] = Signal(range(row_beats + offset), init=offset,
+                                   name=f"read_pos_plus{offset}")
+
+        def beyond(offset):
+            """``write_pos > read_pos + offset``, offset ≥ −1."""
+            return write_pos >= read_pos if offset < 0 else write_pos > ahead[offset]
+
+        for write_moves, moved in ((~accept, 0), (accept & ~row_done, 1)):
             with m.If(write_moves):
                 with m.If(read_reset):
-                    m.d.sync += behind.eq(write_next != 0)
+                    m.d.sync += behind.eq((write_pos != 0) | moved)
                 with m.Elif(read_step & read_jump):
-                    m.d.sync += behind.eq(read_pos + 1 + skip < write_next)
+                    m.d.sync += behind.eq(beyond(1 + skip - moved))
                 with m.Elif(read_step):
-                    m.d.sync += behind.eq(read_pos + 1 < write_next)
+                    m.d.sync += behind.eq(beyond(1 - moved))
                 with m.Else():
-                    m.d.sync += behind.eq(read_pos < write_next)
+                    m.d.sync += behind.eq(beyond(-moved))
         with m.If(accept & row_done):
             m.d.sync += behind.eq(0)
         with m.If(issue):
             m.d.sync += reads.eq(Mux(pixel_end, 0, reads + 1))
             with m.If(~pixel_end):
-                m.d.sync += read_pos.eq(read_pos + 1)
+                m.d.sync += [value.eq(value + 1) for value in ahead.values()]
             with m.Elif(~row_end):
-                m.d.sync += [read_pos.eq(read_pos + 1 + skip), out_col.eq(out_col + 1)]
+                m.d.sync += [value.eq(value + 1 + skip) for value in ahead.values()]
+                m.d.sync += out_col.eq(out_col + 1)
             with m.Else():
+                m.d.sync += [value.eq(offset) for offset, value in ahead.items()]
                 m.d.sync += [
-                    read_pos.eq(0), out_col.eq(0),
+                    out_col.eq(0),
                     out_row.eq(Mux(out_row == out_height - 1, 0, out_row + 1)),
                     base.eq(Mux(base + advance >= slots, base + advance - slots,
                                 base + advance)),
