@@ -48,7 +48,7 @@ def load(model, name=None):
     return load_onnx(proto, name=name)
 
 
-def _load_inputs(inputs):
+def load_inputs(inputs):
     """Float inputs from an array or a ``.npy``/``.npz`` path."""
     if isinstance(inputs, (str, Path)):
         return load_calibration(inputs, what="inputs")
@@ -88,7 +88,7 @@ def simulate(design, inputs=None, *, frames=None, simulator="verilator", waves=F
     if inputs is None:
         codes, expected = vectors["inputs"], vectors["outputs"]
     else:
-        codes = qgraph.input_codes(_load_inputs(inputs))
+        codes = qgraph.input_codes(load_inputs(inputs))
         expected = run_integer(qgraph, codes)
     if frames is not None:
         if frames < 1:

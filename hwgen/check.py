@@ -109,7 +109,7 @@ def check_model(model, inputs, calibration=None, *, bits=None, output_bits=8):
     -------
     CheckResult
     """
-    from .api import _load_inputs
+    from .api import load_inputs
 
     proto, stem = _read(model)
     source = Path(model) if isinstance(model, (str, Path)) else None
@@ -124,7 +124,7 @@ def check_model(model, inputs, calibration=None, *, bits=None, output_bits=8):
                              "(--calib DATA)")
         graph = load_onnx(proto, name=stem)
         qgraph = quantize(graph, calibration, bits, output_bits=output_bits)
-    x = _load_inputs(inputs)
+    x = load_inputs(inputs)
     if qgraph.layout == "CHW":
         height, width, channels = qgraph.input_shape
         shape = (channels, height, width)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .api import _load_inputs, load, simulate
+from .api import load_inputs, load, simulate
 from .emit import generate
 from .errors import HwgenError
 from .hw.dsp import TARGETS
@@ -115,7 +115,7 @@ def _fraction(text):
 
 
 def cmd_sim(args):
-    inputs = _load_inputs(args.inputs) if args.inputs else None
+    inputs = load_inputs(args.inputs) if args.inputs else None
     result = simulate(args.design, inputs, frames=args.frames, simulator=args.simulator,
                       waves=args.waves, seed=args.seed, stall=args.stall, progress=_progress)
     print(result.summary())
@@ -159,6 +159,15 @@ def cmd_synth(args):
     print(f"wrote {Path(args.design) / 'synth'}/ (logs, synth.json) and a Synthesis section "
           "in report.md")
     return 0
+
+
+def cmd_run(args):
+    from . import host
+
+    result = host.run_design(args.design, args.port, args.inputs, frames=args.frames,
+                             baud=args.baud, timeout=args.timeout, progress=_progress)
+    print(result.summary())
+    return 0 if result.passed else EXIT_MISMATCH
 
 
 def build_parser():
@@ -241,6 +250,22 @@ def build_parser():
     synth.add_argument("--baud", type=int, default=115200,
                        help="UART baud rate of --bitstream (default 115200)")
     synth.set_defaults(run=cmd_synth)
+
+    run = commands.add_parser(
+        "run", help="send frames to a board running the bitstream, check its answers")
+    run.add_argument("design", help="a folder written by `hwgen build` whose bitstream "
+                                    "(`hwgen synth --bitstream`) is loaded on the board")
+    run.add_argument("--port", required=True,
+                     help="the board's serial port (/dev/ttyUSB0, COM3) or a pyserial URL")
+    run.add_argument("--baud", type=int, default=115200,
+                     help="the bitstream's baud rate (`hwgen synth --baud`; default 115200)")
+    run.add_argument("--inputs", help="float inputs (.npy, or .npz with 'x'), quantized with "
+                                      "the model's input parameters (default: vectors.npz)")
+    run.add_argument("--frames", type=int, help="send only the first N frames")
+    run.add_argument("--timeout", type=float,
+                     help="seconds to wait for a frame's answer (default: 1 s plus twice the "
+                          "frame's time on the line)")
+    run.set_defaults(run=cmd_run)
 
     boards = commands.add_parser("boards", help="list the board profiles")
     boards.set_defaults(run=cmd_boards)

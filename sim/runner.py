@@ -259,10 +259,10 @@ def run_simulation(verilog_path, manifest, inputs, expected, *, simulator="veril
         raise HwgenError(f"simulator must be one of {', '.join(map(repr, SIMULATORS))}, "
                          f"not {simulator!r}")
     _check_simulator(simulator)
-    manifest = _load_manifest(manifest)
-    top, fmt_in, fmt_out, in_features, out_features = _stream_formats(manifest)
-    inputs = _codes(inputs, "inputs", in_features, fmt_in)
-    expected = _codes(expected, "expected", out_features, fmt_out)
+    manifest = load_manifest(manifest)
+    top, fmt_in, fmt_out, in_features, out_features = stream_formats(manifest)
+    inputs = checked_codes(inputs, "inputs", in_features, fmt_in)
+    expected = checked_codes(expected, "expected", out_features, fmt_out)
     if len(inputs) != len(expected):
         raise HwgenError(f"inputs has {len(inputs)} frames but expected has {len(expected)}")
     if len(inputs) == 0:
@@ -355,7 +355,9 @@ def run_simulation(verilog_path, manifest, inputs, expected, *, simulator="veril
     return result
 
 
-def _load_manifest(manifest):
+def load_manifest(manifest):
+    """A design's manifest: ``manifest`` itself if it is a mapping, else the JSON file at that
+    path (:class:`HwgenError` if it is missing or not JSON)."""
     if isinstance(manifest, Mapping):
         return manifest
     path = Path(manifest)
@@ -368,7 +370,9 @@ def _load_manifest(manifest):
         raise HwgenError(f"manifest {str(path)!r} is not valid JSON: {error}") from None
 
 
-def _stream_formats(manifest):
+def stream_formats(manifest):
+    """``(top, input LaneFormat, output LaneFormat, in_features, out_features)`` from a
+    manifest's ports and shapes, or one clear :class:`HwgenError`."""
     try:
         top = str(manifest["top"])
         formats = []
@@ -394,7 +398,9 @@ def _stream_formats(manifest):
     return top, fmt_in, fmt_out, in_features, out_features
 
 
-def _codes(array, name, features, fmt):
+def checked_codes(array, name, features, fmt):
+    """``array`` as ``(frames, features)`` int64 codes that fit the port format ``fmt``, or
+    :class:`HwgenError` naming the first code (or the shape) that does not."""
     array = np.asarray(array)
     if array.dtype.kind not in "iu":
         raise HwgenError(f"{name} must hold integer codes, not {array.dtype} values; quantize "
