@@ -32,6 +32,7 @@ import math
 
 from .board import get_board
 from .errors import HwgenError
+from .reference import Rounding
 
 __all__ = ["FamilyModel", "FAMILY_MODELS", "LayerCost", "CostReport", "estimate",
            "layer_features", "product_dsps", "memory_blocks", "fabric_luts", "RESOURCES"]
@@ -235,7 +236,20 @@ def _pool_parts(layer_plan):
         sum_bits = a + 1
     products, requant_bits = ([], 0) if layer.kind == "max" else _requant(lanes, sum_bits)
     memories, registers = _window_parts(layer_plan, lanes)
-    return products, memories, lanes * sum_bits, requant_bits, registers + 2 * lanes * sum_bits
+    adders = lanes * sum_bits
+    if layer.kind == "avg" and layer.rounding is Rounding.FLOAT32_ORT:
+        # onnxruntime's float32 arithmetic (hw.pool.PoolReduce), counted roughly: a term and a
+        # threshold table per lane, an adder and a rounder per addition, and the terms that
+        # ride the chain (about window²/2 + 2·window registers of a + 25 bits each).
+        window = layer.kernel[0] * layer.kernel[1]
+        term_bits = a + 26
+        float_bits = term_bits + max(window - 1, 1).bit_length()
+        memories = memories + [("float32 terms", 1 << a, term_bits, lanes),
+                               ("float32 thresholds", 1 << layer.output.bits, float_bits + 1,
+                                lanes)]
+        adders += lanes * (window - 1) * 2 * float_bits
+        registers += lanes * (window * window // 2 + 2 * window) * term_bits
+    return products, memories, adders, requant_bits, registers + 2 * lanes * sum_bits
 
 
 def _parts(layer_plan, plan):

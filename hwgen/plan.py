@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import HwgenError
+from .reference import Rounding
 
 __all__ = ["Folding", "LayerPlan", "Plan", "make_plan", "parse_folding", "legal_folding",
            "divisors", "ENGINES"]
@@ -308,7 +309,10 @@ def _lead(layer):
     height, width, channels = layer.in_shape
     kh, kw = layer.kernel
     top, left = layer.pads[:2]
-    return (max(kh - 1 - top, 0) * width + kw + 2) * channels
+    lead = (max(kh - 1 - top, 0) * width + kw + 2) * channels
+    if getattr(layer, "rounding", None) is Rounding.FLOAT32_ORT:
+        lead += 2 * kh * kw * channels  # the float32 adder chain's stages (hw.pool.PoolReduce)
+    return lead
 
 
 # -- legality -------------------------------------------------------------------------------------

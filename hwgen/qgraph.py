@@ -231,7 +231,10 @@ class QPool:
     ``"avg"`` (pads hold the zero point) or ``"global_avg"`` (the window is the whole image).
     Average kinds requantize ``Σ (q − zp_x)`` with the scalars ``multiplier``/``shift``
     (``M / 2^n ≈ s_x / (s_y · window)``) and ``rounding`` (half to even for pools imported
-    from quantized ONNX, whose ratio is often exactly ``1 / window``).
+    from quantized ONNX, whose ratio is often exactly ``1 / window``). ``Rounding.FLOAT32_ORT``
+    (``kind="avg"`` only) instead computes onnxruntime's float32 ``QLinearAveragePool`` from the
+    float32 ``input.scale``, ``output.scale`` and zero points; ``M / 2^n`` then only gives the
+    hardware its first guess.
     """
 
     name: str

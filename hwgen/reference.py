@@ -12,7 +12,8 @@ import numpy as np
 
 from .errors import HwgenError
 
-__all__ = ["Rounding", "rshift_round", "requantize", "run_float", "run_integer"]
+__all__ = ["Rounding", "rshift_round", "requantize", "average_float32_ort", "run_float",
+           "run_integer"]
 
 _INT64_LIMIT = 2 ** 63 - 1
 
@@ -27,11 +28,19 @@ class Rounding(enum.Enum):
     ``FLOOR``: ``floor(v / 2^n)``, a plain arithmetic shift.
 
     For ``n = 0`` every mode returns ``v``.
+
+    ``FLOAT32_ORT`` (average pools only, not a shift): onnxruntime's ``QLinearAveragePool``
+    kernel, in float32, which no rounding of the integer sum reproduces: terms
+    ``t = fl(s_x · (q − zp_x))``, summed from 0 in kernel order (row ``ky`` outer, ``kx``
+    inner) with a rounding after every addition, ``y = fl(Σ / (kh·kw))``, then
+    ``q_y = clamp(rint(fl(fl(y / s_y) + zp_y)))`` (zero point added in float, ties to even).
+    ``multiplier``/``shift`` then only bound the result (the hardware's first guess).
     """
 
     HALF_UP = "half_up"
     HALF_EVEN = "half_even"
     FLOOR = "floor"
+    FLOAT32_ORT = "float32_ort"
 
 
 def rshift_round(value, shift, rounding=Rounding.HALF_UP):
@@ -41,6 +50,8 @@ def rshift_round(value, shift, rounding=Rounding.HALF_UP):
     shift = np.asarray(shift, dtype=np.int64)
     if np.any(shift < 0) or np.any(shift > 62):
         raise ValueError("shift must be in [0, 62]")
+    if rounding is Rounding.FLOAT32_ORT:
+        raise ValueError("FLOAT32_ORT is an average pool's float32 arithmetic, not a shift")
     if rounding is Rounding.FLOOR:
         return value >> shift
     # (1 << shift) >> 1 is 2^(n-1) for n > 0 and 0 for n = 0.
@@ -154,9 +165,28 @@ def pool_integer(layer, codes):
         return windows(codes, layer.kernel, layer.stride, layer.pads,
                        layer.input.lo).max(axis=(3, 4))
     patches = windows(codes, layer.kernel, layer.stride, layer.pads, layer.input.zero_point)
+    if layer.rounding is Rounding.FLOAT32_ORT:
+        return average_float32_ort(layer, patches)
     acc = (patches - layer.input.zero_point).sum(axis=(3, 4))
     return requantize(acc, layer.multiplier, layer.shift, layer.output.zero_point,
                       layer.clamp_lo, layer.clamp_hi, layer.rounding)
+
+
+def average_float32_ort(layer, patches):
+    """The average pool of ``Rounding.FLOAT32_ORT`` over ``patches`` ``(N, OH, OW, kh, kw, C)``
+    (padding holds the zero point, a term of 0 that leaves the float sum unchanged, as the
+    kernel skipping pads does), in numpy float32, every operation rounded as onnxruntime's."""
+    f32 = np.float32
+    if layer.kind != "avg":
+        raise HwgenError(f"layer {layer.name!r}: FLOAT32_ORT rounding is for average pools")
+    terms = (patches - layer.input.zero_point).astype(f32) * f32(layer.input.scale)
+    total = np.zeros(terms[:, :, :, 0, 0].shape, f32)
+    for ky in range(terms.shape[3]):
+        for kx in range(terms.shape[4]):
+            total = total + terms[:, :, :, ky, kx]
+    mean = total / f32(terms.shape[3] * terms.shape[4])
+    codes = np.rint(mean / f32(layer.output.scale) + f32(layer.output.zero_point))
+    return np.clip(codes, layer.clamp_lo, layer.clamp_hi).astype(np.int64)
 
 
 def add_integer(layer, a, b):

@@ -63,18 +63,22 @@ def test_mlp_matches_onnxruntime(tmp_path, fmt, act, per_channel, matmul):
     assert qgraph.input.signed == (act == "int8")
 
 
-QDQ_AVGPOOL = pytest.mark.xfail(strict=True, reason=(
-    "onnxruntime runs a QDQ AveragePool (same scale in and out) in float32: a quarter of a 2x2 "
-    "pool's sums are ties, and float32 rounding moves about one in eight of them off the tie, "
-    "to either side; hwgen rounds them half to even (about 97% exact at the pool, 87% at the "
-    "output)"))
+QDQ_INT8_AVGPOOL = pytest.mark.xfail(strict=True, reason=(
+    "int8 QDQ AveragePool: onnxruntime's arithmetic depends on the CPU. On x86-64 it converts "
+    "an int8 QuantizeLinear/DequantizeLinear pair to uint8 only when the QuantizeLinear has one "
+    "consumer; here the pool's output feeds conv2 and the Add, so the pool stays a float32 "
+    "AveragePool whose summation order is the CPU's (row by row in the NCHWc blocked kernel when "
+    "the channels are a multiple of 16 on AVX-512 or of 8 on AVX2, column pairs first "
+    "otherwise); on ARM it runs the fused int8 QLinearAveragePool. hwgen rounds the exact sum "
+    "half to even: every non-tie code agrees, about one tie in eight does not (about 87% of the "
+    "output codes exact)"))
 
 
 @pytest.mark.parametrize("fmt, act, per_channel", FORMATS)
 @pytest.mark.parametrize("pool", ["MaxPool", "AveragePool"])
 def test_cnn_matches_onnxruntime(tmp_path, fmt, act, per_channel, pool, request):
-    if fmt == "QDQ" and pool == "AveragePool":
-        request.applymarker(QDQ_AVGPOOL)
+    if fmt == "QDQ" and pool == "AveragePool" and act == "int8":
+        request.applymarker(QDQ_INT8_AVGPOOL)
     path = quantize_ort(cnn(pool=pool), tmp_path, fmt=fmt, activation=act,
                         per_channel=per_channel)
     x = np.random.default_rng(2).standard_normal((128, 3, 8, 8))
@@ -87,45 +91,85 @@ def test_cnn_matches_onnxruntime(tmp_path, fmt, act, per_channel, pool, request)
     assert qgraph["conv1"].clamp_lo >= qgraph["conv1"].output.zero_point
 
 
-def _qdq_average_pool(scale, zero_point, dtype):
-    """x → Q → DQ → AveragePool(2×2, stride 2) → Q → DQ, the output keeping the input's
-    quantization, as ``quantize_static`` writes it."""
+def _qdq_average_pool(scale, zero_point, dtype, kernel=(2, 2), stride=(2, 2),
+                      pads=(0, 0, 0, 0), shape=(4, 6, 6)):
+    """x → Q → DQ → AveragePool → Q → DQ, the output keeping the input's quantization, as
+    ``quantize_static`` writes it (``count_include_pad=1``: hwgen divides by kH·kW)."""
     inits = [const("s", scale), const("z", zero_point, dtype)]
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
              helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
              helper.make_node("AveragePool", ["xd"], ["p"], name="/pool/AveragePool",
-                              kernel_shape=[2, 2], strides=[2, 2]),
+                              kernel_shape=list(kernel), strides=list(stride), pads=list(pads),
+                              count_include_pad=1),
              helper.make_node("QuantizeLinear", ["p", "s", "z"], ["pq"]),
              helper.make_node("DequantizeLinear", ["pq", "s", "z"], ["y"])]
-    return float_model(nodes, inits, (4, 6, 6), (4, 3, 3), "avgpool")
+    channels, height, width = shape
+    top, left, bottom, right = pads
+    size = ((height + top + bottom - kernel[0]) // stride[0] + 1,
+            (width + left + right - kernel[1]) // stride[1] + 1)
+    return float_model(nodes, inits, shape, (channels, *size), "avgpool")
 
 
-@pytest.mark.parametrize("zero_point, dtype", [(0, np.uint8), (-128, np.int8), (6, np.int8)])
-def test_qdq_average_pool_rounds_half_to_even(tmp_path, zero_point, dtype):
-    """The pool's ratio is exactly 1/4, so ties are frequent: hwgen rounds them half to even.
-    Every non-tie code equals onnxruntime's; a tie may differ by one, where onnxruntime's
-    float32 sum lands off the tie. (Zero points are even: the fused ``QLinearAveragePool``
-    adds the zero point before it rounds, so with an odd one its ties go the other way.)"""
+def _pool_against_onnxruntime(tmp_path, model, frames=64, seed=9):
+    """``(qgraph, input codes, hwgen's codes, onnxruntime's codes, the pool's exact integer
+    sums)`` on random codes, the last three ``(frames, OH·OW·C)`` in HWC order."""
     path = tmp_path / "avgpool.onnx"
-    onnx.save(_qdq_average_pool(0.0218801, zero_point, dtype), path)
+    onnx.save(model, path)
     qgraph = load_quantized_onnx(path)
     pool = qgraph["pool"]
-    assert pool.rounding is Rounding.HALF_EVEN and pool.multiplier / 2 ** pool.shift == 0.25
-    rng = np.random.default_rng(9)
-    codes = rng.integers(qgraph.input.lo, qgraph.input.hi + 1, size=(64, qgraph.in_features))
-    x = qgraph.input.dequantize(codes).reshape(64, 6, 6, 4).transpose(0, 3, 1, 2)
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(qgraph.input.lo, qgraph.input.hi + 1, size=(frames, qgraph.in_features))
+    x = qgraph.input.dequantize(codes).reshape(frames, *pool.in_shape).transpose(0, 3, 1, 2)
     assert np.array_equal(qgraph.input_codes(x), codes)
     got = run_integer(qgraph, codes)
-    want = ort_codes(path, qgraph, x).reshape(64, 4, 3, 3).transpose(0, 2, 3, 1).reshape(64, -1)
-    sums = (windows(codes.reshape(64, 6, 6, 4), (2, 2), (2, 2), (0, 0, 0, 0), 0)
-            - zero_point).sum(axis=(3, 4)).reshape(64, -1)
+    out_h, out_w, channels = pool.out_shape
+    want = ort_codes(path, qgraph, x).reshape(frames, channels, out_h, out_w).transpose(
+        0, 2, 3, 1).reshape(frames, -1)
+    sums = (windows(codes.reshape(frames, *pool.in_shape), pool.kernel, pool.stride, pool.pads,
+                    pool.input.zero_point) - pool.input.zero_point).sum(axis=(3, 4))
+    return qgraph, codes, got, want, sums.reshape(frames, -1)
+
+
+UINT8_POOLS = [  # scale, zero point, kernel, stride, pads, shape
+    (0.0218801, 0, (2, 2), (2, 2), (0, 0, 0, 0), (4, 6, 6)),
+    (0.0218801, 7, (2, 2), (1, 1), (0, 0, 0, 0), (4, 6, 6)),
+    (0.1, 128, (3, 3), (2, 2), (0, 0, 0, 0), (4, 9, 9)),
+    (0.003, 7, (4, 4), (1, 1), (0, 0, 0, 0), (4, 9, 9)),
+    (1.7, 255, (2, 2), (2, 2), (1, 1, 1, 1), (4, 6, 6)),
+    (0.0218801, 3, (3, 2), (2, 2), (1, 0, 1, 1), (4, 5, 7)),
+]
+
+
+@pytest.mark.parametrize("scale, zero_point, kernel, stride, pads, shape", UINT8_POOLS)
+def test_qdq_uint8_average_pool_matches_onnxruntime_exactly(tmp_path, scale, zero_point, kernel,
+                                                            stride, pads, shape):
+    """onnxruntime fuses a uint8 QDQ AveragePool into its QLinearAveragePool kernel on every
+    CPU; hwgen's ``FLOAT32_ORT`` reproduces its float32 arithmetic code for code, ties
+    included, where rounding the exact sum half to even would not."""
+    model = _qdq_average_pool(scale, zero_point, np.uint8, kernel, stride, pads, shape)
+    qgraph, codes, got, want, sums = _pool_against_onnxruntime(tmp_path, model)
+    assert qgraph["pool"].rounding is Rounding.FLOAT32_ORT
+    assert np.array_equal(got, want)
+    if kernel == (2, 2):  # ratio 1/4: ties the exact sum's half-to-even rounding gets wrong
+        assert np.mean(sums % 4 == 2) > 0.15
+        half_even = dataclasses.replace(qgraph["pool"], rounding=Rounding.HALF_EVEN)
+        integer = run_integer(dataclasses.replace(qgraph, layers=(half_even,)), codes)
+        assert not np.array_equal(integer, want)
+
+
+@pytest.mark.parametrize("zero_point", [-128, 6])
+def test_qdq_int8_average_pool_rounds_half_to_even(tmp_path, zero_point):
+    """int8 pools keep ``HALF_EVEN``: onnxruntime's int8 arithmetic depends on the CPU (see
+    ``QDQ_INT8_AVGPOOL``), so only what every CPU shares is asserted: every code whose exact sum
+    is not a tie equals onnxruntime's, and ties differ by at most one."""
+    qgraph, _, got, want, sums = _pool_against_onnxruntime(
+        tmp_path, _qdq_average_pool(0.0218801, zero_point, np.int8))
+    pool = qgraph["pool"]
+    assert pool.rounding is Rounding.HALF_EVEN and pool.multiplier / 2 ** pool.shift == 0.25
     ties = sums % 4 == 2
+    assert ties.mean() > 0.2
     assert np.array_equal(got[~ties], want[~ties])
     assert np.abs(got - want).max() <= 1
-    assert np.mean(got[ties] == want[ties]) >= 0.8
-    half_up = dataclasses.replace(pool, rounding=Rounding.HALF_UP)
-    worse = run_integer(dataclasses.replace(qgraph, layers=(half_up,)), codes)
-    assert np.mean(worse[ties] == want[ties]) < np.mean(got[ties] == want[ties])
 
 
 def test_names_follow_the_float_model(tmp_path):
@@ -493,15 +537,17 @@ def test_error_corrupt_file(tmp_path, capsys):
 # -- RTL ------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_qdq_cnn_rtl_is_bit_exact(tmp_path):
-    """A model imported from onnxruntime's QDQ format, with an average pool that rounds half to
-    even, built to Verilog and simulated under cocotb: every output code equals the integer
-    reference's."""
-    path = quantize_ort(cnn(pool="AveragePool"), tmp_path, activation="int8")
+@pytest.mark.parametrize("act, rounding", [("uint8", Rounding.FLOAT32_ORT),
+                                           ("int8", Rounding.HALF_EVEN)])
+def test_qdq_cnn_rtl_is_bit_exact(tmp_path, act, rounding):
+    """A model imported from onnxruntime's QDQ format, with an average pool in onnxruntime's
+    float32 arithmetic (uint8) or rounding half to even (int8), built to Verilog and simulated
+    under cocotb with random stalls: every output code equals the integer reference's."""
+    path = quantize_ort(cnn(pool="AveragePool"), tmp_path, activation=act)
     qgraph = hwgen.load(path)
-    assert qgraph["pool"].rounding is Rounding.HALF_EVEN
+    assert qgraph["pool"].rounding is rounding
     x = np.random.default_rng(8).standard_normal((6, 3, 8, 8))
     design = hwgen.generate(hwgen.make_plan(qgraph), x, frames=6)
-    result = hwgen.simulate(design.write(tmp_path / "out"))
+    result = hwgen.simulate(design.write(tmp_path / "out"), stall=0.3, seed=3)
     assert result.passed, result.summary()
     assert np.array_equal(result.outputs, run_integer(qgraph, qgraph.input_codes(x)))

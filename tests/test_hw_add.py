@@ -54,7 +54,7 @@ def _check(layer, lanes, *, seed=0, frames=3, gap_a=0.3, gap_b=0.3, stall=0.3):
     return driver_a, driver_b, monitor, dut, want
 
 
-@pytest.mark.parametrize("rounding", list(Rounding))
+@pytest.mark.parametrize("rounding", [r for r in Rounding if r is not Rounding.FLOAT32_ORT])
 @pytest.mark.parametrize("lanes", [1, 3, 6])
 @pytest.mark.parametrize("bits_a,signed_a,zp_a,bits_b,signed_b,zp_b,out_bits,out_signed,zp_y", [
     (8, True, -5, 8, True, 17, 8, True, 3),
@@ -76,7 +76,7 @@ def test_add_matches_reference(rounding, lanes, bits_a, signed_a, zp_a, bits_b, 
     assert want.min() < want.max()
 
 
-@pytest.mark.parametrize("rounding", list(Rounding))
+@pytest.mark.parametrize("rounding", [r for r in Rounding if r is not Rounding.FLOAT32_ORT])
 def test_add_saturates_both_ends_and_clamp(rounding):
     """Small multipliers, shift 0 and 1: most sums leave the range; a ReLU-style clamp."""
     quant = _quant(8, True, 0)

@@ -2,6 +2,7 @@
 """Pooling blocks in Amaranth's simulator, bit-exact against numpy models built on
 ``hwgen.reference.windows`` and ``hwgen.reference.requantize``."""
 
+import dataclasses
 from fractions import Fraction
 
 import numpy as np
@@ -10,7 +11,8 @@ import pytest
 from hwgen.errors import HwgenError
 from hwgen.hw.pool import GlobalAvgPool, PoolLayer, PoolReduce
 from hwgen.qgraph import ActQuant, QPool
-from hwgen.reference import Rounding, requantize, windows
+from hwgen.quantize import scale_to_multiplier
+from hwgen.reference import Rounding, average_float32_ort, requantize, windows
 from hw_helpers import StreamDriver, StreamMonitor, beats_to_frames, frames_to_beats, run
 
 
@@ -134,7 +136,7 @@ def test_avg_reduce_matches_reference(geometry, lanes, bits, is_signed, zero_poi
     _run_reduce(layer, lanes, seed=lanes + bits)
 
 
-@pytest.mark.parametrize("rounding", list(Rounding))
+@pytest.mark.parametrize("rounding", [r for r in Rounding if r is not Rounding.FLOAT32_ORT])
 @pytest.mark.parametrize("multiplier,shift,clamp", [(1, 0, None), (3, 1, (0, 100)),
                                                     (5, 2, None), ((1 << 16) - 1, 62, None)])
 def test_avg_reduce_small_multipliers_and_saturation(rounding, multiplier, shift, clamp):
@@ -408,3 +410,124 @@ def test_pool_layer_rejects_ceil_mode_shapes():
         PoolLayer(ceil, 2)
     with pytest.raises(HwgenError, match="PoolLayer implements max and avg pooling"):
         PoolLayer(_pool("global_avg", (4, 4, 2)), 2)
+
+
+# -- FLOAT32_ORT: onnxruntime's fused QLinearAveragePool in float32 --------------------------------
+
+def _float32_pool(scale, zero_point, in_shape, kernel, stride, pads=(0, 0, 0, 0), *,
+                  out_scale=None, out_zero_point=None, clamp=None):
+    """A uint8 average pool with ``Rounding.FLOAT32_ORT``, its ``M/2^n`` from the float32
+    scales as the importer makes it."""
+    source = ActQuant(scale, zero_point, 8, False)
+    target = ActQuant(scale if out_scale is None else out_scale,
+                      zero_point if out_zero_point is None else out_zero_point, 8, False)
+    ratio = np.float64(np.float32(source.scale)) / (np.float32(target.scale) * kernel[0]
+                                                     * kernel[1])
+    multiplier, shift = scale_to_multiplier(ratio)
+    lo, hi = clamp if clamp is not None else (target.lo, target.hi)
+    return QPool(name="pool", inputs=("x",), kind="avg", kernel=kernel, stride=stride, pads=pads,
+                 in_shape=in_shape, out_shape=_out_shape(in_shape, kernel, stride, pads),
+                 input=source, output=target, multiplier=int(multiplier), shift=int(shift),
+                 clamp_lo=lo, clamp_hi=hi, rounding=Rounding.FLOAT32_ORT)
+
+
+def _float32_images(rng, layer, frames):
+    """Random codes, half of the frames drawn near the zero point, where the float sums of a
+    ratio-1/N pool sit on exact ties most often and terms of both signs meet."""
+    images = _images(rng, layer, frames)
+    near = rng.integers(-6, 7, size=images[frames // 2:].shape) + layer.input.zero_point
+    images[frames // 2:] = np.clip(near, layer.input.lo, layer.input.hi)
+    return images
+
+
+def _run_float32_reduce(layer, lanes, *, seed, frames, gap=0.3, stall=0.3):
+    rng = np.random.default_rng(seed)
+    images = _float32_images(rng, layer, frames)
+    patches = windows(images, layer.kernel, layer.stride, layer.pads, layer.input.zero_point)
+    want = average_float32_ort(layer, patches).reshape(frames, -1)
+    dut = PoolReduce(layer, lanes)
+    driver = StreamDriver(dut.i, _window_beats(layer, images, lanes), rng=rng, gap=gap)
+    monitor = StreamMonitor(dut.o, want.size // lanes, rng=rng, stall=stall)
+    run(dut, driver, monitor)
+    np.testing.assert_array_equal(beats_to_frames(monitor.beats, want.shape[1]), want)
+    return driver, monitor, dut, want, patches
+
+
+FLOAT32_CASES = [  # scale, zero point, geometry, output scale and zero point (None: the input's)
+    (0.0218801, 0, GEOMETRIES[0], None, None),
+    (0.1, 7, ((4, 4, 4), (2, 2), (1, 1), (0, 0, 0, 0)), None, None),
+    (0.003, 128, GEOMETRIES[1], None, None),
+    (1.7, 255, GEOMETRIES[2], None, None),
+    (0.0218801, 7, ((5, 5, 2), (4, 4), (1, 1), (0, 0, 0, 0)), None, None),
+    (0.0218801, 3, GEOMETRIES[4], 0.0113, 20),     # QOperator-like: an output scale of its own
+]
+
+
+@pytest.mark.parametrize("scale,zero_point,geometry,out_scale,out_zero_point", FLOAT32_CASES)
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_float32_reduce_matches_reference(scale, zero_point, geometry, out_scale,
+                                          out_zero_point, lanes):
+    """Bit-exact with the numpy float32 model under random gaps and stalls; the frames near
+    the zero point make many exact ties of the integer sum, which float32 moves either way."""
+    layer = _float32_pool(scale, zero_point, *geometry, out_scale=out_scale,
+                          out_zero_point=out_zero_point)
+    *_, want, patches = _run_float32_reduce(layer, lanes, seed=lanes + zero_point, frames=8)
+    if out_scale is None and layer.kernel == (2, 2):
+        sums = (patches - zero_point).sum(axis=(3, 4)).reshape(want.shape)
+        ties = sums % 4 == 2
+        half_even = np.clip(np.round(sums / 4) + zero_point, 0, 255)
+        # Float32 rounding moves ties off half to even, to both sides, and nothing else.
+        assert ties.mean() > 0.1
+        assert np.array_equal(want[~ties], half_even[~ties])
+        assert (want[ties] > half_even[ties]).any() and (want[ties] < half_even[ties]).any()
+
+
+def test_float32_reduce_every_window_of_a_small_range():
+    """Every 2×2 window of codes 0…9 around zero point 5 (10⁴ windows, one channel each),
+    and a clamp narrower than the code range."""
+    codes = np.stack(np.meshgrid(*[np.arange(10)] * 4, indexing="ij"), -1).reshape(-1, 4)
+    for scale, clamp in ((0.0218801, None), (0.37, (3, 9))):
+        layer = _float32_pool(scale, 5, (2, 2, 1), (2, 2), (2, 2), clamp=clamp)
+        images = codes.reshape(-1, 2, 2, 1)
+        patches = windows(images, layer.kernel, layer.stride, layer.pads, 5)
+        want = average_float32_ort(layer, patches).reshape(-1)
+        dut = PoolReduce(layer, 1)
+        rng = np.random.default_rng(4)
+        driver = StreamDriver(dut.i, _window_beats(layer, images, 1), rng=rng, gap=0.1)
+        monitor = StreamMonitor(dut.o, len(want), rng=rng, stall=0.1, timeout=10 ** 6)
+        run(dut, driver, monitor)
+        np.testing.assert_array_equal(beats_to_frames(monitor.beats, 1).reshape(-1), want)
+
+
+@pytest.mark.parametrize("kernel", [(2, 2), (3, 3)])
+def test_float32_reduce_latency_and_throughput(kernel):
+    """``2·kh·kw + 4`` cycles from a window's last beat to its result, one beat per cycle."""
+    layer = _float32_pool(0.0218801, 7, (6, 6, 4), kernel, kernel)
+    driver, monitor, dut, want, _ = _run_float32_reduce(layer, 2, seed=1, frames=3, gap=0.0,
+                                                        stall=0.0)
+    window = kernel[0] * kernel[1]
+    assert dut.latency == 2 * window + 4
+    assert driver.times == list(range(len(driver.times)))
+    assert [t - s for s, t in zip(driver.times[window - 1::window], monitor.times)] == [
+        dut.latency] * len(monitor.times)
+
+
+def test_float32_padded_layer_matches_reference():
+    """The whole layer: pads hold the zero point, a float term of 0."""
+    layer = _float32_pool(0.0218801, 7, (5, 5, 2), (2, 2), (2, 2), (1, 1, 1, 1))
+    rng = np.random.default_rng(5)
+    images = _float32_images(rng, layer, 4)
+    want = average_float32_ort(layer, windows(images, layer.kernel, layer.stride, layer.pads,
+                                              7)).reshape(4, -1)
+    dut = PoolLayer(layer, 2)
+    driver = StreamDriver(dut.i, frames_to_beats(images.reshape(4, -1), 2), rng=rng, gap=0.3)
+    monitor = StreamMonitor(dut.o, want.size // 2, rng=rng, stall=0.3)
+    run(dut, driver, monitor)
+    np.testing.assert_array_equal(beats_to_frames(monitor.beats, want.shape[1]), want)
+
+
+def test_float32_global_pool_is_refused():
+    layer = dataclasses.replace(_pool("global_avg", (2, 2, 4), bits=8, is_signed=False),
+                                rounding=Rounding.FLOAT32_ORT)
+    with pytest.raises(HwgenError, match="FLOAT32_ORT"):
+        GlobalAvgPool(layer, 2)

@@ -49,7 +49,7 @@ def _check(layer, lanes, *, seed=0, frames=8, gap=0.3, stall=0.3, accumulators=_
     return driver, monitor, dut
 
 
-@pytest.mark.parametrize("rounding", list(Rounding))
+@pytest.mark.parametrize("rounding", [r for r in Rounding if r is not Rounding.FLOAT32_ORT])
 @pytest.mark.parametrize("lanes", [1, 2, 6])
 @pytest.mark.parametrize("out_bits,out_signed", [(2, True), (8, False), (16, True)])
 @pytest.mark.parametrize("common_shift", [False, True])
@@ -61,7 +61,7 @@ def test_requant_matches_reference(rounding, lanes, out_bits, out_signed, common
     _check(layer, lanes, frames=16)
 
 
-@pytest.mark.parametrize("rounding", list(Rounding))
+@pytest.mark.parametrize("rounding", [r for r in Rounding if r is not Rounding.FLOAT32_ORT])
 @pytest.mark.parametrize("shifts", [0, 1, 40, 62, [0, 3, 17, 40, 1, 62]])
 def test_requant_extreme_parameters(rounding, shifts):
     """Shift 0 saturates almost everything; large shifts round to about ±1/2; M = 2^16 − 1."""
@@ -72,7 +72,7 @@ def test_requant_extreme_parameters(rounding, shifts):
     _check(layer, 3, seed=1)
 
 
-@pytest.mark.parametrize("rounding", list(Rounding))
+@pytest.mark.parametrize("rounding", [r for r in Rounding if r is not Rounding.FLOAT32_ORT])
 @pytest.mark.parametrize("shifts", [40, [0, 3, 17, 40, 1, 62]])
 def test_requant_rounding_wider_than_product(rounding, shifts):
     """Narrow accumulators with a large shift: ``2^(n−1)`` is wider than the product, and the

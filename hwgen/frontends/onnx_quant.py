@@ -32,20 +32,25 @@ How they map onto hwgen's integer contract (``docs/arithmetic.md``):
   ``−128`` occurs. hwgen's weights are narrow-range, so a layer whose codes reach
   ``−2^(b−1)`` gets ``weight_bits = b + 1`` (its multipliers are one bit wider; results exact).
 - ``Relu``/``Clip`` and QONNX ``narrow`` fold into the clamp of the layer before them.
-- Average pools round half to even (``Rounding.HALF_EVEN``), like ``QuantizeLinear``: a QDQ
-  ``AveragePool`` keeps its input's scale, so ``M / 2^n`` is ``1 / (kH·kW)``, exactly for a
-  power-of-two window, and a quarter of a 2×2 pool's sums are ties. Other layers round half
-  up (see above).
-- Known limit: onnxruntime computes a QDQ ``AveragePool`` in float32, and float32 rounding of
-  ``s·(q − zp)``, of the running sum and of the division by ``s`` moves about one in eight of
-  those ties off the tie, to either side, in an order that depends on the kernel onnxruntime
-  picks (the fused ``QLinearAveragePool`` sums a window row by row; the float ``AveragePool``
-  kernel sums column pairs first). No rounding rule of an integer sum reproduces that: hwgen
-  agrees on about 97 % of the pool's codes (all within ±1) and on about 87 % of a small CNN's
-  output codes behind it. The fused kernel also adds the zero point before it rounds, so with
-  an odd zero point (``quantize_static`` gives ReLU outputs 0 or −128) its ties go to the odd
-  quotient. The QOperator ``QLinearAveragePool`` with its own output scale makes exact ties
-  rare and agrees like every other layer.
+- Average pools: a QDQ ``AveragePool`` keeps its input's scale, so ``M / 2^n`` is
+  ``1 / (kH·kW)``, exactly for a power-of-two window, and a quarter of a 2×2 pool's sums are
+  ties. onnxruntime computes them in float32, where the rounding of ``s·(q − zp)``, of the
+  running sum and of the division moves about one in eight of those ties off the tie, to
+  either side. With uint8 codes in and out onnxruntime fuses the QDQ pool into its
+  ``QLinearAveragePool`` kernel on every CPU, and hwgen reproduces that kernel's arithmetic
+  (``Rounding.FLOAT32_ORT``: float32 terms summed row by row, divided, divided by the output
+  scale, the zero point added in float, rounded half to even), code for code.
+- Known limit: int8 QDQ pools round the exact sum half to even (``Rounding.HALF_EVEN``), like
+  ``QuantizeLinear``; their float32 arithmetic depends on the CPU. On x86-64 onnxruntime
+  converts an int8 QDQ pair to uint8 (and fuses the pool) only when the pool's
+  ``QuantizeLinear`` has a single consumer; otherwise it runs the float ``AveragePool``,
+  whose summation order depends on the CPU (row by row in the blocked NCHWc kernel when the
+  channels are a multiple of 16 on AVX-512 or 8 on AVX2, column pairs first otherwise); on
+  ARM the fused int8 kernel runs. hwgen agrees on every non-tie code and stays within ±1
+  (about 87 % of a small CNN's output codes behind such a pool are exact). The QOperator
+  ``QLinearAveragePool`` with its own output scale makes exact ties rare and keeps
+  ``HALF_EVEN`` (its float32 arithmetic is the fused kernel's, which ``FLOAT32_ORT`` could
+  follow; it agrees like every other layer).
 
 A tensor has one quantization: a ``DequantizeLinear`` must use the parameters its codes were
 made with, and a ``QuantizeLinear`` after a max-pool or a reshape must keep them.
@@ -417,7 +422,7 @@ class _QuantImporter:
             return
         quant = self._act_quant(node, 1, 2, what)
         self._values[node.output[0]] = self._quantize(node, what, source, quant,
-                                                      _to_nearest(source), narrow=False)
+                                                      _to_nearest(source, quant), narrow=False)
 
     def _quantize(self, node, what, source, quant, rounding, narrow):
         """``source`` (the float input, a pending layer or dequantized codes) quantized with
@@ -909,16 +914,24 @@ def _layer_base(node):
                                             [node.output[0]], name=name))
 
 
-def _to_nearest(source):
+def _to_nearest(source, quant=None):
     """hwgen's rounding for a quantization of what ``source`` computes that rounds to nearest,
-    ties to even (``QuantizeLinear``, the ``QLinear*`` kernels, QONNX ``ROUND``).
+    ties to even (``QuantizeLinear``, the ``QLinear*`` kernels, QONNX ``ROUND``), into
+    ``quant`` (given for onnxruntime's QDQ and QOperator ops, not for QONNX).
 
-    An average pool gets ``HALF_EVEN``: its ratio ``s_x / (s_y · kH·kW)`` is an exact power of
-    two when it keeps its input's scale (as ``quantize_static`` makes it), so a quarter of a
-    2×2 pool's sums are ties, where half up would be off by one. Elsewhere the ratio is a
-    float32 product that makes exact ties rare, and layers keep ``HALF_UP``.
+    An average pool that onnxruntime runs as its fused ``QLinearAveragePool`` kernel (uint8
+    codes in and out: onnxruntime fuses a QDQ ``DequantizeLinear → AveragePool →
+    QuantizeLinear`` of uint8 on every CPU) gets ``FLOAT32_ORT``, that kernel's float32
+    arithmetic: its ratio ``s_x / (s_y · kH·kW)`` is an exact power of two when the pool keeps
+    its input's scale (as ``quantize_static`` makes it), so a quarter of a 2×2 pool's sums are
+    ties, which float32 rounding moves either way. Other average pools (int8, whose kernel
+    onnxruntime picks by CPU, and QONNX) get ``HALF_EVEN``. Elsewhere the ratio is a float32
+    product that makes exact ties rare, and layers keep ``HALF_UP``.
     """
     if isinstance(source, _Pending) and source.kind == "avg":
+        if quant is not None and all(q.bits == 8 and not q.signed
+                                     for q in (source.inputs[0].quant, quant)):
+            return Rounding.FLOAT32_ORT
         return Rounding.HALF_EVEN
     return Rounding.HALF_UP
 

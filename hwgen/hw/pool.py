@@ -1,13 +1,17 @@
 """Pooling engines: the window reduction of max/average pooling, global average pooling, and the
 whole max/average pool layer (padding, sliding window, reduction)."""
 
+import math
 import operator
+from fractions import Fraction
 
+import numpy as np
 from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import HwgenError
+from ..reference import Rounding
 from .add import round_shift_clamp
 from .requant import code_shape
 from .stream import chain, credit_depth, credit_output, frame_layout
@@ -51,6 +55,133 @@ def _difference(m, code, zero_point, name):
     value = Signal(signed(len(code) + 2), name=name)
     m.d.comb += value.eq(code - zero_point)
     return value
+
+
+_SIGNIFICAND = 24  # float32
+
+
+def _round_significant(value):
+    """The integer ``value`` rounded to 24 significant bits, ties to even: float32 rounding of
+    a sum whose terms are integer multiples of one power of two."""
+    magnitude = abs(value)
+    excess = magnitude.bit_length() - _SIGNIFICAND
+    if excess <= 0:
+        return value
+    quotient, remainder = divmod(magnitude, 1 << excess)
+    half = 1 << (excess - 1)
+    if remainder > half or (remainder == half and quotient & 1):
+        quotient += 1
+    return (quotient << excess) * (1 if value > 0 else -1)
+
+
+def _float32_round(m, value, name):
+    """``value`` (a signed signal) rounded to 24 significant bits, ties to even, as a
+    combinational expression with constant shifts only. The leading one of ``value`` (of
+    ``~value`` when negative: ``|v| − 1``, whose leading one is ``|v|``'s unless ``|v|`` is a
+    power of two, which rounds to itself either way) smeared down gives the mask of the bits
+    below the last kept one; ``value`` floored there, plus one unit when the dropped bits
+    exceed half a unit or equal it with the kept part odd. Rounding the two's complement value
+    this way is rounding its magnitude to nearest even, and restoring the sign."""
+    width = len(value)
+    smear = Signal(width, name=f"{name}_smear")
+    bits = value.as_unsigned() ^ Mux(value[-1], (1 << width) - 1, 0)
+    step = 1
+    while step < width:
+        bits = bits | (bits >> step)
+        step *= 2
+    m.d.comb += smear.eq(bits)
+    below = smear >> _SIGNIFICAND                       # the bits rounded away
+    unit = (smear >> (_SIGNIFICAND - 1)) & ~below        # the last kept bit
+    half = below & ~(smear >> (_SIGNIFICAND + 1))        # the first bit rounded away
+    raw = value.as_unsigned()
+    up = ((raw & half) != 0) & (((raw & (below & ~half)) != 0) | ((raw & unit) != 0))
+    rounded = Signal(signed(width + 1), name=name)
+    m.d.comb += rounded.eq((raw & ~below).as_signed() + Mux(up, unit, 0))
+    return rounded
+
+
+class _Float32Average:
+    """The constants of :class:`PoolReduce`'s ``FLOAT32_ORT`` path (see the class docstring),
+    computed at elaboration time.
+
+    ``s_x = m·2^e`` with ``2^23 ≤ m < 2^24``: a float32 term is ``T[q] = rne24((q − zp)·m)``
+    in units of ``2^e`` (an exact integer), and every float32 sum of terms is an integer in
+    those units. ``y(F) = rint(fl(fl(fl(F·2^e) / N) / s_y) + zp_y)`` is non-decreasing in the
+    float sum ``F``; ``thresholds[c − clamp_lo] = ⌈T_{c+1} / 2^e⌉``, with ``T_k`` the least
+    float32 ``F`` with ``y(F) ≥ k``, so ``y(F) ≥ c + 1 ⟺ F ≥ thresholds[c − clamp_lo]``.
+    The first guess ``c0 = zp_y + ⌊D·M / 2^n⌋`` from the exact sum ``D = Σ (q − zp)`` is
+    proven here, for every ``D`` and every float sum within the rounding error of ``D·m``,
+    to leave ``y ∈ {c0, c0 + 1}`` (or a clamp end), so one comparison decides.
+    """
+
+    def __init__(self, layer, window):
+        quant = layer.input
+        scale = np.float32(quant.scale)
+        if not np.isfinite(scale) or scale < np.finfo(np.float32).tiny:
+            raise HwgenError(f"layer {layer.name!r}: input scale {quant.scale} is not a "
+                             "normal float32")
+        fraction, exponent = math.frexp(float(scale))
+        significand, self.exponent = int(fraction * (1 << _SIGNIFICAND)), exponent - _SIGNIFICAND
+        self.terms = [_round_significant((q - quant.zero_point) * significand)
+                      for q in range(quant.lo, quant.hi + 1)]
+        term_bound = max(abs(t) for t in self.terms)
+        # |F − D·m|: each term's rounding, and each addition's (at most 2^−24 of its result).
+        sum_bound = window * term_bound
+        error = window * max(abs(t - (q - quant.zero_point) * significand)
+                             for t, q in zip(self.terms, range(quant.lo, quant.hi + 1)))
+        error += (window - 1) * (sum_bound >> (_SIGNIFICAND - 1)) + window
+        self.term_shape = signed(_signed_bits(term_bound))
+        self.sum_shape = signed(_signed_bits(sum_bound + error))
+        self._layer, self._window, self._significand = layer, window, significand
+        lo, hi = layer.clamp_lo, layer.clamp_hi
+        codes = np.arange(lo + 1, hi + 1)
+        self.thresholds = [max(min(t, sum_bound + error + 1), -sum_bound - error - 1)
+                           for t in self._least_sums(codes)]
+        self.threshold_shape = signed(_signed_bits(sum_bound + error + 1))
+        self._check(quant, error)
+
+    def code(self, sums):
+        """``y(F)`` (unclamped) of float32 sums ``F`` (real values, a numpy float32 array)."""
+        f32 = np.float32
+        layer = self._layer
+        mean = sums / f32(self._window)
+        return np.rint(mean / f32(layer.output.scale) + f32(layer.output.zero_point))
+
+    def _least_sums(self, codes):
+        """``⌈T_k / 2^e⌉`` for each ``k`` of ``codes``: a bisection over float32 in order."""
+        def to_float(key):  # order-preserving int ↔ float32 bits (−0.0 just below +0.0)
+            bits = np.where(key >= 0, key, (-key - 1) | (1 << 31)).astype(np.uint32)
+            return bits.view(np.float32)
+
+        infinity = int(np.float32(np.inf).view(np.uint32))
+        low = np.full(len(codes), -infinity - 1, np.int64)   # y(low) < k (−inf counts so)
+        high = np.full(len(codes), infinity, np.int64)        # y(high) ≥ k (+inf counts so)
+        with np.errstate(over="ignore", invalid="ignore"):
+            while np.any(high - low > 1):
+                middle = (low + high) // 2
+                reached = self.code(to_float(middle)) >= codes
+                low, high = np.where(reached, low, middle), np.where(reached, middle, high)
+        unit = Fraction(2) ** self.exponent
+        return [math.ceil(Fraction(float(value)) / unit) if np.isfinite(value) else
+                (1 if value > 0 else -1) << 80 for value in to_float(high)]
+
+    def _check(self, quant, error):
+        layer, window = self._layer, self._window
+        totals = np.arange(window * (quant.lo - quant.zero_point),
+                           window * (quant.hi - quant.zero_point) + 1)
+        unit = float(2.0 ** self.exponent)
+        exact = totals.astype(np.float64) * self._significand
+        with np.errstate(over="ignore"):
+            low = np.nextafter(np.float32((exact - error) * unit), np.float32(-np.inf))
+            high = np.nextafter(np.float32((exact + error) * unit), np.float32(np.inf))
+        low_code, high_code = self.code(low), self.code(high)
+        guess = layer.output.zero_point + (totals * int(layer.multiplier) >> int(layer.shift))
+        ok = np.where(guess < layer.clamp_lo, high_code <= layer.clamp_lo,
+                      np.where(guess >= layer.clamp_hi, low_code >= layer.clamp_hi,
+                               (low_code >= guess) & (high_code <= guess + 1)))
+        if not ok.all():
+            raise HwgenError(f"layer {layer.name!r}: M/2^n = {layer.multiplier}/2^{layer.shift}"
+                             " is too far from the pool's scale ratio for the float32 average")
 
 
 class _ScalarRequant:
@@ -98,12 +229,28 @@ class PoolReduce(wiring.Component):
     - ``"avg"``: ``acc = Σ (q − zp_x)`` over the window, then
       ``clamp(zp_y + rshift_round(acc · M, n), clamp_lo, clamp_hi)`` (scalar ``M``, ``n``).
 
+    - ``"avg"`` with ``Rounding.FLOAT32_ORT``: onnxruntime's float32 ``QLinearAveragePool``
+      (see :class:`~hwgen.reference.Rounding`), in integers. With ``s_x = m·2^e``
+      (``2^23 ≤ m < 2^24``) every float32 value involved is an integer in units of ``2^e``: a
+      term table ``T[q] = rne24((q − zp_x)·m)`` (a :class:`Memory` read per beat); the terms
+      of a window, kept in registers as they arrive, are summed in kernel order by a chain of
+      two registered stages per addition (the exact sum; rounded to 24 significant bits, ties
+      to even, by a leading-one mask); beside it the exact ``D = Σ (q − zp_x)``. Then
+      ``c0 = zp_y + ⌊D·M / 2^n⌋``, proven at elaboration for every ``D`` (and every float sum
+      within its rounding error) to leave the result in ``{c0, c0 + 1}`` or at a clamp end,
+      and the float sum compared with a threshold table (indexed by ``c0``, computed by
+      bisection over float32 with numpy) decides between the two.
+
     Widths: max compares codes; the average sum is ``signed`` wide enough for
-    ``kh·kw · max|q − zp_x|``, the product for that bound times ``M``.
+    ``kh·kw · max|q − zp_x|``, the product for that bound times ``M``. ``FLOAT32_ORT``: terms of
+    about ``a + 25`` bits, the float sums and thresholds ``log2(kh·kw)`` wider, ``kh·kw`` term
+    registers per lane in the capture plus those still to add along the chain.
 
     Latency: from the transfer of a window's last beat to the offer of its result on ``o``:
     2 cycles for max (the running maximum register, the output FIFO), 4 for average (sum,
-    product, round/clamp, the output FIFO). One input beat per cycle:
+    product, round/clamp, the output FIFO), ``2·kh·kw + 4`` for ``FLOAT32_ORT`` (term read,
+    window capture, ``2·(kh·kw − 1)`` chain stages, product, guess and threshold read,
+    result, the output FIFO). One input beat per cycle:
     ``cycles_per_frame = OH·OW·(C/lanes)·kh·kw`` (the input beats).
 
     Back-pressure: the reduction never stalls; an output FIFO with room for every window in
@@ -129,6 +276,9 @@ class PoolReduce(wiring.Component):
         self._layer = layer
         self._lanes = _lanes(layer, lanes)
         self._window = int(layer.kernel[0]) * int(layer.kernel[1])
+        self._float32 = None
+        if layer.kind == "avg" and layer.rounding is Rounding.FLOAT32_ORT:
+            self._float32 = _Float32Average(layer, self._window)
         height, width, channels = (int(v) for v in layer.out_shape)
         self._out_beats = height * width * channels // self._lanes
         super().__init__({
@@ -147,7 +297,10 @@ class PoolReduce(wiring.Component):
 
     @property
     def latency(self):
-        """2 for max, 4 for average: see the class docstring."""
+        """2 for max, 4 for average, ``2·kh·kw + 4`` for ``FLOAT32_ORT``: see the class
+        docstring."""
+        if self._float32 is not None:
+            return 2 + 2 * (self._window - 1) + 3 + 1
         return (1 if self._layer.kind == "max" else 1 + _ScalarRequant.stages) + 1
 
     @property
@@ -198,8 +351,107 @@ class PoolReduce(wiring.Component):
                                      f"difference{lane}")
             with m.If(accept):
                 m.d.sync += total.eq(Mux(first, 0, total) + difference)
-        _ScalarRequant(layer, sum_bound).build(m, en, sums, sum_valid, sum_last, result)
+        if self._float32 is None:
+            _ScalarRequant(layer, sum_bound).build(m, en, sums, sum_valid, sum_last, result)
+        else:
+            self._build_float32(m, accept, position, complete, frame_last, sums, result)
         return m
+
+    def _build_float32(self, m, accept, position, complete, frame_last, sums, result):
+        """The ``FLOAT32_ORT`` path: the window's float32 terms, their float32 sum in kernel
+        order, then the first guess from the exact sum corrected by one threshold."""
+        layer, lanes, window, constants = self._layer, self._lanes, self._window, self._float32
+        quant = layer.input
+        m.submodules.terms = terms = memory.Memory(shape=constants.term_shape,
+                                                   depth=len(constants.terms),
+                                                   init=constants.terms)
+        count = max(layer.clamp_hi - layer.clamp_lo, 1)
+        m.submodules.thresholds = thresholds = memory.Memory(
+            shape=constants.threshold_shape, depth=count,
+            init=constants.thresholds or [0])
+
+        # Stage 1: the beat's code addresses the term table; its place in the window follows.
+        beat_valid, beat_position, beat_complete, beat_last = (
+            Signal(), Signal.like(position), Signal(), Signal())
+        m.d.sync += [beat_valid.eq(accept), beat_position.eq(position),
+                     beat_complete.eq(complete), beat_last.eq(frame_last)]
+        # Stage 2: the term, kept until the window is complete, when the window's terms and
+        # exact sums leave together (the next window's first term overwrites term 0 a cycle
+        # later at the earliest).
+        valid, last = Signal(name="window_valid"), Signal(name="window_last")
+        m.d.sync += [valid.eq(beat_complete), last.eq(beat_last)]
+        lane_terms, totals = [], []
+        for lane in range(lanes):
+            port = terms.read_port()
+            m.d.comb += port.addr.eq(self.i.payload.data[lane] - quant.lo)
+            kept = [Signal(constants.term_shape, name=f"kept{lane}_{k}")
+                    for k in range(window - 1)]
+            for k, register in enumerate(kept):
+                with m.If(beat_valid & (beat_position == k)):
+                    m.d.sync += register.eq(port.data)
+            window_terms = [Signal(constants.term_shape, name=f"term{lane}_{k}")
+                            for k in range(window)]
+            total = Signal.like(sums[lane], name=f"exact{lane}")
+            with m.If(beat_complete):
+                m.d.sync += [register.eq(value) for register, value in
+                             zip(window_terms, kept + [port.data])]
+                m.d.sync += total.eq(sums[lane])
+            lane_terms.append(window_terms)
+            totals.append(total)
+
+        # The float32 sum, two stages per addition: the exact sum; rounded to 24 significant
+        # bits. The terms still to add and the exact sum travel along.
+        for step in range(1, window):
+            for phase in ("add", "round"):
+                next_valid = Signal(name=f"{phase}{step}_valid")
+                next_last = Signal(name=f"{phase}{step}_last")
+                m.d.sync += [next_valid.eq(valid), next_last.eq(last)]
+                valid, last = next_valid, next_last
+                for lane in range(lanes):
+                    current = lane_terms[lane]
+                    moved = [Signal(constants.sum_shape if k == 0 else constants.term_shape,
+                                    name=f"{phase}{step}_{lane}_{k}")
+                             for k in range(len(current) - (phase == "add"))]
+                    if phase == "add":
+                        m.d.sync += moved[0].eq(current[0] + current[1])
+                        rest = current[2:]
+                    else:
+                        m.d.sync += moved[0].eq(_float32_round(m, current[0],
+                                                               f"rounded{step}_{lane}"))
+                        rest = current[1:]
+                    m.d.sync += [register.eq(value)
+                                 for register, value in zip(moved[1:], rest)]
+                    total = Signal.like(totals[lane], name=f"{phase}{step}_exact{lane}")
+                    m.d.sync += total.eq(totals[lane])
+                    lane_terms[lane], totals[lane] = moved, total
+
+        # The first guess c0 = zp_y + ⌊D·M / 2^n⌋ (product, then shift and threshold read),
+        # then the result: a clamp end, or c0 plus whether the float sum reaches c0 + 1.
+        multiplier, shift = int(layer.multiplier), int(layer.shift)
+        product_valid, product_last = Signal(), Signal()
+        guess_valid, guess_last = Signal(), Signal()
+        m.d.sync += [product_valid.eq(valid), product_last.eq(last),
+                     guess_valid.eq(product_valid), guess_last.eq(product_last),
+                     result.valid.eq(guess_valid), result.payload.last.eq(guess_last)]
+        for lane in range(lanes):
+            float_sum = lane_terms[lane][0]
+            product = Signal(signed(_signed_bits(window * _span(quant) * multiplier)),
+                             name=f"product{lane}")
+            product_sum = Signal.like(float_sum, name=f"product_sum{lane}")
+            m.d.sync += [product.eq(totals[lane] * multiplier), product_sum.eq(float_sum)]
+            guess = Signal(signed(len(product) + 2), name=f"guess{lane}")
+            m.d.comb += guess.eq((product >> shift) + layer.output.zero_point)
+            port = thresholds.read_port()
+            m.d.comb += port.addr.eq(Mux(guess < layer.clamp_lo, 0,
+                                         Mux(guess >= layer.clamp_lo + count,
+                                             count - 1, guess - layer.clamp_lo)))
+            held_guess = Signal.like(guess, name=f"held_guess{lane}")
+            held_sum = Signal.like(float_sum, name=f"held_sum{lane}")
+            m.d.sync += [held_guess.eq(guess), held_sum.eq(product_sum)]
+            corrected = held_guess + (held_sum >= port.data)
+            m.d.sync += result.payload.data[lane].eq(
+                Mux(held_guess < layer.clamp_lo, layer.clamp_lo,
+                    Mux(held_guess >= layer.clamp_hi, layer.clamp_hi, corrected)))
 
 
 class GlobalAvgPool(wiring.Component):
@@ -242,6 +494,9 @@ class GlobalAvgPool(wiring.Component):
 
     def __init__(self, layer, lanes):
         _kind(layer, ("global_avg",), "GlobalAvgPool")
+        if layer.rounding is Rounding.FLOAT32_ORT:
+            raise HwgenError(f"layer {layer.name!r}: FLOAT32_ORT rounding is implemented for "
+                             "windowed average pools (PoolReduce), not global ones")
         self._layer = layer
         self._lanes = _lanes(layer, lanes)
         height, width, channels = (int(v) for v in layer.in_shape)
