@@ -20,8 +20,9 @@
    tables 4 and 5, which need no simulation.
 6. With ``--synth`` (slow: minutes per row): per model × board, LUT/FF/DSP/BRAM, fmax after
    nextpnr, frames/s at fmax (fmax / initiation interval) and the synthesis time
-   (``hwgen.synth.synthesize``; Xilinx boards give yosys counts only). ``--synth-only`` skips
-   the simulation tables.
+   (``hwgen.synth.synthesize``; Xilinx boards give yosys counts only). Designs for ECP5 boards
+   use the ``ecp5`` target (DSP and block-RAM primitives), as ``hwgen build --board`` does.
+   ``--synth-only`` skips the simulation tables.
 """
 
 import argparse
@@ -104,6 +105,7 @@ SYNTH_BOARDS = ["ulx3s_85f", "icebreaker", "arty_a7_35t"]
 
 
 def bench_synth(cache):
+    from hwgen.board import get_board
     from hwgen.synth import synthesize
     print("synthesis per model x board (yosys + nextpnr from YoWASP; BRAM in the board's blocks)")
     header = (f"{'model':<11} {'board':<12} {'LUT':>6} {'FF':>6} {'DSP':>4} {'BRAM':>5} "
@@ -113,8 +115,11 @@ def bench_synth(cache):
     for label, model, calib, multipliers in SYNTH_MODELS:
         x = np.load(calib)["x"]
         plan = hwgen.make_plan(hwgen.quantize(hwgen.load(model), x), multipliers=multipliers)
-        out = hwgen.generate(plan, x, frames=2).write(Path(cache) / f"synth-{model.stem}")
         for board in SYNTH_BOARDS:
+            # What `hwgen build --board` makes: ECP5 primitives for ECP5 boards.
+            target = "ecp5" if get_board(board).family == "ecp5" else "generic"
+            out = hwgen.generate(plan, x, frames=2, target=target).write(
+                Path(cache) / f"synth-{model.stem}-{target}")
             result = synthesize(out, board)
             totals = result.totals
             fmax = "-" if result.fmax_mhz is None else f"{result.fmax_mhz:.1f}"
