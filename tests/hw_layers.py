@@ -67,3 +67,15 @@ def quantized_mlp(rng, sizes, bits="w8a8", *, output_bits=8, name="mlp"):
             x = graph.relu(x)
     calibration = rng.normal(size=(64, sizes[0]))
     return quantize(graph, calibration, bits, output_bits=output_bits)
+
+
+def tiny_mlp_plan(rng, sizes, bits="w4a4", *, multipliers=2):
+    """The plan of a small quantized ``sizes[0] → sizes[1] (ReLU) → sizes[2]`` MLP, as the
+    board tests (bitstream, host) build it."""
+    graph = Graph("tiny")
+    x = graph.relu(graph.dense(graph.input((sizes[0],)), rng.normal(size=(sizes[1], sizes[0])),
+                               name="fc0"))
+    graph.dense(x, rng.normal(size=(sizes[2], sizes[1])), rng.normal(size=sizes[2]), name="fc1")
+    from hwgen.plan import make_plan
+    return make_plan(quantize(graph, rng.normal(size=(40, sizes[0])), bits),
+                     multipliers=multipliers)

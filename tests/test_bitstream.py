@@ -16,6 +16,7 @@ from hwgen.board_top import (CodePacker, CodeUnpacker, UARTBridge, UARTReceiver,
                              UARTTransmitter, build_bitstream)
 from hwgen.cli import main
 from hwgen.errors import HwgenError
+from hw_layers import tiny_mlp_plan
 
 
 def _run(dut, testbench, *processes):
@@ -302,12 +303,7 @@ def test_bitstream_rejects_a_frame_of_partial_beats(tmp_path):
 
 @pytest.mark.slow
 def test_icebreaker_bitstream_of_a_tiny_mlp(tmp_path, capsys):
-    rng = np.random.default_rng(8)
-    graph = hwgen.Graph("tiny")
-    x = graph.relu(graph.dense(graph.input((8,)), rng.normal(size=(6, 8)), name="fc0"))
-    graph.dense(x, rng.normal(size=(4, 6)), rng.normal(size=4), name="fc1")
-    plan = hwgen.make_plan(hwgen.quantize(graph, rng.normal(size=(40, 8)), "w4a4"),
-                           multipliers=2)
+    plan = tiny_mlp_plan(np.random.default_rng(8), (8, 6, 4))
     out = hwgen.generate(plan, frames=2).write(tmp_path / "tiny")
     assert main(["synth", str(out), "--board", "icebreaker", "--bitstream"]) == 0
     bitstream = out / "synth" / "bitstream" / "tiny_icebreaker.bin"

@@ -20,6 +20,7 @@ from hwgen.emit import build_manifest, load_design
 from hwgen.errors import HwgenError
 from hwgen.hw.accelerator import Accelerator
 from hwgen.reference import run_integer
+from hw_layers import tiny_mlp_plan
 
 
 def _manifest(bits, signed, lanes=1, elements=4, out_bits=None, out_signed=None, out_lanes=1,
@@ -300,11 +301,7 @@ class _SoftwareBoard:
 def design(tmp_path_factory):
     """A 6-5-4 MLP (4-bit inputs, signed 8-bit outputs) written as a design folder."""
     rng = np.random.default_rng(3)
-    graph = hwgen.Graph("tiny")
-    x = graph.relu(graph.dense(graph.input((6,)), rng.normal(size=(5, 6)), name="fc0"))
-    graph.dense(x, rng.normal(size=(4, 5)), rng.normal(size=4), name="fc1")
-    plan = hwgen.make_plan(hwgen.quantize(graph, rng.normal(size=(40, 6)), "w4a4"),
-                           multipliers=2)
+    plan = tiny_mlp_plan(rng, (6, 5, 4))
     return hwgen.generate(plan, rng.normal(size=(6, 6)), frames=6).write(
         tmp_path_factory.mktemp("host") / "tiny")
 
