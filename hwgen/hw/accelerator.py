@@ -32,7 +32,7 @@ def make_block(layer_plan, *, target="generic"):
                          target=target)
     if engine == "pool":
         from .pool import PoolLayer
-        return PoolLayer(layer, layer_plan.pe)
+        return PoolLayer(layer, layer_plan.pe, target=target)
     if engine == "gap":
         from .pool import GlobalAvgPool
         return GlobalAvgPool(layer, layer_plan.pe)

@@ -13,11 +13,17 @@ from amaranth.lib.wiring import In, Out
 from ..errors import HwgenError
 from ..reference import Rounding
 from .add import round_shift_clamp
+from .dsp import check_target
+from .rom import weight_rom
 from .requant import code_shape
 from .stream import chain, credit_depth, credit_output, frame_layout
 from .window import PadUnit, SlidingWindow
 
 __all__ = ["PoolReduce", "GlobalAvgPool", "PoolLayer"]
+
+# FLOAT32_ORT's registered stages after the float32 sum: product, guess, clamp flags and table
+# index, the threshold table's two, the comparison, the result.
+_FLOAT32_TAIL = 7
 
 
 def _lanes(layer, lanes):
@@ -232,7 +238,8 @@ class PoolReduce(wiring.Component):
     - ``"avg"`` with ``Rounding.FLOAT32_ORT``: onnxruntime's float32 ``QLinearAveragePool``
       (see :class:`~hwgen.reference.Rounding`), in integers. With ``s_x = m·2^e``
       (``2^23 ≤ m < 2^24``) every float32 value involved is an integer in units of ``2^e``: a
-      term table ``T[q] = rne24((q − zp_x)·m)`` (a :class:`Memory` read per beat); the terms
+      term table ``T[q] = rne24((q − zp_x)·m)`` (a :class:`~hwgen.hw.rom.WeightRom` per lane,
+      addressed by the code's bits, read per beat); the terms
       of a window, kept in registers as they arrive, are summed in kernel order by a chain of
       two registered stages per addition (the exact sum; rounded to 24 significant bits, ties
       to even, by a leading-one mask); beside it the exact ``D = Σ (q − zp_x)``. Then
@@ -248,9 +255,10 @@ class PoolReduce(wiring.Component):
 
     Latency: from the transfer of a window's last beat to the offer of its result on ``o``:
     2 cycles for max (the running maximum register, the output FIFO), 4 for average (sum,
-    product, round/clamp, the output FIFO), ``2·kh·kw + 4`` for ``FLOAT32_ORT`` (term read,
-    window capture, ``2·(kh·kw − 1)`` chain stages, product, guess and threshold read,
-    result, the output FIFO). One input beat per cycle:
+    product, round/clamp, the output FIFO), ``2·kh·kw + 9`` for ``FLOAT32_ORT`` (the term
+    table's two registers, window capture, ``2·(kh·kw − 1)`` chain stages, product, guess,
+    clamp flags and table index, the threshold table's two registers, comparison, result, the
+    output FIFO; every table read lands in a register, the block RAM's own on ECP5). One input beat per cycle:
     ``cycles_per_frame = OH·OW·(C/lanes)·kh·kw`` (the input beats).
 
     Back-pressure: the reduction never stalls; an output FIFO with room for every window in
@@ -271,9 +279,10 @@ class PoolReduce(wiring.Component):
     o : Out(stream.Signature(frame_layout(code_shape(layer.output), lanes)))
     """
 
-    def __init__(self, layer, lanes):
+    def __init__(self, layer, lanes, *, target="generic"):
         _kind(layer, ("max", "avg"), "PoolReduce")
         self._layer = layer
+        self._target = check_target(target)
         self._lanes = _lanes(layer, lanes)
         self._window = int(layer.kernel[0]) * int(layer.kernel[1])
         self._float32 = None
@@ -297,10 +306,10 @@ class PoolReduce(wiring.Component):
 
     @property
     def latency(self):
-        """2 for max, 4 for average, ``2·kh·kw + 4`` for ``FLOAT32_ORT``: see the class
+        """2 for max, 4 for average, ``2·kh·kw + 9`` for ``FLOAT32_ORT``: see the class
         docstring."""
         if self._float32 is not None:
-            return 2 + 2 * (self._window - 1) + 3 + 1
+            return 3 + 2 * (self._window - 1) + _FLOAT32_TAIL + 1
         return (1 if self._layer.kind == "max" else 1 + _ScalarRequant.stages) + 1
 
     @property
@@ -362,40 +371,48 @@ class PoolReduce(wiring.Component):
         order, then the first guess from the exact sum corrected by one threshold."""
         layer, lanes, window, constants = self._layer, self._lanes, self._window, self._float32
         quant = layer.input
-        m.submodules.terms = terms = memory.Memory(shape=constants.term_shape,
-                                                   depth=len(constants.terms),
-                                                   init=constants.terms)
+        # The term table is indexed by the code's bits as they are (no subtraction in front of
+        # the address); the thresholds by the clamped first guess. Both are WeightRoms: two
+        # registers from address to data, the second the block RAM's own on ECP5.
+        bits = code_shape(quant).width
+        table = [0] * (1 << bits)
+        for q, term in zip(range(quant.lo, quant.hi + 1), constants.terms):
+            table[q & ((1 << bits) - 1)] = term
         count = max(layer.clamp_hi - layer.clamp_lo, 1)
-        m.submodules.thresholds = thresholds = memory.Memory(
-            shape=constants.threshold_shape, depth=count,
-            init=constants.thresholds or [0])
 
-        # Stage 1: the beat's code addresses the term table; its place in the window follows.
+        # Stages 1–2: the beat's code addresses the term table; its place in the window and
+        # the exact sum (complete in the cycle after the window's last beat) follow.
         beat_valid, beat_position, beat_complete, beat_last = (
             Signal(), Signal.like(position), Signal(), Signal())
         m.d.sync += [beat_valid.eq(accept), beat_position.eq(position),
                      beat_complete.eq(complete), beat_last.eq(frame_last)]
-        # Stage 2: the term, kept until the window is complete, when the window's terms and
-        # exact sums leave together (the next window's first term overwrites term 0 a cycle
-        # later at the earliest).
+        read_valid, read_position, read_complete, read_last = (
+            Signal(), Signal.like(position), Signal(), Signal())
+        m.d.sync += [read_valid.eq(beat_valid), read_position.eq(beat_position),
+                     read_complete.eq(beat_complete), read_last.eq(beat_last)]
+        # Stage 3: the term, kept until the window is complete, when the window's terms and
+        # exact sums leave together.
         valid, last = Signal(name="window_valid"), Signal(name="window_last")
-        m.d.sync += [valid.eq(beat_complete), last.eq(beat_last)]
+        m.d.sync += [valid.eq(read_complete), last.eq(read_last)]
         lane_terms, totals = [], []
         for lane in range(lanes):
-            port = terms.read_port()
-            m.d.comb += port.addr.eq(self.i.payload.data[lane] - quant.lo)
+            term = weight_rom(m, f"terms{lane}", constants.term_shape, table,
+                              self.i.payload.data[lane].as_unsigned(),
+                              target=self._target)
+            exact = Signal.like(sums[lane], name=f"exact_held{lane}")
+            m.d.sync += exact.eq(sums[lane])
             kept = [Signal(constants.term_shape, name=f"kept{lane}_{k}")
                     for k in range(window - 1)]
             for k, register in enumerate(kept):
-                with m.If(beat_valid & (beat_position == k)):
-                    m.d.sync += register.eq(port.data)
+                with m.If(read_valid & (read_position == k)):
+                    m.d.sync += register.eq(term)
             window_terms = [Signal(constants.term_shape, name=f"term{lane}_{k}")
                             for k in range(window)]
             total = Signal.like(sums[lane], name=f"exact{lane}")
-            with m.If(beat_complete):
+            with m.If(read_complete):
                 m.d.sync += [register.eq(value) for register, value in
-                             zip(window_terms, kept + [port.data])]
-                m.d.sync += total.eq(sums[lane])
+                             zip(window_terms, kept + [term])]
+                m.d.sync += total.eq(exact)
             lane_terms.append(window_terms)
             totals.append(total)
 
@@ -425,33 +442,48 @@ class PoolReduce(wiring.Component):
                     m.d.sync += total.eq(totals[lane])
                     lane_terms[lane], totals[lane] = moved, total
 
-        # The first guess c0 = zp_y + ⌊D·M / 2^n⌋ (product, then shift and threshold read),
-        # then the result: a clamp end, or c0 plus whether the float sum reaches c0 + 1.
+        # The first guess c0 = zp_y + ⌊D·M / 2^n⌋ and the result, a registered stage each:
+        # product; guess; clamp flags and table index; threshold (two stages); the float sum
+        # against it; the result (a clamp end, or c0 plus whether the float sum reaches c0 + 1).
         multiplier, shift = int(layer.multiplier), int(layer.shift)
-        product_valid, product_last = Signal(), Signal()
-        guess_valid, guess_last = Signal(), Signal()
-        m.d.sync += [product_valid.eq(valid), product_last.eq(last),
-                     guess_valid.eq(product_valid), guess_last.eq(product_last),
-                     result.valid.eq(guess_valid), result.payload.last.eq(guess_last)]
+        flags = [(valid, last)]
+        for stage in range(_FLOAT32_TAIL):
+            flags.append((Signal(name=f"tail{stage}_valid"), Signal(name=f"tail{stage}_last")))
+            m.d.sync += [flags[-1][0].eq(flags[-2][0]), flags[-1][1].eq(flags[-2][1])]
+        m.d.comb += [result.valid.eq(flags[-1][0]), result.payload.last.eq(flags[-1][1])]
+
+        def carry(value, stages, name):
+            """``value`` through ``stages`` registers."""
+            for stage in range(stages):
+                delayed = Signal.like(value, name=f"{name}_{stage}")
+                m.d.sync += delayed.eq(value)
+                value = delayed
+            return value
+
         for lane in range(lanes):
             float_sum = lane_terms[lane][0]
             product = Signal(signed(_signed_bits(window * _span(quant) * multiplier)),
                              name=f"product{lane}")
-            product_sum = Signal.like(float_sum, name=f"product_sum{lane}")
-            m.d.sync += [product.eq(totals[lane] * multiplier), product_sum.eq(float_sum)]
+            m.d.sync += product.eq(totals[lane] * multiplier)
             guess = Signal(signed(len(product) + 2), name=f"guess{lane}")
-            m.d.comb += guess.eq((product >> shift) + layer.output.zero_point)
-            port = thresholds.read_port()
-            m.d.comb += port.addr.eq(Mux(guess < layer.clamp_lo, 0,
-                                         Mux(guess >= layer.clamp_lo + count,
-                                             count - 1, guess - layer.clamp_lo)))
-            held_guess = Signal.like(guess, name=f"held_guess{lane}")
-            held_sum = Signal.like(float_sum, name=f"held_sum{lane}")
-            m.d.sync += [held_guess.eq(guess), held_sum.eq(product_sum)]
-            corrected = held_guess + (held_sum >= port.data)
+            m.d.sync += guess.eq((product >> shift) + layer.output.zero_point)
+            low, high = Signal(name=f"low{lane}"), Signal(name=f"high{lane}")
+            index = Signal(range(count), name=f"index{lane}")
+            m.d.sync += [low.eq(guess < layer.clamp_lo), high.eq(guess >= layer.clamp_hi),
+                         index.eq(Mux(guess < layer.clamp_lo, 0,
+                                      Mux(guess >= layer.clamp_lo + count, count - 1,
+                                          guess - layer.clamp_lo)))]
+            threshold = weight_rom(m, f"thresholds{lane}", constants.threshold_shape,
+                                   constants.thresholds or [0], index, target=self._target)
+            # The float sum waits for the threshold: product, guess, index, two table reads.
+            waiting = carry(float_sum, 5, f"float_sum{lane}")
+            reaches = Signal(name=f"reaches{lane}")
+            m.d.sync += reaches.eq(waiting >= threshold)
+            guess_out = carry(guess, 4, f"guess{lane}")
+            low_out, high_out = carry(low, 3, f"low{lane}"), carry(high, 3, f"high{lane}")
             m.d.sync += result.payload.data[lane].eq(
-                Mux(held_guess < layer.clamp_lo, layer.clamp_lo,
-                    Mux(held_guess >= layer.clamp_hi, layer.clamp_hi, corrected)))
+                Mux(low_out, layer.clamp_lo,
+                    Mux(high_out, layer.clamp_hi, guess_out + reaches)))
 
 
 class GlobalAvgPool(wiring.Component):
@@ -615,7 +647,7 @@ class PoolLayer(wiring.Component):
     o : Out(stream.Signature(frame_layout(code_shape(layer.output), lanes)))
     """
 
-    def __init__(self, layer, lanes):
+    def __init__(self, layer, lanes, *, target="generic"):
         _kind(layer, ("max", "avg"), "PoolLayer")
         self._layer = layer
         self._lanes = _lanes(layer, lanes)
@@ -638,7 +670,7 @@ class PoolLayer(wiring.Component):
                                 shape)
         self._window = SlidingWindow(shape, padded, kernel, stride, self._lanes, self._lanes,
                                      "depthwise")
-        self._reduce = PoolReduce(layer, self._lanes)
+        self._reduce = PoolReduce(layer, self._lanes, target=target)
         self._padded = padded
         self._needed_row = (out_shape[0] - 1) * stride[0] + kernel[0] - 1  # padded coordinates
         super().__init__({
