@@ -311,7 +311,7 @@ def _lead(layer):
     top, left = layer.pads[:2]
     lead = (max(kh - 1 - top, 0) * width + kw + 2) * channels
     if getattr(layer, "rounding", None) is Rounding.FLOAT32_ORT:
-        lead += (2 * kh * kw + 9) * channels  # the float32 path's stages (hw.pool.PoolReduce)
+        lead += (4 * kh * kw + 7) * channels  # the float32 path's stages (hw.pool.PoolReduce)
     return lead
 
 

@@ -501,12 +501,12 @@ def test_float32_reduce_every_window_of_a_small_range():
 
 @pytest.mark.parametrize("kernel", [(2, 2), (3, 3)])
 def test_float32_reduce_latency_and_throughput(kernel):
-    """``2·kh·kw + 9`` cycles from a window's last beat to its result, one beat per cycle."""
+    """``4·kh·kw + 7`` cycles from a window's last beat to its result, one beat per cycle."""
     layer = _float32_pool(0.0218801, 7, (6, 6, 4), kernel, kernel)
     driver, monitor, dut, want, _ = _run_float32_reduce(layer, 2, seed=1, frames=3, gap=0.0,
                                                         stall=0.0)
     window = kernel[0] * kernel[1]
-    assert dut.latency == 2 * window + 9
+    assert dut.latency == 4 * window + 7
     assert driver.times == list(range(len(driver.times)))
     assert [t - s for s, t in zip(driver.times[window - 1::window], monitor.times)] == [
         dut.latency] * len(monitor.times)

@@ -80,30 +80,55 @@ def _round_significant(value):
     return (quotient << excess) * (1 if value > 0 else -1)
 
 
-def _float32_round(m, value, name):
-    """``value`` (a signed signal) rounded to 24 significant bits, ties to even, as a
-    combinational expression with constant shifts only. The leading one of ``value`` (of
-    ``~value`` when negative: ``|v| − 1``, whose leading one is ``|v|``'s unless ``|v|`` is a
-    power of two, which rounds to itself either way) smeared down gives the mask of the bits
-    below the last kept one; ``value`` floored there, plus one unit when the dropped bits
-    exceed half a unit or equal it with the kept part odd. Rounding the two's complement value
-    this way is rounding its magnitude to nearest even, and restoring the sign."""
-    width = len(value)
-    smear = Signal(width, name=f"{name}_smear")
-    bits = value.as_unsigned() ^ Mux(value[-1], (1 << width) - 1, 0)
-    step = 1
-    while step < width:
-        bits = bits | (bits >> step)
-        step *= 2
-    m.d.comb += smear.eq(bits)
-    below = smear >> _SIGNIFICAND                       # the bits rounded away
-    unit = (smear >> (_SIGNIFICAND - 1)) & ~below        # the last kept bit
-    half = below & ~(smear >> (_SIGNIFICAND + 1))        # the first bit rounded away
-    raw = value.as_unsigned()
-    up = ((raw & half) != 0) & (((raw & (below & ~half)) != 0) | ((raw & unit) != 0))
-    rounded = Signal(signed(width + 1), name=name)
-    m.d.comb += rounded.eq((raw & ~below).as_signed() + Mux(up, unit, 0))
-    return rounded
+# The registered stages of one float32 addition in FLOAT32_ORT pools (see _float32_stage).
+_FLOAT32_ADD_PHASES = ("add", "mask", "decide", "round")
+
+
+def _float32_stage(m, phase, state, shape, name):
+    """One registered stage of a float32 addition on integers (``state`` a dict of signals;
+    returns the next; every sum fits the signed ``shape``). ``"add"``: ``{"a", "b"}`` →
+    ``{"value": a + b}``; then ``value``
+    rounded to 24 significant bits, ties to even, with constant shifts only, in three stages:
+
+    - ``"mask"``: the leading one of ``value`` (of ``~value`` when negative: ``|v| − 1``,
+      whose leading one is ``|v|``'s unless ``|v|`` is a power of two, which rounds to itself
+      either way) smeared down: ``smear``;
+    - ``"decide"``: the value floored below its last kept bit, that bit (``unit``) and whether
+      to round up (the dropped bits exceed half a unit, or equal it with the kept part odd);
+    - ``"round"``: ``floored + (up ? unit : 0)``.
+
+    Rounding the two's complement value this way is rounding its magnitude to nearest even
+    and restoring the sign."""
+    def register(shape, value, suffix):
+        signal = Signal(shape, name=f"{name}_{suffix}")
+        m.d.sync += signal.eq(value)
+        return signal
+
+    if phase == "add":
+        a, b = state["a"], state["b"]
+        return {"value": register(shape, a + b, "sum")}
+    if phase == "mask":
+        value = state["value"]
+        width = len(value)
+        bits = value.as_unsigned() ^ Mux(value[-1], (1 << width) - 1, 0)
+        step = 1
+        while step < width:
+            bits = bits | (bits >> step)
+            step *= 2
+        return {"value": register(value.shape(), value, "value"),
+                "smear": register(width, bits, "smear")}
+    if phase == "decide":
+        value, smear = state["value"], state["smear"]
+        below = smear >> _SIGNIFICAND                       # the bits rounded away
+        unit = (smear >> (_SIGNIFICAND - 1)) & ~below        # the last kept bit
+        half = below & ~(smear >> (_SIGNIFICAND + 1))        # the first bit rounded away
+        raw = value.as_unsigned()
+        up = ((raw & half) != 0) & (((raw & (below & ~half)) != 0) | ((raw & unit) != 0))
+        return {"floored": register(value.shape(), (raw & ~below).as_signed(), "floored"),
+                "unit": register(len(value), unit, "unit"),
+                "up": register(1, up, "up")}
+    floored = state["floored"]
+    return {"value": register(shape, floored + Mux(state["up"], state["unit"], 0), "rounded")}
 
 
 class _Float32Average:
@@ -238,15 +263,16 @@ class PoolReduce(wiring.Component):
     - ``"avg"`` with ``Rounding.FLOAT32_ORT``: onnxruntime's float32 ``QLinearAveragePool``
       (see :class:`~hwgen.reference.Rounding`), in integers. With ``s_x = m·2^e``
       (``2^23 ≤ m < 2^24``) every float32 value involved is an integer in units of ``2^e``: a
-      term table ``T[q] = rne24((q − zp_x)·m)`` (a :class:`~hwgen.hw.rom.WeightRom` per lane,
-      addressed by the code's bits, read per beat); the terms
-      of a window, kept in registers as they arrive, are summed in kernel order by a chain of
-      two registered stages per addition (the exact sum; rounded to 24 significant bits, ties
-      to even, by a leading-one mask); beside it the exact ``D = Σ (q − zp_x)``. Then
-      ``c0 = zp_y + ⌊D·M / 2^n⌋``, proven at elaboration for every ``D`` (and every float sum
-      within its rounding error) to leave the result in ``{c0, c0 + 1}`` or at a clamp end,
-      and the float sum compared with a threshold table (indexed by ``c0``, computed by
-      bisection over float32 with numpy) decides between the two.
+      term table ``T[q] = rne24((q − zp_x)·m)`` (a :class:`~hwgen.hw.rom.WeightRom` per
+      lane, addressed by the code's bits, read per beat); the terms of a window, kept in
+      registers as they arrive, are summed in kernel order by a chain of four registered
+      stages per addition (the exact sum; its leading-one mask; the floored value, last kept
+      bit and round-up decision; the sum rounded to 24 significant bits, ties to even);
+      beside it the exact ``D = Σ (q − zp_x)``. Then ``c0 = zp_y + ⌊D·M / 2^n⌋``, proven at
+      elaboration for every ``D`` (and every float sum within its rounding error) to leave
+      the result in ``{c0, c0 + 1}`` or at a clamp end, and the float sum compared with a
+      threshold table (indexed by ``c0``, computed by bisection over float32 with numpy)
+      decides between the two.
 
     Widths: max compares codes; the average sum is ``signed`` wide enough for
     ``kh·kw · max|q − zp_x|``, the product for that bound times ``M``. ``FLOAT32_ORT``: terms of
@@ -255,10 +281,11 @@ class PoolReduce(wiring.Component):
 
     Latency: from the transfer of a window's last beat to the offer of its result on ``o``:
     2 cycles for max (the running maximum register, the output FIFO), 4 for average (sum,
-    product, round/clamp, the output FIFO), ``2·kh·kw + 9`` for ``FLOAT32_ORT`` (the term
-    table's two registers, window capture, ``2·(kh·kw − 1)`` chain stages, product, guess,
-    clamp flags and table index, the threshold table's two registers, comparison, result, the
-    output FIFO; every table read lands in a register, the block RAM's own on ECP5). One input beat per cycle:
+    product, round/clamp, the output FIFO), ``4·kh·kw + 7`` for ``FLOAT32_ORT`` (the term
+    table's two registers, window capture, ``4·(kh·kw − 1)`` chain stages, product, guess,
+    clamp flags and table index, the threshold table's two registers, comparison, result,
+    the output FIFO; every table read lands in a register, the block RAM's own on ECP5).
+    One input beat per cycle:
     ``cycles_per_frame = OH·OW·(C/lanes)·kh·kw`` (the input beats).
 
     Back-pressure: the reduction never stalls; an output FIFO with room for every window in
@@ -306,10 +333,10 @@ class PoolReduce(wiring.Component):
 
     @property
     def latency(self):
-        """2 for max, 4 for average, ``2·kh·kw + 9`` for ``FLOAT32_ORT``: see the class
+        """2 for max, 4 for average, ``4·kh·kw + 7`` for ``FLOAT32_ORT``: see the class
         docstring."""
         if self._float32 is not None:
-            return 3 + 2 * (self._window - 1) + _FLOAT32_TAIL + 1
+            return 3 + len(_FLOAT32_ADD_PHASES) * (self._window - 1) + _FLOAT32_TAIL + 1
         return (1 if self._layer.kind == "max" else 1 + _ScalarRequant.stages) + 1
 
     @property
@@ -416,31 +443,29 @@ class PoolReduce(wiring.Component):
             lane_terms.append(window_terms)
             totals.append(total)
 
-        # The float32 sum, two stages per addition: the exact sum; rounded to 24 significant
-        # bits. The terms still to add and the exact sum travel along.
+        # The float32 sum in kernel order, each addition in the registered stages of
+        # _FLOAT32_ADD_PHASES. The terms still to add and the exact sum travel along.
+        partials = [{"value": window_terms[0]} for window_terms in lane_terms]
+        rests = [window_terms[1:] for window_terms in lane_terms]
         for step in range(1, window):
-            for phase in ("add", "round"):
+            for phase in _FLOAT32_ADD_PHASES:
                 next_valid = Signal(name=f"{phase}{step}_valid")
                 next_last = Signal(name=f"{phase}{step}_last")
                 m.d.sync += [next_valid.eq(valid), next_last.eq(last)]
                 valid, last = next_valid, next_last
                 for lane in range(lanes):
-                    current = lane_terms[lane]
-                    moved = [Signal(constants.sum_shape if k == 0 else constants.term_shape,
-                                    name=f"{phase}{step}_{lane}_{k}")
-                             for k in range(len(current) - (phase == "add"))]
+                    state, rest = partials[lane], rests[lane]
                     if phase == "add":
-                        m.d.sync += moved[0].eq(current[0] + current[1])
-                        rest = current[2:]
-                    else:
-                        m.d.sync += moved[0].eq(_float32_round(m, current[0],
-                                                               f"rounded{step}_{lane}"))
-                        rest = current[1:]
-                    m.d.sync += [register.eq(value)
-                                 for register, value in zip(moved[1:], rest)]
+                        state, rest = {"a": state["value"], "b": rest[0]}, rest[1:]
+                    partials[lane] = _float32_stage(m, phase, state, constants.sum_shape,
+                                                    f"{phase}{step}_{lane}")
+                    moved = [Signal(constants.term_shape, name=f"{phase}{step}_{lane}_{k}")
+                             for k in range(len(rest))]
+                    m.d.sync += [register.eq(value) for register, value in zip(moved, rest)]
                     total = Signal.like(totals[lane], name=f"{phase}{step}_exact{lane}")
                     m.d.sync += total.eq(totals[lane])
-                    lane_terms[lane], totals[lane] = moved, total
+                    rests[lane], totals[lane] = moved, total
+        lane_terms = [[partial["value"]] for partial in partials]
 
         # The first guess c0 = zp_y + ⌊D·M / 2^n⌋ and the result, a registered stage each:
         # product; guess; clamp flags and table index; threshold (two stages); the float sum
