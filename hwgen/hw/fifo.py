@@ -141,6 +141,8 @@ class StreamFifo(wiring.Component):
             bypass.eq(write & advance & (stored == 0)),
             read.eq(advance & (stored != 0)),
         ]
+        # ``level`` (= stored + o.valid) is counted apart so that ready is a flip-flop chosen
+        # by the next push/pop, not a compare of that sum.
         m.d.comb += self.i.ready.eq(count_below(m, self.level, self._depth, write, take))
         with m.If(advance):
             m.d.sync += self.o.valid.eq(read | bypass)

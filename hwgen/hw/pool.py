@@ -16,7 +16,7 @@ from .add import round_shift_clamp
 from .dsp import check_target
 from .rom import weight_rom
 from .requant import code_shape
-from .stream import chain, credit_depth, credit_output, frame_layout
+from .stream import chain, credit_depth, credit_output, delay, frame_layout
 from .window import PadUnit, SlidingWindow
 
 __all__ = ["PoolReduce", "GlobalAvgPool", "PoolLayer"]
@@ -477,14 +477,6 @@ class PoolReduce(wiring.Component):
             m.d.sync += [flags[-1][0].eq(flags[-2][0]), flags[-1][1].eq(flags[-2][1])]
         m.d.comb += [result.valid.eq(flags[-1][0]), result.payload.last.eq(flags[-1][1])]
 
-        def carry(value, stages, name):
-            """``value`` through ``stages`` registers."""
-            for stage in range(stages):
-                delayed = Signal.like(value, name=f"{name}_{stage}")
-                m.d.sync += delayed.eq(value)
-                value = delayed
-            return value
-
         for lane in range(lanes):
             float_sum = lane_terms[lane][0]
             product = Signal(signed(_signed_bits(window * _span(quant) * multiplier)),
@@ -501,11 +493,11 @@ class PoolReduce(wiring.Component):
             threshold = weight_rom(m, f"thresholds{lane}", constants.threshold_shape,
                                    constants.thresholds or [0], index, target=self._target)
             # The float sum waits for the threshold: product, guess, index, two table reads.
-            waiting = carry(float_sum, 5, f"float_sum{lane}")
+            waiting = delay(m, float_sum, 5, f"float_sum{lane}")
             reaches = Signal(name=f"reaches{lane}")
             m.d.sync += reaches.eq(waiting >= threshold)
-            guess_out = carry(guess, 4, f"guess{lane}")
-            low_out, high_out = carry(low, 3, f"low{lane}"), carry(high, 3, f"high{lane}")
+            guess_out = delay(m, guess, 4, f"guess{lane}")
+            low_out, high_out = delay(m, low, 3, f"low{lane}"), delay(m, high, 3, f"high{lane}")
             m.d.sync += result.payload.data[lane].eq(
                 Mux(low_out, layer.clamp_lo,
                     Mux(high_out, layer.clamp_hi, guess_out + reaches)))

@@ -37,11 +37,15 @@ def _pack(values, element):
                for index, value in enumerate(values))
 
 
+def _blocks(depth, width, shape):
+    """DP16KDs of ``shape`` (block depth, block width) a ``depth × width`` ROM takes."""
+    return math.ceil(depth / shape[0]) * math.ceil(width / shape[1])
+
+
 def dp16kd_shape(depth, width):
     """``(block depth, block width)`` of the DP16KD mode that holds a ``depth × width`` ROM in
     the fewest blocks (x18 on a tie)."""
-    return min(_DP16KD_SHAPES, key=lambda shape: (math.ceil(depth / shape[0]) *
-                                                  math.ceil(width / shape[1]), -shape[1]))
+    return min(_DP16KD_SHAPES, key=lambda shape: (_blocks(depth, width, shape), -shape[1]))
 
 
 def dp16kd_initvals(words, block_width):
@@ -140,8 +144,7 @@ class WeightRom(wiring.Component):
         depth, width = len(self._words), self._width
         if self._target != "ecp5" or not memory_blocks(depth, width, FAMILY_MODELS["ecp5"]):
             return False
-        block_depth, block_width = dp16kd_shape(depth, width)
-        blocks = math.ceil(depth / block_depth) * math.ceil(width / block_width)
+        blocks = _blocks(depth, width, dp16kd_shape(depth, width))
         return _DP16KD_COST * blocks <= width * math.ceil(depth / 16)
 
     def elaborate(self, platform):
@@ -177,26 +180,25 @@ class WeightRom(wiring.Component):
         if rows > 1:
             with m.If(self.en):
                 m.d.sync += [row_read.eq(self.addr[low_bits:]), row_out.eq(row_read)]
+        # The inputs every block shares: port A's address, port B and the writes unused.
+        inputs = {f"i_ADA{bit}": (self.addr[bit - shift]
+                                  if 0 <= bit - shift < min(low_bits, len(self.addr))
+                                  else Const(0))
+                  for bit in range(14)}
+        inputs.update({f"i_{pin}{bit}": Const(0) for pin, count in
+                       (("DIA", 18), ("DIB", 18), ("ADB", 14), ("CSA", 3), ("CSB", 3))
+                       for bit in range(count)})
+        mask = (1 << block_width) - 1
         outputs = []
         for row in range(rows):
             row_words = packed[row * block_depth:(row + 1) * block_depth]
             data = Signal(columns * block_width, name=f"row{row}")
             for column in range(columns):
-                mask = (1 << block_width) - 1
                 slice_words = [(word >> (column * block_width)) & mask for word in row_words]
                 params = {f"p_{name}": Const(value, 320) for name, value in
                           dp16kd_initvals(slice_words, block_width).items()}
                 out = Signal(18, name=f"do{row}_{column}")
-                ports = {f"i_ADA{bit}": (self.addr[bit - shift]
-                                         if 0 <= bit - shift < min(low_bits, len(self.addr))
-                                         else Const(0))
-                         for bit in range(14)}
-                ports.update({f"i_DIA{bit}": Const(0) for bit in range(18)})
-                ports.update({f"i_DIB{bit}": Const(0) for bit in range(18)})
-                ports.update({f"i_ADB{bit}": Const(0) for bit in range(14)})
-                ports.update({f"o_DOA{bit}": out[bit] for bit in range(18)})
-                ports.update({f"i_CSA{bit}": Const(0) for bit in range(3)})
-                ports.update({f"i_CSB{bit}": Const(0) for bit in range(3)})
+                ports = {**inputs, **{f"o_DOA{bit}": out[bit] for bit in range(18)}}
                 m.submodules[f"bram{row}_{column}"] = Instance(
                     "DP16KD", **params,
                     p_DATA_WIDTH_A=block_width, p_DATA_WIDTH_B=block_width,
@@ -232,8 +234,8 @@ def _dp16kd_model():
     bits = lambda name, count: ", ".join(f"{name}{bit}" for bit in reversed(range(count)))
     initvals = "\n".join(f"  parameter INITVAL_{index:02X} = 320'h0;"
                          for index in range(_DP16KD_INITVALS))
-    loads = "\n".join(f"      mem[{index * _DP16KD_INIT_WORDS} + i] = INITVAL_{index:02X}[i * 20 +: 18];"
-                      for index in range(_DP16KD_INITVALS))
+    loads = "\n".join(f"      mem[{index * _DP16KD_INIT_WORDS} + i] = "
+                      f"INITVAL_{index:02X}[i * 20 +: 18];" for index in range(_DP16KD_INITVALS))
     return f"""\
 // Written by hwgen: behavioural model of the Lattice ECP5 DP16KD as hwgen's weight ROMs use it
 // (port A read-only, x18 or x9, REGMODE_A NOREG or OUTREG, no reset; port B and writes unused).

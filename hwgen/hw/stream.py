@@ -12,8 +12,8 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-__all__ = ["chain", "count_below", "credit_depth", "credit_output", "double_buffer", "frame_layout",
-           "StreamRegister", "LaneConverter"]
+__all__ = ["chain", "count_below", "credit_depth", "credit_output", "delay", "double_buffer",
+           "frame_layout", "StreamRegister", "LaneConverter"]
 
 
 def frame_layout(shape, lanes):
@@ -243,6 +243,16 @@ def credit_output(m, o, layout, depth, issued):
     popped = Signal()
     m.d.sync += popped.eq(o.valid & o.ready)
     return fifo.i, count_below(m, reserved, depth, issued, popped)
+
+
+def delay(m, value, stages, name):
+    """``value`` through ``stages`` registers (``name_0`` …) of ``m``'s sync domain; ``value``
+    itself when ``stages`` is 0."""
+    for stage in range(stages):
+        delayed = Signal.like(value, name=f"{name}_{stage}")
+        m.d.sync += delayed.eq(value)
+        value = delayed
+    return value
 
 
 def count_below(m, count, limit, up, down):

@@ -13,7 +13,7 @@ from .dsp import Multiplier, check_target, multiply
 from .mac_unit import _adder_tree, tree_stages
 from .requant import Requant, code_shape, requant_output
 from .rom import weight_rom
-from .stream import credit_depth, double_buffer, frame_layout
+from .stream import credit_depth, delay, double_buffer, frame_layout
 
 __all__ = ["SystolicArray", "check_conv_folding"]
 
@@ -261,12 +261,8 @@ class SystolicArray(wiring.Component):
             with m.If(dot_flags.valid):
                 m.d.sync += acc.eq(Mux(dot_flags.first, 0, acc) + dot)
             # Skew: rows − 1 − row registers line this row's sum up with the last row's.
-            value = acc
-            for stage in range(rows - 1 - row):
-                delayed = Signal(acc_shape, name=f"skew{row}_{stage}")
-                m.d.sync += delayed.eq(value)
-                value = delayed
-            m.d.comb += requant.i.payload.data[row].eq(value)
+            m.d.comb += requant.i.payload.data[row].eq(delay(m, acc, rows - 1 - row,
+                                                             f"skew{row}"))
             last_flags = dot_flags
             if row < rows - 1:
                 next_activations = Signal(data.ArrayLayout(in_shape, cols),
