@@ -46,10 +46,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import HwgenError
+from .packing import DEFAULT_PORTS, DSP_PORTS, check_kind, max_pack, packing
 from .reference import Rounding
 
 __all__ = ["Folding", "LayerPlan", "Plan", "make_plan", "parse_folding", "legal_folding",
-           "divisors", "ENGINES"]
+           "divisors", "ENGINES", "KINDS", "multiplier_packing", "choose_pack"]
 
 DEFAULT_MULTIPLIERS = 32
 
@@ -62,6 +63,16 @@ ENGINES = {
     "avgpool": ("pool",),
     "global_avgpool": ("gap",),
     "add": ("add",),
+}
+
+
+# Multiplier kinds each engine can build (see hwgen.packing); the first is the default.
+# Packing needs products that share an operand: the PEs of a MAC unit and the rows of a
+# systolic array share each activation, a depthwise engine's lanes do not.
+KINDS = {
+    "mac": ("dsp", "dsp-packed", "lut"),
+    "systolic": ("dsp", "dsp-packed", "lut"),
+    "depthwise": ("dsp", "lut"),
 }
 
 
@@ -95,13 +106,16 @@ class Folding:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class LayerPlan:
-    """One layer's engine: the quantized layer, the engine kind, its folding and the lanes of
-    the stream it reads."""
+    """One layer's engine: the quantized layer, the engine kind, its folding, the lanes of
+    the stream it reads, its multiplier kind (:data:`KINDS`; ``"dsp"`` for engines without
+    multipliers) and, for ``"dsp-packed"``, the products per hard multiplier."""
 
     layer: object
     engine: str
     folding: Folding
     in_lanes: int
+    multiplier: str = "dsp"
+    pack: int = 1
 
     name = property(lambda self: self.layer.name)
     pe = property(lambda self: self.folding.pe)
@@ -126,11 +140,18 @@ class LayerPlan:
             return None
         return self.layer.macs / (self.multipliers * self.cycles)
 
+    @property
+    def multiplier_label(self):
+        """``"dsp"``, ``"lut"``, ``"dsp-packed×2"``; ``""`` for engines without multipliers."""
+        if self.engine not in KINDS:
+            return ""
+        return f"{self.multiplier}×{self.pack}" if self.pack > 1 else self.multiplier
+
     def describe(self):
-        """The folding as a user would pin it."""
-        if self.engine in ("mac", "systolic"):
-            return f"{self.engine}:{self.folding}"
-        return f"{self.engine}:{self.pe}"
+        """The folding as a user would pin it (``"systolic:4x8"``, ``"mac:2x16:lut"``)."""
+        folding = str(self.folding) if self.engine in ("mac", "systolic") else str(self.pe)
+        kind = f":{self.multiplier}" if self.multiplier != "dsp" else ""
+        return f"{self.engine}:{folding}{kind}"
 
 
 def _window_cycles(layer, in_lanes, out_lanes):
@@ -317,35 +338,62 @@ def _lead(layer):
 
 # -- legality -------------------------------------------------------------------------------------
 
-_PIN = re.compile(r"(?:(?P<engine>[a-z]+):)?(?P<pe>\d+)(?:x(?P<simd>\d+))?")
+_PIN = re.compile(r"(?:(?P<engine>[a-z]+):)?(?P<pe>\d+)(?:x(?P<simd>\d+))?"
+                  r"(?::(?P<kind>[a-z-]+))?")
 
 
 def _parse_pin(layer, value):
-    """``(engine or None, pe, simd or None)`` from ``"systolic:6x5"``, ``"4x8"``, ``"4"``,
+    """``(engine or None, pe, simd or None, multiplier kind or None)`` from
+    ``"systolic:6x5:lut"``, ``"systolic:6x5"``, ``"4x8:dsp-packed"``, ``"4x8"``, ``"4"``,
     ``4``, a :class:`Folding` or ``(pe, simd)``."""
     if isinstance(value, Folding):
-        return None, value.pe, value.simd
+        return None, value.pe, value.simd, None
     if isinstance(value, int):
-        return None, value, None
+        return None, value, None, None
     if isinstance(value, str):
         match = _PIN.fullmatch(value.strip())
         if not match:
             raise HwgenError(f"layer {layer.name!r}: folding must look like 'PExSIMD' (e.g. "
-                             f"'4x8'), 'LANES' or 'ENGINE:PExSIMD', not {value!r}")
+                             f"'4x8'), 'LANES', 'ENGINE:PExSIMD' or 'ENGINE:PExSIMD:KIND' "
+                             f"(KIND one of dsp, dsp-packed, lut), not {value!r}")
         simd = match["simd"] and int(match["simd"])
-        return match["engine"], int(match["pe"]), simd
+        return match["engine"], int(match["pe"]), simd, match["kind"]
     try:
         pe, simd = (operator.index(v) for v in value)
     except (TypeError, ValueError):
         raise HwgenError(f"layer {layer.name!r}: folding must be (pe, simd), not {value!r}")
-    return None, pe, simd
+    return None, pe, simd, None
+
+
+def multiplier_packing(layer, kind, pack, pe):
+    """``(kind, Packing or None)`` of a weighted layer's multipliers: the
+    :class:`hwgen.packing.Packing` of ``pack`` products for ``"dsp-packed"`` (``pack ≥ 2``
+    must divide ``pe``), ``None`` for the other kinds; :class:`HwgenError` otherwise."""
+    check_kind(kind, f"layer {layer.name!r}: ")
+    if kind != "dsp-packed":
+        if pack != 1:
+            raise HwgenError(f"layer {layer.name!r}: only dsp-packed multipliers pack "
+                             f"products, not {kind!r} (pack={pack})")
+        return kind, None
+    if pack < 2 or pe % pack:
+        raise HwgenError(f"layer {layer.name!r}: a packed multiplier computes pack ≥ 2 "
+                         f"products of PEs that share an operand, and pack must divide "
+                         f"pe={pe}, not {pack}")
+    return kind, packing(layer.weight_bits, layer.input.bits, layer.input.signed, pack)
+
+
+def choose_pack(layer, pe, ports=DEFAULT_PORTS):
+    """The most products of ``layer``'s width that one hard multiplier with signed operand
+    widths ``ports`` holds and that divides ``pe`` (1: packing gains nothing)."""
+    most = max_pack(layer.weight_bits, layer.input.bits, layer.input.signed, ports)
+    return max(d for d in divisors(pe) if d <= most)
 
 
 def legal_folding(layer, folding, engine=None):
     """Validate ``folding`` for ``layer`` on ``engine`` (default: the op's default engine);
     returns the :class:`Folding`, or raises :class:`HwgenError` listing the legal values."""
     kind = _kind(layer)
-    pinned, pe, simd = _parse_pin(layer, folding)
+    pinned, pe, simd, _ = _parse_pin(layer, folding)
     engine = _legal_engine(layer, pinned or engine)
     if engine in ("mac", "systolic"):
         outs = layer.out_features if engine == "mac" else layer.out_channels
@@ -450,14 +498,21 @@ def _in_lanes_options(layer, engine):
 
 
 def make_plan(qgraph, folding=None, *, multipliers=None, board=None, max_utilization=1.0,
-              progress=None):
+              multiplier_kinds=None, progress=None):
     """Plan ``qgraph``: user ``folding`` (see :func:`parse_folding`; an engine may be pinned as
-    ``"systolic:6x5"``) where given; the other layers follow the default rule sized so that the
-    layer with the most MACs has about ``multipliers`` (default 32) multipliers, or, with a
-    ``board`` (a name or :class:`~hwgen.board.Board`), the fastest plan whose modelled resources
-    fit within ``max_utilization`` (a fraction, or a dict per resource ``lut``/``ff``/``dsp``/
-    ``bram``) of the board's (see the module doc)."""
+    ``"systolic:6x5"``, and its multiplier kind as ``"systolic:6x5:lut"``) where given; the
+    other layers follow the default rule sized so that the layer with the most MACs has about
+    ``multipliers`` (default 32) multipliers, or, with a ``board`` (a name or
+    :class:`~hwgen.board.Board`), the fastest plan whose modelled resources fit within
+    ``max_utilization`` (a fraction, or a dict per resource ``lut``/``ff``/``dsp``/``bram``)
+    of the board's (see the module doc).
+
+    Multiplier kinds: the default rule builds ``"dsp"`` multipliers; the board search picks,
+    per layer, the folding and the kind among ``multiplier_kinds`` (default: every kind the
+    engine has, :data:`KINDS`), packing as many products per DSP as the board's DSP ports
+    hold (:func:`choose_pack`)."""
     folding = parse_folding(folding)
+    kinds = _allowed_kinds(multiplier_kinds)
     names = [layer.name for layer in qgraph.layers]
     unknown = [name for name in folding if name not in names]
     if unknown:
@@ -470,26 +525,89 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None, max_utiliza
         raise HwgenError(f"multipliers must be positive, not {multipliers}")
     largest = max(qgraph.layers, key=lambda layer: layer.macs)
     target = math.ceil(largest.macs / multipliers)
-    pinned = _pinned(qgraph, folding, target)
+    ports = DSP_PORTS[_board_family(board)] if board is not None else DEFAULT_PORTS
+    pinned = _pinned(qgraph, folding, target, ports)
     if board is not None:
-        return _fit_board(qgraph, pinned, board, max_utilization, progress)
+        return _fit_board(qgraph, pinned, board, max_utilization, kinds, progress)
     if pinned:
         # Engines the user sized set the pace; the others need not be faster.
         target = max([target] + [plan.cycles for plan in pinned.values()])
     return Plan(qgraph, _fill(qgraph, pinned, target))
 
 
-def _pinned(qgraph, folding, target):
-    """The layers the user sized, as :class:`LayerPlan`; ``target`` picks their input lanes."""
+def _allowed_kinds(kinds):
+    """The multiplier kinds the board search may use: a tuple of :data:`MULTIPLIER_KINDS`."""
+    if kinds is None:
+        return None
+    if isinstance(kinds, str):
+        kinds = [part.strip() for part in kinds.split(",") if part.strip()]
+    kinds = tuple(check_kind(kind) for kind in kinds)
+    if "dsp" not in kinds and "lut" not in kinds:
+        raise HwgenError("the multiplier kinds must include dsp or lut (every engine can "
+                         f"build one of them), not {', '.join(kinds) or 'none'}")
+    return kinds
+
+
+def _board_family(board):
+    from .board import get_board
+    return get_board(board).family
+
+
+def _multiplier_options(layer, engine, pe, ports, kinds):
+    """``[(kind, pack)]`` ``layer`` may use on ``engine`` with ``pe`` PEs: each allowed kind,
+    ``"dsp-packed"`` only where at least two products fit one DSP (see :func:`choose_pack`)."""
+    if engine not in KINDS:
+        return [("dsp", 1)]
+    options = []
+    for kind in KINDS[engine]:
+        if kinds is not None and kind not in kinds:
+            continue
+        if kind == "dsp-packed":
+            pack = choose_pack(layer, pe, ports)
+            if pack > 1:
+                options.append((kind, pack))
+        else:
+            options.append((kind, 1))
+    return options or [("lut" if kinds and "lut" in kinds else "dsp", 1)]
+
+
+def _pinned(qgraph, folding, target, ports):
+    """The layers the user sized, as :class:`LayerPlan`; ``target`` picks their input lanes,
+    ``ports`` (the DSP's signed operand widths) the products a packed multiplier holds."""
     pinned = {}
     for name, value in folding.items():
         layer = qgraph[name]
-        engine = _legal_engine(layer, _parse_pin(layer, value)[0])
+        engine_name, _, _, kind = _parse_pin(layer, value)
+        engine = _legal_engine(layer, engine_name)
         fold = legal_folding(layer, value, engine)
+        kind, pack = _pinned_kind(layer, engine, fold, kind or "dsp", ports)
         in_lanes = min(_in_lanes_options(layer, engine)(fold),
                        key=lambda lanes: (_cycles(layer, engine, fold, lanes) > target, lanes))
-        pinned[name] = LayerPlan(layer, engine, fold, in_lanes)
+        pinned[name] = LayerPlan(layer, engine, fold, in_lanes, kind, pack)
     return pinned
+
+
+def _pinned_kind(layer, engine, fold, kind, ports):
+    """``(kind, pack)`` of a kind the user pinned, or :class:`HwgenError` saying why not."""
+    check_kind(kind, f"layer {layer.name!r}: ")
+    if kind == "dsp":
+        return kind, 1
+    if engine not in KINDS or kind not in KINDS[engine]:
+        legal = ", ".join(KINDS.get(engine, ("dsp",)))
+        raise HwgenError(f"layer {layer.name!r}: a {engine} engine cannot build {kind!r} "
+                         f"multipliers; legal: {legal}")
+    if kind == "lut":
+        return kind, 1
+    most = max_pack(layer.weight_bits, layer.input.bits, layer.input.signed, ports)
+    pack = choose_pack(layer, fold.pe, ports)
+    if pack < 2:
+        why = (f"not even two w{layer.weight_bits}×a{layer.input.bits} products fit one "
+               f"{ports[0]}×{ports[1]} multiplier" if most < 2 else
+               f"{most} products fit one {ports[0]}×{ports[1]} multiplier, but none of 2…{most} "
+               f"divides pe={fold.pe}")
+        raise HwgenError(f"layer {layer.name!r}: cannot pack: {why}; use dsp or lut, or "
+                         f"a pe with such a divisor")
+    return kind, pack
 
 
 def _fill(qgraph, pinned, target):
@@ -530,20 +648,23 @@ def _layer_options(layer, engine, target):
             if _cycles(layer, engine, fold, lanes) <= target]
 
 
-def _catalog(qgraph, pinned, board):
+def _catalog(qgraph, pinned, board, kinds):
     """Per layer, every ``(LayerPlan, modelled cost)`` it may take on ``board``: the pinned
-    plan, or each folding and input-lane count of its default engine. Computed once per
-    search; :func:`_select` filters it by cycles."""
+    plan, or each folding, input-lane count and multiplier kind (of ``kinds``) of its default
+    engine. Computed once per search; :func:`_select` filters it by cycles."""
     from .cost import layer_cost
 
+    ports = DSP_PORTS[board.family]
     catalog = []
     for layer in qgraph.layers:
         if layer.name in pinned:
             options = [pinned[layer.name]]
         else:
             engine = ENGINES[_kind(layer)][0]
-            options = [LayerPlan(layer, engine, fold, lanes)
-                       for fold, lanes in _layer_options(layer, engine, math.inf)]
+            options = [LayerPlan(layer, engine, fold, lanes, kind, pack)
+                       for fold, lanes in _layer_options(layer, engine, math.inf)
+                       for kind, pack in _multiplier_options(layer, engine, fold.pe, ports,
+                                                             kinds)]
         catalog.append([(option, layer_cost(option, board)) for option in options])
     return catalog
 
@@ -596,7 +717,7 @@ def _select(catalog, target, limits):
     return tuple(chosen)
 
 
-def _fit_board(qgraph, pinned, board, max_utilization, progress):
+def _fit_board(qgraph, pinned, board, max_utilization, kinds, progress):
     """The plan with the shortest achievable interval whose modelled resources fit ``board``.
 
     Feasibility only grows with the interval (every layer keeps its options and gains
@@ -608,7 +729,7 @@ def _fit_board(qgraph, pinned, board, max_utilization, progress):
 
     board = get_board(board)
     limits = _limits(board, max_utilization)
-    catalog = _catalog(qgraph, pinned, board)
+    catalog = _catalog(qgraph, pinned, board, kinds)
     candidates = _achievable_cycles(catalog, pinned)
     selections = {}
 

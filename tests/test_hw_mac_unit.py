@@ -12,9 +12,9 @@ from hw_helpers import StreamDriver, StreamMonitor, beats_to_frames, frames_to_b
 from hw_layers import crafted_layer, expected_codes, quantized_mlp, random_codes
 
 
-def _simulate(layer, pe, simd, codes, *, seed=0, gap=0.0, stall=0.0):
+def _simulate(layer, pe, simd, codes, *, seed=0, gap=0.0, stall=0.0, multiplier="dsp", pack=1):
     rng = np.random.default_rng(seed)
-    dut = MacUnit(layer, pe, simd)
+    dut = MacUnit(layer, pe, simd, multiplier=multiplier, pack=pack)
     driver = StreamDriver(dut.i, frames_to_beats(codes, simd), rng=rng, gap=gap)
     monitor = StreamMonitor(dut.o, codes.shape[0] * layer.out_features // pe, rng=rng,
                             stall=stall)
@@ -83,6 +83,49 @@ def test_latency_and_cycles_per_frame(pe, simd):
     assert dut.cycles_per_frame == in_beats * out_beats
     assert np.diff(last_out).tolist() == [dut.cycles_per_frame] * (frames - 1)
     assert last_out[0] - last_in[0] == dut.latency
+
+
+KINDS = [("lut", 1), ("dsp-packed", 2), ("dsp-packed", 3)]
+
+
+@pytest.mark.parametrize("weight_bits,act_bits,act_signed", WIDTHS)
+@pytest.mark.parametrize("multiplier,pack", KINDS)
+def test_multiplier_kinds_widths_and_stalls(weight_bits, act_bits, act_signed, multiplier, pack):
+    """Every kind is bit-exact at the extremes of both operands, under stalls."""
+    rng = np.random.default_rng(weight_bits * 10 + act_bits + pack)
+    layer = crafted_layer(rng, 6, 6, weight_bits=weight_bits, act_bits=act_bits,
+                          act_signed=act_signed, extreme=True, out_bits=act_bits,
+                          out_signed=not act_signed, relu=act_signed)
+    codes = random_codes(rng, layer.input, 4, 6, extreme=True)
+    codes[0] = layer.input.hi
+    codes[1] = np.where(layer.weight[0] > 0, layer.input.lo, layer.input.hi)
+    dut, _, _ = _simulate(layer, 6, 2, codes, seed=pack, gap=0.3, stall=0.4,
+                          multiplier=multiplier, pack=pack)
+    assert (dut.multiplier, dut.pack) == (multiplier, pack)
+
+
+@pytest.mark.parametrize("multiplier,pack", [("dsp", 1)] + KINDS)
+def test_latency_of_each_multiplier_kind(multiplier, pack):
+    rng = np.random.default_rng(3)
+    layer = crafted_layer(rng, 12, 6, weight_bits=4, act_bits=4)
+    frames = 3
+    codes = random_codes(rng, layer.input, frames, 12)
+    dut, driver, monitor = _simulate(layer, 6, 4, codes, multiplier=multiplier, pack=pack)
+    last_in = driver.times[2::3]
+    last_out = monitor.times[0::1]
+    assert np.diff(last_out).tolist() == [dut.cycles_per_frame] * (frames - 1)
+    assert last_out[0] - last_in[0] == dut.latency
+    assert dut.latency == MacUnit(layer, 6, 4).latency + (pack > 1)
+
+
+def test_illegal_packing_is_rejected():
+    layer = crafted_layer(np.random.default_rng(0), 12, 6)
+    with pytest.raises(HwgenError, match=r"pack must divide pe=3, not 2"):
+        MacUnit(layer, 3, 4, multiplier="dsp-packed", pack=2)
+    with pytest.raises(HwgenError, match=r"multiplier kind must be one of"):
+        MacUnit(layer, 3, 4, multiplier="dsp48")
+    with pytest.raises(HwgenError, match=r"only dsp-packed multipliers pack"):
+        MacUnit(layer, 6, 4, multiplier="lut", pack=2)
 
 
 def test_next_frame_is_accepted_while_computing():

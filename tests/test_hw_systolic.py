@@ -14,13 +14,14 @@ from hw_conv_layers import (crafted_conv, expected_conv, frame_periods, random_i
 from hw_helpers import StreamDriver, StreamMonitor, beats_to_frames, frames_to_beats, run
 
 
-def _simulate(layer, folding, images, *, seed=0, gap=0.0, stall=0.0, interval=0):
+def _simulate(layer, folding, images, *, seed=0, gap=0.0, stall=0.0, interval=0,
+              multiplier="dsp", pack=1):
     rng = np.random.default_rng(seed)
     if layer.depthwise:
-        dut = DepthwiseEngine(layer, folding[0])
+        dut = DepthwiseEngine(layer, folding[0], multiplier=multiplier)
         in_lanes, out_lanes, order = dut.pe, dut.pe, "depthwise"
     else:
-        dut = SystolicArray(layer, *folding)
+        dut = SystolicArray(layer, *folding, multiplier=multiplier, pack=pack)
         in_lanes, out_lanes, order = dut.cols, dut.rows, "conv"
     # The engine sees the windows of the padded image.
     padded = np.pad(images, ((0, 0), (layer.pads[0], layer.pads[2]),
@@ -50,6 +51,33 @@ def test_systolic_widths_and_stalls(weight_bits, act_bits, act_signed, rows, col
                          out_signed=not act_signed, relu=act_signed)
     images = random_images(rng, layer.input, 2, (4, 4, 2))
     _simulate(layer, (rows, cols), images, seed=rows, gap=0.4, stall=0.4)
+
+
+@pytest.mark.parametrize("weight_bits,act_bits,act_signed", WIDTHS)
+@pytest.mark.parametrize("multiplier,pack,rows", [("lut", 1, 4), ("dsp-packed", 2, 4),
+                                                  ("dsp-packed", 4, 4), ("dsp-packed", 2, 2)])
+def test_systolic_multiplier_kinds(weight_bits, act_bits, act_signed, multiplier, pack, rows):
+    rng = np.random.default_rng(weight_bits * 10 + act_bits + pack)
+    layer = crafted_conv(rng, (4, 4, 2), 4, (3, 3), weight_bits=weight_bits,
+                         act_bits=act_bits, act_signed=act_signed, out_bits=act_bits,
+                         out_signed=not act_signed, relu=act_signed)
+    images = random_images(rng, layer.input, 2, (4, 4, 2))
+    dut, _, _ = _simulate(layer, (rows, 6), images, seed=pack, gap=0.4, stall=0.4,
+                          multiplier=multiplier, pack=pack)
+    assert dut.latency == SystolicArray(layer, rows, 6).latency + (pack > 1) - (
+        rows - rows // pack)
+
+
+@pytest.mark.parametrize("weight_bits,act_bits,act_signed", WIDTHS[:3])
+def test_depthwise_lut_multipliers(weight_bits, act_bits, act_signed):
+    rng = np.random.default_rng(weight_bits + act_bits)
+    layer = crafted_conv(rng, (4, 4, 4), 4, (3, 3), depthwise=True, weight_bits=weight_bits,
+                         act_bits=act_bits, act_signed=act_signed, out_bits=act_bits,
+                         out_signed=not act_signed, relu=act_signed)
+    images = random_images(rng, layer.input, 2, (4, 4, 4))
+    _simulate(layer, (2, 1), images, seed=3, gap=0.3, stall=0.3, multiplier="lut")
+    with pytest.raises(HwgenError, match="share no operand"):
+        DepthwiseEngine(layer, 2, multiplier="dsp-packed")
 
 
 FOLDINGS = [(1, 1), (6, 1), (1, 36), (6, 36), (2, 4), (3, 12), (6, 9)]

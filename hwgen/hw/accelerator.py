@@ -25,11 +25,12 @@ def make_block(layer_plan, *, target="generic"):
     layer, engine = layer_plan.layer, layer_plan.engine
     if engine == "mac":
         from .mac_unit import MacUnit
-        return MacUnit(layer, layer_plan.pe, layer_plan.simd, target=target)
+        return MacUnit(layer, layer_plan.pe, layer_plan.simd, target=target,
+                       multiplier=layer_plan.multiplier, pack=layer_plan.pack)
     if engine in ("systolic", "depthwise"):
         from .conv import ConvLayer
         return ConvLayer(layer, (layer_plan.pe, layer_plan.simd), in_lanes=layer_plan.in_lanes,
-                         target=target)
+                         target=target, multiplier=layer_plan.multiplier, pack=layer_plan.pack)
     if engine == "pool":
         from .pool import PoolLayer
         return PoolLayer(layer, layer_plan.pe, target=target)

@@ -52,6 +52,10 @@ class ConvLayer(wiring.Component):
     target : str
         ``"generic"`` (default) or ``"ecp5"``: how the engine's multipliers are built (see
         :mod:`hwgen.hw.dsp`).
+    multiplier, pack : str, int
+        The engine's multiplier kind and products per packed multiplier (see
+        :class:`~hwgen.hw.systolic.SystolicArray`; a depthwise engine takes ``"dsp"`` or
+        ``"lut"``).
 
     Attributes
     ----------
@@ -84,18 +88,23 @@ class ConvLayer(wiring.Component):
     o : Out(stream.Signature(frame_layout(code_shape(layer.output), out_lanes)))
     """
 
-    def __init__(self, layer, folding, *, in_lanes=None, target="generic"):
+    def __init__(self, layer, folding, *, in_lanes=None, target="generic", multiplier="dsp",
+                 pack=1):
         self._layer = layer
         first, second = _folding_pair(layer, folding)
         if layer.depthwise:
             if second != 1:
                 raise HwgenError(f"layer {layer.name!r}: a depthwise conv's folding is (pe, 1), "
                                  f"not ({first}, {second})")
-            self._engine = DepthwiseEngine(layer, first, target=target)
+            if pack != 1:
+                raise HwgenError(f"layer {layer.name!r}: a depthwise engine does not pack "
+                                 f"products (pack={pack})")
+            self._engine = DepthwiseEngine(layer, first, target=target, multiplier=multiplier)
             self._out_lanes, order = self._engine.pe, "depthwise"
         else:
             rows, cols = check_conv_folding(layer, first, second)
-            self._engine = SystolicArray(layer, rows, cols, target=target)
+            self._engine = SystolicArray(layer, rows, cols, target=target,
+                                         multiplier=multiplier, pack=pack)
             self._out_lanes, order = cols, "conv"
         self._order = order
         height, width, channels = layer.in_shape

@@ -8,7 +8,9 @@ from amaranth.lib.wiring import In, Out
 
 from ..errors import HwgenError
 from ..plan import divisors
-from .dsp import Multiplier, check_target, multiply
+from ..packing import check_kind
+from .dsp import Multiplier, check_target
+from .multiplier import multiply_kind
 from .requant import Requant, code_shape
 from .rom import weight_rom
 from .stream import StreamRegister, frame_layout
@@ -32,8 +34,10 @@ class DepthwiseEngine(wiring.Component):
     code by ``w[g·pe + l, ky, kx]`` (one ROM of ``pe`` weights per word, word
     ``(g·kh + ky)·kw + kx``) and accumulates over the group's beats; the group then leaves as
     one output beat, so the output is the HWC frame in ``pe`` lanes. Each lane has its own
-    :class:`~hwgen.hw.dsp.Multiplier` (built for ``target``) and operand: there is no
-    broadcast. ``i.payload.last`` is ignored.
+    multiplier and operand: there is no broadcast (and so nothing to pack). ``multiplier``
+    ``"dsp"`` builds a :class:`~hwgen.hw.dsp.Multiplier` (for ``target``), ``"lut"`` a
+    :class:`~hwgen.hw.multiplier.LutMultiplier`; both have latency 2.
+    ``i.payload.last`` is ignored.
 
     Widths: products ``weight_bits × act_bits`` (one bit more for unsigned inputs),
     accumulators ``layer.acc_bits``. Stalls freeze the whole pipeline
@@ -50,6 +54,8 @@ class DepthwiseEngine(wiring.Component):
     target : str
         ``"generic"`` (default) or ``"ecp5"``: how the multipliers are built (see
         :mod:`hwgen.hw.dsp`); the schedule and latency are the same for both.
+    multiplier : str
+        ``"dsp"`` (default) or ``"lut"``.
 
     Attributes
     ----------
@@ -68,8 +74,12 @@ class DepthwiseEngine(wiring.Component):
 
     latency = _STAGES + Requant.latency + StreamRegister.latency
 
-    def __init__(self, layer, pe, *, target="generic"):
+    def __init__(self, layer, pe, *, target="generic", multiplier="dsp"):
         self._target = check_target(target)
+        self._kind = check_kind(multiplier, f"layer {layer.name!r}: ")
+        if self._kind not in ("dsp", "lut"):
+            raise HwgenError(f"layer {layer.name!r}: a depthwise engine's lanes share no "
+                             f"operand, so it builds dsp or lut multipliers, not {multiplier!r}")
         channels = layer.in_channels
         if not layer.depthwise or layer.groups != channels or layer.out_channels != channels:
             raise HwgenError(f"layer {layer.name!r}: the depthwise engine needs groups = in = "
@@ -142,8 +152,9 @@ class DepthwiseEngine(wiring.Component):
             for stage in ("read", "fetch", "operand", "product"))
         fetched = Signal(data.ArrayLayout(in_shape, pe))
         operands = Signal(data.ArrayLayout(in_shape, pe))
-        products = [multiply(m, weight[lane], fetched[lane], en, target=self._target,
-                             name=f"mul{lane}") for lane in range(pe)]
+        products = [multiply_kind(m, self._kind, weight[lane], fetched[lane], en,
+                                  target=self._target, name=f"mul{lane}")[0]
+                    for lane in range(pe)]
         with m.If(en):
             m.d.sync += [
                 operands.eq(self.i.payload.data),

@@ -5,19 +5,43 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ..plan import legal_folding
-from .dsp import Multiplier, check_target, multiply
+from ..packing import pack_word
+from ..plan import legal_folding, multiplier_packing
+from .dsp import check_target
+from .multiplier import multiplier_latency, multiply_kind
 from .requant import Requant, code_shape, requant_output
 from .rom import weight_rom
 from .stream import credit_depth, double_buffer, frame_layout
 
-__all__ = ["MacUnit"]
+__all__ = ["MacUnit", "weight_groups"]
 
 # Registered stages from issuing an operand read to a finished accumulator, besides the adder
-# tree's: operand read, operand register, the multiplier's two (operands, product; see
-# :class:`~hwgen.hw.dsp.Multiplier`), accumulate. The fabric operand register keeps a memory's
+# tree's and the multiplier's (2, or 3 when packed; see :mod:`hwgen.hw.multiplier`): operand
+# read, operand register, accumulate. The fabric operand register keeps a memory's
 # clock-to-output time (5.6 ns for an ECP5 block RAM) out of the path into the multiplier.
-_MAC_STAGES = 3 + Multiplier.latency
+_MAC_STAGES = 3
+
+
+def weight_groups(weight, rows, cols, folds, beats, pack, layout):
+    """Per group of ``pack`` consecutive output channels (``rows / pack`` groups), the ROM
+    words of a ``rows × cols`` engine over a ``(channels, K)`` weight matrix: word
+    ``fold·beats + beat`` holds, per lane, the weight of ``w[fold·rows + g·pack, beat·cols +
+    lane]`` (``pack = 1``) or the packed constant of the group's ``pack`` weights
+    (:func:`hwgen.packing.pack_word`)."""
+    groups = []
+    for group in range(rows // pack):
+        words = []
+        for fold in range(folds):
+            channels = [fold * rows + group * pack + index for index in range(pack)]
+            for beat in range(beats):
+                lanes = range(beat * cols, (beat + 1) * cols)
+                if pack == 1:
+                    words.append([int(weight[channels[0], lane]) for lane in lanes])
+                else:
+                    words.append([pack_word([weight[c, lane] for c in channels], layout)
+                                  for lane in lanes])
+        groups.append(words)
+    return groups
 
 
 def tree_stages(count):
@@ -60,8 +84,12 @@ class MacUnit(wiring.Component):
     accepted while the current one computes. With a single fold the engine computes straight
     from ``i``. ``i.payload.last`` is ignored: the engine counts beats.
 
-    Multipliers: one :class:`~hwgen.hw.dsp.Multiplier` per PE and lane (weight × operand), each
-    with its own registers, built for ``target``.
+    Multipliers (``multiplier``, see :mod:`hwgen.hw.multiplier`): ``"dsp"``, one
+    :class:`~hwgen.hw.dsp.Multiplier` per PE and lane (weight × operand), each with its own
+    registers, built for ``target``; ``"lut"``, one :class:`~hwgen.hw.multiplier.LutMultiplier`
+    each; ``"dsp-packed"``, one :class:`~hwgen.hw.multiplier.PackedMultiplier` per lane and
+    group of ``pack`` PEs, which share the operand, with the group's weights packed into one
+    ROM (one cycle more latency).
 
     Widths: products ``weight_bits × act_bits`` (one bit more for unsigned inputs, to carry the
     sign), an adder tree one bit wider per level, accumulators ``layer.acc_bits`` (derived from
@@ -82,6 +110,10 @@ class MacUnit(wiring.Component):
     target : str
         ``"generic"`` (default) or ``"ecp5"``: how the multipliers are built (see
         :mod:`hwgen.hw.dsp`); the schedule and latency are the same for both.
+    multiplier : str
+        ``"dsp"`` (default), ``"dsp-packed"`` or ``"lut"``.
+    pack : int
+        Products per packed multiplier (``"dsp-packed"`` only); must divide ``pe``.
 
     Members
     -------
@@ -89,11 +121,13 @@ class MacUnit(wiring.Component):
     o : Out(stream.Signature(frame_layout(code_shape(layer.output), pe)))
     """
 
-    def __init__(self, layer, pe, simd, *, target="generic"):
+    def __init__(self, layer, pe, simd, *, target="generic", multiplier="dsp", pack=1):
         folding = legal_folding(layer, (pe, simd))
         self._target = check_target(target)
         self._layer = layer
         self._pe, self._simd = folding.pe, folding.simd
+        self._kind, self._layout = multiplier_packing(layer, multiplier, pack, self._pe)
+        self._pack = self._layout.count if self._layout else 1
         self._in_beats = layer.in_features // self._simd
         self._out_beats = layer.out_features // self._pe
         super().__init__({
@@ -108,6 +142,14 @@ class MacUnit(wiring.Component):
     @property
     def simd(self):
         return self._simd
+
+    @property
+    def multiplier(self):
+        return self._kind
+
+    @property
+    def pack(self):
+        return self._pack
 
     @property
     def buffered(self):
@@ -126,7 +168,7 @@ class MacUnit(wiring.Component):
         output beat, for a frame that finds the engine idle and ``o`` always ready:
         ``cycles_per_frame`` when buffered (the folds start the cycle after the last input beat;
         unbuffered, that beat is itself the last operand), plus the MAC pipeline (operand read,
-        operand register, the multipliers' operand and product registers,
+        operand register, the multipliers' 2 registers (3 when packed),
         ``max(1, ⌈log2 simd⌉)`` adder-tree levels, accumulate),
         :class:`Requant` (8) and the output FIFO (1)."""
         compute = self.cycles_per_frame if self.buffered else 0
@@ -135,17 +177,13 @@ class MacUnit(wiring.Component):
     @property
     def _result_latency(self):
         """Cycles from issuing a fold's last step to the transfer of its output beat."""
-        return _MAC_STAGES + tree_stages(self._simd) + Requant.latency + 1
+        return (_MAC_STAGES + multiplier_latency(self._kind, self._pack)
+                + tree_stages(self._simd) + Requant.latency + 1)
 
     @property
     def output_depth(self):
         """Beats of the output FIFO: room for every result in flight at full rate."""
         return credit_depth(self._result_latency, self._in_beats)
-
-    def _weight_words(self, pe_index):
-        weight, simd = self._layer.weight, self._simd
-        return [[int(v) for v in weight[fold * self._pe + pe_index, beat * simd:(beat + 1) * simd]]
-                for fold in range(self._out_beats) for beat in range(self._in_beats)]
 
     def elaborate(self, platform):
         m = Module()
@@ -179,17 +217,21 @@ class MacUnit(wiring.Component):
             with m.If(beat == in_beats - 1):
                 m.d.sync += fold.eq(Mux(fold == out_beats - 1, 0, fold + 1))
 
-        # Each PE's weights, two registers behind ``step``: the multipliers' operands.
-        weights = [weight_rom(m, f"weights{index}", data.ArrayLayout(signed(layer.weight_bits),
-                                                                     simd),
-                              self._weight_words(index), step, target=self._target)
-                   for index in range(pe)]
+        # Each PE group's weights, two registers behind ``step``: the multipliers' operands.
+        pack, layout = self._pack, self._layout
+        word_shape = signed(layout.packed_bits if layout else layer.weight_bits)
+        weights = [weight_rom(m, f"weights{index}", data.ArrayLayout(word_shape, simd), words,
+                              step, target=self._target)
+                   for index, words in enumerate(weight_groups(
+                       layer.weight, pe, simd, out_beats, in_beats, pack, layout))]
 
         # Flags travel with the operands: valid, first/last beat of a fold, last fold.
         flag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "frame_last": 1})
-        read_flags, fetch_flags, operand_flags, product_flags = (
-            Signal(flag_layout, name=f"{stage}_flags")
-            for stage in ("read", "fetch", "operand", "product"))
+        read_flags, fetch_flags = (Signal(flag_layout, name=f"{stage}_flags")
+                                   for stage in ("read", "fetch"))
+        multiplier_flags = [Signal(flag_layout, name=f"multiplier_flags{stage}") for stage in
+                            range(multiplier_latency(self._kind, pack))]
+        product_flags = multiplier_flags[-1]
         tree_flags = [Signal(flag_layout, name=f"tree_flags{level}")
                       for level in range(tree_stages(simd))]
         dot_flags = tree_flags[-1]
@@ -201,8 +243,9 @@ class MacUnit(wiring.Component):
             read_flags.last.eq(beat == in_beats - 1),
             read_flags.frame_last.eq(frame_done),
             fetch_flags.eq(read_flags),
-            operand_flags.eq(fetch_flags),
-            product_flags.eq(operand_flags),
+            multiplier_flags[0].eq(fetch_flags),
+            *(later.eq(earlier) for earlier, later in zip(multiplier_flags,
+                                                          multiplier_flags[1:])),
             tree_flags[0].eq(product_flags),
             *(later.eq(earlier) for earlier, later in zip(tree_flags, tree_flags[1:])),
             requant.i.valid.eq(dot_flags.valid & dot_flags.last),
@@ -211,12 +254,17 @@ class MacUnit(wiring.Component):
         # Registered copies of the memories' read data: the multipliers' operands.
         fetched = Signal.like(operands, name="fetched")
         m.d.sync += fetched.eq(operands)
-        for index, weight in enumerate(weights):
-            products = [multiply(m, weight[lane], fetched[lane], 1, target=self._target,
-                                 name=f"mul{index}_{lane}") for lane in range(simd)]
-            dot = Signal(dot_shape, name=f"dot{index}")
-            acc = requant.i.payload.data[index]
-            m.d.comb += dot.eq(_adder_tree(m, products, f"tree{index}"))
-            with m.If(dot_flags.valid):
-                m.d.sync += acc.eq(Mux(dot_flags.first, 0, acc) + dot)
+        for group, weight in enumerate(weights):
+            # lanes[lane][k]: the product of PE group·pack + k in that lane.
+            lanes = [multiply_kind(m, self._kind, weight[lane], fetched[lane], 1, layout=layout,
+                                   target=self._target, name=f"mul{group}_{lane}")
+                     for lane in range(simd)]
+            for offset in range(pack):
+                index = group * pack + offset
+                dot = Signal(dot_shape, name=f"dot{index}")
+                acc = requant.i.payload.data[index]
+                m.d.comb += dot.eq(_adder_tree(m, [products[offset] for products in lanes],
+                                               f"tree{index}"))
+                with m.If(dot_flags.valid):
+                    m.d.sync += acc.eq(Mux(dot_flags.first, 0, acc) + dot)
         return m

@@ -8,9 +8,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import HwgenError
-from ..plan import divisors
-from .dsp import Multiplier, check_target, multiply
-from .mac_unit import _adder_tree, tree_stages
+from ..plan import divisors, multiplier_packing
+from .dsp import check_target
+from .mac_unit import _adder_tree, tree_stages, weight_groups
+from .multiplier import multiplier_latency, multiply_kind
 from .requant import Requant, code_shape, requant_output
 from .rom import weight_rom
 from .stream import credit_depth, delay, double_buffer, frame_layout
@@ -18,11 +19,11 @@ from .stream import credit_depth, delay, double_buffer, frame_layout
 __all__ = ["SystolicArray", "check_conv_folding"]
 
 # Registered stages from issuing a window beat to row 0's finished accumulator, besides the
-# adder tree's max(1, ⌈log2 cols⌉): operand and weight read, operand and weight register (a
-# memory's clock-to-output time stays out of the path into the multiplier), the multipliers'
-# two (operands, product; see :class:`~hwgen.hw.dsp.Multiplier`), accumulate. Row r finishes
-# r cycles later.
-_CELL_STAGES = 3 + Multiplier.latency
+# adder tree's max(1, ⌈log2 cols⌉) and the multipliers' (2, or 3 when packed; see
+# :mod:`hwgen.hw.multiplier`): operand and weight read, operand and weight register (a
+# memory's clock-to-output time stays out of the path into the multiplier), accumulate.
+# Physical row r finishes r cycles later.
+_CELL_STAGES = 3
 
 
 def check_conv_folding(layer, rows, cols):
@@ -84,8 +85,14 @@ class SystolicArray(wiring.Component):
     accepted while the current one computes. With one fold the array computes straight from
     ``i``. ``i.payload.last`` is ignored: the engine counts beats and pixels.
 
-    Multipliers: one :class:`~hwgen.hw.dsp.Multiplier` per cell, with its own operand and
-    product registers, built for ``target``.
+    Multipliers (``multiplier``, see :mod:`hwgen.hw.multiplier`): ``"dsp"``, one
+    :class:`~hwgen.hw.dsp.Multiplier` per cell, with its own operand and product registers,
+    built for ``target``; ``"lut"``, one :class:`~hwgen.hw.multiplier.LutMultiplier` per cell;
+    ``"dsp-packed"``, ``pack`` rows share one physical row whose cells are
+    :class:`~hwgen.hw.multiplier.PackedMultiplier` blocks (the activation is shared, the ROM
+    word holds the packed weights of the ``pack`` channels): the grid has ``rows / pack``
+    physical rows, each with ``pack`` adder trees and accumulators, and one cycle more of
+    multiplier latency.
 
     Widths: products ``weight_bits × act_bits`` (one bit more for unsigned inputs, to carry
     the sign), the tree one bit wider per level, accumulators ``layer.acc_bits``.
@@ -106,6 +113,10 @@ class SystolicArray(wiring.Component):
     target : str
         ``"generic"`` (default) or ``"ecp5"``: how the multipliers are built (see
         :mod:`hwgen.hw.dsp`); the schedule and latency are the same for both.
+    multiplier : str
+        ``"dsp"`` (default), ``"dsp-packed"`` or ``"lut"``.
+    pack : int
+        Channels per packed multiplier (``"dsp-packed"`` only); must divide ``rows``.
 
     Attributes
     ----------
@@ -116,9 +127,10 @@ class SystolicArray(wiring.Component):
         Cycles from the transfer of a frame's last input beat to the transfer of its last output
         beat, when that pixel finds the array idle and ``o`` always ready: ``in_beats·folds``
         if buffered (the folds start after the window is complete), plus
-        ``5 + max(1, ⌈log2 cols⌉) + rows − 1`` (read, register the operands, the multipliers'
-        operand and product registers, accumulate, one register per adder-tree level; the
-        skew), :class:`Requant` (8) and the output FIFO (1).
+        ``5 + max(1, ⌈log2 cols⌉) + rows / pack − 1`` (read, register the operands, the
+        multipliers' operand and product registers (one more when packed), accumulate, one
+        register per adder-tree level; the skew over the physical rows), :class:`Requant` (8)
+        and the output FIFO (1).
 
     Members
     -------
@@ -126,12 +138,14 @@ class SystolicArray(wiring.Component):
     o : Out(stream.Signature(frame_layout(code_shape(layer.output), rows)))
     """
 
-    def __init__(self, layer, rows, cols, *, target="generic"):
+    def __init__(self, layer, rows, cols, *, target="generic", multiplier="dsp", pack=1):
         self._target = check_target(target)
         if layer.groups != 1:
             raise HwgenError(f"layer {layer.name!r}: the systolic array computes convolutions "
                              f"with groups=1, not {layer.groups}; use the depthwise engine")
         self._rows, self._cols = check_conv_folding(layer, rows, cols)
+        self._kind, self._layout = multiplier_packing(layer, multiplier, pack, self._rows)
+        self._pack = self._layout.count if self._layout else 1
         self._layer = layer
         self._in_beats = layer.window // self._cols
         self._folds = layer.out_channels // self._rows
@@ -148,6 +162,14 @@ class SystolicArray(wiring.Component):
     @property
     def cols(self):
         return self._cols
+
+    @property
+    def multiplier(self):
+        return self._kind
+
+    @property
+    def pack(self):
+        return self._pack
 
     @property
     def buffered(self):
@@ -170,18 +192,13 @@ class SystolicArray(wiring.Component):
     @property
     def _result_latency(self):
         """Cycles from issuing a fold's last beat to the transfer of its output beat."""
-        return _CELL_STAGES + tree_stages(self._cols) + self._rows - 1 + Requant.latency + 1
+        return (_CELL_STAGES + multiplier_latency(self._kind, self._pack)
+                + tree_stages(self._cols) + self._rows // self._pack - 1 + Requant.latency + 1)
 
     @property
     def output_depth(self):
         """Beats of the output FIFO: room for every result in flight at full rate."""
         return credit_depth(self._result_latency, self._in_beats)
-
-    def _weight_words(self, row):
-        weight = self._layer.weight.reshape(self._layer.out_channels, -1)
-        cols = self._cols
-        return [[int(v) for v in weight[fold * self._rows + row, beat * cols:(beat + 1) * cols]]
-                for fold in range(self._folds) for beat in range(self._in_beats)]
 
     def elaborate(self, platform):
         m = Module()
@@ -230,41 +247,54 @@ class SystolicArray(wiring.Component):
         dot_shape = signed(min(product_shape.width + (cols - 1).bit_length(), layer.acc_bits))
         acc_shape = signed(layer.acc_bits)
 
-        # Row r's inputs arrive r cycles after row 0's: activations, flags and ROM address
-        # each move down one register per row.
+        # Physical row r's inputs arrive r cycles after row 0's: activations, flags and ROM
+        # address each move down one register per row. A physical row computes ``pack``
+        # channels (one unless packed).
+        pack, layout = self._pack, self._layout
+        physical = rows // pack
+        word_shape = signed(layout.packed_bits if layout else layer.weight_bits)
+        words = weight_groups(layer.weight.reshape(layer.out_channels, -1), rows, cols, folds,
+                              in_beats, pack, layout)
+        latency = multiplier_latency(self._kind, pack)
         activations, address, flags = operands, step, issue_flags
         last_flags = None
-        for row in range(rows):
-            weight = weight_rom(m, f"weights{row}",
-                                data.ArrayLayout(signed(layer.weight_bits), cols),
-                                self._weight_words(row), address, target=self._target)
+        for row in range(physical):
+            weight = weight_rom(m, f"weights{row}", data.ArrayLayout(word_shape, cols),
+                                words[row], address, target=self._target)
             read_flags = Signal(flag_layout, name=f"read_flags{row}")
             fetch_flags = Signal(flag_layout, name=f"fetch_flags{row}")
-            operand_flags = Signal(flag_layout, name=f"operand_flags{row}")
+            multiplier_flags = [Signal(flag_layout, name=f"multiplier_flags{row}_{stage}")
+                                for stage in range(latency)]
             fetched = Signal(data.ArrayLayout(in_shape, cols), name=f"fetched{row}")
-            product_flags = Signal(flag_layout, name=f"product_flags{row}")
             tree_flags = [Signal(flag_layout, name=f"tree_flags{row}_{level}")
                           for level in range(tree_stages(cols))]
             dot_flags = tree_flags[-1]
-            products = [multiply(m, weight[lane], fetched[lane], 1, target=self._target,
-                                 name=f"mul{row}_{lane}") for lane in range(cols)]
-            dot = Signal(dot_shape, name=f"dot{row}")
-            acc = Signal(acc_shape, name=f"acc{row}")
-            m.d.comb += dot.eq(_adder_tree(m, products, f"tree{row}"))
+            # lanes[lane][k]: the product of channel row·pack + k in that lane.
+            lanes = [multiply_kind(m, self._kind, weight[lane], fetched[lane], 1, layout=layout,
+                                   target=self._target, name=f"mul{row}_{lane}")
+                     for lane in range(cols)]
             m.d.sync += [
                 read_flags.eq(flags), fetch_flags.eq(read_flags),
-                operand_flags.eq(fetch_flags), product_flags.eq(operand_flags),
+                multiplier_flags[0].eq(fetch_flags),
+                *(later.eq(earlier) for earlier, later in zip(multiplier_flags,
+                                                              multiplier_flags[1:])),
                 fetched.eq(activations),
-                tree_flags[0].eq(product_flags),
+                tree_flags[0].eq(multiplier_flags[-1]),
                 *(later.eq(earlier) for earlier, later in zip(tree_flags, tree_flags[1:])),
             ]
-            with m.If(dot_flags.valid):
-                m.d.sync += acc.eq(Mux(dot_flags.first, 0, acc) + dot)
-            # Skew: rows − 1 − row registers line this row's sum up with the last row's.
-            m.d.comb += requant.i.payload.data[row].eq(delay(m, acc, rows - 1 - row,
-                                                             f"skew{row}"))
+            for offset in range(pack):
+                channel = row * pack + offset
+                dot = Signal(dot_shape, name=f"dot{channel}")
+                acc = Signal(acc_shape, name=f"acc{channel}")
+                m.d.comb += dot.eq(_adder_tree(m, [products[offset] for products in lanes],
+                                               f"tree{channel}"))
+                with m.If(dot_flags.valid):
+                    m.d.sync += acc.eq(Mux(dot_flags.first, 0, acc) + dot)
+                # Skew: physical − 1 − row registers line this sum up with the last row's.
+                m.d.comb += requant.i.payload.data[channel].eq(
+                    delay(m, acc, physical - 1 - row, f"skew{channel}"))
             last_flags = dot_flags
-            if row < rows - 1:
+            if row < physical - 1:
                 next_activations = Signal(data.ArrayLayout(in_shape, cols),
                                           name=f"activations{row + 1}")
                 next_address = Signal.like(step, name=f"address{row + 1}")

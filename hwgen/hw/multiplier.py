@@ -1,0 +1,172 @@
+"""The engines' three multiplier kinds (see :mod:`hwgen.packing`): one product per hard
+multiplier (:class:`~hwgen.hw.dsp.Multiplier`), several products sharing an operand from one
+hard multiplier (:class:`PackedMultiplier`), and a fabric multiplier (:class:`LutMultiplier`).
+"""
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from ..packing import check_kind
+from .dsp import Multiplier, check_target
+
+__all__ = ["LutMultiplier", "PackedMultiplier", "multiplier_latency", "multiply_kind"]
+
+
+class LutMultiplier(wiring.Component):
+    """``p = a · b`` from LUTs and carry chains, never a DSP: one partial product per bit of
+    the narrower operand ``r`` (``r_j · x · 2^j``, an AND row; the sign bit's row is subtracted
+    when ``r`` is signed), summed by a balanced tree of two-input adders.
+
+    Pipelined like :class:`~hwgen.hw.dsp.Multiplier`, latency 2 with the clock enable ``en``:
+    the first register holds the tree after its first ``⌈L/2⌉`` adder levels
+    (``L = ⌈log2 width(r)⌉``), the second the product, so a clock period holds at most
+    ``⌈L/2⌉`` adders (one for an 8-bit operand's second half, two for 16 bits).
+
+    Widths: ``p`` has Amaranth's shape of ``a_shape × b_shape``, exact for every code.
+    Cost: ``width(r) − 1`` adders of about ``width(x) + width(r)`` bits, no DSP, no memory.
+
+    Members
+    -------
+    a : In(a_shape)
+    b : In(b_shape)
+    en : In(1)
+    p : Out(product shape)
+    """
+
+    latency = 2
+
+    def __init__(self, a_shape, b_shape):
+        a, b = Signal(a_shape), Signal(b_shape)
+        super().__init__({"a": In(a.shape()), "b": In(b.shape()), "en": In(1),
+                          "p": Out((a * b).shape())})
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, other = sorted((self.a, self.b), key=lambda value: (len(value), value is self.b))
+        width = len(rows)
+        # A node is (value, shift, negative): it stands for ±value · 2^shift.
+        nodes = [(Mux(rows[bit], other, 0), bit, rows.shape().signed and bit == width - 1)
+                 for bit in range(width)]
+        levels = ceil_log2(width)
+        first = (levels + 1) // 2
+        level = 0
+        nodes = self._levels(m, nodes, first, "sum", level)
+        registered = []
+        for index, (value, shift, negative) in enumerate(nodes):
+            held = Signal(value.shape(), name=f"stage_{index}")
+            with m.If(self.en):
+                m.d.sync += held.eq(value)
+            registered.append((held, shift, negative))
+        nodes = self._levels(m, registered, levels - first, "late", first)
+        (value, shift, negative), = nodes
+        root = -value if negative else value
+        with m.If(self.en):
+            m.d.sync += self.p.eq(root << shift)
+        return m
+
+    @staticmethod
+    def _levels(m, nodes, count, name, level):
+        """``count`` adder levels over ``nodes`` (combinational; the caller registers)."""
+        for depth in range(count):
+            summed = []
+            for index in range(0, len(nodes), 2):
+                pair = nodes[index:index + 2]
+                if len(pair) == 1:
+                    summed.append(pair[0])
+                    continue
+                (low, low_shift, low_neg), (high, high_shift, high_neg) = pair
+                base = min(low_shift, high_shift)
+                low = low << (low_shift - base)
+                high = high << (high_shift - base)
+                if low_neg == high_neg:
+                    value, negative = low + high, low_neg
+                elif high_neg:
+                    value, negative = low - high, False
+                else:
+                    value, negative = high - low, False
+                node = Signal(value.shape(), name=f"{name}_l{level + depth}_{index // 2}")
+                m.d.comb += node.eq(value)
+                summed.append((node, base, negative))
+            nodes = summed
+        return nodes
+
+
+class PackedMultiplier(wiring.Component):
+    """``layout.count`` products ``x · w_i`` from one hard multiplier: ``P = x · b`` with the
+    packed constant ``b = Σ w_i · 2^(i·S)`` (:func:`hwgen.packing.pack_word`, ``S =
+    layout.shift``), then field ``i`` recovered as ``sext(P[iS:(i+1)S] + P[iS − 1])``.
+
+    Latency 3 (clock enable ``en``): the multiplier's operand and product registers
+    (:class:`~hwgen.hw.dsp.Multiplier`, for ``target``), then a register on the fields, so the
+    sign corrections (one ``S``-bit increment per field) do not sit between a DSP's output and
+    the adder tree behind it.
+
+    Parameters
+    ----------
+    x_shape : ShapeLike
+        The shared operand (an activation code, signed or unsigned).
+    layout : :class:`hwgen.packing.Packing`
+    target : str
+
+    Members
+    -------
+    a : In(x_shape)
+    b : In(signed(layout.packed_bits))
+    en : In(1)
+    p : Out(data.ArrayLayout(signed(layout.shift), layout.count))
+    """
+
+    latency = Multiplier.latency + 1
+
+    def __init__(self, x_shape, layout, *, target="generic"):
+        self._layout, self._target = layout, check_target(target)
+        self._x_shape = Signal(x_shape).shape()
+        super().__init__({"a": In(self._x_shape), "b": In(signed(layout.packed_bits)),
+                          "en": In(1),
+                          "p": Out(data.ArrayLayout(signed(layout.shift), layout.count))})
+
+    def elaborate(self, platform):
+        m = Module()
+        layout = self._layout
+        m.submodules.dsp = dsp = Multiplier(self._x_shape, signed(layout.packed_bits),
+                                            target=self._target)
+        m.d.comb += [dsp.a.eq(self.a), dsp.b.eq(self.b), dsp.en.eq(self.en)]
+        shift = layout.shift
+        for index in range(layout.count):
+            base = index * shift
+            field = dsp.p[base:base + shift]
+            if index:
+                field = field + dsp.p[base - 1]
+            with m.If(self.en):
+                m.d.sync += self.p[index].eq(field)
+        return m
+
+
+def multiplier_latency(kind, pack=1):
+    """Cycles from operands to products of a multiplier of ``kind`` packing ``pack``."""
+    check_kind(kind)
+    if kind == "dsp-packed" and pack > 1:
+        return PackedMultiplier.latency
+    return Multiplier.latency
+
+
+def multiply_kind(m, kind, weight, activation, en, *, layout=None, target, name):
+    """Add the multiplier of ``kind`` for ``weight × activation`` (advancing when ``en``) to
+    ``m`` as submodule ``name``; returns the list of its products (``layout.count`` of them for
+    a packed multiplier, whose ``weight`` is the packed constant; else one),
+    :func:`multiplier_latency` cycles behind the operands."""
+    check_kind(kind)
+    if kind == "dsp-packed" and layout is not None and layout.count > 1:
+        block = PackedMultiplier(activation.shape(), layout, target=target)
+    elif kind == "lut":
+        block = LutMultiplier(weight.shape(), activation.shape())
+    else:
+        block = Multiplier(weight.shape(), activation.shape(), target=target)
+    m.submodules[name] = block
+    if isinstance(block, PackedMultiplier):
+        m.d.comb += [block.a.eq(activation), block.b.eq(weight), block.en.eq(en)]
+        return [block.p[index] for index in range(layout.count)]
+    m.d.comb += [block.a.eq(weight), block.b.eq(activation), block.en.eq(en)]
+    return [block.p]
