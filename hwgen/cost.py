@@ -7,8 +7,12 @@ The model follows what hwgen's engines instantiate and how yosys maps it, family
   ``mul2dsp`` puts a product on DSPs when both operands are at least ``dsp_min_width`` bits and
   the product at least ``dsp_min_product`` bits (iCE40: 11, Xilinx: 9, ECP5: every product),
   splitting operands wider than the DSP's ``dsp_a × dsp_b``; narrower products become LUT
-  multipliers. hwgen's engines compute one product per DSP (no packing of narrow products
-  into one DSP), and the model counts them so.
+  multipliers. Per layer, the plan's multiplier kind decides what the engine instantiates
+  (:mod:`hwgen.packing`): ``dsp``, one product each; ``dsp-packed``, one product of the
+  activation by the packed weights (``a × packed_bits``) per ``pack`` products, so a DSP count
+  that equals yosys's exactly; ``lut``, hwgen's own LUT multiplier, ``lut_array`` LUT sites
+  per partial-product bit (rows × other operand), fitted to yosys per family by
+  ``benchmarks/multipliers.py --fit``.
 - **Requantization.** Each output lane multiplies its ``acc``-bit sum by a 16-bit multiplier as
   two products (low 17 bits unsigned, high part signed): see :mod:`hwgen.hw.requant`. Average
   pools, global average pools and adds multiply by constants the same way.
@@ -32,6 +36,7 @@ import math
 
 from .board import get_board
 from .errors import HwgenError
+from .packing import packing
 from .reference import Rounding
 
 __all__ = ["FamilyModel", "FAMILY_MODELS", "LayerCost", "CostReport", "estimate",
@@ -55,6 +60,9 @@ class FamilyModel:
     bram_min_depth, bram_min_bits : memories shallower or smaller than these stay in logic
         (LUTs, LUT RAM or flip-flops), as yosys's memory mapping leaves them.
     lut, ff : coefficient per name of :data:`FEATURES`.
+    lut_array : LUT sites per partial-product bit (rows × other operand bits) of hwgen's own
+        LUT multiplier (:class:`hwgen.hw.multiplier.LutMultiplier`), fitted to yosys by
+        ``benchmarks/multipliers.py --fit``.
     """
 
     dsp_a: int
@@ -66,6 +74,7 @@ class FamilyModel:
     bram_min_bits: int
     lut: dict
     ff: dict
+    lut_array: float = 0.0
 
 
 _DP16KD = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
@@ -81,21 +90,24 @@ FAMILY_MODELS = {
                              "register_bits": 0.2485},
                         ff={"layer": 0.0, "adder_bits": 0.0, "requant_bits": 8.897,
                             "lut_multiplier_bits": 0.0, "logic_memory_bits": 0.1648,
-                            "register_bits": 0.6405}),
+                            "register_bits": 0.6405},
+                        lut_array=2.091),
     "ice40": FamilyModel(16, 16, 2, 11, _SB_RAM40, 8, 64,
                          lut={"layer": 124.7, "adder_bits": 0.0, "requant_bits": 5.989,
                               "lut_multiplier_bits": 0.7026, "logic_memory_bits": 0.1004,
                               "register_bits": 0.4842},
                          ff={"layer": 0.0, "adder_bits": 0.0, "requant_bits": 9.419,
                              "lut_multiplier_bits": 0.0, "logic_memory_bits": 0.0299,
-                             "register_bits": 0.9465}),
+                             "register_bits": 0.9465},
+                         lut_array=2.027),
     "xc7": FamilyModel(25, 18, 2, 9, _RAMB36, 128, 8192,
                        lut={"layer": 290.5, "adder_bits": 0.0, "requant_bits": 0.0,
                             "lut_multiplier_bits": 0.1168, "logic_memory_bits": 0.0183,
                             "register_bits": 0.42},
                        ff={"layer": 172.1, "adder_bits": 2.023, "requant_bits": 5.467,
                            "lut_multiplier_bits": 0.3585, "logic_memory_bits": 0.0,
-                           "register_bits": 0.0}),
+                           "register_bits": 0.0},
+                       lut_array=1.609),
 }
 FAMILY_MODELS["xcup"] = dataclasses.replace(FAMILY_MODELS["xc7"], dsp_a=27)
 
@@ -157,6 +169,7 @@ class _Parts:
     adder_bits: int
     requant_bits: int
     register_bits: int
+    lut_array_bits: int = 0  # partial-product bits of hwgen's LUT multipliers
 
 
 def _act_bits(quant):
@@ -174,6 +187,30 @@ def _requant(lanes, acc_bits):
     return products, lanes * (acc_bits + _REQUANT_MULTIPLIER_BITS)
 
 
+def _lut_multiplier_registers(w, a, product_bits):
+    """Flip-flops of one :class:`~hwgen.hw.multiplier.LutMultiplier`: the tree after its first
+    ``⌈L/2⌉`` levels (``L = ⌈log2 rows⌉``, rows = the narrower operand) and the product."""
+    rows, other = sorted((w, a))
+    first = (math.ceil(math.log2(rows)) + 1) // 2 if rows > 1 else 0
+    return math.ceil(rows / (1 << first)) * (other + (1 << first)) + product_bits
+
+
+def _multipliers(layer, kind, pack, count, a, product_bits):
+    """``(products, lut_array_bits, register_bits, weight_word_bits)`` of ``count`` products
+    of ``kind`` (``pack`` per DSP when packed) of ``layer``'s widths."""
+    w = layer.weight_bits
+    if kind == "dsp-packed" and pack > 1:
+        layout = packing(w, layer.input.bits, layer.input.signed, pack)
+        dsps = count // pack
+        packed = layout.packed_bits
+        registers = dsps * (a + packed + a + packed + pack * layout.shift)
+        return [(a, packed, a + packed, dsps)], 0, registers, packed
+    if kind == "lut":
+        return ([], count * w * layer.input.bits,
+                count * _lut_multiplier_registers(w, layer.input.bits, product_bits), w)
+    return [(w, a, product_bits, count)], 0, count * (w + a + product_bits), w
+
+
 def _weighted_parts(layer_plan):
     """MAC unit, systolic array, depthwise engine."""
     layer, engine, pe, simd = layer_plan.layer, layer_plan.engine, layer_plan.pe, \
@@ -181,28 +218,31 @@ def _weighted_parts(layer_plan):
     w, a = layer.weight_bits, _act_bits(layer.input)
     acc = layer.acc_bits
     product_bits = w + layer.input.bits
+    kind, pack = layer_plan.multiplier, layer_plan.pack
     if engine == "depthwise":
         lanes, depth = pe, layer.kernel[0] * layer.kernel[1] * layer.in_shape[2] // pe
-        products = [(w, a, product_bits, pe)]
+        products, array_bits, multiplier_registers, _ = _multipliers(layer, kind, 1, pe, a,
+                                                                     product_bits)
         memories = [("weights", depth, pe * w, 1)]
         adders = pe * acc
-        registers = pe * (w + a + product_bits + 2 * acc)
+        registers = multiplier_registers + pe * 2 * acc
     else:
         lanes = pe
         ins = layer.in_features if engine == "mac" else layer.window
         outs = layer.out_features if engine == "mac" else layer.out_channels
         depth = (ins // simd) * (outs // pe)
-        products = [(w, a, product_bits, pe * simd)]
-        memories = [("weights", depth, simd * w, pe)]
+        products, array_bits, multiplier_registers, word_bits = _multipliers(
+            layer, kind, pack, pe * simd, a, product_bits)
+        memories = [("weights", depth, simd * word_bits, pe // pack)]
         tree = pe * (simd - 1) * (product_bits + math.ceil(math.log2(simd)) // 2 + 1)
         adders = tree + pe * acc
-        registers = pe * simd * (w + product_bits) + simd * a + 2 * tree + 2 * pe * acc
+        registers = multiplier_registers + simd * a + 2 * tree + 2 * pe * acc
         if engine == "mac":
             registers += 2 * layer.in_features * a        # the double-buffered input vector
         else:
-            registers += pe * simd * a                    # the window moving down the rows
+            registers += pe // pack * simd * a            # the window moving down the rows
     requant_products, requant_bits = _requant(lanes, acc)
-    return products + requant_products, memories, adders, requant_bits, registers
+    return products + requant_products, memories, adders, requant_bits, registers, array_bits
 
 
 def _window_parts(layer_plan, lanes):
@@ -255,8 +295,10 @@ def _pool_parts(layer_plan):
 def _parts(layer_plan, plan):
     """The :class:`_Parts` of one layer, with the FIFOs on its input edges."""
     layer = layer_plan.layer
+    array_bits = 0
     if layer_plan.engine in ("mac", "systolic", "depthwise"):
-        products, memories, adders, requant_bits, registers = _weighted_parts(layer_plan)
+        products, memories, adders, requant_bits, registers, array_bits = _weighted_parts(
+            layer_plan)
         if layer_plan.engine != "mac":
             lanes = layer_plan.simd if layer_plan.engine == "systolic" else layer_plan.pe
             window_memories, window_registers = _window_parts(layer_plan, lanes)
@@ -274,13 +316,13 @@ def _parts(layer_plan, plan):
                 memories = memories + [("fifo", depth - 1, lanes * bits + 1, 1)]
                 registers += 2 * (lanes * bits + 1)
     return _Parts(tuple(products), tuple(memories), int(adders), int(requant_bits),
-                  int(registers))
+                  int(registers), int(array_bits))
 
 
 def layer_features(layer_plan, family, plan=None, model=None):
     """``(dsp, bram, features)`` of one layer on ``family`` (or a given :class:`FamilyModel`):
     DSP and block-RAM counts by the mapping rules, and the :data:`FEATURES` counts the LUT and
-    FF models weigh."""
+    FF models weigh (plus ``lut_array_bits``, which ``FamilyModel.lut_array`` weighs)."""
     model = model or FAMILY_MODELS[family]
     parts = _parts(layer_plan, plan)
     dsp, lut_multiplier_bits = 0, 0
@@ -298,7 +340,8 @@ def layer_features(layer_plan, family, plan=None, model=None):
     features = {"layer": 1, "adder_bits": parts.adder_bits,
                 "requant_bits": parts.requant_bits,
                 "lut_multiplier_bits": lut_multiplier_bits,
-                "logic_memory_bits": logic_memory_bits, "register_bits": parts.register_bits}
+                "logic_memory_bits": logic_memory_bits, "register_bits": parts.register_bits,
+                "lut_array_bits": parts.lut_array_bits}
     return dsp, bram, features
 
 
@@ -316,6 +359,7 @@ class LayerCost:
     dsp: int
     bram: int
     cycles: int
+    multiplier: str = ""
 
     def __getitem__(self, resource):
         return getattr(self, resource)
@@ -367,22 +411,24 @@ class CostReport:
 
     def table(self):
         """A per-layer text table with totals and the board's capacity."""
-        header = ("layer", "engine", "folding", "bits", "mult", "LUT", "FF", "DSP", "BRAM",
-                  "cycles")
+        header = ("layer", "engine", "folding", "kind", "bits", "mult", "LUT", "FF", "DSP",
+                  "BRAM", "cycles")
         rows = [header] + [
-            (layer.name, layer.engine, layer.folding, layer.bits, str(layer.multipliers),
-             str(layer.lut), str(layer.ff), str(layer.dsp), str(layer.bram), str(layer.cycles))
+            (layer.name, layer.engine, layer.folding, layer.multiplier, layer.bits,
+             str(layer.multipliers), str(layer.lut), str(layer.ff), str(layer.dsp),
+             str(layer.bram), str(layer.cycles))
             for layer in self.layers]
         totals = self.totals
-        rows.append(("total", "", "", "", str(sum(layer.multipliers for layer in self.layers)),
+        rows.append(("total", "", "", "", "",
+                     str(sum(layer.multipliers for layer in self.layers)),
                      *(str(totals[resource]) for resource in RESOURCES),
                      str(self.initiation_interval)))
-        rows.append((self.board.name, "", "", "", "",
+        rows.append((self.board.name, "", "", "", "", "",
                      *(f"{self.capacity[resource]}" for resource in RESOURCES), ""))
-        rows.append(("used", "", "", "", "",
+        rows.append(("used", "", "", "", "", "",
                      *(f"{self.utilization[resource]:.0%}" for resource in RESOURCES), ""))
         widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
-        return "\n".join("  ".join(cell.rjust(width) if column >= 4 else cell.ljust(width)
+        return "\n".join("  ".join(cell.rjust(width) if column >= 5 else cell.ljust(width)
                                    for column, (cell, width) in enumerate(zip(row, widths)))
                          .rstrip() for row in rows)
 
@@ -409,8 +455,8 @@ def _bits_label(layer):
     return f"{weight}a{layer.act_bits}"
 
 
-def _linear(coefficients, features):
-    return max(0, round(sum(coefficients[name] * value for name, value in features.items())))
+def _linear(coefficients, features, extra=0.0):
+    return max(0, round(sum(coefficients[name] * features[name] for name in FEATURES) + extra))
 
 
 def layer_cost(layer_plan, board, plan=None):
@@ -418,10 +464,13 @@ def layer_cost(layer_plan, board, plan=None):
     board = get_board(board)
     dsp, bram, features = layer_features(layer_plan, board.family, plan)
     model = FAMILY_MODELS[board.family]
-    return LayerCost(layer_plan.name, layer_plan.engine, layer_plan.describe().partition(":")[2],
+    folding = layer_plan.describe().partition(":")[2].partition(":")[0]
+    return LayerCost(layer_plan.name, layer_plan.engine, folding,
                      _bits_label(layer_plan.layer), layer_plan.multipliers,
-                     _linear(model.lut, features), _linear(model.ff, features), dsp, bram,
-                     layer_plan.cycles)
+                     _linear(model.lut, features,
+                             model.lut_array * features["lut_array_bits"]),
+                     _linear(model.ff, features), dsp, bram, layer_plan.cycles,
+                     layer_plan.multiplier_label)
 
 
 def estimate(plan, board):

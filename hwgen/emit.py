@@ -70,6 +70,8 @@ def build_manifest(plan, top, latency):
             "acc_bits": layer.acc_bits, "relu": layer.relu, "rounding": layer.rounding.value,
             "engine": entry.engine, "pe": entry.pe, "simd": entry.simd,
             "in_lanes": entry.in_lanes, "multipliers": entry.multipliers,
+            "multiplier_kind": entry.multiplier_label and entry.multiplier,
+            "products_per_dsp": entry.pack,
             "macs_per_frame": layer.macs, "cycles_per_frame": entry.cycles,
         })
         if hasattr(layer, "weight"):
@@ -234,10 +236,11 @@ def _report(plan, manifest, graph, x, labels):
         acc_bits = "-" if layer["op"] == "maxpool" else layer["acc_bits"]
         weight = f"w{layer['weight_bits']}" if "weight_bits" in layer else ""
         utilization = "" if entry.utilization is None else f"{entry.utilization:.0%}"
+        kind = f" ({entry.multiplier_label})" if entry.multiplier_label else ""
         lines.append(
             f"| {layer['name']} | {layer['op']}{relu} | "
             f"{'×'.join(map(str, layer['output_shape']))} | {weight}a{layer['act_bits']}"
-            f"→{layer['output_bits']} | {acc_bits} | {layer['engine']} | "
+            f"→{layer['output_bits']} | {acc_bits} | {layer['engine']}{kind} | "
             f"{layer['pe']}×{layer['simd']} | {layer['in_lanes']} | "
             f"{layer['cycles_per_frame']} | {utilization} |")
     if plan.board is not None:
@@ -265,12 +268,12 @@ def _cost_section(cost):
              f"The folding was sized for this board; the design {verdict}. At the board's "
              f"{board.target_mhz:g} MHz target clock: {cost.frames_per_second:,.0f} frames/s. "
              "Numbers are hwgen's resource model (`hwgen synth` measures them).", "",
-             "| layer | engine | folding | bits | multipliers | LUT | FF | DSP | BRAM "
-             "| cycles/frame |", "|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {layer.name} | {layer.engine} | {layer.folding} | {layer.bits} | "
-              f"{layer.multipliers} | {layer.lut} | {layer.ff} | {layer.dsp} | {layer.bram} | "
-              f"{layer.cycles} |" for layer in cost.layers]
-    lines.append(f"| **total** | | | | {sum(layer.multipliers for layer in cost.layers)} | "
+             "| layer | engine | folding | multiplier kind | bits | multipliers | LUT | FF | DSP "
+             "| BRAM | cycles/frame |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {layer.name} | {layer.engine} | {layer.folding} | {layer.multiplier} | "
+              f"{layer.bits} | {layer.multipliers} | {layer.lut} | {layer.ff} | {layer.dsp} | "
+              f"{layer.bram} | {layer.cycles} |" for layer in cost.layers]
+    lines.append(f"| **total** | | | | | {sum(layer.multipliers for layer in cost.layers)} | "
                  + " | ".join(f"{totals[r]} ({cost.utilization[r]:.0%} of {cost.capacity[r]})"
                               for r in ("lut", "ff", "dsp", "bram"))
                  + f" | {cost.initiation_interval} |")

@@ -302,14 +302,15 @@ class Plan:
     def __repr__(self):
         rows = [f"Plan {self.name!r}: II {self.initiation_interval} cycles/frame, "
                 f"{self.multipliers} multipliers, bottleneck {self.bottleneck}",
-                f"  {'layer':<16} {'engine':<10} {'folding':>8} {'in':>3} {'bits':>7} "
-                f"{'cycles':>7} {'util':>6}"]
+                f"  {'layer':<16} {'engine':<10} {'folding':>8} {'kind':<13} {'in':>3} "
+                f"{'bits':>7} {'cycles':>7} {'util':>6}"]
         for layer in self.layers:
             weight = f"w{layer.layer.weight_bits}" if hasattr(layer.layer, "weight_bits") else ""
             utilization = "" if layer.utilization is None else f"{layer.utilization:.0%}"
-            folding = layer.describe().partition(":")[2]
+            folding = layer.describe().partition(":")[2].partition(":")[0]
             rows.append(f"  {layer.name:<16} {layer.engine:<10} {folding:>8} "
-                        f"{layer.in_lanes:>3} {weight + 'a' + str(layer.layer.act_bits):>7} "
+                        f"{layer.multiplier_label:<13} {layer.in_lanes:>3} "
+                        f"{weight + 'a' + str(layer.layer.act_bits):>7} "
                         f"{layer.cycles:>7} {utilization:>6}")
         return "\n".join(rows)
 

@@ -15,7 +15,8 @@ from hwgen.cost import (FAMILY_MODELS, estimate, fabric_luts, layer_cost, layer_
                         memory_blocks, product_dsps)
 from hwgen.emit import generate
 from hwgen.errors import HwgenError
-from hwgen.plan import LayerPlan, _layer_options, make_plan
+from hwgen.packing import DSP_PORTS
+from hwgen.plan import LayerPlan, _layer_options, _multiplier_options, make_plan
 from hwgen.quantize import quantize
 from test_quantize_plan import _mlp as float_mlp
 
@@ -85,11 +86,13 @@ def _board(**caps):
     return dataclasses.replace(get_board("ulx3s_85f"), name="tiny", **caps)
 
 
-def _brute_force_interval(qgraph, board):
-    """The shortest interval over every combination of foldings whose summed layer costs fit
-    (an MLP has no FIFOs, so the sum is the whole model)."""
-    options = [[LayerPlan(layer, "mac", fold, lanes)
-                for fold, lanes in _layer_options(layer, "mac", 10 ** 9)]
+def _brute_force_interval(qgraph, board, kinds=None):
+    """The shortest interval over every combination of foldings and multiplier kinds whose
+    summed layer costs fit (an MLP has no FIFOs, so the sum is the whole model)."""
+    ports = DSP_PORTS[board.family]
+    options = [[LayerPlan(layer, "mac", fold, lanes, kind, pack)
+                for fold, lanes in _layer_options(layer, "mac", 10 ** 9)
+                for kind, pack in _multiplier_options(layer, "mac", fold.pe, ports, kinds)]
                for layer in qgraph.layers]
     best = None
     for combination in itertools.product(*options):
@@ -100,14 +103,29 @@ def _brute_force_interval(qgraph, board):
     return best
 
 
+@pytest.mark.parametrize("kinds", [("dsp",), None], ids=["dsp", "every kind"])
 @pytest.mark.parametrize("dsps", [6, 9, 14, 23, 40])
-def test_board_folding_is_the_fastest_that_fits(dsps):
-    qgraph = _mlp(sizes=(8, 6, 4))
+def test_board_folding_is_the_fastest_that_fits(dsps, kinds):
+    qgraph = _mlp(sizes=(8, 6, 4), bits="w4a4")
     board = _board(dsps=dsps, luts=3000)
-    plan = make_plan(qgraph, board=board)
+    plan = make_plan(qgraph, board=board, multiplier_kinds=kinds)
     cost = plan.cost()
     assert cost.fits and plan.board is board
-    assert plan.initiation_interval == _brute_force_interval(qgraph, board)
+    assert plan.initiation_interval == _brute_force_interval(qgraph, board, kinds)
+    if kinds:
+        assert {layer.multiplier for layer in plan.layers} == {"dsp"}
+
+
+def test_narrow_layers_get_more_multipliers_from_the_other_kinds():
+    """At w4a4 the same DSPs hold twice the products packed, and LUTs add more: the board
+    search turns fewer bits into a shorter interval."""
+    qgraph = _mlp(sizes=(16, 12, 8), bits="w4a4")
+    board = _board(dsps=14, luts=4000)
+    dsp_only = make_plan(qgraph, board=board, multiplier_kinds="dsp")
+    every = make_plan(qgraph, board=board)
+    assert every.initiation_interval < dsp_only.initiation_interval
+    assert every.cost().fits and every.multipliers > dsp_only.multipliers
+    assert {layer.multiplier for layer in every.layers} - {"dsp"}
 
 
 def test_board_folding_keeps_pins_and_reports_overflow():
@@ -117,7 +135,7 @@ def test_board_folding_keeps_pins_and_reports_overflow():
     assert plan.initiation_interval == plan["fc1"].cycles      # the pin sets the pace
     with pytest.raises(HwgenError, match=r"does not fit tiny even at its smallest folding: "
                                          r"DSP needs 6, the limit is 5 \(1 over\)"):
-        make_plan(qgraph, board=_board(dsps=5))
+        make_plan(qgraph, board=_board(dsps=5), multiplier_kinds="dsp")
     with pytest.raises(HwgenError, match="not both"):
         make_plan(qgraph, multipliers=8, board="ulx3s_85f")
 

@@ -112,9 +112,12 @@ def test_packed_multiplier_recovers_every_field(weight_bits, act_bits, act_signe
     dut = PackedMultiplier(x_shape, layout)
     inputs = [((dut.a, int(x)), (dut.b, pack_word(row, layout))) for x, row in cases]
     got = _enabled_products(dut, inputs, PackedMultiplier.latency, rng, len(cases))
-    for index, fields in got:
+    shift = layout.shift
+    for index, bits in got:
         x, row = cases[index]
-        assert [int(field) for field in fields] == [int(x) * int(w) for w in row], index
+        fields = [(bits >> (k * shift)) & ((1 << shift) - 1) for k in range(count)]
+        fields = [f - (1 << shift) if f >> (shift - 1) else f for f in fields]
+        assert fields == [int(x) * int(w) for w in row], index
 
 
 @pytest.mark.parametrize("narrow", [True, False])

@@ -4,7 +4,7 @@ hard multiplier (:class:`PackedMultiplier`), and a fabric multiplier (:class:`Lu
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import data, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -115,7 +115,10 @@ class PackedMultiplier(wiring.Component):
     a : In(x_shape)
     b : In(signed(layout.packed_bits))
     en : In(1)
-    p : Out(data.ArrayLayout(signed(layout.shift), layout.count))
+    p : Out(layout.shift · layout.count)
+        The fields, field ``i`` (signed) in bits ``[i·S, (i+1)·S)``; :meth:`field` reads one.
+        Plain bits, not an array layout: yosys's ECP5 abc9 fails an assertion on the element
+        names (``fields[0]``) an array-shaped register gets.
     """
 
     latency = Multiplier.latency + 1
@@ -125,7 +128,12 @@ class PackedMultiplier(wiring.Component):
         self._x_shape = Signal(x_shape).shape()
         super().__init__({"a": In(self._x_shape), "b": In(signed(layout.packed_bits)),
                           "en": In(1),
-                          "p": Out(data.ArrayLayout(signed(layout.shift), layout.count))})
+                          "p": Out(layout.shift * layout.count)})
+
+    def field(self, index):
+        """Product ``index`` (``x · w_index``), signed."""
+        shift = self._layout.shift
+        return self.p[index * shift:(index + 1) * shift].as_signed()
 
     def elaborate(self, platform):
         m = Module()
@@ -140,7 +148,7 @@ class PackedMultiplier(wiring.Component):
             if index:
                 field = field + dsp.p[base - 1]
             with m.If(self.en):
-                m.d.sync += self.p[index].eq(field)
+                m.d.sync += self.p[base:base + shift].eq(field)
         return m
 
 
@@ -167,6 +175,6 @@ def multiply_kind(m, kind, weight, activation, en, *, layout=None, target, name)
     m.submodules[name] = block
     if isinstance(block, PackedMultiplier):
         m.d.comb += [block.a.eq(activation), block.b.eq(weight), block.en.eq(en)]
-        return [block.p[index] for index in range(layout.count)]
+        return [block.field(index) for index in range(layout.count)]
     m.d.comb += [block.a.eq(weight), block.b.eq(activation), block.en.eq(en)]
     return [block.p]
