@@ -718,13 +718,38 @@ def _select(catalog, target, limits):
     return tuple(chosen)
 
 
+_FIFO_ROUNDS = 4
+
+
+def _fit_with_fifos(qgraph, catalog, target, limits, chosen, board):
+    """The plan of ``chosen`` (layer plans within ``target``) if it fits ``limits`` with its
+    FIFOs; else the selection redone with the FIFOs' resources held back from the limits, a
+    few rounds (the FIFOs depend on the lanes chosen); ``None`` if none fits."""
+    from .cost import RESOURCES, estimate, layer_cost
+
+    for _ in range(_FIFO_ROUNDS):
+        if chosen is None:
+            return None
+        plan = Plan(qgraph, chosen, board)
+        totals = estimate(plan, board).totals
+        if all(totals[resource] <= limits[resource] for resource in limits):
+            return plan
+        layers = [layer_cost(option, board) for option in chosen]
+        fifos = {resource: totals[resource] - sum(cost[resource] for cost in layers)
+                 for resource in RESOURCES}
+        chosen = _select(catalog, target, {resource: limits[resource] - max(fifos[resource], 0)
+                                           for resource in limits})
+    return None
+
+
 def _fit_board(qgraph, pinned, board, max_utilization, kinds, progress):
     """The plan with the shortest achievable interval whose modelled resources fit ``board``.
 
     Feasibility only grows with the interval (every layer keeps its options and gains
     slower ones), so a binary search finds the shortest interval where :func:`_select` finds
-    a choice; FIFOs, which the selection leaves out, are then checked on the whole plan, and
-    the search steps to longer intervals while they push it over."""
+    a choice; FIFOs, which the selection leaves out, are then checked on the whole plan: where
+    they push it over, the selection is redone with their resources held back
+    (:func:`_fit_with_fifos`), and only then does the search step to longer intervals."""
     from .board import get_board
     from .cost import estimate
 
@@ -747,9 +772,8 @@ def _fit_board(qgraph, pinned, board, max_utilization, kinds, progress):
         else:
             high = middle
     for target in candidates[low:]:
-        plan = Plan(qgraph, select(target), board)
-        totals = estimate(plan, board).totals
-        if all(totals[resource] <= limits[resource] for resource in limits):
+        plan = _fit_with_fifos(qgraph, catalog, target, limits, select(target), board)
+        if plan is not None:
             if progress:
                 progress(f"folding for {board.name}: II {plan.initiation_interval} cycles, "
                          f"bottleneck {plan.bottleneck}")
