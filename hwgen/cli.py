@@ -80,8 +80,12 @@ def cmd_build(args):
             print(choice)
             bits = choice.bits
         qgraph = quantize(graph, calibration, bits, **options)
+    if args.multiplier_kinds and not args.board:
+        raise HwgenError("--multiplier-kinds chooses among kinds for --board; without a board "
+                         "pin a layer's kind in --folding (e.g. 'fc1=4x8:lut')")
     plan = make_plan(qgraph, args.folding, multipliers=args.multipliers, board=args.board,
-                     max_utilization=_utilization(args.max_utilization), progress=_progress)
+                     max_utilization=_utilization(args.max_utilization),
+                     multiplier_kinds=args.multiplier_kinds, progress=_progress)
     print(plan)
     if plan.board is not None:
         print(plan.cost())
@@ -204,7 +208,9 @@ def build_parser():
                             "'bops=1.2M', 'weights=16KiB', 'weight_bits=100000'")
     build.add_argument("--output-bits", type=int, default=8,
                        help="bits of the last layer's output codes (default 8)")
-    build.add_argument("--folding", help="per-layer PExSIMD: 'fc1=4x8,fc2=2x4' or a JSON file")
+    build.add_argument("--folding",
+                       help="per-layer PExSIMD, optionally with engine and multiplier kind: "
+                            "'fc1=4x8,fc2=2x4:lut,conv1=systolic:4x9:dsp-packed' or a JSON file")
     build.add_argument("--multipliers", type=int,
                        help="multipliers of the largest layer under the default folding "
                             f"(default {DEFAULT_MULTIPLIERS}; not with --board)")
@@ -214,6 +220,10 @@ def build_parser():
     build.add_argument("--max-utilization", default="1",
                        help="with --board: the share of each resource the plan may use, "
                             "e.g. 0.8, 80%% or 'lut=0.7,dsp=1' (default 1)")
+    build.add_argument("--multiplier-kinds", metavar="KINDS",
+                       help="with --board: the multiplier kinds the board search may use per "
+                            "layer, from dsp, dsp-packed, lut (default all: 'dsp,dsp-packed,"
+                            "lut'; 'dsp' builds one DSP per product everywhere)")
     build.add_argument("--target", choices=TARGETS,
                        help="how multipliers are built: plain Verilog ('generic') or ECP5 "
                             "MULT18X18D primitives with their registers ('ecp5'); default "

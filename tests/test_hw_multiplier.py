@@ -151,6 +151,6 @@ def test_pack_counts_follow_the_ports():
 
 
 def test_latencies():
-    assert multiplier_latency("dsp") == multiplier_latency("lut") == 2
-    assert multiplier_latency("dsp-packed", 2) == 3
+    assert multiplier_latency("dsp") == 2
+    assert multiplier_latency("lut") == multiplier_latency("dsp-packed", 2) == 3
     assert multiplier_latency("dsp-packed", 1) == 2

@@ -9,19 +9,19 @@ from amaranth.lib.wiring import In, Out
 from ..errors import HwgenError
 from ..plan import divisors
 from ..packing import check_kind
-from .dsp import Multiplier, check_target
-from .multiplier import multiply_kind
+from .dsp import check_target
+from .multiplier import multiplier_latency, multiply_kind
 from .requant import Requant, code_shape
 from .rom import weight_rom
 from .stream import StreamRegister, frame_layout
 
 __all__ = ["DepthwiseEngine"]
 
-# Registered stages from accepting a window beat to a finished accumulator: operand and weight
-# read, operand and weight register (a memory's clock-to-output time stays out of the path into
-# the multiplier), the multiplier's two (operands, product; see
-# :class:`~hwgen.hw.dsp.Multiplier`), accumulate.
-_STAGES = 3 + Multiplier.latency
+# Registered stages from accepting a window beat to a finished accumulator, besides the
+# multiplier's (2 for a DSP, 3 for a LUT multiplier; see :mod:`hwgen.hw.multiplier`): operand
+# and weight read, operand and weight register (a memory's clock-to-output time stays out of
+# the path into the multiplier), accumulate.
+_STAGES = 3
 
 
 class DepthwiseEngine(wiring.Component):
@@ -35,8 +35,8 @@ class DepthwiseEngine(wiring.Component):
     ``(g·kh + ky)·kw + kx``) and accumulates over the group's beats; the group then leaves as
     one output beat, so the output is the HWC frame in ``pe`` lanes. Each lane has its own
     multiplier and operand: there is no broadcast (and so nothing to pack). ``multiplier``
-    ``"dsp"`` builds a :class:`~hwgen.hw.dsp.Multiplier` (for ``target``), ``"lut"`` a
-    :class:`~hwgen.hw.multiplier.LutMultiplier`; both have latency 2.
+    ``"dsp"`` builds a :class:`~hwgen.hw.dsp.Multiplier` (for ``target``, latency 2), ``"lut"``
+    a :class:`~hwgen.hw.multiplier.LutMultiplier` (latency 3).
     ``i.payload.last`` is ignored.
 
     Widths: products ``weight_bits × act_bits`` (one bit more for unsigned inputs),
@@ -62,17 +62,16 @@ class DepthwiseEngine(wiring.Component):
     cycles_per_frame : int
         ``OH·OW·(C/pe)·kh·kw``: one input beat per cycle.
     latency : int
-        ``5 + 6 + 1``: cycles from the transfer of a frame's last input beat to the transfer of
-        its last output beat, ``o`` always ready (read, register the operands, the multipliers'
-        operand and product registers, accumulate; :class:`Requant`; the output register).
+        ``3 + 2 + 8 + 1`` (one more with LUT multipliers): cycles from the transfer of a frame's
+        last input beat to the transfer of its last output beat, ``o`` always ready (read,
+        register the operands, accumulate; the multiplier; :class:`Requant`; the output
+        register).
 
     Members
     -------
     i : In(stream.Signature(frame_layout(code_shape(layer.input), pe)))
     o : Out(stream.Signature(frame_layout(code_shape(layer.output), pe)))
     """
-
-    latency = _STAGES + Requant.latency + StreamRegister.latency
 
     def __init__(self, layer, pe, *, target="generic", multiplier="dsp"):
         self._target = check_target(target)
@@ -108,6 +107,11 @@ class DepthwiseEngine(wiring.Component):
     @property
     def cycles_per_frame(self):
         return self._pixels * self._groups * self._positions
+
+    @property
+    def latency(self):
+        return (_STAGES + multiplier_latency(self._kind) + Requant.latency
+                + StreamRegister.latency)
 
     def _weight_words(self):
         weight = self._layer.weight[..., 0]  # (C, kh, kw)
@@ -147,9 +151,11 @@ class DepthwiseEngine(wiring.Component):
                             self._weight_words(), step, en, target=self._target)
 
         flag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "frame_last": 1})
-        read_flags, fetch_flags, operand_flags, product_flags = (
-            Signal(flag_layout, name=f"{stage}_flags")
-            for stage in ("read", "fetch", "operand", "product"))
+        read_flags, fetch_flags = (Signal(flag_layout, name=f"{stage}_flags")
+                                   for stage in ("read", "fetch"))
+        multiplier_flags = [Signal(flag_layout, name=f"multiplier_flags{stage}")
+                            for stage in range(multiplier_latency(self._kind))]
+        product_flags = multiplier_flags[-1]
         fetched = Signal(data.ArrayLayout(in_shape, pe))
         operands = Signal(data.ArrayLayout(in_shape, pe))
         products = [multiply_kind(m, self._kind, weight[lane], fetched[lane], en,
@@ -163,8 +169,9 @@ class DepthwiseEngine(wiring.Component):
                 read_flags.last.eq(group_done),
                 read_flags.frame_last.eq(pixel_done & (pixel == pixels - 1)),
                 fetch_flags.eq(read_flags),
-                operand_flags.eq(fetch_flags),
-                product_flags.eq(operand_flags),
+                multiplier_flags[0].eq(fetch_flags),
+                *(later.eq(earlier) for earlier, later in zip(multiplier_flags,
+                                                              multiplier_flags[1:])),
                 fetched.eq(operands),
                 requant.i.valid.eq(product_flags.valid & product_flags.last),
                 requant.i.payload.last.eq(product_flags.frame_last),

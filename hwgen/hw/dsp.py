@@ -52,12 +52,15 @@ class Multiplier(wiring.Component):
       registers where they can (Xilinx ``DSP48``, iCE40 ``SB_MAC16``). Reset clears them.
     - ``"ecp5"``: one ``MULT18X18D`` with ``REG_INPUTA``, ``REG_INPUTB`` and ``REG_OUTPUT``
       clocked by ``CLK0`` and enabled by ``CE0 = en`` (the pipeline register is unused:
-      nextpnr's timing model gains nothing from it). Each operand must be at most 18 bits wide,
+      nextpnr's timing model gains nothing from it), for operands of 2 to 18 bits,
       signed or unsigned (``SIGNEDA``/``SIGNEDB`` say which). The registers are
       not reset (``RST0`` low, ``GSR`` disabled): the engines never use a product whose
       operands were not valid. A product with a 1-bit operand (the requant's high part of a
-      narrow sum) stays generic: yosys builds it from a few LUTs, not a DSP. Amaranth's simulator cannot run a primitive; Verilog simulators
-      get :data:`ECP5_MULT18X18D_MODEL` (see :func:`simulation_models`).
+      narrow sum) stays generic: yosys builds it from a few LUTs, not a DSP. Amaranth's
+      simulator cannot run a primitive; Verilog simulators
+      get :data:`ECP5_MULT18X18D_MODEL` (see :func:`simulation_models`). A product with an
+      operand wider than 18 bits (a 16-bit layer's requant) stays generic too, and yosys
+      splits it over several DSPs.
 
     Parameters
     ----------
@@ -78,11 +81,6 @@ class Multiplier(wiring.Component):
     def __init__(self, a_shape, b_shape, *, target="generic"):
         self._a_shape, self._b_shape = Shape.cast(a_shape), Shape.cast(b_shape)
         self._target = check_target(target)
-        if target == "ecp5":
-            for name, shape in (("a", self._a_shape), ("b", self._b_shape)):
-                if shape.width > _ECP5_OPERAND_BITS:
-                    raise ValueError(f"operand {name} must fit the {_ECP5_OPERAND_BITS}-bit "
-                                     f"ECP5 multiplier, not {shape!r}")
         product = (Signal(self._a_shape) * Signal(self._b_shape)).shape()
         super().__init__({"a": In(self._a_shape), "b": In(self._b_shape), "en": In(1),
                           "p": Out(product)})
@@ -92,9 +90,11 @@ class Multiplier(wiring.Component):
         return self._target
 
     def elaborate(self, platform):
-        if self._target == "ecp5" and min(self._a_shape.width, self._b_shape.width) >= 2:
+        widths = (self._a_shape.width, self._b_shape.width)
+        if self._target == "ecp5" and min(widths) >= 2 and max(widths) <= _ECP5_OPERAND_BITS:
             return self._elaborate_ecp5()
-        # Generic, and on ECP5 a product with a 1-bit operand: a few LUTs, as yosys maps it.
+        # Generic; on ECP5 a product with a 1-bit operand (a few LUTs, as yosys maps it) or an
+        # operand wider than 18 bits (yosys splits it over several MULT18X18D).
         m = Module()
         a, b = Signal(self._a_shape, name="a_reg"), Signal(self._b_shape, name="b_reg")
         with m.If(self.en):
