@@ -188,12 +188,14 @@ def _requant(lanes, acc_bits):
 
 
 def _lut_multiplier_registers(w, a, product_bits):
-    """Flip-flops of one :class:`~hwgen.hw.multiplier.LutMultiplier`: the operands, the tree
-    after its first ``⌈L/2⌉`` levels (``L = ⌈log2 rows⌉``, rows = the narrower operand) and
-    the product."""
+    """Flip-flops of one :class:`~hwgen.hw.multiplier.LutMultiplier`: the operands, each adder
+    level but the last (``⌈rows / 2^l⌉`` sums of about ``other + 2^l`` bits; rows = the narrower
+    operand) and the product."""
     rows, other = sorted((w, a))
-    first = (math.ceil(math.log2(rows)) + 1) // 2 if rows > 1 else 0
-    return w + a + math.ceil(rows / (1 << first)) * (other + (1 << first)) + product_bits
+    levels = math.ceil(math.log2(rows)) if rows > 1 else 0
+    tree = sum(math.ceil(rows / (1 << level)) * (other + (1 << level))
+               for level in range(1, levels))
+    return w + a + tree + product_bits
 
 
 def _multipliers(layer, kind, pack, count, a, product_bits):

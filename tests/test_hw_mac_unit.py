@@ -115,7 +115,7 @@ def test_latency_of_each_multiplier_kind(multiplier, pack):
     last_out = monitor.times[0::1]
     assert np.diff(last_out).tolist() == [dut.cycles_per_frame] * (frames - 1)
     assert last_out[0] - last_in[0] == dut.latency
-    assert dut.latency == MacUnit(layer, 6, 4).latency + (multiplier != "dsp")
+    assert dut.latency == MacUnit(layer, 6, 4).latency + (multiplier != "dsp")   # 4 × 4 bits
 
 
 def test_illegal_packing_is_rejected():

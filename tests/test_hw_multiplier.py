@@ -72,7 +72,7 @@ def test_lut_multiplier_is_exact(widths, signs):
     dut = LutMultiplier(a_shape, b_shape)
     assert dut.p.shape() == (Multiplier(a_shape, b_shape).p.shape())
     inputs = [((dut.a, int(a)), (dut.b, int(b))) for a, b in pairs]
-    got = _enabled_products(dut, inputs, LutMultiplier.latency, rng, len(pairs))
+    got = _enabled_products(dut, inputs, dut.latency, rng, len(pairs))
     for index, product in got:
         a, b = pairs[index]
         assert product == int(a) * int(b), (index, a, b)
@@ -152,5 +152,9 @@ def test_pack_counts_follow_the_ports():
 
 def test_latencies():
     assert multiplier_latency("dsp") == 2
-    assert multiplier_latency("lut") == multiplier_latency("dsp-packed", 2) == 3
+    assert multiplier_latency("dsp-packed", 2) == 3
+    # A LUT multiplier: its operand register, then one register per adder level.
+    assert [multiplier_latency("lut", widths=(w, 9)) for w in (1, 2, 3, 4, 5, 8, 9, 16)] == \
+        [2, 2, 3, 3, 4, 4, 5, 5]
+    assert LutMultiplier(signed(16), unsigned(4)).latency == 3
     assert multiplier_latency("dsp-packed", 1) == 2

@@ -8,6 +8,7 @@ import pytest
 
 from hwgen.errors import HwgenError
 from hwgen.hw.depthwise import DepthwiseEngine
+from hwgen.hw.multiplier import multiplier_latency
 from hwgen.hw.systolic import SystolicArray
 from hw_conv_layers import (crafted_conv, expected_conv, frame_periods, random_images,
                             window_stream)
@@ -64,7 +65,8 @@ def test_systolic_multiplier_kinds(weight_bits, act_bits, act_signed, multiplier
     images = random_images(rng, layer.input, 2, (4, 4, 2))
     dut, _, _ = _simulate(layer, (rows, 6), images, seed=pack, gap=0.4, stall=0.4,
                           multiplier=multiplier, pack=pack)
-    assert dut.latency == SystolicArray(layer, rows, 6).latency + 1 - (rows - rows // pack)
+    extra = multiplier_latency(multiplier, pack, (weight_bits, act_bits)) - 2
+    assert dut.latency == SystolicArray(layer, rows, 6).latency + extra - (rows - rows // pack)
 
 
 @pytest.mark.parametrize("weight_bits,act_bits,act_signed", WIDTHS[:3])

@@ -18,7 +18,7 @@ from .stream import StreamRegister, frame_layout
 __all__ = ["DepthwiseEngine"]
 
 # Registered stages from accepting a window beat to a finished accumulator, besides the
-# multiplier's (2 for a DSP, 3 for a LUT multiplier; see :mod:`hwgen.hw.multiplier`): operand
+# multiplier's (2 for a DSP, 2–5 for a LUT multiplier; see :mod:`hwgen.hw.multiplier`): operand
 # and weight read, operand and weight register (a memory's clock-to-output time stays out of
 # the path into the multiplier), accumulate.
 _STAGES = 3
@@ -36,7 +36,7 @@ class DepthwiseEngine(wiring.Component):
     one output beat, so the output is the HWC frame in ``pe`` lanes. Each lane has its own
     multiplier and operand: there is no broadcast (and so nothing to pack). ``multiplier``
     ``"dsp"`` builds a :class:`~hwgen.hw.dsp.Multiplier` (for ``target``, latency 2), ``"lut"``
-    a :class:`~hwgen.hw.multiplier.LutMultiplier` (latency 3).
+    a :class:`~hwgen.hw.multiplier.LutMultiplier` (latency 2–5 by width).
     ``i.payload.last`` is ignored.
 
     Widths: products ``weight_bits × act_bits`` (one bit more for unsigned inputs),
@@ -62,9 +62,10 @@ class DepthwiseEngine(wiring.Component):
     cycles_per_frame : int
         ``OH·OW·(C/pe)·kh·kw``: one input beat per cycle.
     latency : int
-        ``3 + 2 + 8 + 1`` (one more with LUT multipliers): cycles from the transfer of a frame's
-        last input beat to the transfer of its last output beat, ``o`` always ready (read,
-        register the operands, accumulate; the multiplier; :class:`Requant`; the output
+        ``3 + 2 + 8 + 1`` with DSPs (LUT multipliers: their
+        :func:`~hwgen.hw.multiplier.lut_latency` instead of 2): cycles from the transfer of a
+        frame's last input beat to the transfer of its last output beat, ``o`` always ready
+        (read, register the operands, accumulate; the multiplier; :class:`Requant`; the output
         register).
 
     Members
@@ -76,6 +77,7 @@ class DepthwiseEngine(wiring.Component):
     def __init__(self, layer, pe, *, target="generic", multiplier="dsp"):
         self._target = check_target(target)
         self._kind = check_kind(multiplier, f"layer {layer.name!r}: ")
+        self._widths = (layer.weight_bits, code_shape(layer.input).width)
         if self._kind not in ("dsp", "lut"):
             raise HwgenError(f"layer {layer.name!r}: a depthwise engine's lanes share no "
                              f"operand, so it builds dsp or lut multipliers, not {multiplier!r}")
@@ -110,8 +112,8 @@ class DepthwiseEngine(wiring.Component):
 
     @property
     def latency(self):
-        return (_STAGES + multiplier_latency(self._kind) + Requant.latency
-                + StreamRegister.latency)
+        return (_STAGES + multiplier_latency(self._kind, 1, self._widths)
+                + Requant.latency + StreamRegister.latency)
 
     def _weight_words(self):
         weight = self._layer.weight[..., 0]  # (C, kh, kw)
@@ -153,8 +155,9 @@ class DepthwiseEngine(wiring.Component):
         flag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "frame_last": 1})
         read_flags, fetch_flags = (Signal(flag_layout, name=f"{stage}_flags")
                                    for stage in ("read", "fetch"))
+        latency = multiplier_latency(self._kind, 1, self._widths)
         multiplier_flags = [Signal(flag_layout, name=f"multiplier_flags{stage}")
-                            for stage in range(multiplier_latency(self._kind))]
+                            for stage in range(latency)]
         product_flags = multiplier_flags[-1]
         fetched = Signal(data.ArrayLayout(in_shape, pe))
         operands = Signal(data.ArrayLayout(in_shape, pe))

@@ -16,7 +16,8 @@ from .stream import credit_depth, double_buffer, frame_layout
 __all__ = ["MacUnit", "weight_groups"]
 
 # Registered stages from issuing an operand read to a finished accumulator, besides the adder
-# tree's and the multiplier's (2, or 3 when packed; see :mod:`hwgen.hw.multiplier`): operand
+# tree's and the multiplier's (2 for a DSP, 3 packed, 2–5 for a LUT multiplier by width;
+# see :mod:`hwgen.hw.multiplier`): operand
 # read, operand register, accumulate. The fabric operand register keeps a memory's
 # clock-to-output time (5.6 ns for an ECP5 block RAM) out of the path into the multiplier.
 _MAC_STAGES = 3
@@ -128,6 +129,7 @@ class MacUnit(wiring.Component):
         self._pe, self._simd = folding.pe, folding.simd
         self._kind, self._layout = multiplier_packing(layer, multiplier, pack, self._pe)
         self._pack = self._layout.count if self._layout else 1
+        self._widths = (layer.weight_bits, code_shape(layer.input).width)
         self._in_beats = layer.in_features // self._simd
         self._out_beats = layer.out_features // self._pe
         super().__init__({
@@ -177,7 +179,7 @@ class MacUnit(wiring.Component):
     @property
     def _result_latency(self):
         """Cycles from issuing a fold's last step to the transfer of its output beat."""
-        return (_MAC_STAGES + multiplier_latency(self._kind, self._pack)
+        return (_MAC_STAGES + multiplier_latency(self._kind, self._pack, self._widths)
                 + tree_stages(self._simd) + Requant.latency + 1)
 
     @property
@@ -230,7 +232,7 @@ class MacUnit(wiring.Component):
         read_flags, fetch_flags = (Signal(flag_layout, name=f"{stage}_flags")
                                    for stage in ("read", "fetch"))
         multiplier_flags = [Signal(flag_layout, name=f"multiplier_flags{stage}") for stage in
-                            range(multiplier_latency(self._kind, pack))]
+                            range(multiplier_latency(self._kind, pack, self._widths))]
         product_flags = multiplier_flags[-1]
         tree_flags = [Signal(flag_layout, name=f"tree_flags{level}")
                       for level in range(tree_stages(simd))]

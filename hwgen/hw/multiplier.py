@@ -11,7 +11,8 @@ from amaranth.utils import ceil_log2
 from ..packing import check_kind
 from .dsp import Multiplier, check_target
 
-__all__ = ["LutMultiplier", "PackedMultiplier", "multiplier_latency", "multiply_kind"]
+__all__ = ["LutMultiplier", "PackedMultiplier", "lut_latency", "multiplier_latency",
+           "multiply_kind"]
 
 
 class LutMultiplier(wiring.Component):
@@ -19,11 +20,13 @@ class LutMultiplier(wiring.Component):
     the narrower operand ``r`` (``r_j · x · 2^j``, an AND row; the sign bit's row is subtracted
     when ``r`` is signed), summed by a balanced tree of two-input adders.
 
-    Pipelined, latency 3 with the clock enable ``en``: a register on each operand (as in a
-    DSP: the engines share an activation between many multipliers, and without a local copy
-    that fan-out, 8 PEs × 8 rows on ECP5, cost 6 ns of routing), one on the tree after its
-    first ``⌈L/2⌉`` adder levels (``L = ⌈log2 width(r)⌉``), one on the product, so a clock
-    period holds at most ``⌈L/2⌉`` adders (one for 4-bit operands, two for 8 or 16 bits).
+    Pipelined with the clock enable ``en``: a register on each operand (as in a DSP: the
+    engines share an activation between many multipliers, and without a local copy that
+    fan-out, 8 PEs × 8 rows on ECP5, cost 6 ns of routing), then one register per adder level,
+    the last one ``p``, so a clock period holds one AND and one adder. Latency
+    :func:`lut_latency`: ``1 + max(1, ⌈log2 width(r)⌉)``, 2 for 2-bit ``r``, 3 for 3–4 bits,
+    4 for 5–8, 5 for 9–16. (Two adder levels per stage, tried first, closed at 112 MHz on
+    ECP5 at 8 × 8 bits; one level per stage runs past 150 MHz.)
 
     Widths: ``p`` has Amaranth's shape of ``a_shape × b_shape``, exact for every code.
     Cost: ``width(r) − 1`` adders of about ``width(x) + width(r)`` bits, no DSP, no memory.
@@ -36,12 +39,15 @@ class LutMultiplier(wiring.Component):
     p : Out(product shape)
     """
 
-    latency = 3
-
     def __init__(self, a_shape, b_shape):
         a, b = Signal(a_shape), Signal(b_shape)
+        self._latency = lut_latency(len(a), len(b))
         super().__init__({"a": In(a.shape()), "b": In(b.shape()), "en": In(1),
                           "p": Out((a * b).shape())})
+
+    @property
+    def latency(self):
+        return self._latency
 
     def elaborate(self, platform):
         m = Module()
@@ -54,16 +60,16 @@ class LutMultiplier(wiring.Component):
         nodes = [(Mux(rows[bit], other, 0), bit, rows.shape().signed and bit == width - 1)
                  for bit in range(width)]
         levels = ceil_log2(width)
-        first = (levels + 1) // 2
-        level = 0
-        nodes = self._levels(m, nodes, first, "sum", level)
-        registered = []
-        for index, (value, shift, negative) in enumerate(nodes):
-            held = Signal(value.shape(), name=f"stage_{index}")
-            with m.If(self.en):
-                m.d.sync += held.eq(value)
-            registered.append((held, shift, negative))
-        nodes = self._levels(m, registered, levels - first, "late", first)
+        for level in range(levels - 1):
+            registered = []
+            for index, (value, shift, negative) in self._levels(m, nodes, level):
+                held = Signal(value.shape(), name=f"stage{level}_{index}")
+                with m.If(self.en):
+                    m.d.sync += held.eq(value)
+                registered.append((held, shift, negative))
+            nodes = registered
+        if levels:
+            nodes = [node for _, node in self._levels(m, nodes, levels - 1)]
         (value, shift, negative), = nodes
         root = -value if negative else value
         with m.If(self.en):
@@ -71,30 +77,35 @@ class LutMultiplier(wiring.Component):
         return m
 
     @staticmethod
-    def _levels(m, nodes, count, name, level):
-        """``count`` adder levels over ``nodes`` (combinational; the caller registers)."""
-        for depth in range(count):
-            summed = []
-            for index in range(0, len(nodes), 2):
-                pair = nodes[index:index + 2]
-                if len(pair) == 1:
-                    summed.append(pair[0])
-                    continue
-                (low, low_shift, low_neg), (high, high_shift, high_neg) = pair
-                base = min(low_shift, high_shift)
-                low = low << (low_shift - base)
-                high = high << (high_shift - base)
-                if low_neg == high_neg:
-                    value, negative = low + high, low_neg
-                elif high_neg:
-                    value, negative = low - high, False
-                else:
-                    value, negative = high - low, False
-                node = Signal(value.shape(), name=f"{name}_l{level + depth}_{index // 2}")
-                m.d.comb += node.eq(value)
-                summed.append((node, base, negative))
-            nodes = summed
-        return nodes
+    def _levels(m, nodes, level):
+        """One adder level over ``nodes`` (combinational; the caller registers):
+        ``[(index, node)]``, pairs summed, an odd last node passed on."""
+        summed = []
+        for index in range(0, len(nodes), 2):
+            pair = nodes[index:index + 2]
+            if len(pair) == 1:
+                summed.append((index // 2, pair[0]))
+                continue
+            (low, low_shift, low_neg), (high, high_shift, high_neg) = pair
+            base = min(low_shift, high_shift)
+            low = low << (low_shift - base)
+            high = high << (high_shift - base)
+            if low_neg == high_neg:
+                value, negative = low + high, low_neg
+            elif high_neg:
+                value, negative = low - high, False
+            else:
+                value, negative = high - low, False
+            node = Signal(value.shape(), name=f"sum{level}_{index // 2}")
+            m.d.comb += node.eq(value)
+            summed.append((index // 2, (node, base, negative)))
+        return summed
+
+
+def lut_latency(a_bits, b_bits):
+    """Cycles of a :class:`LutMultiplier` of ``a_bits × b_bits``: the operand register and one
+    register per adder level over the narrower operand's rows (at least one)."""
+    return 1 + max(1, ceil_log2(min(a_bits, b_bits)))
 
 
 class PackedMultiplier(wiring.Component):
@@ -156,12 +167,17 @@ class PackedMultiplier(wiring.Component):
         return m
 
 
-def multiplier_latency(kind, pack=1):
-    """Cycles from operands to products of a multiplier of ``kind`` packing ``pack``."""
+def multiplier_latency(kind, pack=1, widths=None):
+    """Cycles from operands to products of a multiplier of ``kind`` packing ``pack``; a LUT
+    multiplier's depend on its operand ``widths`` ``(weight bits, activation bits)``."""
     check_kind(kind)
     if kind == "dsp-packed" and pack > 1:
         return PackedMultiplier.latency
-    return LutMultiplier.latency if kind == "lut" else Multiplier.latency
+    if kind == "lut":
+        if widths is None:
+            raise TypeError("a LUT multiplier's latency depends on its operand widths")
+        return lut_latency(*widths)
+    return Multiplier.latency
 
 
 def multiply_kind(m, kind, weight, activation, en, *, layout=None, target, name):

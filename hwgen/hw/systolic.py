@@ -146,6 +146,7 @@ class SystolicArray(wiring.Component):
         self._rows, self._cols = check_conv_folding(layer, rows, cols)
         self._kind, self._layout = multiplier_packing(layer, multiplier, pack, self._rows)
         self._pack = self._layout.count if self._layout else 1
+        self._widths = (layer.weight_bits, code_shape(layer.input).width)
         self._layer = layer
         self._in_beats = layer.window // self._cols
         self._folds = layer.out_channels // self._rows
@@ -192,7 +193,7 @@ class SystolicArray(wiring.Component):
     @property
     def _result_latency(self):
         """Cycles from issuing a fold's last beat to the transfer of its output beat."""
-        return (_CELL_STAGES + multiplier_latency(self._kind, self._pack)
+        return (_CELL_STAGES + multiplier_latency(self._kind, self._pack, self._widths)
                 + tree_stages(self._cols) + self._rows // self._pack - 1 + Requant.latency + 1)
 
     @property
@@ -255,7 +256,7 @@ class SystolicArray(wiring.Component):
         word_shape = signed(layout.packed_bits if layout else layer.weight_bits)
         words = weight_groups(layer.weight.reshape(layer.out_channels, -1), rows, cols, folds,
                               in_beats, pack, layout)
-        latency = multiplier_latency(self._kind, pack)
+        latency = multiplier_latency(self._kind, pack, self._widths)
         activations, address, flags = operands, step, issue_flags
         last_flags = None
         for row in range(physical):
