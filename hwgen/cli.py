@@ -18,7 +18,7 @@ from .api import load_inputs, load, simulate
 from .emit import generate
 from .errors import HwgenError
 from .hw.dsp import TARGETS
-from .plan import DEFAULT_MULTIPLIERS, make_plan
+from .plan import DEFAULT_MAX_UTILIZATION, DEFAULT_MULTIPLIERS, make_plan
 from .precision import choose_bits
 from .qgraph import QGraph
 from .quantize import DEFAULT_BITS, load_calibration, quantize
@@ -217,9 +217,11 @@ def build_parser():
     build.add_argument("--board",
                        help="size the folding for this board (see `hwgen boards`): the "
                             "fastest plan whose modelled resources fit")
-    build.add_argument("--max-utilization", default="1",
+    build.add_argument("--max-utilization", default=str(DEFAULT_MAX_UTILIZATION),
                        help="with --board: the share of each resource the plan may use, "
-                            "e.g. 0.8, 80%% or 'lut=0.7,dsp=1' (default 1)")
+                            "e.g. 0.9, 90%% or 'lut=0.7,dsp=1' (default "
+                            f"{DEFAULT_MAX_UTILIZATION:g}: the headroom place and route needs; "
+                            "resources a per-resource list leaves out get the default)")
     build.add_argument("--multiplier-kinds", metavar="KINDS",
                        help="with --board: the multiplier kinds the board search may use per "
                             "layer, from dsp, dsp-packed, lut (default all: 'dsp,dsp-packed,"

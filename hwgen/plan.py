@@ -50,9 +50,15 @@ from .packing import DEFAULT_PORTS, DSP_PORTS, check_kind, max_pack, packing
 from .reference import Rounding
 
 __all__ = ["Folding", "LayerPlan", "Plan", "make_plan", "parse_folding", "legal_folding",
-           "divisors", "ENGINES", "KINDS", "multiplier_packing", "choose_pack"]
+           "divisors", "ENGINES", "KINDS", "multiplier_packing", "choose_pack",
+           "DEFAULT_MAX_UTILIZATION"]
 
 DEFAULT_MULTIPLIERS = 32
+
+# The share of each resource a board plan may use by default: place and route needs headroom
+# (a digits CNN sized to 150 of 156 MULT18X18D closed at 110 MHz on ULX3S, its DSP outputs
+# routed across the die). ``max_utilization`` overrides it.
+DEFAULT_MAX_UTILIZATION = 0.8
 
 # Engines each op can run on; the first is the default.
 ENGINES = {
@@ -498,15 +504,16 @@ def _in_lanes_options(layer, engine):
     return lambda folding: divisors(layer.in_shape[2])
 
 
-def make_plan(qgraph, folding=None, *, multipliers=None, board=None, max_utilization=1.0,
-              multiplier_kinds=None, progress=None):
+def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
+              max_utilization=DEFAULT_MAX_UTILIZATION, multiplier_kinds=None, progress=None):
     """Plan ``qgraph``: user ``folding`` (see :func:`parse_folding`; an engine may be pinned as
     ``"systolic:6x5"``, and its multiplier kind as ``"systolic:6x5:lut"``) where given; the
     other layers follow the default rule sized so that the layer with the most MACs has about
     ``multipliers`` (default 32) multipliers, or, with a ``board`` (a name or
     :class:`~hwgen.board.Board`), the fastest plan whose modelled resources fit within
-    ``max_utilization`` (a fraction, or a dict per resource ``lut``/``ff``/``dsp``/``bram``)
-    of the board's (see the module doc).
+    ``max_utilization`` (a fraction, or a dict per resource ``lut``/``ff``/``dsp``/``bram``;
+    default :data:`DEFAULT_MAX_UTILIZATION` of each, the headroom place and route needs) of
+    the board's (see the module doc).
 
     Multiplier kinds: the default rule builds ``"dsp"`` multipliers; the board search picks,
     per layer, the folding and the kind among ``multiplier_kinds`` (default: every kind the
@@ -632,7 +639,8 @@ def _limits(board, max_utilization):
         if unknown:
             raise HwgenError(f"max_utilization names {', '.join(sorted(unknown))}; the "
                              f"resources are {', '.join(board.capacity)}")
-        fractions = {resource: max_utilization.get(resource, 1.0) for resource in board.capacity}
+        fractions = {resource: max_utilization.get(resource, DEFAULT_MAX_UTILIZATION)
+                     for resource in board.capacity}
     else:
         fractions = dict.fromkeys(board.capacity, float(max_utilization))
     for resource, fraction in fractions.items():

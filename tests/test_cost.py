@@ -108,7 +108,7 @@ def _brute_force_interval(qgraph, board, kinds=None):
 def test_board_folding_is_the_fastest_that_fits(dsps, kinds):
     qgraph = _mlp(sizes=(8, 6, 4), bits="w4a4")
     board = _board(dsps=dsps, luts=3000)
-    plan = make_plan(qgraph, board=board, multiplier_kinds=kinds)
+    plan = make_plan(qgraph, board=board, multiplier_kinds=kinds, max_utilization=1)
     cost = plan.cost()
     assert cost.fits and plan.board is board
     assert plan.initiation_interval == _brute_force_interval(qgraph, board, kinds)
@@ -135,7 +135,7 @@ def test_board_folding_keeps_pins_and_reports_overflow():
     assert plan.initiation_interval == plan["fc1"].cycles      # the pin sets the pace
     with pytest.raises(HwgenError, match=r"does not fit tiny even at its smallest folding: "
                                          r"DSP needs 6, the limit is 5 \(1 over\)"):
-        make_plan(qgraph, board=_board(dsps=5), multiplier_kinds="dsp")
+        make_plan(qgraph, board=_board(dsps=5), multiplier_kinds="dsp", max_utilization=1)
     with pytest.raises(HwgenError, match="not both"):
         make_plan(qgraph, multipliers=8, board="ulx3s_85f")
 
