@@ -7,6 +7,7 @@ simulation finds mismatches.
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from .errors import HwgenError
 from .hw.dsp import TARGETS
 from .plan import DEFAULT_MAX_UTILIZATION, DEFAULT_MULTIPLIERS, make_plan
 from .precision import choose_bits
+from .precision_board import choose_bits_for_board
 from .qgraph import QGraph
 from .quantize import DEFAULT_BITS, load_calibration, quantize
 
@@ -44,9 +46,47 @@ def _check_auto(args):
         if (args.max_accuracy_drop is None) == (args.budget is None):
             raise HwgenError("--bits auto needs exactly one of --max-accuracy-drop POINTS and "
                              "--budget SPEC")
-    elif args.max_accuracy_drop is not None or args.budget is not None or args.eval:
-        raise HwgenError("--max-accuracy-drop, --budget and --eval choose the bits: use them "
-                         "with --bits auto")
+    elif (args.max_accuracy_drop is not None or args.budget is not None or args.eval
+          or args.objective != "bops"):
+        raise HwgenError("--max-accuracy-drop, --budget, --objective and --eval choose the "
+                         "bits: use them with --bits auto")
+    if args.objective == "fps" and not args.board:
+        raise HwgenError("--objective fps scores bits by the frames/s of the plan sized for a "
+                         "board: give --board")
+
+
+_FPS = re.compile(r"fps\s*=\s*(\d+(?:\.\d*)?)\s*([kKmM]?)")
+
+
+def _fps_budget(budget):
+    """The frames/s of a ``--budget fps=20000`` (``k``/``M`` suffixes), or ``None``."""
+    match = _FPS.fullmatch((budget or "").strip())
+    if not match:
+        if (budget or "").strip().lower().startswith("fps"):
+            raise HwgenError(f"--budget {budget!r}: a frames/s budget looks like 'fps=20000' "
+                             "or 'fps=1.5M'")
+        return None
+    return float(match[1]) * {"": 1, "k": 1e3, "m": 1e6}[match[2].lower()]
+
+
+def _choose(args, graph, calibration, options):
+    """``--bits auto``: by bit-operations (``choose_bits``), or, with ``--budget fps=N`` or
+    ``--objective fps``, by the frames/s of the plan sized for ``--board``."""
+    scored = args.eval or args.calib
+    data = load_calibration(scored, what="evaluation data")
+    min_fps = _fps_budget(args.budget)
+    if min_fps is None and args.objective != "fps":
+        return choose_bits(graph, data, _labels(scored), calibration=calibration,
+                           max_accuracy_drop=args.max_accuracy_drop, budget=args.budget,
+                           progress=_progress, **options)
+    if not args.board:
+        raise HwgenError("--budget fps=N scores bits by the frames/s of the plan sized for a "
+                         "board: give --board")
+    return choose_bits_for_board(
+        graph, data, _labels(scored), calibration=calibration, board=args.board,
+        min_fps=min_fps, max_accuracy_drop=None if min_fps else args.max_accuracy_drop,
+        max_utilization=_utilization(args.max_utilization),
+        multiplier_kinds=args.multiplier_kinds, progress=_progress, **options)
 
 
 def cmd_build(args):
@@ -72,11 +112,7 @@ def cmd_build(args):
                        weight_granularity=args.weight_scale)
         bits = args.bits
         if bits == "auto":
-            scored = args.eval or args.calib
-            choice = choose_bits(graph, load_calibration(scored, what="evaluation data"),
-                                 _labels(scored), calibration=calibration,
-                                 max_accuracy_drop=args.max_accuracy_drop, budget=args.budget,
-                                 progress=_progress, **options)
+            choice = _choose(args, graph, calibration, options)
             print(choice)
             bits = choice.bits
         qgraph = quantize(graph, calibration, bits, **options)
@@ -205,7 +241,11 @@ def build_parser():
                             "ranges")
     build.add_argument("--budget", metavar="SPEC",
                        help="--bits auto: the best accuracy within a cost, e.g. 'bops=40%%', "
-                            "'bops=1.2M', 'weights=16KiB', 'weight_bits=100000'")
+                            "'bops=1.2M', 'weights=16KiB', 'weight_bits=100000', or with "
+                            "--board 'fps=20000' (frames/s of the plan sized for the board)")
+    build.add_argument("--objective", choices=["bops", "fps"], default="bops",
+                       help="--bits auto --max-accuracy-drop: minimize bit-operations "
+                            "(default) or maximize the frames/s of the plan sized for --board")
     build.add_argument("--output-bits", type=int, default=8,
                        help="bits of the last layer's output codes (default 8)")
     build.add_argument("--folding",

@@ -1,0 +1,200 @@
+"""Bits for the hardware: per-layer bit widths chosen by what the board realizes, the frames/s
+of the plan sized for it, rather than by bit-operations.
+
+:func:`hwgen.choose_bits` trades accuracy against bit-operations, a count the hardware only
+follows loosely: an engine's cost depends on its multiplier kind, its folding's divisors and
+the board's DSP ports. Here every candidate is *planned* (``make_plan(board=...)``, the same
+search ``hwgen build --board`` runs) and scored by its initiation interval:
+
+1. The per-layer sensitivity and the knapsack front of :mod:`hwgen.precision` give the
+   least-noise bits at every bit-operation cost, cheapest first.
+2. Up to ``samples`` front points, evenly spread, are quantized and planned for the board
+   (no simulation); a bisection between the evaluated points then finds the edge of what
+   reaches ``min_fps``.
+3. ``min_fps``: the least-noise point that reaches it is measured with the integer reference.
+   ``max_accuracy_drop``: points are measured fastest first until one loses at most that many
+   points against the float model (at most ``rounds`` measurements).
+
+Bit-operations stay a reported figure (:class:`~hwgen.precision.BitChoice`); ``plan`` holds the
+chosen bits' sized plan and ``frames_per_second`` its rate at the board's target clock.
+"""
+
+import dataclasses
+import math
+import time
+
+from .board import get_board
+from .errors import HwgenError
+from .plan import DEFAULT_MAX_UTILIZATION, make_plan
+from .precision import (DEFAULT_CHOICES, DEFAULT_ROUNDS, _changes, _choice, _knapsack,
+                        _measure_point, _start)
+
+__all__ = ["BoardBitChoice", "choose_bits_for_board", "DEFAULT_SAMPLES"]
+
+DEFAULT_SAMPLES = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class BoardBitChoice:
+    """A :class:`~hwgen.precision.BitChoice` (``choice``) with the plan its bits get on the
+    board and that plan's frames/s; ``planned`` counts the candidates planned."""
+
+    choice: object
+    plan: object
+    frames_per_second: float
+    planned: int
+
+    def __getattr__(self, name):
+        # The bit choice's fields (bits, accuracy, bit_ops, ...) read through.
+        if name.startswith("_") or name in ("choice", "plan"):
+            raise AttributeError(name)
+        return getattr(self.choice, name)
+
+    def table(self):
+        cost = self.plan.cost()
+        return (self.choice.table() + f"\n  on {self.plan.board.name}: II "
+                f"{self.plan.initiation_interval} cycles, {self.frames_per_second:,.0f} "
+                f"frames/s at {self.plan.board.target_mhz:g} MHz; DSP {cost.totals['dsp']}/"
+                f"{cost.capacity['dsp']}, LUT {cost.totals['lut']}/{cost.capacity['lut']} "
+                f"({self.planned} candidates planned)")
+
+    __repr__ = table
+
+    def to_json(self):
+        data = self.choice.to_json()
+        data.update(board=self.plan.board.name, frames_per_second=self.frames_per_second,
+                    initiation_interval=self.plan.initiation_interval, planned=self.planned)
+        return data
+
+
+class _Planner:
+    """Plans front points for the board, once each: ``rate(index)`` is the frames/s of the
+    point's sized plan, 0 where nothing fits."""
+
+    def __init__(self, evaluator, sensitivity, front, board, plan_options, say):
+        self.evaluator, self.sensitivity, self.front = evaluator, sensitivity, front
+        self.board, self.plan_options, self.say = board, plan_options, say
+        self.plans = {}
+
+    def bits(self, index):
+        return self.evaluator.config(_changes(self.sensitivity, self.front.picks(index)))
+
+    def rate(self, index):
+        if index not in self.plans:
+            qgraph = self.evaluator._quantize(self.bits(index))
+            try:
+                plan = make_plan(qgraph, board=self.board, **self.plan_options)
+            except HwgenError:
+                plan = None
+            self.plans[index] = plan
+            rate = self._rate(plan)
+            self.say(f"front point {index + 1}/{len(self.front)} "
+                     f"({int(self.front.cost[index]):,} bit-ops): "
+                     + (f"{rate:,.0f} frames/s" if plan else "does not fit"))
+        return self._rate(self.plans[index])
+
+    def _rate(self, plan):
+        if plan is None:
+            return 0.0
+        return self.board.target_mhz * 1e6 / plan.initiation_interval
+
+
+def _spread(length, samples):
+    """Up to ``samples`` indices over ``range(length)``, evenly spread, both ends included."""
+    if length <= samples:
+        return list(range(length))
+    return sorted({round(k * (length - 1) / (samples - 1)) for k in range(samples)})
+
+
+def _edge(planner, indices, min_fps):
+    """The highest front index (least noise) whose plan reaches ``min_fps``: the highest
+    evaluated one, then a bisection towards the next evaluated index that misses."""
+    reaching = [index for index in indices if planner.rate(index) >= min_fps]
+    if not reaching:
+        return None
+    low = max(reaching)
+    higher = [index for index in indices if index > low]
+    high = min(higher) if higher else low
+    while high - low > 1:
+        middle = (low + high) // 2
+        if planner.rate(middle) >= min_fps:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def choose_bits_for_board(graph, x, y=None, *, board, min_fps=None, max_accuracy_drop=None,
+                          calibration=None, weight_choices=DEFAULT_CHOICES,
+                          act_choices=DEFAULT_CHOICES, base_bits=8, output_bits=8,
+                          calibration_method="minmax", percentile=99.99,
+                          weight_granularity="channel", metric="auto", tolerance=0.05,
+                          rounds=DEFAULT_ROUNDS, samples=DEFAULT_SAMPLES,
+                          max_utilization=DEFAULT_MAX_UTILIZATION, multiplier_kinds=None,
+                          progress=None):
+    """Per-layer bits scored by the frames/s of the plan sized for ``board`` (see the module
+    doc): the best accuracy that reaches ``min_fps`` frames/s, or the most frames/s within
+    ``max_accuracy_drop`` points of the float model. Exactly one of the two.
+
+    ``max_utilization`` and ``multiplier_kinds`` are passed to :func:`hwgen.make_plan`;
+    ``samples`` front points are planned before the bisection; the other parameters are
+    :func:`hwgen.choose_bits`'s. Returns a :class:`BoardBitChoice`; raises
+    :class:`HwgenError` when no candidate reaches ``min_fps`` (naming the fastest found) or
+    none of the measured ones keeps within ``max_accuracy_drop``.
+    """
+    started = time.perf_counter()
+    board = get_board(board)
+    if (min_fps is None) == (max_accuracy_drop is None):
+        raise HwgenError("give exactly one of min_fps (frames/s on the board) and "
+                         "max_accuracy_drop (points)")
+    if min_fps is not None and not (isinstance(min_fps, (int, float)) and min_fps > 0
+                                    and math.isfinite(min_fps)):
+        raise HwgenError(f"min_fps must be a positive number of frames/s, not {min_fps!r}")
+    if samples < 2:
+        raise HwgenError(f"samples must be at least 2, not {samples!r}")
+    evaluator, sensitivity, say = _start(
+        graph, x, y, calibration, progress, weight_choices, act_choices, base_bits, output_bits,
+        calibration_method, percentile, weight_granularity, metric, tolerance)
+    front = _knapsack(sensitivity, "bops")
+    planner = _Planner(evaluator, sensitivity, front, board,
+                       {"max_utilization": max_utilization,
+                        "multiplier_kinds": multiplier_kinds}, say)
+    indices = _spread(len(front), samples)
+    if min_fps is not None:
+        index = _edge(planner, indices, min_fps)
+        if index is None:
+            fastest = max(planner.rate(i) for i in indices)
+            raise HwgenError(
+                f"no bit choice of {graph.name} reaches {min_fps:,.0f} frames/s on "
+                f"{board.name}: the fastest planned reaches {fastest:,.0f} (at "
+                f"{board.target_mhz:g} MHz); lower the target, allow lower bit widths "
+                f"({', '.join(map(str, weight_choices))} now) or pick a larger board")
+        answer = _measure_point(evaluator, sensitivity, front, index)
+        objective = (f"at least {min_fps:,.0f} frames/s on {board.name} "
+                     f"({planner.rate(index):,.0f} reached), best accuracy")
+        measured = 1
+    else:
+        max_lost = math.floor(max_accuracy_drop * sensitivity.samples / 100 + 1e-9)
+        candidates = sorted((i for i in indices if planner.rate(i) > 0),
+                            key=lambda i: (-planner.rate(i), -i))
+        answer, measured = None, 0
+        for index in candidates[:rounds]:
+            trial = _measure_point(evaluator, sensitivity, front, index)
+            measured += 1
+            lost = sensitivity.float_correct - trial.measurement.correct
+            say(f"front point {index + 1}: {planner.rate(index):,.0f} frames/s, "
+                f"{evaluator.percent(trial.measurement.correct):.2f} %, "
+                f"{'meets' if lost <= max_lost else 'misses'} the limit")
+            if lost <= max_lost:
+                answer = trial
+                break
+        if answer is None:
+            raise HwgenError(
+                f"none of the {measured} fastest bit choices planned for {board.name} keeps "
+                f"within {max_accuracy_drop:g} points of the float model; allow a larger drop, "
+                "more rounds, or higher bit widths")
+        objective = (f"at most {max_accuracy_drop:g} points below float, most frames/s on "
+                     f"{board.name} ({planner.rate(index):,.0f})")
+    choice = _choice(evaluator, sensitivity, answer, objective, measured, started)
+    plan = planner.plans[index]
+    return BoardBitChoice(choice, plan, planner.rate(index), len(planner.plans))
