@@ -688,10 +688,12 @@ def _achievable_cycles(catalog, pinned):
 
 def _select(catalog, target, limits):
     """The layers' plans within ``target`` cycles whose summed modelled resources fit
-    ``limits`` and use the smallest sum of per-resource fractions, or ``None`` if no choice
-    fits. An exact 0/1 program (:func:`scipy.optimize.milp`): one binary per layer and
-    option, one option per layer, one capacity row per resource. FIFOs are not in the sum;
-    the caller checks the whole plan."""
+    ``limits`` and leave the most headroom: the smallest largest share of any resource's
+    limit, then the smallest sum of shares (so DSPs and LUTs fill evenly, as place and route
+    prefers, rather than one of them to the brim); ``None`` if no choice fits. An exact mixed
+    0/1 program (:func:`scipy.optimize.milp`): one binary per layer and option, one option per
+    layer, one capacity row per resource, and the largest share ``t`` bounding every
+    resource's share. FIFOs are not in the sum; the caller checks the whole plan."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     from .cost import RESOURCES
@@ -702,20 +704,28 @@ def _select(catalog, target, limits):
         return None
     count = sum(len(options) for options in choices)
     usable = [resource for resource in RESOURCES if limits[resource] > 0]
-    objective = np.zeros(count)
-    pick = np.zeros((len(choices), count))
-    use = np.zeros((len(RESOURCES), count))
+    # Columns: the options' binaries, then t.
+    objective = np.zeros(count + 1)
+    pick = np.zeros((len(choices), count + 1))
+    use = np.zeros((len(RESOURCES), count + 1))
+    share = np.zeros((len(usable), count + 1))
     column = 0
     for row, options in enumerate(choices):
         for option, cost in options:
             pick[row, column] = 1
             use[:, column] = [cost[resource] for resource in RESOURCES]
-            objective[column] = sum(cost[resource] / limits[resource] for resource in usable)
+            share[:, column] = [cost[resource] / limits[resource] for resource in usable]
+            objective[column] = _SUM_WEIGHT * sum(share[:, column])
             column += 1
+    objective[count] = 1.0
+    share[:, count] = -1.0
     constraints = [LinearConstraint(pick, 1, 1),
-                   LinearConstraint(use, -np.inf, [limits[r] for r in RESOURCES])]
-    result = milp(objective, constraints=constraints, integrality=np.ones(count),
-                  bounds=Bounds(0, 1))
+                   LinearConstraint(use, -np.inf, [limits[r] for r in RESOURCES]),
+                   LinearConstraint(share, -np.inf, 0)]
+    integrality = np.ones(count + 1)
+    integrality[count] = 0
+    result = milp(objective, constraints=constraints, integrality=integrality,
+                  bounds=Bounds(0, [1] * count + [np.inf]))
     if result.x is None:
         return None
     chosen, column = [], 0
@@ -724,6 +734,10 @@ def _select(catalog, target, limits):
         chosen.append(options[int(np.argmax(values))][0])
         column += len(options)
     return tuple(chosen)
+
+
+# The weight of the summed shares beside the largest share in _select's objective: a tie-break.
+_SUM_WEIGHT = 1e-3
 
 
 _FIFO_ROUNDS = 4
