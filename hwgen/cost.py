@@ -188,9 +188,9 @@ def _requant(lanes, acc_bits):
 
 
 def _lut_multiplier_registers(w, a, product_bits):
-    """Flip-flops of one :class:`~hwgen.hw.multiplier.LutMultiplier`: the operands, each adder
-    level but the last (``⌈rows / 2^l⌉`` sums of about ``other + 2^l`` bits; rows = the narrower
-    operand) and the product."""
+    """Flip-flops of one :class:`~hwgen.hw.multiplier.LutMultiplier`: the operands, the sums
+    after every adder level but the last (``⌈rows / 2^l⌉`` sums of about ``other + 2^l`` bits;
+    rows = the narrower operand) and the product."""
     rows, other = sorted((w, a))
     levels = math.ceil(math.log2(rows)) if rows > 1 else 0
     tree = sum(math.ceil(rows / (1 << level)) * (other + (1 << level))
