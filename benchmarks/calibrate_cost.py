@@ -84,7 +84,9 @@ def plan_of(folder):
     """The design's plan, rebuilt from its manifest and quantized graph."""
     manifest, qgraph, _ = load_design(folder)
     layers = tuple(LayerPlan(qgraph[entry["name"]], entry["engine"],
-                             Folding(entry["pe"], entry["simd"]), entry["in_lanes"])
+                             Folding(entry["pe"], entry["simd"]), entry["in_lanes"],
+                             entry.get("multiplier_kind") or "dsp",
+                             entry.get("products_per_dsp", 1))
                    for entry in manifest["layers"])
     return Plan(qgraph, layers)
 

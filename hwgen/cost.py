@@ -91,7 +91,7 @@ FAMILY_MODELS = {
                         ff={"layer": 0.0, "adder_bits": 0.0, "requant_bits": 8.897,
                             "lut_multiplier_bits": 0.0, "logic_memory_bits": 0.1648,
                             "register_bits": 0.6405},
-                        lut_array=2.091),
+                        lut_array=2.116),
     "ice40": FamilyModel(16, 16, 2, 11, _SB_RAM40, 8, 64,
                          lut={"layer": 124.7, "adder_bits": 0.0, "requant_bits": 5.989,
                               "lut_multiplier_bits": 0.7026, "logic_memory_bits": 0.1004,
@@ -99,7 +99,7 @@ FAMILY_MODELS = {
                          ff={"layer": 0.0, "adder_bits": 0.0, "requant_bits": 9.419,
                              "lut_multiplier_bits": 0.0, "logic_memory_bits": 0.0299,
                              "register_bits": 0.9465},
-                         lut_array=2.027),
+                         lut_array=2.036),
     "xc7": FamilyModel(25, 18, 2, 9, _RAMB36, 128, 8192,
                        lut={"layer": 290.5, "adder_bits": 0.0, "requant_bits": 0.0,
                             "lut_multiplier_bits": 0.1168, "logic_memory_bits": 0.0183,
@@ -107,7 +107,7 @@ FAMILY_MODELS = {
                        ff={"layer": 172.1, "adder_bits": 2.023, "requant_bits": 5.467,
                            "lut_multiplier_bits": 0.3585, "logic_memory_bits": 0.0,
                            "register_bits": 0.0},
-                       lut_array=1.609),
+                       lut_array=1.454),
 }
 FAMILY_MODELS["xcup"] = dataclasses.replace(FAMILY_MODELS["xc7"], dsp_a=27)
 

@@ -1,0 +1,1 @@
+"""Hand-written Verilog that hwgen ships (simulation models of vendor primitives)."""
