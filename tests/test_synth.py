@@ -269,14 +269,16 @@ def test_ecp5_target_keeps_the_products_registered_in_the_dsps(tmp_path):
 
 
 @pytest.mark.slow
-def test_ecp5_synthesis_of_the_digits_mlp(tmp_path):
-    """yosys's ECP5 flow (abc9) fails an assertion on some registers of array shape (their
-    element names clash with its bit names); the digits MLP at 32 multipliers, double-buffered
-    with a registered write port, once did. It must synthesize."""
+@pytest.mark.parametrize("bits, multipliers", [("w8a8", 32), ("w2a4", 128)])
+def test_ecp5_synthesis_of_the_digits_mlp(tmp_path, bits, multipliers):
+    """yosys's ECP5 flow (abc9) fails assertions on some register patterns: array-shaped
+    registers (their element names clash with its bit names), and registers in front of a
+    LUT RAM's write port; the digits MLP once hit each (double-buffered inputs with a
+    registered write port). It must synthesize."""
     calib = np.load(ROOT / "examples" / "digits_mlp" / "calib.npz")
     qgraph = hwgen.quantize(hwgen.load(ROOT / "examples" / "digits_mlp" / "digits_mlp.onnx"),
-                            calib["x"], "w8a8")
-    plan = hwgen.make_plan(qgraph, multipliers=32)
+                            calib["x"], bits)
+    plan = hwgen.make_plan(qgraph, multipliers=multipliers)
     assert any(layer.engine == "mac" and layer.layer.out_features > layer.pe
                and layer.layer.in_features >= 2 * layer.simd for layer in plan.layers)
     out = hwgen.generate(plan, calib["x"], frames=2).write(tmp_path / "mlp")

@@ -187,12 +187,11 @@ def double_buffer(m, i, shape, lanes, beats, en, beat, done, issue, operands):
     engine asserts ``done`` in the cycle it issues the last step of a vector, which frees the
     bank.
 
-    With two or more beats the RAM's write port is registered: its enable fans out to every
-    LUT-RAM cell of the buffer, and driven straight from the handshake it was the critical
-    path (8.4 ns of routing on ECP5 beside 64 LUT multipliers). A write then lands a cycle
-    after its transfer, which is still before the reader reaches that word: a vector's last
-    word is written one cycle after ``issue`` can rise, and read ``beats − 1 ≥ 1`` cycles
-    after the vector's first.
+    The write port is driven straight from the handshake. Its enable fans out to every LUT-RAM
+    cell of the buffer, which can be the critical path (8.4 ns of routing on ECP5 beside 64
+    LUT multipliers); a registered write port (one cycle later, still before the reader
+    reaches the word) removed it, but made yosys's ECP5 abc9 fail an assertion on some designs
+    (the digits MLP at w2a4), so it is not used.
     """
     buffer = memory.Memory(shape=data.ArrayLayout(shape, lanes), depth=2 * beats, init=[])
     m.submodules.buffer = buffer
@@ -200,21 +199,12 @@ def double_buffer(m, i, shape, lanes, beats, en, beat, done, issue, operands):
     full_banks = Signal(range(3))  # banks holding a whole vector not yet computed
     write_bank, write_beat, read_bank = Signal(), Signal(range(beats)), Signal()
     filled, released, accepted = Signal(), Signal(), Signal()
-    address = Mux(write_bank, beats + write_beat, write_beat)
-    m.d.comb += accepted.eq(i.valid & i.ready)
-    if beats >= 2:
-        # Plain-bits registers: an array-shaped register makes yosys's ECP5 abc9 fail an
-        # assertion (the element names it gets, ``data[0]``, clash with its bit names).
-        write_addr = Signal.like(write.addr, name="write_addr")
-        write_data = Signal(len(write.data.as_value()), name="write_data")
-        write_en = Signal(name="write_en")
-        m.d.sync += [write_addr.eq(address), write_data.eq(i.payload.data),
-                     write_en.eq(accepted)]
-        m.d.comb += [write.addr.eq(write_addr), write.data.eq(write_data),
-                     write.en.eq(write_en)]
-    else:
-        m.d.comb += [write.addr.eq(address), write.data.eq(i.payload.data),
-                     write.en.eq(accepted)]
+    m.d.comb += [
+        accepted.eq(i.valid & i.ready),
+        write.addr.eq(Mux(write_bank, beats + write_beat, write_beat)),
+        write.data.eq(i.payload.data),
+        write.en.eq(accepted),
+    ]
     m.d.comb += [
         i.ready.eq(full_banks != 2),
         filled.eq(accepted & (write_beat == beats - 1)),
