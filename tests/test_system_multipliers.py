@@ -66,7 +66,7 @@ def _packed_plan(board, fc1_kind, pe=(6, 6)):
     graph.dense(x, rng.normal(size=(6, 12)), rng.normal(size=6), name="fc1")
     qgraph = hwgen.quantize(graph, rng.normal(size=(40, 16)), "w4a4")
     pins = {"fc0": f"{pe[0]}x4:dsp-packed", "fc1": f"{pe[1]}x2:{fc1_kind}"}
-    return hwgen.make_plan(qgraph, pins, board=board)
+    return hwgen.make_plan(qgraph, pins, board=board, max_utilization=1)
 
 
 # The input is signed w4a4: three products fit 18×18 (ECP5) and 25×18 (DSP48E1), two the
