@@ -27,13 +27,19 @@ rejected with the legal values, never replaced. The default rule balances the pi
 layer with the most MACs gets about ``multipliers`` multipliers, and every other layer the
 fewest resources that keep it no slower.
 
-With a ``board``, the rule instead maximizes throughput on that board: it tries the achievable
-initiation intervals from the shortest up, sizes every unpinned layer as the cheapest folding
-that meets the interval, and keeps the first plan whose modelled resources
-(:func:`hwgen.cost.estimate`) fit within ``max_utilization`` of every resource of the board.
-The result is exact for the resource model: no shorter interval has a fitting plan under the
-rule. A model that does not fit even at its smallest folding is an error naming the resources
-that run out and by how much.
+Each MAC unit, systolic array and depthwise engine also has a multiplier kind (:data:`KINDS`,
+see :mod:`hwgen.packing`): ``dsp`` (the default rule's), ``dsp-packed`` (``pack`` products
+sharing an activation per DSP; MAC units and systolic arrays) or ``lut``; a pin may name it
+(``"systolic:6x5:lut"``).
+
+With a ``board``, the rule instead maximizes throughput on that board: it searches the
+achievable initiation intervals (a binary search; feasibility grows with the interval), lets
+every unpinned layer take any folding and multiplier kind that meets the interval, and keeps
+the choice whose modelled resources (:func:`hwgen.cost.estimate`) fit within
+``max_utilization`` (default :data:`DEFAULT_MAX_UTILIZATION`) of every resource of the board
+and leave the most headroom. The result is exact for the resource model: no shorter interval
+has a fitting plan. A model that does not fit even at its smallest folding is an error naming
+the resources that run out and by how much.
 """
 
 import dataclasses
