@@ -752,9 +752,11 @@ _FIFO_ROUNDS = 4
 def _fit_with_fifos(qgraph, catalog, target, limits, chosen, board):
     """The plan of ``chosen`` (layer plans within ``target``) if it fits ``limits`` with its
     FIFOs; else the selection redone with the FIFOs' resources held back from the limits, a
-    few rounds (the FIFOs depend on the lanes chosen); ``None`` if none fits."""
+    few rounds (the FIFOs depend on the lanes chosen, so each round holds back the most any
+    earlier selection's FIFOs took, which cannot oscillate); ``None`` if none fits."""
     from .cost import RESOURCES, estimate, layer_cost
 
+    reserve = dict.fromkeys(RESOURCES, 0)
     for _ in range(_FIFO_ROUNDS):
         if chosen is None:
             return None
@@ -763,9 +765,10 @@ def _fit_with_fifos(qgraph, catalog, target, limits, chosen, board):
         if all(totals[resource] <= limits[resource] for resource in limits):
             return plan
         layers = [layer_cost(option, board) for option in chosen]
-        fifos = {resource: totals[resource] - sum(cost[resource] for cost in layers)
-                 for resource in RESOURCES}
-        chosen = _select(catalog, target, {resource: limits[resource] - max(fifos[resource], 0)
+        for resource in RESOURCES:
+            fifos = totals[resource] - sum(cost[resource] for cost in layers)
+            reserve[resource] = max(reserve[resource], fifos)
+        chosen = _select(catalog, target, {resource: limits[resource] - reserve[resource]
                                            for resource in limits})
     return None
 
