@@ -153,37 +153,24 @@ class LaneConverter(wiring.Component):
         count = Signal(range(capacity + 1))   # elements held
         kept = Signal(range(capacity + 1))    # elements held after this cycle's output
         beat = Signal(range(self._frame_length // out_lanes))
-        take, accept = Signal(), Signal()
+        take = self.o.valid & self.o.ready
+        accept = self.i.valid & self.i.ready
         m.d.comb += [
             self.o.valid.eq(count >= out_lanes),
-            take.eq(self.o.valid & self.o.ready),
-            accept.eq(self.i.valid & self.i.ready),
             self.o.payload.data.eq(buffer.as_value()[:len(self.o.payload.data.as_value())]),
             self.o.payload.last.eq(beat == self._frame_length // out_lanes - 1),
             kept.eq(count - Mux(take, out_lanes, 0)),
-            # Both outcomes of ``take`` are worked out from the register ``count`` alone and
-            # ``take`` only picks one: the downstream ``ready`` then reaches the buffer's
-            # enables through a multiplexer, not through a subtraction and comparisons (the
-            # chain was the critical path of a large design on ECP5).
-            self.i.ready.eq(Mux(take, count + in_lanes - out_lanes <= capacity,
-                                count + in_lanes <= capacity)),
+            self.i.ready.eq(kept + in_lanes <= capacity),
         ]
         with m.If(take):
             m.d.sync += beat.eq(Mux(self.o.payload.last, 0, beat + 1))
         m.d.sync += count.eq(kept + Mux(accept, in_lanes, 0))
-        index_bits = ceil_log2(in_lanes)
         for lane in range(capacity):
-            # After the shift, lane ``lane`` holds an older element or input lane lane − kept,
-            # kept = count − out_lanes when an output beat leaves, count when none does.
-            hits, values = [], []
-            for case, held in (("take", count - out_lanes), ("hold", count)):
-                offset = Signal(range(-capacity - out_lanes, capacity + out_lanes + 1),
-                                name=f"offset{lane}_{case}")
-                m.d.comb += offset.eq(lane - held)
-                hits.append((offset >= 0) & (offset < in_lanes))
-                values.append(self.i.payload.data[offset[:index_bits]])
-            with m.If(accept & Mux(take, *hits)):
-                m.d.sync += buffer[lane].eq(Mux(take, *values))
+            # After the shift, lane ``lane`` holds an older element or input lane lane − kept.
+            offset = Signal(range(-capacity, capacity + 1), name=f"offset{lane}")
+            m.d.comb += offset.eq(lane - kept)
+            with m.If(accept & (offset >= 0) & (offset < in_lanes)):
+                m.d.sync += buffer[lane].eq(self.i.payload.data[offset[:ceil_log2(in_lanes)]])
             if lane + out_lanes < capacity:
                 with m.Elif(take):
                     m.d.sync += buffer[lane].eq(buffer[lane + out_lanes])
