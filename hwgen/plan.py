@@ -32,14 +32,14 @@ see :mod:`hwgen.packing`): ``dsp`` (the default rule's), ``dsp-packed`` (``pack`
 sharing an activation per DSP; MAC units and systolic arrays) or ``lut``; a pin may name it
 (``"systolic:6x5:lut"``).
 
-With a ``board``, the rule instead maximizes throughput on that board: it searches the
-achievable initiation intervals (a binary search; feasibility grows with the interval), lets
-every unpinned layer take any folding and multiplier kind that meets the interval, and keeps
-the choice whose modelled resources (:func:`hwgen.cost.estimate`) fit within
-``max_utilization`` (default :data:`DEFAULT_MAX_UTILIZATION`) of every resource of the board
-and leave the most headroom. The result is exact for the resource model: no shorter interval
-has a fitting plan. A model that does not fit even at its smallest folding is an error naming
-the resources that run out and by how much.
+With a ``board``, the rule instead maximizes throughput on that board (:mod:`hwgen.plan_board`):
+it searches the achievable initiation intervals (a binary search; feasibility grows with the
+interval), lets every unpinned layer take any folding and multiplier kind that meets the
+interval, and keeps the choice whose modelled resources (:func:`hwgen.cost.estimate`) fit
+within ``max_utilization`` (default :data:`DEFAULT_MAX_UTILIZATION`) of every resource of the
+board and leave the most headroom. The result is exact for the resource model: no shorter
+interval has a fitting plan. A model that does not fit even at its smallest folding is an
+error naming the resources that run out and by how much.
 """
 
 import dataclasses
@@ -48,8 +48,6 @@ import math
 import operator
 import re
 from pathlib import Path
-
-import numpy as np
 
 from .errors import HwgenError
 from .packing import DEFAULT_PORTS, DSP_PORTS, check_kind, max_pack, packing
@@ -542,7 +540,8 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
     ports = DSP_PORTS[_board_family(board)] if board is not None else DEFAULT_PORTS
     pinned = _pinned(qgraph, folding, target, ports)
     if board is not None:
-        return _fit_board(qgraph, pinned, board, max_utilization, kinds, progress)
+        from .plan_board import fit_board
+        return fit_board(qgraph, pinned, board, max_utilization, kinds, progress)
     if pinned:
         # Engines the user sized set the pace; the others need not be faster.
         target = max([target] + [plan.cycles for plan in pinned.values()])
@@ -565,24 +564,6 @@ def _allowed_kinds(kinds):
 def _board_family(board):
     from .board import get_board
     return get_board(board).family
-
-
-def _multiplier_options(layer, engine, pe, ports, kinds):
-    """``[(kind, pack)]`` ``layer`` may use on ``engine`` with ``pe`` PEs: each allowed kind,
-    ``"dsp-packed"`` only where at least two products fit one DSP (see :func:`choose_pack`)."""
-    if engine not in KINDS:
-        return [("dsp", 1)]
-    options = []
-    for kind in KINDS[engine]:
-        if kinds is not None and kind not in kinds:
-            continue
-        if kind == "dsp-packed":
-            pack = choose_pack(layer, pe, ports)
-            if pack > 1:
-                options.append((kind, pack))
-        else:
-            options.append((kind, 1))
-    return options or [("lut" if kinds and "lut" in kinds else "dsp", 1)]
 
 
 def _pinned(qgraph, folding, target, ports):
@@ -636,184 +617,3 @@ def _fill(qgraph, pinned, target):
         fold, in_lanes = _choose(layer, engine, target, _in_lanes_options(layer, engine))
         layers.append(LayerPlan(layer, engine, fold, in_lanes))
     return tuple(layers)
-
-
-def _limits(board, max_utilization):
-    """Resource → the most the plan may use of ``board``."""
-    if isinstance(max_utilization, dict):
-        unknown = set(max_utilization) - set(board.capacity)
-        if unknown:
-            raise HwgenError(f"max_utilization names {', '.join(sorted(unknown))}; the "
-                             f"resources are {', '.join(board.capacity)}")
-        fractions = {resource: max_utilization.get(resource, DEFAULT_MAX_UTILIZATION)
-                     for resource in board.capacity}
-    else:
-        fractions = dict.fromkeys(board.capacity, float(max_utilization))
-    for resource, fraction in fractions.items():
-        if not 0 < fraction <= 1:
-            raise HwgenError(f"max utilization of {resource} must be in (0, 1], not {fraction}")
-    return {resource: math.floor(board.capacity[resource] * fraction)
-            for resource, fraction in fractions.items()}
-
-
-def _layer_options(layer, engine, target):
-    """Every ``(folding, in_lanes)`` of ``layer`` on ``engine`` within ``target`` cycles."""
-    lanes_options = _in_lanes_options(layer, engine)
-    return [(fold, lanes) for fold in _options(layer, engine) for lanes in lanes_options(fold)
-            if _cycles(layer, engine, fold, lanes) <= target]
-
-
-def _catalog(qgraph, pinned, board, kinds):
-    """Per layer, every ``(LayerPlan, modelled cost)`` it may take on ``board``: the pinned
-    plan, or each folding, input-lane count and multiplier kind (of ``kinds``) of its default
-    engine. Computed once per search; :func:`_select` filters it by cycles."""
-    from .cost import layer_cost
-
-    ports = DSP_PORTS[board.family]
-    catalog = []
-    for layer in qgraph.layers:
-        if layer.name in pinned:
-            options = [pinned[layer.name]]
-        else:
-            engine = ENGINES[_kind(layer)][0]
-            options = [LayerPlan(layer, engine, fold, lanes, kind, pack)
-                       for fold, lanes in _layer_options(layer, engine, math.inf)
-                       for kind, pack in _multiplier_options(layer, engine, fold.pe, ports,
-                                                             kinds)]
-        catalog.append([(option, layer_cost(option, board)) for option in options])
-    return catalog
-
-
-def _achievable_cycles(catalog, pinned):
-    """Every initiation interval some option of the catalog reaches, no shorter than the
-    pinned layers allow, ascending."""
-    floor = max([plan.cycles for plan in pinned.values()], default=1)
-    cycles = {option.cycles for options in catalog for option, _ in options}
-    return sorted({floor} | {value for value in cycles if value >= floor})
-
-
-def _select(catalog, target, limits):
-    """The layers' plans within ``target`` cycles whose summed modelled resources fit
-    ``limits`` and leave the most headroom: the smallest largest share of any resource's
-    limit, then the smallest sum of shares (so DSPs and LUTs fill evenly, as place and route
-    prefers, rather than one of them to the brim); ``None`` if no choice fits. An exact mixed
-    0/1 program (:func:`scipy.optimize.milp`): one binary per layer and option, one option per
-    layer, one capacity row per resource, and the largest share ``t`` bounding every
-    resource's share. FIFOs are not in the sum; the caller checks the whole plan."""
-    from scipy.optimize import Bounds, LinearConstraint, milp
-
-    from .cost import RESOURCES
-
-    choices = [[(option, cost) for option, cost in options if option.cycles <= target]
-               for options in catalog]
-    if not all(choices):
-        return None
-    count = sum(len(options) for options in choices)
-    usable = [resource for resource in RESOURCES if limits[resource] > 0]
-    # Columns: the options' binaries, then t.
-    objective = np.zeros(count + 1)
-    pick = np.zeros((len(choices), count + 1))
-    use = np.zeros((len(RESOURCES), count + 1))
-    share = np.zeros((len(usable), count + 1))
-    column = 0
-    for row, options in enumerate(choices):
-        for option, cost in options:
-            pick[row, column] = 1
-            use[:, column] = [cost[resource] for resource in RESOURCES]
-            share[:, column] = [cost[resource] / limits[resource] for resource in usable]
-            objective[column] = _SUM_WEIGHT * sum(share[:, column])
-            column += 1
-    objective[count] = 1.0
-    share[:, count] = -1.0
-    constraints = [LinearConstraint(pick, 1, 1),
-                   LinearConstraint(use, -np.inf, [limits[r] for r in RESOURCES]),
-                   LinearConstraint(share, -np.inf, 0)]
-    integrality = np.ones(count + 1)
-    integrality[count] = 0
-    result = milp(objective, constraints=constraints, integrality=integrality,
-                  bounds=Bounds(0, [1] * count + [np.inf]))
-    if result.x is None:
-        return None
-    chosen, column = [], 0
-    for options in choices:
-        values = result.x[column:column + len(options)]
-        chosen.append(options[int(np.argmax(values))][0])
-        column += len(options)
-    return tuple(chosen)
-
-
-# The weight of the summed shares beside the largest share in _select's objective: a tie-break.
-_SUM_WEIGHT = 1e-3
-
-
-_FIFO_ROUNDS = 4
-
-
-def _fit_with_fifos(qgraph, catalog, target, limits, chosen, board):
-    """The plan of ``chosen`` (layer plans within ``target``) if it fits ``limits`` with its
-    FIFOs; else the selection redone with the FIFOs' resources held back from the limits, a
-    few rounds (the FIFOs depend on the lanes chosen, so each round holds back the most any
-    earlier selection's FIFOs took, which cannot oscillate); ``None`` if none fits."""
-    from .cost import RESOURCES, estimate, layer_cost
-
-    reserve = dict.fromkeys(RESOURCES, 0)
-    for _ in range(_FIFO_ROUNDS):
-        if chosen is None:
-            return None
-        plan = Plan(qgraph, chosen, board)
-        totals = estimate(plan, board).totals
-        if all(totals[resource] <= limits[resource] for resource in limits):
-            return plan
-        layers = [layer_cost(option, board) for option in chosen]
-        for resource in RESOURCES:
-            fifos = totals[resource] - sum(cost[resource] for cost in layers)
-            reserve[resource] = max(reserve[resource], fifos)
-        chosen = _select(catalog, target, {resource: limits[resource] - reserve[resource]
-                                           for resource in limits})
-    return None
-
-
-def _fit_board(qgraph, pinned, board, max_utilization, kinds, progress):
-    """The plan with the shortest achievable interval whose modelled resources fit ``board``.
-
-    Feasibility only grows with the interval (every layer keeps its options and gains
-    slower ones), so a binary search finds the shortest interval where :func:`_select` finds
-    a choice; FIFOs, which the selection leaves out, are then checked on the whole plan: where
-    they push it over, the selection is redone with their resources held back
-    (:func:`_fit_with_fifos`), and only then does the search step to longer intervals."""
-    from .board import get_board
-    from .cost import estimate
-
-    board = get_board(board)
-    limits = _limits(board, max_utilization)
-    catalog = _catalog(qgraph, pinned, board, kinds)
-    candidates = _achievable_cycles(catalog, pinned)
-    selections = {}
-
-    def select(target):
-        if target not in selections:
-            selections[target] = _select(catalog, target, limits)
-        return selections[target]
-
-    low, high = 0, len(candidates)
-    while low < high:
-        middle = (low + high) // 2
-        if select(candidates[middle]) is None:
-            low = middle + 1
-        else:
-            high = middle
-    for target in candidates[low:]:
-        plan = _fit_with_fifos(qgraph, catalog, target, limits, select(target), board)
-        if plan is not None:
-            if progress:
-                progress(f"folding for {board.name}: II {plan.initiation_interval} cycles, "
-                         f"bottleneck {plan.bottleneck}")
-            return plan
-    smallest = estimate(Plan(qgraph, _fill(qgraph, pinned, candidates[-1]), board), board)
-    over = {resource: (smallest.totals[resource], limits[resource])
-            for resource in limits if smallest.totals[resource] > limits[resource]}
-    detail = "; ".join(f"{resource.upper()} needs {used}, the limit is {limit} "
-                       f"({used - limit} over)" for resource, (used, limit) in over.items())
-    raise HwgenError(f"{qgraph.name} does not fit {board.name} even at its smallest folding"
-                     f"{' (with the pinned layers)' if pinned else ''}: {detail}; lower the bit "
-                     "widths, pin smaller engines, or pick a larger board")

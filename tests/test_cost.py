@@ -16,7 +16,8 @@ from hwgen.cost import (FAMILY_MODELS, estimate, fabric_luts, layer_cost, layer_
 from hwgen.emit import generate
 from hwgen.errors import HwgenError
 from hwgen.packing import DSP_PORTS
-from hwgen.plan import LayerPlan, _layer_options, _multiplier_options, make_plan
+from hwgen.plan import LayerPlan, make_plan
+from hwgen.plan_board import _layer_options, _multiplier_options
 from hwgen.quantize import quantize
 from test_quantize_plan import _mlp as float_mlp
 
