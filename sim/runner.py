@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+import cocotb
 import numpy as np
 
 from hwgen.errors import HwgenError
@@ -492,6 +493,9 @@ def _build(verilog_path, top, simulator, waves, build_root, say):
                  json.dumps(models, sort_keys=True).encode(),
                  json.dumps(flags, sort_keys=True).encode(),
                  importlib.metadata.version("cocotb").encode(),
+                 # The binary links cocotb's libraries by this absolute path: a build made
+                 # from another environment (another venv, a CI checkout) cannot run here.
+                 str(Path(cocotb.__file__).resolve().parent).encode(),
                  _tool_version(simulator).encode()):
         key.update(hashlib.sha256(part).digest())
     build_dir = build_root / f"{simulator}-{key.hexdigest()[:16]}"
