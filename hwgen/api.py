@@ -19,7 +19,7 @@ import numpy as np
 from .emit import load_design
 from .errors import HwgenError
 from .frontends import is_quantized, load_onnx, load_quantized_onnx
-from .frontends.onnx import _identifier, _read as _read_onnx
+from .frontends.onnx_common import _identifier, _read as _read_onnx
 from .graph import Graph
 from .qgraph import QGraph
 from .quantize import load_calibration

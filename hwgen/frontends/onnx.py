@@ -38,26 +38,19 @@ Layer names come from the node names, made into unique identifiers: ``/fc1/Gemm`
 """
 
 import dataclasses
-import keyword
 import math
-import os
-import re
-from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from ..errors import HwgenError
 from ..graph import Graph
+from .onnx_common import (_DEFAULT_DOMAINS, MAX_OPSET, MIN_OPSET, _attributes, _base_name,
+                          _check_kernel, _identifier, _label, _Namer, _read, _to_array,
+                          _topological, _window, _window_output, constant_value, input_dims)
 
 __all__ = ["load_onnx", "MIN_OPSET", "MAX_OPSET", "SUPPORTED_OPS"]
 
-# Opset 7 is the first with numpy broadcasting for Add/Gemm (no `broadcast` attribute). Up to the
-# maximum, the supported ops changed only in the types they accept or in attributes that are
-# handled here (see REVIEWED_SCHEMAS in the tests); onnxruntime 1.31 runs up to 26, so that is
-# what the tests can check.
-MIN_OPSET, MAX_OPSET = 7, 26
 
 SUPPORTED_OPS = ("Add (a bias after Conv/MatMul/Gemm, or two activations), AveragePool, "
                  "BatchNormalization (after Conv/Gemm/MatMul), Clip, Constant, Conv, Flatten, "
@@ -70,7 +63,6 @@ _FLOAT_TYPES = {
     onnx.TensorProto.FLOAT16: "FLOAT16",
     onnx.TensorProto.BFLOAT16: "BFLOAT16",
 }
-_DEFAULT_DOMAINS = ("", "ai.onnx")
 _SHAPE_OPS = ("Flatten", "Identity", "Reshape")
 # Ops that may read a vector flattened in ONNX's (C, H, W) order: the dense layers re-order their
 # weights, the shape ops pass the order on.
@@ -110,38 +102,6 @@ def load_onnx(model, name=None):
     if name is None:
         name = _identifier(stem or model.graph.name or "model", prefix="model")
     return _Importer(model).run(name)
-
-
-def _read(model):
-    if isinstance(model, onnx.ModelProto):
-        source = None
-    elif isinstance(model, (str, os.PathLike)):
-        source = Path(model)
-        if not source.exists():
-            raise HwgenError(f"ONNX file {str(source)!r} does not exist")
-        if not source.is_file():
-            raise HwgenError(f"{str(source)!r} is not a file; give the path of an .onnx file")
-        try:
-            model = onnx.load(source)
-        # protobuf's DecodeError, external-data OSErrors and ValueErrors all mean "not readable".
-        except Exception as error:
-            raise HwgenError(f"cannot read {str(source)!r} as an ONNX model: {error}") from None
-    else:
-        raise HwgenError(f"model must be a path or an onnx.ModelProto, not {type(model).__name__}")
-
-    where = f"{str(source)!r}" if source else "the model"
-    if not model.HasField("graph") or not (model.graph.input or model.graph.node):
-        raise HwgenError(f"{where} holds no ONNX graph; is it an .onnx file?")
-    opsets = {entry.domain or "ai.onnx": entry.version for entry in model.opset_import}
-    opset = opsets.get("ai.onnx")
-    if opset is None:
-        raise HwgenError(f"{where} declares no ai.onnx opset import")
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise HwgenError(
-            f"{where} uses ONNX opset {opset}; hwgen reads opsets {MIN_OPSET}..{MAX_OPSET}. "
-            f"Re-export with opset_version=17, or convert it with "
-            f"onnx.version_converter.convert_version(model, 17)")
-    return model, source.stem if source else None
 
 
 @dataclasses.dataclass
@@ -810,174 +770,3 @@ def _bias(value, shape, what):
         raise HwgenError(f"{what}: the bias has shape {value.shape}; it must broadcast to "
                          f"{shape}: {forms}")
     return np.broadcast_to(value, shape).reshape(count)
-
-
-def _attributes(node):
-    """``node``'s attributes as Python values (strings decoded)."""
-    values = {}
-    for attribute in node.attribute:
-        value = onnx.helper.get_attribute_value(attribute)
-        values[attribute.name] = value.decode() if isinstance(value, bytes) else value
-    return values
-
-
-def _check_kernel(attributes, kernel, what, source):
-    """The ``(kh, kw)`` kernel: from ``kernel_shape``, which must agree with ``kernel`` (the
-    weight's) if both are known. Dilations must be 1."""
-    if "kernel_shape" in attributes:
-        shape = tuple(attributes["kernel_shape"])
-        if len(shape) != 2 or min(shape) < 1:
-            raise HwgenError(f"{what}: kernel_shape {list(shape)} must be two positive sizes "
-                             "(hwgen supports 2-D windows)")
-        if kernel is not None and shape != kernel:
-            raise HwgenError(f"{what}: kernel_shape {list(shape)} disagrees with {source} "
-                             f"({kernel[0]}×{kernel[1]})")
-        kernel = shape
-    dilations = list(attributes.get("dilations", [1, 1]))
-    if any(d != 1 for d in dilations):
-        raise HwgenError(f"{what}: dilations {dilations} are not supported; hwgen's windows are "
-                         "dense (dilations 1)")
-    return kernel
-
-
-def _window(attributes, size, kernel, what):
-    """``(stride, pads)`` of a windowed op from ``strides``, ``pads`` and ``auto_pad``; pads are
-    ``(top, left, bottom, right)``, which is ONNX's 2-D order ``(y_begin, x_begin, y_end,
-    x_end)``."""
-    stride = tuple(attributes.get("strides", (1, 1)))
-    if len(stride) != 2 or min(stride) < 1:
-        raise HwgenError(f"{what}: strides {list(stride)} must be two positive integers")
-    auto_pad = attributes.get("auto_pad", "NOTSET")
-    if auto_pad == "NOTSET":
-        pads = tuple(attributes.get("pads", (0, 0, 0, 0)))
-        if len(pads) != 4 or min(pads) < 0:
-            raise HwgenError(f"{what}: pads {list(pads)} must be four non-negative integers")
-    elif auto_pad == "VALID":
-        pads = (0, 0, 0, 0)
-    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        # Output ceil(size / stride); an odd total puts the extra pixel at the end (UPPER) or
-        # the beginning (LOWER).
-        totals = [max((-(-extent // s) - 1) * s + k - extent, 0)
-                  for extent, k, s in zip(size, kernel, stride)]
-        small = [total // 2 for total in totals]
-        large = [total - half for total, half in zip(totals, small)]
-        pads = tuple(small + large) if auto_pad == "SAME_UPPER" else tuple(large + small)
-    else:
-        raise HwgenError(f"{what}: auto_pad {auto_pad!r} must be NOTSET, VALID, SAME_UPPER or "
-                         "SAME_LOWER")
-    return stride, pads
-
-
-def _window_output(size, kernel, stride, pads, what):
-    """Output ``(H, W)`` of a windowed op (floors, like ``ceil_mode=0``)."""
-    out = []
-    for extent, k, s, before, after in zip(size, kernel, stride, pads[:2], pads[2:]):
-        if extent + before + after < k:
-            raise HwgenError(f"{what}: the kernel {kernel[0]}×{kernel[1]} is larger than the "
-                             f"padded input {size[0]}×{size[1]} (pads {list(pads)})")
-        out.append((extent + before + after - k) // s + 1)
-    return tuple(out)
-
-
-# -- graph helpers --------------------------------------------------------------------------------
-
-def constant_value(node, what):
-    """The array a ``Constant`` node holds (``value`` or ``value_float(s)``/``value_int(s)``)."""
-    if len(node.attribute) != 1 or len(node.output) != 1:
-        raise HwgenError(f"{what} must have one value attribute and one output")
-    attribute = node.attribute[0]
-    if attribute.name == "value":
-        return _to_array(attribute.t, what)
-    if attribute.name in ("value_float", "value_floats", "value_int", "value_ints"):
-        return np.array(onnx.helper.get_attribute_value(attribute))
-    raise HwgenError(f"{what}: a constant given as {attribute.name} is not supported; "
-                     "use value, value_float(s) or value_int(s)")
-
-
-def input_dims(tensor_type):
-    """The dimensions of a graph input (None where unknown) and their text, e.g. ``(?, 64)``."""
-    dims = [dim.dim_value if dim.HasField("dim_value") else None
-            for dim in tensor_type.shape.dim]
-    return dims, "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
-
-
-def _to_array(tensor, what):
-    try:
-        return numpy_helper.to_array(tensor)
-    except Exception as error:  # external data not found, unsupported storage: all unreadable
-        raise HwgenError(f"cannot read {what}: {error}; if its data lives in an external file, "
-                         "pass the path of the .onnx file instead of a loaded model") from None
-
-
-def _label(node):
-    return node.name or (node.output[0] if node.output else node.op_type)
-
-
-def _topological(nodes, available):
-    """``nodes`` in an order where every input is available before it is read (Kahn's algorithm,
-    stable: exporters already write nodes in order, so this is one pass in practice)."""
-    available = set(available) | {""}  # "" is an omitted optional input
-    pending, ordered = list(nodes), []
-    while pending:
-        ready = [node for node in pending if all(t in available for t in node.input)]
-        if not ready:
-            node = pending[0]
-            missing = next(t for t in node.input if t not in available)
-            raise HwgenError(f"node {_label(node)!r} (op {node.op_type}) reads {missing!r}, which "
-                             "is neither the input, an initializer nor any node's output "
-                             "(or the graph has a cycle)")
-        for node in ready:
-            available.update(node.output)
-        ready_ids = set(map(id, ready))
-        pending = [node for node in pending if id(node) not in ready_ids]
-        ordered += ready
-    return ordered
-
-
-# -- names ----------------------------------------------------------------------------------------
-
-def _identifier(text, prefix):
-    """``text`` as an identifier: runs of other characters become ``_``; a leading digit gets
-    ``prefix_``; a Python keyword gets a trailing ``_``."""
-    text = re.sub(r"[^A-Za-z0-9_]+", "_", text).strip("_")
-    text = re.sub(r"_+", "_", text)
-    if not text:
-        return prefix
-    if text[0].isdigit():
-        text = f"{prefix}_{text}"
-    return text + "_" if keyword.iskeyword(text) else text
-
-
-_SHORT_NAMES = {"GlobalAveragePool": "gap", "ReduceMean": "mean"}
-
-
-def _base_name(node):
-    """A readable name for ``node``: its innermost scope, without the op's own name."""
-    op = node.op_type
-    parts = [part for part in (node.name or node.output[0]).split("/") if part]
-    if len(parts) > 1 and re.fullmatch(rf"{op}(_\d+)?", parts[-1], re.IGNORECASE):
-        parts.pop()  # "/fc1/Gemm" → "fc1", "sequential/dense/MatMul" → "dense"
-    text = parts[-1] if parts else op
-    if re.fullmatch(rf"{op}(_\d+)?", text, re.IGNORECASE):
-        # "/Relu_1" → "relu_1", "/GlobalAveragePool" → "gap"
-        text = _SHORT_NAMES.get(op, op.lower()) + text[len(op):]
-    text = re.sub(r"^node_", "", text)  # the dynamo exporter's "node_linear_1"
-    return _identifier(text, prefix=op.lower())
-
-
-class _Namer:
-    """Hands out unique names: the base, else ``base_op`` (``dense`` → ``dense_relu``), else
-    ``base_1``, ``base_2``, …"""
-
-    def __init__(self):
-        self._used = set()
-
-    def claim(self, base, op):
-        candidates = [base] if op in base.lower() else [base, f"{base}_{op}"]
-        index = 1
-        while all(candidate in self._used for candidate in candidates):
-            candidates = [f"{base}_{index}"]
-            index += 1
-        name = next(candidate for candidate in candidates if candidate not in self._used)
-        self._used.add(name)
-        return name

@@ -67,8 +67,9 @@ from ..errors import HwgenError
 from ..qgraph import MAX_BITS, MIN_BITS, ActQuant, QAdd, QConv, QDense, QGraph, QPool
 from ..quantize import scale_to_multiplier
 from ..reference import Rounding
-from .onnx import (_Namer, _attributes, _base_name, _check_kernel, _identifier, _label, _read,
-                   _to_array, _topological, _window, _window_output, constant_value, input_dims)
+from .onnx_common import (_Namer, _attributes, _base_name, _check_kernel, _identifier, _label, _read,
+                          _to_array, _topological, _window, _window_output, constant_value,
+                          input_dims)
 
 __all__ = ["load_quantized_onnx", "is_quantized", "SUPPORTED_QUANT_OPS", "QONNX_DOMAINS"]
 
