@@ -295,11 +295,27 @@ def _pool_parts(layer_plan):
     return products, memories, adders, requant_bits, registers + 2 * lanes * sum_bits
 
 
+def _lookup_parts(layer_plan):
+    """A lookup table per lane (:class:`~hwgen.hw.table.TableUnit`), or an argmax's
+    comparator tree over its lanes and the running best (:class:`~hwgen.hw.table.ArgMaxUnit`)."""
+    layer, lanes = layer_plan.layer, layer_plan.pe
+    a = layer.input.bits
+    if layer_plan.engine == "table":
+        out = layer.output.bits
+        memories = [("table", 1 << a, out, lanes)]
+        return [], memories, 0, 0, lanes * (a + 2 * out) + 4
+    index = layer.output.bits
+    comparators = 2 * lanes - 1
+    return [], [], comparators * (a + index), 0, comparators * (a + index) + 2 * (a + index)
+
+
 def _parts(layer_plan, plan):
     """The :class:`_Parts` of one layer, with the FIFOs on its input edges."""
     layer = layer_plan.layer
     array_bits = 0
-    if layer_plan.engine in ("mac", "systolic", "depthwise"):
+    if layer_plan.engine in ("table", "argmax"):
+        products, memories, adders, requant_bits, registers = _lookup_parts(layer_plan)
+    elif layer_plan.engine in ("mac", "systolic", "depthwise"):
         products, memories, adders, requant_bits, registers, array_bits = _weighted_parts(
             layer_plan)
         if layer_plan.engine != "mac":

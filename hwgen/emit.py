@@ -29,6 +29,7 @@ import numpy as np
 from amaranth.back import verilog
 
 from . import __version__
+from .activations import describe
 from .errors import HwgenError
 from .hw.accelerator import Accelerator
 from .qgraph import layer_shape, qgraph_from_arrays, qgraph_to_arrays
@@ -67,7 +68,8 @@ def build_manifest(plan, top, latency):
             record["weight_bits"] = layer.weight_bits
         record.update({
             "act_bits": layer.act_bits, "output_bits": layer.output.bits,
-            "acc_bits": layer.acc_bits, "relu": layer.relu, "rounding": layer.rounding.value,
+            "acc_bits": layer.acc_bits, "relu": layer.relu,
+            "rounding": layer.rounding.value if hasattr(layer, "rounding") else None,
             "engine": entry.engine, "pe": entry.pe, "simd": entry.simd,
             "in_lanes": entry.in_lanes, "multipliers": entry.multipliers,
             "multiplier_kind": entry.multiplier_label and entry.multiplier,
@@ -76,6 +78,9 @@ def build_manifest(plan, top, latency):
         })
         if hasattr(layer, "weight"):
             record["weight_memory_bits"] = layer.weight.size * layer.weight_bits
+        if layer.op == "activation":
+            record["function"] = describe(layer.function, layer.params)
+            record["table_bits"] = layer.table.size * layer.output.bits
         layers.append(record)
     return {
         "hwgen_version": __version__,
@@ -86,7 +91,9 @@ def build_manifest(plan, top, latency):
         "ports": {"s_axis": _port(plan.in_lanes, qgraph.input),
                   "m_axis": _port(plan.out_lanes, qgraph.output)},
         "input": dict(_quant(qgraph.input, qgraph.input_shape), layout=qgraph.layout),
-        "output": _quant(qgraph.output, qgraph.output_shape),
+        "output": dict(_quant(qgraph.output, qgraph.output_shape),
+                       argmax=qgraph.layers[-1].op == "argmax"),
+        "import_notes": list(qgraph.notes),
         "layers": layers,
         "initiation_interval": plan.initiation_interval,
         "latency": latency,
@@ -226,13 +233,16 @@ def _report(plan, manifest, graph, x, labels):
         f"(bottleneck: {plan.bottleneck}); latency: {manifest['latency']} cycles",
         f"- multipliers: {plan.multipliers}; MACs per frame: {plan.macs}; "
         f"MAC utilization at the II: {utilization:.1%}",
-        f"- throughput at 100 MHz: {100e6 / plan.initiation_interval:,.0f} frames/s", "",
+        f"- throughput at 100 MHz: {100e6 / plan.initiation_interval:,.0f} frames/s",
+        *(f"- import: {note}" for note in qgraph.notes), "",
         "| layer | op | output | bits | acc bits | engine | PE×SIMD | in lanes | cycles/frame "
         "| engine busy |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for layer, entry in zip(manifest["layers"], plan.layers):
         relu = "+relu" if layer["relu"] else ""
+        if "function" in layer:
+            relu = f" {layer['function']}{relu}"
         acc_bits = "-" if layer["op"] == "maxpool" else layer["acc_bits"]
         weight = f"w{layer['weight_bits']}" if "weight_bits" in layer else ""
         utilization = "" if entry.utilization is None else f"{entry.utilization:.0%}"
@@ -249,14 +259,20 @@ def _report(plan, manifest, graph, x, labels):
         want = run_float(graph, x)
         want = want.reshape(len(want), -1)
         got = qgraph.output.dequantize(run_integer(qgraph, qgraph.input_codes(x)))
-        lines += ["", f"## Integer reference vs float model ({len(want)} inputs)", "",
-                  f"- top-1 agreement: {np.mean(got.argmax(1) == want.argmax(1)):.2%}",
-                  f"- mean |error|: {np.abs(got - want).mean():.4g} "
-                  f"(output step {qgraph.output.scale:.4g})"]
+        lines += ["", f"## Integer reference vs float model ({len(want)} inputs)", ""]
+        if manifest["output"]["argmax"]:
+            # Both already give the class index.
+            want_class, got_class = want[:, 0], got[:, 0]
+            lines.append(f"- top-1 agreement: {np.mean(got_class == want_class):.2%}")
+        else:
+            want_class, got_class = want.argmax(1), got.argmax(1)
+            lines += [f"- top-1 agreement: {np.mean(got_class == want_class):.2%}",
+                      f"- mean |error|: {np.abs(got - want).mean():.4g} "
+                      f"(output step {qgraph.output.scale:.4g})"]
         if labels is not None and len(labels) == len(want):
             labels = np.asarray(labels)
-            lines += [f"- accuracy, float model: {np.mean(want.argmax(1) == labels):.2%}",
-                      f"- accuracy, integer reference: {np.mean(got.argmax(1) == labels):.2%}"]
+            lines += [f"- accuracy, float model: {np.mean(want_class == labels):.2%}",
+                      f"- accuracy, integer reference: {np.mean(got_class == labels):.2%}"]
     return "\n".join(lines) + "\n"
 
 

@@ -18,18 +18,54 @@ import operator
 import networkx as nx
 import numpy as np
 
+from .activations import check_activation, describe
 from .errors import HwgenError
 
-__all__ = ["InputSpec", "DenseSpec", "ReluSpec", "ClipSpec", "ConvSpec", "PoolSpec",
-           "GlobalAvgPoolSpec", "AddSpec", "FlattenSpec", "Layer", "Graph"]
+__all__ = ["InputSpec", "DenseSpec", "ReluSpec", "ClipSpec", "ActivationSpec", "ConvSpec",
+           "PoolSpec", "GlobalAvgPoolSpec", "AddSpec", "ConcatSpec", "FlattenSpec", "ArgMaxSpec",
+           "Layer", "Graph", "LAYOUTS", "user_shape", "to_stream_order"]
+
+# How users hand inputs over: as they stream (HWC, or plain vectors), as ONNX image models take
+# them (CHW), or as ONNX 1-D models take them (CL: channels, length; internally a 1 × L image).
+LAYOUTS = ("HWC", "CHW", "CL")
+
+
+def user_shape(shape, layout):
+    """The shape of one input as users hand it over, for the internal ``shape``."""
+    if layout == "CHW":
+        height, width, channels = shape
+        return (channels, height, width)
+    if layout == "CL":
+        _, length, channels = shape
+        return (channels, length)
+    return tuple(shape)
+
+
+def to_stream_order(x, shape, layout, model="model"):
+    """User inputs ``(N, *user_shape(shape, layout))`` (one input alone is taken too) →
+    ``(N, *shape)``, float64; :class:`HwgenError` on any other shape."""
+    x = np.asarray(x, dtype=np.float64)
+    want = user_shape(shape, layout)
+    if x.shape == want:
+        x = x[None]
+    if x.shape[1:] != want:
+        raise HwgenError(f"model {model!r} takes inputs of shape "
+                         f"(N, {', '.join(map(str, want))}), not {x.shape}")
+    if layout == "CHW":
+        return x.transpose(0, 2, 3, 1)
+    if layout == "CL":
+        return x.transpose(0, 2, 1)[:, None]
+    return x
 
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
     """The network input. ``shape`` excludes the batch dimension and is ``(features,)`` or, for
     images, ``(H, W, C)`` (channels last, as tensors stream through the hardware). ``layout``
-    says how users hand images over: ``"HWC"`` (default) or ``"CHW"`` (as ONNX models take
-    them, e.g. ``(N, 1, 28, 28)``); :meth:`Graph.to_internal` converts."""
+    says how users hand images over: ``"HWC"`` (default), ``"CHW"`` (as ONNX models take
+    them, e.g. ``(N, 1, 28, 28)``) or, for a 1-D signal held as a ``(1, L, C)`` image,
+    ``"CL"`` (``(N, C, L)``, as ONNX ``Conv1d`` models take it); :meth:`Graph.to_internal`
+    converts."""
 
     shape: tuple
     layout: str = "HWC"
@@ -70,6 +106,22 @@ class ClipSpec:
     hi: float
 
     op = "clip"
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationSpec:
+    """``y = function(x; *params)``, elementwise, for a smooth function of
+    :data:`hwgen.activations.FUNCTIONS` (``"sigmoid"``, ``"gelu"``, ``"leaky_relu"`` with
+    ``params = (alpha,)``...). Quantized, it becomes a lookup table from input code to output
+    code."""
+
+    function: str
+    params: tuple = ()
+
+    op = "activation"
+
+    def __str__(self):
+        return describe(self.function, self.params)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -137,6 +189,22 @@ class AddSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class ConcatSpec:
+    """The channels of several tensors of the same height and width, one after another
+    (``torch.cat(..., dim=1)``); for vectors, the features one after another."""
+
+    op = "concat"
+
+
+@dataclasses.dataclass(frozen=True)
+class ArgMaxSpec:
+    """The index of the largest of a vector's values (the first on a tie), as a ``(1,)``
+    tensor: the class a classifier picks."""
+
+    op = "argmax"
+
+
+@dataclasses.dataclass(frozen=True)
 class FlattenSpec:
     """``(H, W, C)`` → ``(H·W·C,)`` in HWC order: free in hardware, where tensors already stream
     in that order."""
@@ -172,6 +240,10 @@ class Graph:
             raise HwgenError(f"model name must be a Verilog-safe identifier, not {name!r}")
         self._name = name
         self._nx = nx.DiGraph()
+        self.notes = []
+
+    # ``notes``: what an importer changed on the way in, one sentence each (an output Softmax it
+    # removed, say); the CLI prints them, the manifest and report record them.
 
     @property
     def name(self):
@@ -197,33 +269,22 @@ class Graph:
         if len(shape) not in (1, 3) or any(d <= 0 for d in shape):
             raise HwgenError(f"input {name!r}: shape must be (features,) or (H, W, C) with "
                              f"positive sizes, not {shape!r}")
-        if layout not in ("HWC", "CHW") or (layout == "CHW" and len(shape) != 3):
-            raise HwgenError(f"input {name!r}: layout must be 'HWC', or 'CHW' for images, "
-                             f"not {layout!r}")
+        if layout not in LAYOUTS or (layout != "HWC" and len(shape) != 3) or (
+                layout == "CL" and shape[0] != 1):
+            raise HwgenError(f"input {name!r}: layout must be 'HWC', 'CHW' for images, or 'CL' "
+                             f"for a (1, L, C) signal, not {layout!r} for shape {shape}")
         return self._add(name, InputSpec(shape, layout), (), shape)
 
     def to_internal(self, x):
         """User inputs ``(N, *user_shape)`` → ``(N, *shape)`` (CHW images become HWC)."""
-        x = np.asarray(x, dtype=np.float64)
         spec = self.input_layer.spec
-        if spec.layout == "CHW":
-            height, width, channels = spec.shape
-            if x.shape[1:] != (channels, height, width):
-                raise HwgenError(f"model {self._name!r} takes inputs of shape "
-                                 f"(N, {channels}, {height}, {width}), not {x.shape}")
-            return x.transpose(0, 2, 3, 1)
-        if x.shape[1:] != spec.shape:
-            raise HwgenError(f"model {self._name!r} takes inputs of shape "
-                             f"(N, {', '.join(map(str, spec.shape))}), not {x.shape}")
-        return x
+        return to_stream_order(x, spec.shape, spec.layout, self._name)
 
     @property
     def user_shape(self):
         """The shape of one input as users hand it over (CHW for ``layout="CHW"``)."""
         spec = self.input_layer.spec
-        if spec.layout == "CHW":
-            return (spec.shape[2], spec.shape[0], spec.shape[1])
-        return spec.shape
+        return user_shape(spec.shape, spec.layout)
 
     def dense(self, x, weight, bias=None, name=None):
         """Add ``weight @ x + bias`` with ``weight`` of shape ``(out_features, in_features)``."""
@@ -259,6 +320,17 @@ class Graph:
         if not lo < hi:
             raise HwgenError(f"clip {name!r}: lo must be below hi, not [{lo}, {hi}]")
         return self._add(name, ClipSpec(lo, hi), (x,), self._shape_of(x, name))
+
+    def activation(self, x, function, params=None, name=None):
+        """Add ``function(x; *params)`` elementwise, a function of
+        :data:`hwgen.activations.FUNCTIONS`: ``g.activation(x, "sigmoid")``,
+        ``g.activation(x, "leaky_relu", (0.1,))``; ``params=None`` takes its defaults."""
+        name = self._fresh(name, "act")
+        try:
+            function, params = check_activation(function, params)
+        except HwgenError as error:
+            raise HwgenError(f"layer {name!r}: {error}") from None
+        return self._add(name, ActivationSpec(function, params), (x,), self._shape_of(x, name))
 
     def conv2d(self, x, weight, bias=None, stride=1, padding=0, groups=1, name=None):
         """Add a 2-D convolution; ``weight`` is ``(out_channels, kh, kw, in_channels/groups)``,
@@ -312,6 +384,29 @@ class Graph:
             raise HwgenError(f"add {name!r}: inputs {a!r} {shape_a} and {b!r} {shape_b} must "
                              "have the same shape")
         return self._add(name, AddSpec(), (a, b), shape_a)
+
+    def concat(self, inputs, name=None):
+        """Add the concatenation of ``inputs`` (two or more) along the channels (the last axis):
+        images of the same height and width, or vectors."""
+        name = self._fresh(name, "concat")
+        inputs = list(inputs)
+        if len(inputs) < 2:
+            raise HwgenError(f"concat {name!r} needs at least two inputs, not {len(inputs)}")
+        shapes = [self._shape_of(x, name) for x in inputs]
+        if any(len(s) != len(shapes[0]) or s[:-1] != shapes[0][:-1] for s in shapes):
+            listed = ", ".join(f"{x!r} {s}" for x, s in zip(inputs, shapes))
+            raise HwgenError(f"concat {name!r}: inputs {listed} must agree in every axis but "
+                             "the channels (the last)")
+        shape = shapes[0][:-1] + (sum(s[-1] for s in shapes),)
+        return self._add(name, ConcatSpec(), inputs, shape)
+
+    def argmax(self, x, name=None):
+        """Add the index of the largest element of the vector ``x`` (the first on a tie)."""
+        name = self._fresh(name, "argmax")
+        shape = self._shape_of(x, name)
+        if len(shape) != 1 and shape[:-1] != (1, 1):
+            raise HwgenError(f"argmax {name!r}: its input {x!r} must be a vector, not {shape}")
+        return self._add(name, ArgMaxSpec(), (x,), (1,))
 
     def flatten(self, x, name=None):
         """Add ``(H, W, C)`` → ``(H·W·C,)`` in HWC order."""

@@ -73,6 +73,8 @@ ENGINES = {
     "avgpool": ("pool",),
     "global_avgpool": ("gap",),
     "add": ("add",),
+    "activation": ("table",),
+    "argmax": ("argmax",),
 }
 
 
@@ -96,9 +98,9 @@ def _kind(layer):
 
 def _channels(layer):
     """Channels of a layer's input tensor (elements for dense)."""
-    if layer.op == "dense":
+    if layer.op in ("dense", "argmax"):
         return layer.in_features
-    if layer.op == "add":
+    if layer.op in ("add", "activation"):
         return layer.shape[-1]
     return layer.in_shape[2]
 
@@ -130,7 +132,11 @@ class LayerPlan:
     name = property(lambda self: self.layer.name)
     pe = property(lambda self: self.folding.pe)
     simd = property(lambda self: self.folding.simd)
-    out_lanes = property(lambda self: self.folding.pe)
+
+    @property
+    def out_lanes(self):
+        """Codes per beat of the engine's output (an argmax emits its one index alone)."""
+        return 1 if self.engine == "argmax" else self.folding.pe
 
     @property
     def multipliers(self):
@@ -183,9 +189,11 @@ def _window_cycles(layer, in_lanes, out_lanes):
 def _cycles(layer, engine, folding, in_lanes):
     if engine == "mac":
         return (layer.in_features // folding.simd) * (layer.out_features // folding.pe)
-    if engine in ("gap", "add"):
+    if engine in ("gap", "add", "table"):
         shape = layer.in_shape if engine == "gap" else layer.shape
-        return shape[0] * shape[1] * shape[2] // folding.pe
+        return math.prod(shape) // folding.pe
+    if engine == "argmax":
+        return layer.in_features // folding.pe
     pixels = layer.out_shape[0] * layer.out_shape[1]
     if engine == "systolic":
         compute = pixels * (layer.window // folding.simd) * (layer.out_channels // folding.pe)
@@ -332,9 +340,9 @@ _FIFO_MARGIN = 4
 def _lead(layer):
     """Input elements a layer needs beyond those of an output before it can emit it, plus two
     pixels of buffering."""
-    if layer.op == "dense":
+    if layer.op in ("dense", "argmax"):
         return layer.in_features
-    if layer.op == "add":
+    if layer.op in ("add", "activation"):
         return layer.shape[-1]
     if layer.op == "global_avgpool":
         return math.prod(layer.in_shape)
@@ -501,7 +509,7 @@ def _choose(layer, engine, target, in_lanes_options):
 def _in_lanes_options(layer, engine):
     if engine == "mac":
         return lambda folding: [folding.simd]
-    if engine in ("pool", "gap", "add"):
+    if engine in ("pool", "gap", "add", "table", "argmax"):
         return lambda folding: [folding.pe]
     if engine == "depthwise":
         return lambda folding: [folding.pe]

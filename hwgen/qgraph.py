@@ -10,6 +10,8 @@ A :class:`QGraph` is a tuple of quantized layers in topological order; each name
   ``acc = Σ (q_x − zp_x)`` over the window, then the same requantization with scalar ``M, n``.
 - :class:`QAdd`: ``acc = (q_a − zp_a) · M_a + (q_b − zp_b) · M_b``, then
   ``clamp(zp_y + rshift_round(acc, n), clamp_lo, clamp_hi)``.
+- :class:`QTable`: ``q_y = table[q_x − lo_x]``, a smooth activation as a lookup table.
+- :class:`QArgMax`: the index of the largest code of a vector (the first on a tie).
 """
 
 import dataclasses
@@ -20,9 +22,10 @@ import operator
 import numpy as np
 
 from .errors import HwgenError
+from .graph import to_stream_order
 from .reference import Rounding
 
-__all__ = ["ActQuant", "QDense", "QConv", "QPool", "QAdd", "QGraph",
+__all__ = ["ActQuant", "QDense", "QConv", "QPool", "QAdd", "QTable", "QArgMax", "QGraph",
            "check_bits", "qgraph_to_arrays", "qgraph_from_arrays"]
 
 MIN_BITS, MAX_BITS = 2, 16
@@ -327,6 +330,79 @@ class QAdd:
         return 0
 
 
+# The widest input code a lookup table takes: 2^12 entries per lane.
+MAX_TABLE_BITS = 12
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class QTable:
+    """An elementwise lookup table over a tensor of ``shape``: ``q_y = table[q_x − input.lo]``.
+
+    ``table`` (int64, ``2^input.bits`` entries) was computed once from the float activation
+    ``function(x; *params)`` (:mod:`hwgen.activations`):
+    ``table[i] = clamp(output.quantize(f(input.dequantize(input.lo + i))), clamp_lo, clamp_hi)``;
+    the reference and the hardware's ROM use it as is.
+    """
+
+    name: str
+    inputs: tuple
+    shape: tuple
+    function: str
+    params: tuple
+    table: np.ndarray
+    input: ActQuant
+    output: ActQuant
+    clamp_lo: int
+    clamp_hi: int
+    relu: bool = False
+
+    op = "activation"
+
+    def __post_init__(self):
+        assert self.input.bits <= MAX_TABLE_BITS
+        assert self.table.shape == (1 << self.input.bits,)
+        assert self.table.min() >= self.clamp_lo and self.table.max() <= self.clamp_hi
+
+    act_bits = property(lambda self: self.input.bits)
+    acc_bits = property(lambda self: self.output.bits)
+
+    @property
+    def macs(self):
+        return 0
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class QArgMax:
+    """The index of the largest code of a vector of ``in_features`` codes, the first on a tie;
+    its ``output`` is an unsigned code of scale 1 (the class index)."""
+
+    name: str
+    inputs: tuple
+    in_features: int
+    input: ActQuant
+    output: ActQuant
+    relu: bool = False
+
+    op = "argmax"
+
+    def __post_init__(self):
+        assert not self.output.signed and (1 << self.output.bits) >= self.in_features
+
+    act_bits = property(lambda self: self.input.bits)
+    acc_bits = property(lambda self: self.input.bits)
+
+    @property
+    def macs(self):
+        return 0
+
+
+def argmax_quant(in_features):
+    """The output quantization of an argmax over ``in_features`` classes: unsigned, scale 1,
+    wide enough for the largest index (at least 2 bits)."""
+    return ActQuant(scale=1.0, zero_point=0, bits=max(2, (in_features - 1).bit_length()),
+                    signed=False)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class QGraph:
     """A quantized network: ``layers`` in topological order; the first consumes the graph input
@@ -339,6 +415,9 @@ class QGraph:
     input_name: str = "input"
     input_shape: tuple = None
     layout: str = "HWC"
+    notes: tuple = ()
+
+    # ``notes``: what the importer changed on the way in (see :attr:`hwgen.graph.Graph.notes`).
 
     def __post_init__(self):
         if self.input_shape is None:
@@ -378,14 +457,8 @@ class QGraph:
         """User float inputs ``(N, *user_shape)`` → int64 codes ``(N, in_features)`` in stream
         (HWC) order."""
         x = np.asarray(x, dtype=np.float64)
-        if self.layout == "CHW":
-            height, width, channels = self.input_shape
-            if x.ndim == 3 and x.shape == (channels, height, width):
-                x = x[None]
-            if x.shape[1:] != (channels, height, width):
-                raise HwgenError(f"model {self.name!r} takes inputs of shape "
-                                 f"(N, {channels}, {height}, {width}), not {x.shape}")
-            x = x.transpose(0, 2, 3, 1)
+        if self.layout != "HWC":
+            x = to_stream_order(x, self.input_shape, self.layout, self.name)
         elif x.shape == tuple(self.input_shape):
             x = x[None]
         if x.ndim < 2 or int(np.prod(x.shape[1:])) != self.in_features:
@@ -418,14 +491,16 @@ def layer_shape(layer):
     """The output shape of a quantized layer."""
     if layer.op == "dense":
         return (layer.out_features,)
-    if layer.op == "add":
+    if layer.op in ("add", "activation"):
         return tuple(layer.shape)
+    if layer.op == "argmax":
+        return (1,)
     return tuple(layer.out_shape)
 
 
 # -- persistence ----------------------------------------------------------------------------------
 
-_LAYER_TYPES = {cls.__name__: cls for cls in (QDense, QConv, QPool, QAdd)}
+_LAYER_TYPES = {cls.__name__: cls for cls in (QDense, QConv, QPool, QAdd, QTable, QArgMax)}
 
 
 def _to_json(value):
@@ -465,7 +540,7 @@ def qgraph_to_arrays(qgraph):
         layers.append({"type": type(layer).__name__, "fields": fields})
     meta = {"name": qgraph.name, "input": _to_json(qgraph.input), "layers": layers,
             "input_name": qgraph.input_name, "input_shape": list(qgraph.input_shape),
-            "layout": qgraph.layout}
+            "layout": qgraph.layout, "notes": list(qgraph.notes)}
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
     return arrays
 
@@ -484,4 +559,4 @@ def qgraph_from_arrays(arrays):
         layers.append(cls(**fields))
     return QGraph(name=meta["name"], input=_from_json(meta["input"]), layers=tuple(layers),
                   input_name=meta["input_name"], input_shape=tuple(meta["input_shape"]),
-                  layout=meta["layout"])
+                  layout=meta["layout"], notes=tuple(meta.get("notes", ())))

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import HwgenError
-from .qgraph import (ActQuant, QAdd, QConv, QDense, QGraph, QPool, check_bits,
-                     qgraph_from_arrays, qgraph_to_arrays)
+from .activations import describe, evaluate
+from .qgraph import (MAX_TABLE_BITS, ActQuant, QAdd, QArgMax, QConv, QDense, QGraph, QPool,
+                     QTable, argmax_quant, check_bits, qgraph_from_arrays, qgraph_to_arrays)
 from .reference import Rounding, run_float
 
 __all__ = [
@@ -235,6 +236,8 @@ def scale_to_multiplier(ratio):
 # -- quantization ---------------------------------------------------------------------------------
 
 _REQUANT_OPS = ("dense", "conv", "avgpool", "global_avgpool", "add")  # layers that requantize
+_TABLE_OPS = ("activation",)           # lookup tables: new codes, a clamp of their own
+_CODE_OPS = _REQUANT_OPS + _TABLE_OPS  # layers whose output has a quantization of its own
 _WEIGHTED_OPS = ("dense", "conv")
 _PASS_OPS = ("maxpool", "flatten")      # codes pass through unchanged
 _ACTIVATION_OPS = ("relu", "clip")      # fold into the clamp of the layer that produced them
@@ -253,14 +256,16 @@ class _Structure:
         for layer in self.layers[1:]:
             if layer.op in _ACTIVATION_OPS:
                 self._fold(layer)
-            elif layer.op in _PASS_OPS or layer.op in _REQUANT_OPS:
+            elif layer.op in _PASS_OPS or layer.op in _CODE_OPS or layer.op == "argmax":
                 self.source[layer.name] = layer.name
-                if layer.op in _REQUANT_OPS:
+                if layer.op in _CODE_OPS:
                     self.activation[layer.name] = (-np.inf, np.inf)
             else:
                 raise HwgenError(f"layer {layer.name!r}: op {layer.op!r} cannot be quantized yet")
+            if layer.op == "argmax" and self.graph.successors(layer.name):
+                raise HwgenError(f"argmax {layer.name!r} must be the output of the model")
         self.qlayers = [layer for layer in self.layers
-                        if layer.op in _REQUANT_OPS or layer.op == "maxpool"]
+                        if layer.op in _CODE_OPS or layer.op in ("maxpool", "argmax")]
 
     def _fold(self, layer):
         """Fold a ReLU/Clip into the requantizing layer before it, looking through max-pools
@@ -271,7 +276,7 @@ class _Structure:
             if len(self.graph.successors(producer.name)) != 1:
                 raise HwgenError(f"{layer.op} {layer.name!r}: its input {producer.name!r} has "
                                  "other consumers too, so it cannot be folded into a clamp")
-            if producer.op in _REQUANT_OPS:
+            if producer.op in _CODE_OPS:
                 break
             if producer.op not in _PASS_OPS + _ACTIVATION_OPS:
                 raise HwgenError(f"{layer.op} {layer.name!r} must follow a dense, conv, pool or "
@@ -292,7 +297,7 @@ class _Structure:
         """The requantizing layers that read ``tensor`` (through max-pools and flattens)."""
         found = []
         for layer in self.layers:
-            if layer.op in _REQUANT_OPS and any(self.tensor(i) == tensor for i in layer.inputs):
+            if layer.op in _CODE_OPS and any(self.tensor(i) == tensor for i in layer.inputs):
                 found.append(layer)
             elif layer.op == "maxpool" and self.tensor(layer.inputs[0]) == tensor:
                 found += self.consumers(layer.name)
@@ -303,7 +308,7 @@ class _Structure:
 
 
 def _bits_names(structure):
-    return [layer.name for layer in structure.layers if layer.op in _REQUANT_OPS]
+    return [layer.name for layer in structure.layers if layer.op in _CODE_OPS]
 
 
 class PreparedCalibration:
@@ -432,6 +437,8 @@ def quantize(graph, calibration, bits=None, *, output_bits=8, rounding=Rounding.
         inputs = tuple(structure.tensor(name) for name in layer.inputs)
         if layer.op == "maxpool":
             quants[layer.name] = quants[inputs[0]]
+        elif layer.op == "argmax":
+            quants[layer.name] = argmax_quant(int(np.prod(graph[layer.inputs[0]].shape)))
         else:
             bits_out = tensor_bits(layer.name)
             quants[layer.name] = ActQuant.from_range(*clamped_range(layer.name, bits_out),
@@ -442,7 +449,7 @@ def quantize(graph, calibration, bits=None, *, output_bits=8, rounding=Rounding.
             weight_granularity))
     return QGraph(name=graph.name, input=quants[structure.input.name], layers=tuple(layers),
                   input_name=structure.input.name, input_shape=structure.input.shape,
-                  layout=structure.input.spec.layout)
+                  layout=structure.input.spec.layout, notes=tuple(graph.notes))
 
 
 def _clamp(output, activation):
@@ -508,5 +515,28 @@ def _q_add(layer, inputs, quant_in, output, activation, bits, rounding, graph, g
                 **_clamp(output, activation))
 
 
+def _q_table(layer, inputs, quant_in, output, activation, bits, rounding, graph, granularity):
+    spec, source = layer.spec, quant_in[0]
+    if source.bits > MAX_TABLE_BITS:
+        raise HwgenError(
+            f"layer {layer.name!r} ({describe(spec.function, spec.params)}): its input has "
+            f"{source.bits}-bit codes, but a lookup table takes at most {MAX_TABLE_BITS} bits "
+            f"({1 << MAX_TABLE_BITS} entries per lane); give it fewer activation bits, "
+            f"e.g. {{\"{layer.name}\": {{\"a\": 8}}}}")
+    clamp = _clamp(output, activation)
+    real = evaluate(spec.function, spec.params,
+                    source.dequantize(np.arange(source.lo, source.hi + 1)))
+    table = np.clip(output.quantize(real), clamp["clamp_lo"], clamp["clamp_hi"])
+    return QTable(name=layer.name, inputs=inputs, shape=layer.shape, function=spec.function,
+                  params=spec.params, table=table, input=source, output=output, **clamp)
+
+
+def _q_argmax(layer, inputs, quant_in, output, activation, bits, rounding, graph, granularity):
+    return QArgMax(name=layer.name, inputs=inputs,
+                   in_features=int(np.prod(graph[layer.inputs[0]].shape)), input=quant_in[0],
+                   output=output)
+
+
 _QUANTIZERS = {"dense": _q_dense, "conv": _q_conv, "avgpool": _q_pool,
-               "global_avgpool": _q_pool, "maxpool": _q_pool, "add": _q_add}
+               "global_avgpool": _q_pool, "maxpool": _q_pool, "add": _q_add,
+               "activation": _q_table, "argmax": _q_argmax}

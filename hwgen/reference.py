@@ -10,6 +10,7 @@ import enum
 
 import numpy as np
 
+from .activations import evaluate
 from .errors import HwgenError
 
 __all__ = ["Rounding", "rshift_round", "requantize", "average_float32_ort", "run_float",
@@ -133,6 +134,10 @@ _FLOAT_OPS = {
     "avgpool": lambda spec, x, a: pool_float(spec, a),
     "global_avgpool": lambda spec, x, a: a.mean(axis=(1, 2), keepdims=True),
     "add": lambda spec, x, a, b: a + b,
+    "activation": lambda spec, x, a: evaluate(spec.function, spec.params, a),
+    "concat": lambda spec, x, *parts: np.concatenate(parts, axis=-1),
+    "argmax": lambda spec, x, a: a.reshape(len(a), -1).argmax(axis=1)[:, None].astype(
+        np.float64),
     "flatten": lambda spec, x, a: a.reshape(len(a), -1),
 }
 
@@ -205,6 +210,10 @@ def _run_layer(layer, args):
         acc = conv_accumulate(layer, args[0])
     elif layer.op == "add":
         return add_integer(layer, *args)
+    elif layer.op == "activation":
+        return layer.table[np.asarray(args[0], dtype=np.int64) - layer.input.lo]
+    elif layer.op == "argmax":
+        return args[0].reshape(len(args[0]), -1).argmax(axis=1)[:, None]
     else:
         return pool_integer(layer, args[0])
     return requantize(acc, layer.multiplier, layer.shift, layer.output.zero_point,

@@ -40,6 +40,12 @@ def make_block(layer_plan, *, target="generic"):
     if engine == "add":
         from .add import AddUnit
         return AddUnit(layer, layer_plan.pe)
+    if engine == "table":
+        from .table import TableUnit
+        return TableUnit(layer, layer_plan.pe, target=target)
+    if engine == "argmax":
+        from .table import ArgMaxUnit
+        return ArgMaxUnit(layer, layer_plan.pe)
     raise HwgenError(f"layer {layer_plan.name!r}: engine {engine!r} has no hardware")
 
 
