@@ -21,14 +21,14 @@ from .errors import HwgenError
 from .frontends import is_quantized, load_onnx, load_quantized_onnx
 from .frontends.onnx_common import _identifier, _read as _read_onnx
 from .graph import Graph
-from .qgraph import QGraph
+from .qgraph import QGraph, add_argmax
 from .quantize import load_calibration
 from .reference import run_integer
 
-__all__ = ["load", "simulate"]
+__all__ = ["load", "simulate", "with_argmax"]
 
 
-def load(model, name=None):
+def load(model, name=None, *, argmax=False):
     """A model from an ONNX file or ``onnx.ModelProto``; a Graph or QGraph built in Python is
     returned as it is.
 
@@ -37,15 +37,38 @@ def load(model, name=None):
     ``quantize_static`` writes them, or QONNX ``Quant`` nodes as Brevitas exports them) gives a
     :class:`~hwgen.qgraph.QGraph` with the model's own scales, zero points and bit widths, which
     :func:`hwgen.make_plan` takes directly (see :mod:`hwgen.frontends.onnx_quant`).
+
+    An output Softmax, LogSoftmax or ArgMax is removed on import (it changes no decision; the
+    graph's ``notes`` say so). ``argmax=True`` ends the model in an argmax unit instead, so the
+    accelerator outputs the class index.
     """
-    if isinstance(model, (Graph, QGraph)):
-        return model
-    proto, stem = _read_onnx(model)
-    if name is None and stem:
-        name = _identifier(stem, prefix="model")
-    if is_quantized(proto):
-        return load_quantized_onnx(proto, name=name)
-    return load_onnx(proto, name=name)
+    if not isinstance(model, (Graph, QGraph)):
+        proto, stem = _read_onnx(model)
+        if name is None and stem:
+            name = _identifier(stem, prefix="model")
+        model = (load_quantized_onnx if is_quantized(proto) else load_onnx)(proto, name=name)
+    return with_argmax(model) if argmax else model
+
+
+def with_argmax(model):
+    """``model`` (a Graph or a QGraph) ending in an argmax over its output vector, unless it
+    already does."""
+    if isinstance(model, QGraph):
+        if model.layers[-1].op == "argmax":
+            return model
+        return add_argmax(model)
+    if model.output_layer.op != "argmax":
+        model.argmax(model.output_layer.name, name=_fresh_name(model, "argmax"))
+    return model
+
+
+def _fresh_name(graph, base):
+    names = {layer.name for layer in graph.layers()}
+    index, name = 0, base
+    while name in names:
+        index += 1
+        name = f"{base}_{index}"
+    return name
 
 
 def load_inputs(inputs):

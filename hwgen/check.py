@@ -19,7 +19,8 @@ import numpy as np
 
 from .errors import HwgenError
 from .frontends import is_quantized, load_onnx, load_quantized_onnx
-from .frontends.onnx import _read
+from .frontends.onnx_common import _read
+from .graph import user_shape
 from .quantize import quantize
 from .reference import run_integer
 
@@ -31,8 +32,10 @@ class CheckResult:
     """Agreement of hwgen's integer reference with onnxruntime on one output.
 
     ``kind`` is ``"codes"`` (quantized model: ``exact``, ``within_one``, ``max_diff`` over
-    output codes) or ``"float"`` (float model: ``max_abs_error`` of the dequantized output,
-    ``step`` its quantization step). ``top1`` is the argmax agreement over frames.
+    output codes), ``"float"`` (float model: ``max_abs_error`` of the dequantized output,
+    ``step`` its quantization step) or ``"classes"`` (a float model whose output Softmax,
+    LogSoftmax or ArgMax, listed in ``removed``, was removed at import: only the classes
+    compare). ``top1`` is the argmax agreement over frames.
     """
 
     output: str
@@ -45,9 +48,14 @@ class CheckResult:
     max_diff: int = None
     max_abs_error: float = None
     step: float = None
+    removed: tuple = ()
 
     def summary(self):
         head = f"output {self.output!r} ({self.frames} frames × {self.values // self.frames})"
+        if self.kind == "classes":
+            return (f"output {self.output!r} ({self.frames} frames): the model's output "
+                    f"{'/'.join(self.removed)} was removed at import, so classes are compared: "
+                    f"top-1 agreement {self.top1:.2%}")
         if self.kind == "codes":
             return (f"{head}: {self.exact:.2%} of codes exact, {self.within_one:.2%} within ±1, "
                     f"largest difference {self.max_diff} codes, top-1 agreement {self.top1:.2%}")
@@ -90,6 +98,8 @@ def _run_onnxruntime(model, source, x):
         raise HwgenError(f"onnxruntime cannot run the model on these inputs: {error}") from None
     if y.ndim == 4:  # NCHW → the reference's HWC stream order
         y = y.transpose(0, 2, 3, 1)
+    elif y.ndim == 3:  # NCL → the reference's (1, L, C)
+        y = y.transpose(0, 2, 1)
     return session.get_outputs()[0].name, y.reshape(len(y), -1)
 
 
@@ -125,11 +135,7 @@ def check_model(model, inputs, calibration=None, *, bits=None, output_bits=8):
         graph = load_onnx(proto, name=stem)
         qgraph = quantize(graph, calibration, bits, output_bits=output_bits)
     x = load_inputs(inputs)
-    if qgraph.layout == "CHW":
-        height, width, channels = qgraph.input_shape
-        shape = (channels, height, width)
-    else:
-        shape = tuple(qgraph.input_shape)
+    shape = user_shape(qgraph.input_shape, qgraph.layout)
     if x.shape == shape:
         x = x[None]
     if x.shape[1:] != shape or len(x) == 0:
@@ -137,6 +143,12 @@ def check_model(model, inputs, calibration=None, *, bits=None, output_bits=8):
                          f"not {x.shape}")
     name, want = _run_onnxruntime(proto, source, x.astype(np.float32))
     got = run_integer(qgraph, qgraph.input_codes(x))
+    removed = graph.removed_outputs if graph is not None else ()
+    if removed:
+        # The model's output Softmax/ArgMax was removed at import: only the class compares.
+        want_class = want[:, 0] if removed[-1] == "ArgMax" else want.argmax(axis=1)
+        top1 = float(np.mean(got.argmax(axis=1) == want_class))
+        return CheckResult(name, "classes", len(x), len(x), top1, removed=removed)
     top1 = float(np.mean(got.argmax(axis=1) == want.argmax(axis=1)))
     if quantized:
         out = qgraph.output

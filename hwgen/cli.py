@@ -93,7 +93,7 @@ def cmd_build(args):
     started = time.perf_counter()
     _check_auto(args)
     choice = None
-    graph = load(args.model, name=args.name)
+    graph = load(args.model, name=args.name, argmax=args.argmax)
     calibration = load_calibration(args.calib) if args.calib else None
     if isinstance(graph, QGraph):
         # A quantized model (QDQ, QOperator, QONNX) brings its own quantization; test vectors
@@ -105,6 +105,8 @@ def cmd_build(args):
         qgraph, graph = graph, None
     else:
         _progress(f"loaded {args.model}: {len(graph.layers())} layers")
+        for note in graph.notes:
+            _progress(note)
         if calibration is None:
             raise HwgenError(f"{args.model} is a float model: give calibration inputs with "
                              "--calib DATA (only quantized models build without)")
@@ -270,6 +272,9 @@ def build_parser():
                        help="how multipliers are built: plain Verilog ('generic') or ECP5 "
                             "MULT18X18D primitives with their registers ('ecp5'); default "
                             "'ecp5' with an ECP5 --board, else 'generic'")
+    build.add_argument("--argmax", action="store_true",
+                       help="end the accelerator in an argmax unit: it outputs the class index "
+                            "(an output Softmax/LogSoftmax/ArgMax is removed either way)")
     build.add_argument("--name", help="top module name (default: the model file's stem)")
     build.add_argument("--frames", type=int, default=32,
                        help="test frames taken from the calibration data (default 32)")

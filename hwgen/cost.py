@@ -270,6 +270,12 @@ def _pool_parts(layer_plan):
         products, requant_bits = _requant(lanes, sum_bits)
         memories = [("sums", channels // lanes, lanes * sum_bits, 1)]
         return products, memories, lanes * sum_bits, requant_bits, lanes * (a + 2 * sum_bits)
+    if layer.op == "concat":
+        requantized = sum(not layer.passes(i) for i in range(len(layer.inputs)))
+        products = [(a + 2, _REQUANT_MULTIPLIER_BITS, a + 2 + _REQUANT_MULTIPLIER_BITS,
+                     requantized * lanes)] if requantized else []
+        bits = lanes * (a + 2 + _REQUANT_MULTIPLIER_BITS) * requantized
+        return products, [], bits + lanes * a, bits, 2 * lanes * (a + 1) + 16
     if layer.op == "add":
         products = [(a + 2, _REQUANT_MULTIPLIER_BITS, a + 2 + _REQUANT_MULTIPLIER_BITS,
                      2 * lanes)]

@@ -23,7 +23,14 @@ from .errors import HwgenError
 
 __all__ = ["InputSpec", "DenseSpec", "ReluSpec", "ClipSpec", "ActivationSpec", "ConvSpec",
            "PoolSpec", "GlobalAvgPoolSpec", "AddSpec", "ConcatSpec", "FlattenSpec", "ArgMaxSpec",
-           "Layer", "Graph", "LAYOUTS", "user_shape", "to_stream_order"]
+           "PReluSpec",
+           "Layer", "Graph", "LAYOUTS", "user_shape", "to_stream_order", "module_name"]
+
+
+def module_name(name):
+    """The layer name a dotted module path stands for: ``"stage2.conv1"`` → ``"stage2_conv1"``
+    (importers name layers so; ``--bits`` and ``--folding`` take either form)."""
+    return name.replace(".", "_") if isinstance(name, str) else name
 
 # How users hand inputs over: as they stream (HWC, or plain vectors), as ONNX image models take
 # them (CHW), or as ONNX 1-D models take them (CL: channels, length; internally a 1 × L image).
@@ -122,6 +129,16 @@ class ActivationSpec:
 
     def __str__(self):
         return describe(self.function, self.params)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PReluSpec:
+    """``y = x`` for ``x ≥ 0``, else ``slope[c] · x``: one slope per channel (the last axis).
+    Quantized, it folds into the dense or conv layer before it as a two-slope requantization."""
+
+    slope: np.ndarray
+
+    op = "prelu"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -332,6 +349,18 @@ class Graph:
             raise HwgenError(f"layer {name!r}: {error}") from None
         return self._add(name, ActivationSpec(function, params), (x,), self._shape_of(x, name))
 
+    def prelu(self, x, slope, name=None):
+        """Add ``x`` for ``x ≥ 0``, else ``slope[c] · x`` with one slope per channel (the last
+        axis); it must follow a dense or conv layer, into whose requantization it folds (a
+        single slope for all channels is ``activation(x, "leaky_relu", (alpha,))``)."""
+        name = self._fresh(name, "prelu")
+        shape = self._shape_of(x, name)
+        slope = np.array(slope, dtype=np.float64).reshape(-1)
+        if slope.shape != (shape[-1],) or not np.all(np.isfinite(slope)):
+            raise HwgenError(f"prelu {name!r}: slope must hold {shape[-1]} finite values (one "
+                             f"per channel), not shape {slope.shape}")
+        return self._add(name, PReluSpec(slope), (x,), shape)
+
     def conv2d(self, x, weight, bias=None, stride=1, padding=0, groups=1, name=None):
         """Add a 2-D convolution; ``weight`` is ``(out_channels, kh, kw, in_channels/groups)``,
         ``padding`` an int or ``(top, left, bottom, right)``, ``stride`` an int or ``(sy, sx)``,
@@ -417,7 +446,7 @@ class Graph:
 
     def __getitem__(self, name):
         try:
-            return self._nx.nodes[name]["layer"]
+            return self._nx.nodes[name if name in self._nx else module_name(name)]["layer"]
         except KeyError:
             raise HwgenError(f"no layer named {name!r}; layers: {', '.join(self._nx)}") from None
 
@@ -454,7 +483,8 @@ class Graph:
         rows = [f"Graph {self._name!r}: {len(self._nx)} layers"]
         for layer in self.layers():
             inputs = ", ".join(layer.inputs) or "-"
-            rows.append(f"  {layer.name:<16} {layer.op:<6} <- {inputs:<16} shape {layer.shape}")
+            op = str(layer.spec) if layer.op == "activation" else layer.op
+            rows.append(f"  {layer.name:<16} {op:<6} <- {inputs:<16} shape {layer.shape}")
         return "\n".join(rows)
 
     # -- internals --------------------------------------------------------------------------------

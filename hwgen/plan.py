@@ -50,6 +50,7 @@ import re
 from pathlib import Path
 
 from .errors import HwgenError
+from .graph import module_name
 from .packing import DEFAULT_PORTS, DSP_PORTS, check_kind, max_pack, packing
 from .reference import Rounding
 
@@ -75,6 +76,7 @@ ENGINES = {
     "add": ("add",),
     "activation": ("table",),
     "argmax": ("argmax",),
+    "concat": ("concat",),
 }
 
 
@@ -102,6 +104,8 @@ def _channels(layer):
         return layer.in_features
     if layer.op in ("add", "activation"):
         return layer.shape[-1]
+    if layer.op == "concat":
+        return math.gcd(*layer.channels)  # lanes must divide every part
     return layer.in_shape[2]
 
 
@@ -189,7 +193,7 @@ def _window_cycles(layer, in_lanes, out_lanes):
 def _cycles(layer, engine, folding, in_lanes):
     if engine == "mac":
         return (layer.in_features // folding.simd) * (layer.out_features // folding.pe)
-    if engine in ("gap", "add", "table"):
+    if engine in ("gap", "add", "table", "concat"):
         shape = layer.in_shape if engine == "gap" else layer.shape
         return math.prod(shape) // folding.pe
     if engine == "argmax":
@@ -287,23 +291,66 @@ class Plan:
         pixels of internal buffering and a pipeline allowance, each scaled to elements of
         ``tensor``. It never exceeds one frame plus a margin, which always suffices.
         """
-        qgraph, add = self.qgraph, self[consumer]
-        if add.engine != "add" or len(qgraph.consumers(tensor)) < 2:
+        qgraph, join = self.qgraph, self[consumer]
+        if join.engine == "concat":
+            return self._concat_fifo_depth(tensor, join)
+        if join.engine != "add" or len(qgraph.consumers(tensor)) < 2:
             return 0
-        others = [name for name in add.layer.inputs if name != tensor]
+        others = [name for name in join.layer.inputs if name != tensor]
         path = self._between(tensor, others[0]) if others else []
         if not path:
             return 0
-        lanes = self.in_lanes if tensor == qgraph.input_name else self[tensor].out_lanes
-        elements = math.prod(qgraph.shape_of(tensor))
+        return self._held_beats(tensor, self._held(tensor, path), tensor)
+
+    def _held(self, fork, path):
+        """Elements of ``fork`` the layers of ``path`` take in ahead of their outputs."""
+        qgraph, elements = self.qgraph, math.prod(self.qgraph.shape_of(fork))
         held = 0
         for layer_plan in path:
             layer = layer_plan.layer
             layer_in = math.prod(qgraph.shape_of(layer.inputs[0]))
             held += (_lead(layer) + _PIPELINE_ALLOWANCE * layer_plan.in_lanes) * (
                 elements / layer_in)
-        frame_beats = elements // lanes
-        return min(math.ceil(held / lanes) + _FIFO_MARGIN, frame_beats + _FIFO_MARGIN)
+        return held
+
+    def _held_beats(self, fork, held, tensor):
+        """``held`` elements of ``fork`` as beats of ``tensor`` (plus a margin, at most a
+        frame plus the margin)."""
+        qgraph = self.qgraph
+        lanes = self.in_lanes if tensor == qgraph.input_name else self[tensor].out_lanes
+        elements = math.prod(qgraph.shape_of(tensor))
+        scaled = held * elements / math.prod(qgraph.shape_of(fork))
+        return min(math.ceil(scaled / lanes) + _FIFO_MARGIN, elements // lanes + _FIFO_MARGIN)
+
+    def _concat_fifo_depth(self, tensor, join):
+        """A concat takes a pixel of each input in turn, so an input whose path from the
+        tensor they all come from holds less than another's must buffer the difference."""
+        fork = self._fork(join.layer.inputs)
+        if fork is None:
+            return 0
+        held = {name: self._held(fork, self._between(fork, name)) if name != fork else 0
+                for name in join.layer.inputs}
+        need = max(held.values()) - held[tensor]
+        return self._held_beats(fork, need, tensor) if need > 0 else 0
+
+    def _fork(self, names):
+        """The latest tensor every one of ``names`` depends on (or is), if any."""
+        qgraph = self.qgraph
+
+        def ancestors(name):
+            found, stack = set(), [name]
+            while stack:
+                current = stack.pop()
+                if current in found:
+                    continue
+                found.add(current)
+                if current != qgraph.input_name:
+                    stack.extend(qgraph[current].inputs)
+            return found
+
+        common = set.intersection(*(ancestors(name) for name in names))
+        order = [qgraph.input_name] + [layer.name for layer in qgraph.layers]
+        return max(common, key=order.index) if common else None
 
     def _between(self, tensor, name):
         """The planned layers on paths from ``tensor`` (exclusive) to ``name`` (inclusive)."""
@@ -342,7 +389,7 @@ def _lead(layer):
     pixels of buffering."""
     if layer.op in ("dense", "argmax"):
         return layer.in_features
-    if layer.op in ("add", "activation"):
+    if layer.op in ("add", "activation", "concat"):
         return layer.shape[-1]
     if layer.op == "global_avgpool":
         return math.prod(layer.in_shape)
@@ -509,7 +556,7 @@ def _choose(layer, engine, target, in_lanes_options):
 def _in_lanes_options(layer, engine):
     if engine == "mac":
         return lambda folding: [folding.simd]
-    if engine in ("pool", "gap", "add", "table", "argmax"):
+    if engine in ("pool", "gap", "add", "table", "argmax", "concat"):
         return lambda folding: [folding.pe]
     if engine == "depthwise":
         return lambda folding: [folding.pe]
@@ -534,6 +581,8 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
     folding = parse_folding(folding)
     kinds = _allowed_kinds(multiplier_kinds)
     names = [layer.name for layer in qgraph.layers]
+    folding = {name if name in names else module_name(name): value
+               for name, value in folding.items()}
     unknown = [name for name in folding if name not in names]
     if unknown:
         raise HwgenError(f"folding names {', '.join(map(repr, unknown))}, which match no layer; "
@@ -586,7 +635,7 @@ def _pinned(qgraph, folding, target, ports):
         kind, pack = _pinned_kind(layer, engine, fold, kind or "dsp", ports)
         in_lanes = min(_in_lanes_options(layer, engine)(fold),
                        key=lambda lanes: (_cycles(layer, engine, fold, lanes) > target, lanes))
-        pinned[name] = LayerPlan(layer, engine, fold, in_lanes, kind, pack)
+        pinned[layer.name] = LayerPlan(layer, engine, fold, in_lanes, kind, pack)
     return pinned
 
 

@@ -11,6 +11,9 @@ A :class:`QGraph` is a tuple of quantized layers in topological order; each name
 - :class:`QAdd`: ``acc = (q_a − zp_a) · M_a + (q_b − zp_b) · M_b``, then
   ``clamp(zp_y + rshift_round(acc, n), clamp_lo, clamp_hi)``.
 - :class:`QTable`: ``q_y = table[q_x − lo_x]``, a smooth activation as a lookup table.
+- :class:`QConcat`: the channels of its inputs one after another; an input whose quantization
+  differs from the output's is requantized on the way,
+  ``clamp(zp_y + rshift_round((q_i − zp_i) · M_i, n), clamp_lo, clamp_hi)``.
 - :class:`QArgMax`: the index of the largest code of a vector (the first on a tie).
 """
 
@@ -21,12 +24,14 @@ import operator
 
 import numpy as np
 
+from .activations import describe
 from .errors import HwgenError
-from .graph import to_stream_order
+from .graph import module_name, to_stream_order
 from .reference import Rounding
 
-__all__ = ["ActQuant", "QDense", "QConv", "QPool", "QAdd", "QTable", "QArgMax", "QGraph",
-           "check_bits", "qgraph_to_arrays", "qgraph_from_arrays"]
+__all__ = ["ActQuant", "QDense", "QConv", "QPool", "QAdd", "QTable", "QArgMax", "QConcat",
+           "QGraph",
+           "check_bits", "qgraph_to_arrays", "qgraph_from_arrays", "add_argmax"]
 
 MIN_BITS, MAX_BITS = 2, 16
 
@@ -109,6 +114,8 @@ class QDense:
     input, output : :class:`ActQuant` of the consumed and the produced activations.
     clamp_lo, clamp_hi : output code range after a folded ReLU.
     relu : whether a ReLU was folded into the clamp (``clamp_lo ≥ zero_point``).
+    negative_multiplier : int64 array ``(out_features,)`` or None: a folded LeakyReLU/PReLU,
+        the multiplier an ``acc < 0`` takes instead of ``M[c]`` (``≈ slope[c] · M[c]``).
     """
 
     name: str
@@ -125,6 +132,7 @@ class QDense:
     clamp_hi: int
     rounding: Rounding = Rounding.HALF_UP
     relu: bool = False
+    negative_multiplier: np.ndarray = None
 
     op = "dense"
 
@@ -166,7 +174,10 @@ class QDense:
 
     @property
     def multiplier_bits(self):
-        return max(int(self.multiplier.max(initial=0)).bit_length(), 1)
+        largest = int(self.multiplier.max(initial=0))
+        if self.negative_multiplier is not None:
+            largest = max(largest, int(self.negative_multiplier.max(initial=0)))
+        return max(largest.bit_length(), 1)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -199,6 +210,7 @@ class QConv:
     out_shape: tuple
     rounding: Rounding = Rounding.HALF_UP
     relu: bool = False
+    negative_multiplier: np.ndarray = None
 
     op = "conv"
 
@@ -324,6 +336,55 @@ class QAdd:
         return span(self.input_a) * self.multiplier_a + span(self.input_b) * self.multiplier_b
 
     acc_bits = property(lambda self: self.acc_bound.bit_length() + 1)
+
+    @property
+    def macs(self):
+        return 0
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class QConcat:
+    """The concatenation of ``inputs`` along the channels (the last axis of ``shape``, the
+    output's). Input ``i`` has ``channels[i]`` channels and quantization ``input_quants[i]``;
+    where that is the output's, its codes pass unchanged (``multipliers[i] = 0`` marks it),
+    else ``clamp(zp_y + rshift_round((q − zp_i) · multipliers[i], shift), lo, hi)``."""
+
+    name: str
+    inputs: tuple
+    shape: tuple
+    channels: tuple
+    input_quants: tuple
+    output: ActQuant
+    multipliers: tuple
+    shift: int
+    clamp_lo: int
+    clamp_hi: int
+    rounding: Rounding = Rounding.HALF_UP
+    relu: bool = False
+
+    op = "concat"
+
+    def __post_init__(self):
+        assert len(self.inputs) == len(self.channels) == len(self.input_quants) == len(
+            self.multipliers) >= 2
+        assert sum(self.channels) == self.shape[-1]
+
+    @property
+    def input(self):
+        return self.input_quants[0]
+
+    def passes(self, index):
+        """Whether input ``index``'s codes pass unchanged."""
+        return self.multipliers[index] == 0
+
+    act_bits = property(lambda self: max(quant.bits for quant in self.input_quants))
+
+    @property
+    def acc_bound(self):
+        return max([abs(quant.hi - quant.zero_point) * m + abs(quant.lo - quant.zero_point) * m
+                    for quant, m in zip(self.input_quants, self.multipliers)] + [0])
+
+    acc_bits = property(lambda self: max(self.acc_bound.bit_length() + 1, self.output.bits))
 
     @property
     def macs(self):
@@ -468,9 +529,10 @@ class QGraph:
         return self.input.quantize(x.reshape(len(x), self.in_features))
 
     def __getitem__(self, name):
-        for layer in self.layers:
-            if layer.name == name:
-                return layer
+        for candidate in dict.fromkeys((name, module_name(name))):
+            for layer in self.layers:
+                if layer.name == candidate:
+                    return layer
         raise HwgenError(f"no quantized layer named {name!r}; layers: "
                          f"{', '.join(layer.name for layer in self.layers)}")
 
@@ -482,16 +544,35 @@ class QGraph:
             bits = f"{weight}a{layer.act_bits}"
             relu = " relu" if layer.relu else ""
             shape = "x".join(map(str, layer_shape(layer)))
-            rows.append(f"  {layer.name:<16} {layer.op:<14} {shape:>12} {bits:>7} "
+            op = describe(layer.function, layer.params) if layer.op == "activation" else layer.op
+            rows.append(f"  {layer.name:<16} {op:<14} {shape:>12} {bits:>7} "
                         f"{layer.acc_bits:>4}  {layer.output}{relu}")
         return "\n".join(rows)
+
+
+def add_argmax(qgraph, name="argmax"):
+    """``qgraph`` with an argmax over its output vector appended (as the layer ``name``,
+    made unique)."""
+    shape = qgraph.output_shape
+    if len(shape) != 1 and tuple(shape[:-1]) != (1, 1):
+        raise HwgenError(f"an argmax needs a vector output, not {shape}")
+    names = {layer.name for layer in qgraph.layers} | {qgraph.input_name}
+    base, index = name, 0
+    while name in names:
+        index += 1
+        name = f"{base}_{index}"
+    last = qgraph.layers[-1]
+    features = int(np.prod(shape))
+    layer = QArgMax(name=name, inputs=(last.name,), in_features=features, input=last.output,
+                    output=argmax_quant(features))
+    return dataclasses.replace(qgraph, layers=qgraph.layers + (layer,))
 
 
 def layer_shape(layer):
     """The output shape of a quantized layer."""
     if layer.op == "dense":
         return (layer.out_features,)
-    if layer.op in ("add", "activation"):
+    if layer.op in ("add", "activation", "concat"):
         return tuple(layer.shape)
     if layer.op == "argmax":
         return (1,)
@@ -500,7 +581,8 @@ def layer_shape(layer):
 
 # -- persistence ----------------------------------------------------------------------------------
 
-_LAYER_TYPES = {cls.__name__: cls for cls in (QDense, QConv, QPool, QAdd, QTable, QArgMax)}
+_LAYER_TYPES = {cls.__name__: cls for cls in (QDense, QConv, QPool, QAdd, QTable, QArgMax,
+                                               QConcat)}
 
 
 def _to_json(value):

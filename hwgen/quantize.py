@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import HwgenError
+from .graph import module_name
 from .activations import describe, evaluate
-from .qgraph import (MAX_TABLE_BITS, ActQuant, QAdd, QArgMax, QConv, QDense, QGraph, QPool,
-                     QTable, argmax_quant, check_bits, qgraph_from_arrays, qgraph_to_arrays)
+from .qgraph import (MAX_TABLE_BITS, ActQuant, QAdd, QArgMax, QConcat, QConv, QDense, QGraph,
+                     QPool, QTable, argmax_quant, check_bits, qgraph_from_arrays, qgraph_to_arrays)
 from .reference import Rounding, run_float
 
 __all__ = [
@@ -180,6 +181,8 @@ def resolve_bits(bits, layer_names, default=DEFAULT_BITS):
         return {name: uniform for name in layer_names}
     if not isinstance(bits, dict):
         raise HwgenError(f"bits must be 'wXaY', a dict or a JSON file, not {bits!r}")
+    bits = {name if name in layer_names else module_name(name): entry
+            for name, entry in bits.items()}
     unknown = [name for name in bits if name not in layer_names]
     if unknown:
         raise HwgenError(f"bits name {', '.join(map(repr, unknown))}, which match no layer; "
@@ -235,7 +238,7 @@ def scale_to_multiplier(ratio):
 
 # -- quantization ---------------------------------------------------------------------------------
 
-_REQUANT_OPS = ("dense", "conv", "avgpool", "global_avgpool", "add")  # layers that requantize
+_REQUANT_OPS = ("dense", "conv", "avgpool", "global_avgpool", "add", "concat")  # requantize
 _TABLE_OPS = ("activation",)           # lookup tables: new codes, a clamp of their own
 _CODE_OPS = _REQUANT_OPS + _TABLE_OPS  # layers whose output has a quantization of its own
 _WEIGHTED_OPS = ("dense", "conv")
@@ -253,9 +256,18 @@ class _Structure:
         self.input = self.layers[0]
         self.source = {self.input.name: self.input.name}  # float layer → tensor it carries
         self.activation = {}                               # requant layer → (lo, hi) real clamp
+        self.slopes = {}        # dense/conv layer → the negative slopes folded into it
+        self.range_source = {}  # such a layer → the float layer its range is measured on
+        self.folded = set()     # the layers folded so
         for layer in self.layers[1:]:
             if layer.op in _ACTIVATION_OPS:
                 self._fold(layer)
+            elif self._fold_slopes(layer):
+                pass
+            elif layer.op == "prelu":
+                raise HwgenError(f"prelu {layer.name!r} must follow a dense or conv layer that "
+                                 "nothing else reads: its slopes fold into that layer's "
+                                 "requantization")
             elif layer.op in _PASS_OPS or layer.op in _CODE_OPS or layer.op == "argmax":
                 self.source[layer.name] = layer.name
                 if layer.op in _CODE_OPS:
@@ -265,13 +277,40 @@ class _Structure:
             if layer.op == "argmax" and self.graph.successors(layer.name):
                 raise HwgenError(f"argmax {layer.name!r} must be the output of the model")
         self.qlayers = [layer for layer in self.layers
-                        if layer.op in _CODE_OPS or layer.op in ("maxpool", "argmax")]
+                        if self.makes_codes(layer) or layer.op in ("maxpool", "argmax")]
+
+    def makes_codes(self, layer):
+        """Whether ``layer`` becomes a quantized layer with an output quantization of its own."""
+        return layer.op in _CODE_OPS and layer.name not in self.folded
+
+    def _fold_slopes(self, layer):
+        """Fold a PReLU, or a LeakyReLU with a slope ≥ 0, into the dense or conv layer right
+        before it (that nothing else reads): a two-slope requantization. Returns whether it
+        did."""
+        if layer.op == "prelu":
+            slopes = layer.spec.slope
+        elif layer.op == "activation" and layer.spec.function == "leaky_relu":
+            slopes = np.full(layer.shape[-1], layer.spec.params[0])
+        else:
+            return False
+        producer = self.graph[layer.inputs[0]]
+        if (producer.op not in _WEIGHTED_OPS or producer.name in self.slopes
+                or len(self.graph.successors(producer.name)) != 1 or np.any(slopes < 0)):
+            return False
+        self.slopes[producer.name] = slopes
+        self.range_source[producer.name] = layer.name
+        self.folded.add(layer.name)
+        self.source[layer.name] = self.source[producer.name]
+        return True
 
     def _fold(self, layer):
         """Fold a ReLU/Clip into the requantizing layer before it, looking through max-pools
         and flattens (both commute with a monotonic clamp)."""
         lo, hi = (0.0, np.inf) if layer.op == "relu" else (layer.spec.lo, layer.spec.hi)
         producer = self.graph[layer.inputs[0]]
+        if producer.op in ("prelu", "activation") and self.source.get(producer.name) in (
+                self.slopes):
+            producer = self.graph[self.source[producer.name]]  # slopes folded into it
         while True:
             if len(self.graph.successors(producer.name)) != 1:
                 raise HwgenError(f"{layer.op} {layer.name!r}: its input {producer.name!r} has "
@@ -297,7 +336,7 @@ class _Structure:
         """The requantizing layers that read ``tensor`` (through max-pools and flattens)."""
         found = []
         for layer in self.layers:
-            if layer.op in _CODE_OPS and any(self.tensor(i) == tensor for i in layer.inputs):
+            if self.makes_codes(layer) and any(self.tensor(i) == tensor for i in layer.inputs):
                 found.append(layer)
             elif layer.op == "maxpool" and self.tensor(layer.inputs[0]) == tensor:
                 found += self.consumers(layer.name)
@@ -308,7 +347,7 @@ class _Structure:
 
 
 def _bits_names(structure):
-    return [layer.name for layer in structure.layers if layer.op in _CODE_OPS]
+    return [layer.name for layer in structure.layers if structure.makes_codes(layer)]
 
 
 class PreparedCalibration:
@@ -336,7 +375,9 @@ class PreparedCalibration:
         self._graph = graph
         self._method = method
         self._percentile = percentile
-        self._activation = _Structure(graph).activation
+        structure = _Structure(graph)
+        self._activation = structure.activation
+        self._range_source = structure.range_source
         self._values = _calibration_values(graph, calibration)
         self._ranges = {}
 
@@ -366,7 +407,8 @@ class PreparedCalibration:
         if key not in self._ranges:
             act_lo, act_hi = self._activation.get(name, (-np.inf, np.inf))
             # The range of the values after the folded activation, which is what gets quantized.
-            lo, hi = tensor_range(np.clip(self._values[name], act_lo, act_hi), self._method,
+            values = self._values[self._range_source.get(name, name)]
+            lo, hi = tensor_range(np.clip(values, act_lo, act_hi), self._method,
                                   percentile=self._percentile, bits=bits)
             self._ranges[key] = (float(np.clip(lo, act_lo, act_hi)),
                                  float(np.clip(hi, act_lo, act_hi)))
@@ -440,13 +482,23 @@ def quantize(graph, calibration, bits=None, *, output_bits=8, rounding=Rounding.
         elif layer.op == "argmax":
             quants[layer.name] = argmax_quant(int(np.prod(graph[layer.inputs[0]].shape)))
         else:
-            bits_out = tensor_bits(layer.name)
-            quants[layer.name] = ActQuant.from_range(*clamped_range(layer.name, bits_out),
-                                                     bits_out)
-        layers.append(_QUANTIZERS[layer.op](
+            # A tensor only a concat reads takes the concat's quantization, so the concat
+            # passes its codes unchanged.
+            target = layer.name
+            while target != structure.output():
+                users = structure.consumers(target)
+                if len(users) != 1 or users[0].op != "concat":
+                    break
+                target = users[0].name
+            bits_out = tensor_bits(target)
+            quants[layer.name] = ActQuant.from_range(*clamped_range(target, bits_out), bits_out)
+        qlayer = _QUANTIZERS[layer.op](
             layer, inputs, [quants[name] for name in inputs], quants[layer.name],
             structure.activation.get(layer.name), per_layer.get(layer.name), rounding, graph,
-            weight_granularity))
+            weight_granularity)
+        if layer.name in structure.slopes:
+            qlayer = _with_slopes(qlayer, structure.slopes[layer.name])
+        layers.append(qlayer)
     return QGraph(name=graph.name, input=quants[structure.input.name], layers=tuple(layers),
                   input_name=structure.input.name, input_shape=structure.input.shape,
                   layout=structure.input.spec.layout, notes=tuple(graph.notes))
@@ -515,6 +567,29 @@ def _q_add(layer, inputs, quant_in, output, activation, bits, rounding, graph, g
                 **_clamp(output, activation))
 
 
+def _with_slopes(layer, slopes):
+    """``layer`` with a LeakyReLU/PReLU folded in: an ``acc < 0`` takes
+    ``round(slope · s_x · s_w[c] / s_y · 2^n[c])`` instead of ``M[c]``."""
+    ratio = layer.input.scale * layer.weight_scale / layer.output.scale
+    negative = np.round(np.ldexp(slopes * ratio, layer.shift)).astype(np.int64)
+    return dataclasses.replace(layer, negative_multiplier=negative)
+
+
+def _q_concat(layer, inputs, quant_in, output, activation, bits, rounding, graph, granularity):
+    differ = [quant != output for quant in quant_in]
+    ratios = np.array([quant.scale / output.scale for quant in quant_in])
+    shift, multipliers = 0, (0,) * len(quant_in)
+    if any(differ):
+        _, shifts = scale_to_multiplier(ratios[differ])
+        shift = int(shifts.max())
+        multipliers = tuple(int(np.round(np.ldexp(ratio, shift))) if change else 0
+                            for ratio, change in zip(ratios, differ))
+    channels = tuple(int(graph[name].shape[-1]) for name in layer.inputs)
+    return QConcat(name=layer.name, inputs=inputs, shape=layer.shape, channels=channels,
+                   input_quants=tuple(quant_in), output=output, multipliers=multipliers,
+                   shift=shift, rounding=rounding, **_clamp(output, activation))
+
+
 def _q_table(layer, inputs, quant_in, output, activation, bits, rounding, graph, granularity):
     spec, source = layer.spec, quant_in[0]
     if source.bits > MAX_TABLE_BITS:
@@ -539,4 +614,4 @@ def _q_argmax(layer, inputs, quant_in, output, activation, bits, rounding, graph
 
 _QUANTIZERS = {"dense": _q_dense, "conv": _q_conv, "avgpool": _q_pool,
                "global_avgpool": _q_pool, "maxpool": _q_pool, "add": _q_add,
-               "activation": _q_table, "argmax": _q_argmax}
+               "activation": _q_table, "argmax": _q_argmax, "concat": _q_concat}

@@ -66,13 +66,19 @@ def rshift_round(value, shift, rounding=Rounding.HALF_UP):
     return (value + half) >> shift
 
 
-def requantize(acc, multiplier, shift, zero_point, lo, hi, rounding=Rounding.HALF_UP):
+def requantize(acc, multiplier, shift, zero_point, lo, hi, rounding=Rounding.HALF_UP,
+               negative_multiplier=None):
     """``clamp(zero_point + rshift_round(acc · M, n), lo, hi)``.
 
     ``acc`` is ``(..., channels)``; ``multiplier`` and ``shift`` are per channel (or scalars).
+    With ``negative_multiplier`` (per channel), an ``acc < 0`` takes it instead of ``M``: a
+    LeakyReLU/PReLU folded into the requantization (two slopes, exact).
     """
     acc = np.asarray(acc, dtype=np.int64)
     multiplier = np.asarray(multiplier, dtype=np.int64)
+    if negative_multiplier is not None:
+        multiplier = np.where(acc < 0, np.asarray(negative_multiplier, dtype=np.int64),
+                              multiplier)
     _check_int64(int(np.abs(acc).max(initial=0)) * int(np.abs(multiplier).max(initial=0)),
                  "requantize product")
     scaled = rshift_round(acc * multiplier, shift, rounding)
@@ -135,6 +141,7 @@ _FLOAT_OPS = {
     "global_avgpool": lambda spec, x, a: a.mean(axis=(1, 2), keepdims=True),
     "add": lambda spec, x, a, b: a + b,
     "activation": lambda spec, x, a: evaluate(spec.function, spec.params, a),
+    "prelu": lambda spec, x, a: np.where(a >= 0, a, spec.slope * a),
     "concat": lambda spec, x, *parts: np.concatenate(parts, axis=-1),
     "argmax": lambda spec, x, a: a.reshape(len(a), -1).argmax(axis=1)[:, None].astype(
         np.float64),
@@ -174,7 +181,8 @@ def pool_integer(layer, codes):
         return average_float32_ort(layer, patches)
     acc = (patches - layer.input.zero_point).sum(axis=(3, 4))
     return requantize(acc, layer.multiplier, layer.shift, layer.output.zero_point,
-                      layer.clamp_lo, layer.clamp_hi, layer.rounding)
+                      layer.clamp_lo, layer.clamp_hi, layer.rounding,
+                      getattr(layer, "negative_multiplier", None))
 
 
 def average_float32_ort(layer, patches):
@@ -203,6 +211,20 @@ def add_integer(layer, a, b):
     return np.clip(layer.output.zero_point + scaled, layer.clamp_lo, layer.clamp_hi)
 
 
+def concat_integer(layer, parts):
+    """The parts one after another along the channels, each requantized to the output's
+    quantization where its own differs, and clamped."""
+    out = []
+    for index, (part, quant) in enumerate(zip(parts, layer.input_quants)):
+        part = np.asarray(part, dtype=np.int64)
+        if not layer.passes(index):
+            scaled = rshift_round((part - quant.zero_point) * layer.multipliers[index],
+                                  layer.shift, layer.rounding)
+            part = layer.output.zero_point + scaled
+        out.append(np.clip(part, layer.clamp_lo, layer.clamp_hi))
+    return np.concatenate(out, axis=-1)
+
+
 def _run_layer(layer, args):
     if layer.op == "dense":
         acc = dense_accumulate(layer, args[0].reshape(len(args[0]), -1))
@@ -212,12 +234,15 @@ def _run_layer(layer, args):
         return add_integer(layer, *args)
     elif layer.op == "activation":
         return layer.table[np.asarray(args[0], dtype=np.int64) - layer.input.lo]
+    elif layer.op == "concat":
+        return concat_integer(layer, args)
     elif layer.op == "argmax":
         return args[0].reshape(len(args[0]), -1).argmax(axis=1)[:, None]
     else:
         return pool_integer(layer, args[0])
     return requantize(acc, layer.multiplier, layer.shift, layer.output.zero_point,
-                      layer.clamp_lo, layer.clamp_hi, layer.rounding)
+                      layer.clamp_lo, layer.clamp_hi, layer.rounding,
+                      getattr(layer, "negative_multiplier", None))
 
 
 def run_integer(qgraph, codes, *, keep=False):

@@ -126,7 +126,7 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
 def test_cli_rejects_unsupported_ops(tmp_path):
     import onnx
     from onnx import TensorProto, helper
-    node = helper.make_node("Sigmoid", ["x"], ["y"], name="act")
+    node = helper.make_node("LpNormalization", ["x"], ["y"], name="act")
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(
         "x", TensorProto.FLOAT, [1, 4])], [helper.make_tensor_value_info(
             "y", TensorProto.FLOAT, [1, 4])])
@@ -135,4 +135,4 @@ def test_cli_rejects_unsupported_ops(tmp_path):
     np.save(tmp_path / "c.npy", np.zeros((2, 4)))
     done = _cli("build", "m.onnx", "--calib", "c.npy", "-o", "o", cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert "node 'act' (op Sigmoid) is not supported; supported ops:" in done.stderr
+    assert "node 'act' (op LpNormalization) is not supported; supported ops:" in done.stderr

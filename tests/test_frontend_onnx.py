@@ -382,16 +382,17 @@ def test_graph_name(tmp_path):
 def test_unsupported_op_names_node_op_and_supported_ops():
     model = make_model([
         helper.make_node("Gemm", ["x", "W"], ["g"], "/fc1/Gemm", transB=1),
-        helper.make_node("Sigmoid", ["g"], ["y"], "/act/Sigmoid"),
+        helper.make_node("LpNormalization", ["g"], ["y"], "/norm/LpNormalization"),
     ], [const("W", weights(3, 8))])
     with pytest.raises(HwgenError) as error:
         load_onnx(model)
     message = str(error.value)
-    assert "node '/act/Sigmoid' (op Sigmoid) is not supported" in message
-    assert ("supported ops: Add (a bias after Conv/MatMul/Gemm, or two activations), "
-            "AveragePool, BatchNormalization (after Conv/Gemm/MatMul), Clip, Constant, Conv, "
-            "Flatten, Gemm, GlobalAveragePool, Identity, MatMul, MaxPool, ReduceMean (over H and "
-            "W), Relu, Reshape") in message
+    assert "node '/norm/LpNormalization' (op LpNormalization) is not supported" in message
+    assert ("supported ops: Add (a bias after Conv/MatMul/Gemm, or two activations), ArgMax and "
+            "LogSoftmax/Softmax (at the output), AveragePool, BatchNormalization (after "
+            "Conv/Gemm/MatMul), Clip, Concat (channels), Constant, Conv (1-D, 2-D), Flatten, "
+            "Gemm, GlobalAveragePool, Identity, MatMul, MaxPool, ReduceMean (over H and W, or "
+            "L), Relu, Reshape, and activation functions of one tensor: Celu, Elu, Gelu") in message
 
 
 def test_unsupported_op_in_other_domain():
@@ -590,11 +591,10 @@ def test_missing_input_shape():
 
 
 def test_image_input_rank():
-    model = make_model([helper.make_node("Relu", ["x"], ["y"], "act")])
-    model.graph.input[0].type.tensor_type.shape.dim.add().dim_value = 8
-    with pytest.raises(HwgenError, match=r"input 'x' has shape \(\?, 8, 8\); hwgen takes "
-                                         r"\(batch, features\) or \(batch, channels, height, "
-                                         r"width\) inputs"):
+    model = make_model([helper.make_node("Relu", ["x"], ["y"], "act")], image=(2, 3, 4, 5))
+    with pytest.raises(HwgenError, match=r"input 'x' has shape \(\?, 2, 3, 4, 5\); hwgen takes "
+                                         r"\(batch, features\), \(batch, channels, length\) or "
+                                         r"\(batch, channels, height, width\) inputs"):
         load_onnx(model)
 
 
@@ -1260,7 +1260,8 @@ def test_conv_1d_weight():
     net.nodes.append(helper.make_node("Conv", ["x", net.constant("w", weights(4, 3, 3))], ["y"],
                                       "/conv/Conv"))
     net.tensor = "y"
-    with pytest.raises(HwgenError, match=r"weight W has shape \(4, 3, 3\); hwgen supports 2-D"):
+    with pytest.raises(HwgenError, match=r"weight W has shape \(4, 3, 3\), but a 2-D "
+                                         "convolution"):
         load_onnx(net.model())
 
 
@@ -1312,8 +1313,8 @@ def test_gemm_on_an_unflattened_image():
 def test_unknown_image_size():
     net = Net(image=(2, "H", 3))
     net.relu()
-    with pytest.raises(HwgenError, match=r"input 'x' has shape \(\?, 2, \?, 3\): the channels, "
-                                         "height and width must be known"):
+    with pytest.raises(HwgenError, match=r"input 'x' has shape \(\?, 2, \?, 3\): the channels "
+                                         "and the length, or height and width, must be known"):
         load_onnx(net.model())
 
 

@@ -1,5 +1,6 @@
 """Requant in Amaranth's simulator, bit-exact against ``hwgen.reference.requantize``."""
 
+import dataclasses
 from fractions import Fraction
 
 import numpy as np
@@ -44,7 +45,7 @@ def _check(layer, lanes, *, seed=0, frames=8, gap=0.3, stall=0.3, accumulators=_
     monitor = StreamMonitor(dut.o, acc.size // lanes, rng=rng, stall=stall)
     run(dut, driver, monitor)
     want = requantize(acc + layer.bias, layer.multiplier, layer.shift, layer.output.zero_point,
-                      layer.clamp_lo, layer.clamp_hi, layer.rounding)
+                      layer.clamp_lo, layer.clamp_hi, layer.rounding, layer.negative_multiplier)
     np.testing.assert_array_equal(beats_to_frames(monitor.beats, layer.out_features), want)
     return driver, monitor, dut
 
@@ -59,6 +60,23 @@ def test_requant_matches_reference(rounding, lanes, out_bits, out_signed, common
                           shifts=rng.integers(8, 24) if common_shift else None,
                           rounding=rounding)
     _check(layer, lanes, frames=16)
+
+
+@pytest.mark.parametrize("rounding", [r for r in Rounding if r is not Rounding.FLOAT32_ORT])
+@pytest.mark.parametrize("lanes", [1, 3])
+@pytest.mark.parametrize("slopes", ["zero", "small", "per_channel", "above_one"])
+def test_requant_two_slopes(rounding, lanes, slopes):
+    """A folded LeakyReLU/PReLU: negative sums take their own multiplier (0, a tenth, one per
+    channel, or larger than the positive one), under stalls."""
+    rng = np.random.default_rng(lanes + len(slopes))
+    layer = crafted_layer(rng, 5, 6, out_bits=8, out_signed=True, rounding=rounding)
+    factor = {"zero": np.zeros(6), "small": np.full(6, 0.1),
+              "per_channel": rng.uniform(0, 1, 6), "above_one": np.full(6, 1.7)}[slopes]
+    negative = np.round(layer.multiplier * factor).astype(np.int64)
+    layer = dataclasses.replace(layer, negative_multiplier=negative)
+    _, monitor, _ = _check(layer, lanes, frames=16)
+    assert any(value < layer.output.zero_point for beat in monitor.beats
+               for value in beat["data"]) or slopes == "zero"
 
 
 @pytest.mark.parametrize("rounding", [r for r in Rounding if r is not Rounding.FLOAT32_ORT])

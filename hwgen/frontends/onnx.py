@@ -45,6 +45,7 @@ import onnx
 
 from ..errors import HwgenError
 from ..graph import Graph
+from .onnx_elementwise import BINARY_OPS, ELEMENTWISE_OPS, UNARY_OPS, ChainImporter
 from .onnx_common import (_DEFAULT_DOMAINS, MAX_OPSET, MIN_OPSET, _attributes, _base_name,
                           _check_kernel, _identifier, _label, _Namer, _read, _to_array,
                           _topological, _window, _window_output, constant_value, input_dims)
@@ -52,10 +53,14 @@ from .onnx_common import (_DEFAULT_DOMAINS, MAX_OPSET, MIN_OPSET, _attributes, _
 __all__ = ["load_onnx", "MIN_OPSET", "MAX_OPSET", "SUPPORTED_OPS"]
 
 
-SUPPORTED_OPS = ("Add (a bias after Conv/MatMul/Gemm, or two activations), AveragePool, "
-                 "BatchNormalization (after Conv/Gemm/MatMul), Clip, Constant, Conv, Flatten, "
-                 "Gemm, GlobalAveragePool, Identity, MatMul, MaxPool, ReduceMean (over H and W), Relu, "
-                 "Reshape")
+SUPPORTED_OPS = ("Add (a bias after Conv/MatMul/Gemm, or two activations), ArgMax and "
+                 "LogSoftmax/Softmax (at the output), AveragePool, BatchNormalization (after "
+                 "Conv/Gemm/MatMul), Clip, Concat (channels), Constant, Conv (1-D, 2-D), "
+                 "Flatten, Gemm, GlobalAveragePool, Identity, MatMul, MaxPool, ReduceMean (over "
+                 "H and W, or L), Relu, Reshape, and activation functions of one tensor: "
+                 "Celu, Elu, Gelu (and its Div/Erf/Add/Mul forms), HardSigmoid, HardSwish, "
+                 "LeakyRelu, Mish, PRelu (one slope), Selu, Sigmoid, SiLU (x·Sigmoid(x)), "
+                 "Softplus, Softsign, Tanh")
 
 _FLOAT_TYPES = {
     onnx.TensorProto.FLOAT: "FLOAT",
@@ -70,7 +75,12 @@ _CHW_READERS = ("Gemm", "MatMul") + _SHAPE_OPS
 _ARITY = {"Add": (2, 2), "AveragePool": (1, 1), "BatchNormalization": (5, 5), "Clip": (1, 3),
           "Conv": (2, 3), "Flatten": (1, 1), "Gemm": (2, 3), "GlobalAveragePool": (1, 1),
           "Identity": (1, 1), "MatMul": (2, 2), "MaxPool": (1, 1), "ReduceMean": (1, 2),
-          "Relu": (1, 1), "Reshape": (2, 2)}
+          "Relu": (1, 1), "Reshape": (2, 2), "Softmax": (1, 1), "LogSoftmax": (1, 1),
+          "ArgMax": (1, 1), "Concat": (1, 1 << 10),
+          **{op: (1, 1) for op in UNARY_OPS if op != "Clip"}, "PRelu": (2, 2),
+          **{op: (2, 2) for op in BINARY_OPS}}
+# Ops that only pick the class at the output: removed at import (order preserving).
+_OUTPUT_OPS = ("Softmax", "LogSoftmax", "ArgMax")
 # float32's largest value: exporters write it for an absent Clip bound.
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -129,7 +139,10 @@ class _Activation:
     ``batch`` is None when symbolic. ``layer`` indexes the layer that produced it (-1: the
     input). ``chw`` is the ``(C, H, W)`` of the image a vector was flattened from while its
     ONNX order differs from hwgen's HWC order. ``shared`` lists the other readers of the
-    layer's output reached through elided ops (so nothing folds into a layer others read)."""
+    layer's output reached through elided ops (so nothing folds into a layer others read).
+    ``one_d``: the image is a 1-D signal ``(batch, C, L)``, held as ``(C, 1, L)``. ``chain``:
+    a pending element-wise function ``(origin tensor, nodes)`` of the tensor ``layer`` made
+    (see :class:`~hwgen.frontends.onnx_elementwise.ChainImporter`)."""
 
     layer: int
     features: int
@@ -138,9 +151,13 @@ class _Activation:
     image: tuple = None
     chw: tuple = None
     shared: tuple = ()
+    one_d: bool = False
+    chain: tuple = None
 
     def shape(self, batch):
         if self.image:
+            if self.one_d:
+                return (batch, self.image[0], self.image[2])
             return (batch, *self.image)
         return (self.features, 1) if self.column else (batch, self.features)
 
@@ -148,10 +165,10 @@ class _Activation:
         if self.column:
             return f"({self.features}, 1)"
         batch = "batch" if self.batch is None else str(self.batch)
-        return "(" + ", ".join(map(str, (batch, *(self.image or (self.features,))))) + ")"
+        return "(" + ", ".join(map(str, (batch, *self.shape(batch)[1:]))) + ")"
 
 
-class _Importer:
+class _Importer(ChainImporter):
     def __init__(self, model):
         self._graph = model.graph
         self._constants = {}
@@ -159,6 +176,8 @@ class _Importer:
         self._consumers = {}  # tensor name → what reads it, to check forks and folding
         self._layers = []
         self._names = _Namer()
+        self._removed = {}    # output tensor of a removed output op → that node
+        self._notes = []
 
     def run(self, name):
         graph = self._graph
@@ -189,23 +208,29 @@ class _Importer:
 
         if output_name not in self._activations:
             raise HwgenError(f"the model output {output_name!r} does not depend on its input")
+        self._materialize(output_name)
         output = self._activations[output_name]
         if output.chw:
             raise _order_error(f"the model output {output_name!r}", output)
         self._check_single_sink(output.layer)
 
         result = Graph(name)
+        result.notes = list(self._notes)
+        result.removed_outputs = tuple(node.op_type for node in self._removed.values())
         x = self._activations[input_name]
         if x.image:
             channels, height, width = x.image
-            previous = result.input((height, width, channels), name=input_layer, layout="CHW")
+            previous = result.input((height, width, channels), name=input_layer,
+                                    layout="CL" if x.one_d else "CHW")
         else:
             previous = result.input((x.features,), name=input_layer)
         made = {-1: previous}
         for index, layer in enumerate(self._layers):
             method = getattr(result, "conv2d" if layer.op == "conv" else layer.op)
             arrays = {} if layer.weight is None else {"weight": layer.weight, "bias": layer.bias}
-            made[index] = method(*(made[i] for i in layer.inputs), name=layer.name, **arrays,
+            inputs = [made[i] for i in layer.inputs]
+            inputs = [inputs] if layer.op == "concat" else inputs
+            made[index] = method(*inputs, name=layer.name, **arrays,
                                  **layer.options)
         return result
 
@@ -262,16 +287,19 @@ class _Importer:
                 raise HwgenError(f"{what} has shape {text}: the number of features must be known")
             # 0 is how some exporters write an unknown dimension.
             self._activations[value.name] = _Activation(-1, features, batch or None)
-        elif len(dims) == 4:
+        elif len(dims) in (3, 4):
             batch, *image = dims
             if not all(image):
-                raise HwgenError(f"{what} has shape {text}: the channels, height and width must "
-                                 "be known; export with a fixed image size")
+                raise HwgenError(f"{what} has shape {text}: the channels and the length, or "
+                                 "height and width, must be known; export with a fixed size")
+            one_d = len(dims) == 3
+            image = (image[0], 1, image[1]) if one_d else tuple(image)
             self._activations[value.name] = _Activation(-1, math.prod(image), batch or None,
-                                                        image=tuple(image))
+                                                        image=image, one_d=one_d)
         else:
-            raise HwgenError(f"{what} has shape {text}; hwgen takes (batch, features) or "
-                             "(batch, channels, height, width) inputs")
+            raise HwgenError(f"{what} has shape {text}; hwgen takes (batch, features), "
+                             "(batch, channels, length) or (batch, channels, height, width) "
+                             "inputs")
         layer = value.name if value.name.isidentifier() else "input"
         return value.name, self._names.claim(_identifier(layer, prefix="input"), "input")
 
@@ -290,7 +318,8 @@ class _Importer:
 
     def _convert(self, node):
         what = f"node {_label(node)!r} (op {node.op_type})"
-        if node.domain not in _DEFAULT_DOMAINS or node.op_type not in _CONVERTERS:
+        known = node.op_type in _CONVERTERS or node.op_type in ELEMENTWISE_OPS
+        if node.domain not in _DEFAULT_DOMAINS or not known:
             domain = f" in domain {node.domain!r}" if node.domain not in _DEFAULT_DOMAINS else ""
             raise HwgenError(f"node {_label(node)!r} (op {node.op_type}){domain} is not "
                              f"supported; supported ops: {SUPPORTED_OPS}")
@@ -309,6 +338,18 @@ class _Importer:
             x = self._activations[tensor]
             if x.chw and node.op_type not in _CHW_READERS:
                 raise _order_error(f"{what} reads {tensor!r}, which", x)
+            if tensor in self._removed and node.op_type not in _OUTPUT_OPS:
+                removed = self._removed[tensor]
+                raise HwgenError(f"node {_label(removed)!r} (op {removed.op_type}) is not at the "
+                                 f"output: {what} reads its result; hwgen removes "
+                                 f"{'/'.join(_OUTPUT_OPS)} only where they end the model")
+        if self._extends_chain(node):
+            self._chain(node)
+            return
+        for tensor in inputs:
+            self._materialize(tensor)
+        if node.op_type not in _CONVERTERS:
+            self._elementwise_error(node, what)
         _CONVERTERS[node.op_type](self, node, what)
 
     def _fold_constant(self, node, what):
@@ -322,8 +363,8 @@ class _Importer:
         except ValueError as error:
             raise HwgenError(f"{what}: {error}") from None
 
-    def _add_layer(self, node, op, inputs, weight=None, bias=None, **options):
-        name = self._names.claim(_base_name(node), op)
+    def _add_layer(self, node, op, inputs, weight=None, bias=None, *, kind=None, **options):
+        name = self._names.claim(_base_name(node, kind), op)
         source = f"node {_label(node)!r} (op {node.op_type})"
         self._layers.append(_Layer(name, op, tuple(inputs), source, weight, bias, options))
         return len(self._layers) - 1
@@ -425,10 +466,13 @@ class _Importer:
     def _conv(self, node, what):
         x = self._image(node, what)
         weight = self._constant(node.input[1], node, "weight W")
-        if weight.ndim != 4:
-            raise HwgenError(f"{what}: weight W has shape {weight.shape}; hwgen supports 2-D "
-                             "convolutions, whose weight is (M, C/group, kH, kW)")
-        attributes = _attributes(node)
+        if weight.ndim != (3 if x.one_d else 4):
+            want = "1-D convolution of (batch, C, L), whose weight is (M, C/group, k)" if (
+                x.one_d) else "2-D convolution, whose weight is (M, C/group, kH, kW)"
+            raise HwgenError(f"{what}: weight W has shape {weight.shape}, but a {want}")
+        if x.one_d:
+            weight = weight[:, :, None, :]
+        attributes = _window_attributes(node, x)
         out_channels, per_group, kh, kw = weight.shape
         channels = x.image[0]
         group = attributes.get("group", 1)
@@ -450,11 +494,12 @@ class _Importer:
         layer = self._add_layer(node, "conv", (x.layer,), weight.transpose(0, 2, 3, 1), bias,
                                 stride=stride, padding=pads, groups=group)
         self._activations[node.output[0]] = _Activation(
-            layer, out_channels * math.prod(size), x.batch, image=(out_channels, *size))
+            layer, out_channels * math.prod(size), x.batch, image=(out_channels, *size),
+            one_d=x.one_d)
 
     def _pool(self, node, what):
         x = self._image(node, what)
-        attributes = _attributes(node)
+        attributes = _window_attributes(node, x)
         if "kernel_shape" not in attributes:
             raise HwgenError(f"{what} has no kernel_shape")
         kernel = _check_kernel(attributes, None, what, None)
@@ -483,14 +528,14 @@ class _Importer:
         layer = self._add_layer(node, op, (x.layer,), kernel=kernel, stride=stride, padding=pads)
         channels = x.image[0]
         self._activations[node.output[0]] = _Activation(
-            layer, channels * math.prod(size), x.batch, image=(channels, *size))
+            layer, channels * math.prod(size), x.batch, image=(channels, *size), one_d=x.one_d)
 
     def _global_avgpool(self, node, what):
         x = self._image(node, what)
         channels = x.image[0]
         layer = self._add_layer(node, "global_avgpool", (x.layer,))
         self._activations[node.output[0]] = _Activation(layer, channels, x.batch,
-                                                        image=(channels, 1, 1))
+                                                        image=(channels, 1, 1), one_d=x.one_d)
 
     def _reduce_mean(self, node, what):
         """The mean over height and width: a global average pool (then a flatten, orders
@@ -505,16 +550,18 @@ class _Importer:
             axes = [int(axis) for axis in np.ravel(axes)]
         else:
             axes = attributes.get("axes")
-        if axes is None or sorted(axis % 4 for axis in axes) != [2, 3]:
+        spatial, rank = ([2], 3) if x.one_d else ([2, 3], 4)
+        if axes is None or sorted(axis % rank for axis in axes) != spatial:
             shown = "all axes" if axes is None else f"axes {list(axes)}"
             raise HwgenError(f"{what} averages over {shown}; hwgen supports ReduceMean only "
-                             "over the height and width (axes [2, 3]) of an image, as a global "
-                             "average pool")
+                             "over the height and width (axes [2, 3]) of an image, or the "
+                             "length (axis 2) of a 1-D signal, as a global average pool")
         channels = x.image[0]
         layer = self._add_layer(node, "global_avgpool", (x.layer,))
         if attributes.get("keepdims", 1):
             self._activations[node.output[0]] = _Activation(layer, channels, x.batch,
-                                                            image=(channels, 1, 1))
+                                                            image=(channels, 1, 1),
+                                                            one_d=x.one_d)
         else:
             layer = self._add_layer(node, "flatten", (layer,))
             self._activations[node.output[0]] = _Activation(layer, channels, x.batch)
@@ -601,6 +648,73 @@ class _Importer:
         layer = self._add_layer(node, "clip", (x.layer,), lo=lo, hi=hi)
         self._activations[node.output[0]] = dataclasses.replace(x, layer=layer, shared=())
 
+    def _output_op(self, node, what):
+        """Softmax, LogSoftmax and ArgMax keep the order of the values along the classes, so
+        at the output they change no decision: removed, with a note."""
+        tensor = node.input[0]
+        x = self._activations[tensor]
+        attributes = _attributes(node)
+        default = 0 if node.op_type == "ArgMax" else -1
+        axis = attributes.get("axis", default)
+        vector = x.image is None or x.image[1:] == (1, 1) and not x.one_d
+        if not vector or x.column or axis not in (1, -1) and not (x.image and axis == 1):
+            raise HwgenError(f"{what} works along axis {axis} of {x}; hwgen removes it at the "
+                             "output only over the classes of a (batch, classes) vector")
+        self._removed[node.output[0]] = node
+        self._activations[node.output[0]] = x
+        if node.op_type == "ArgMax":
+            self._notes.append(
+                f"removed the output ArgMax (node {_label(node)!r}): the accelerator outputs "
+                "the values it picks from; --argmax (argmax=True) builds an argmax unit that "
+                "outputs the class index")
+        else:
+            self._notes.append(
+                f"removed the output {node.op_type} (node {_label(node)!r}): it keeps the order "
+                "of the outputs, so the class they pick is unchanged; the accelerator outputs "
+                "the values before it")
+
+    def _concat(self, node, what):
+        tensors = list(node.input)
+        constants = [t for t in tensors if t not in self._activations]
+        if constants:
+            raise HwgenError(f"{what} joins the constant {constants[0]!r}; hwgen concatenates "
+                             "activations only")
+        parts = [self._activations[t] for t in tensors]
+        first = parts[0]
+        rank = len(first.shape(first.batch))
+        axis = _attributes(node).get("axis")
+        if axis is None or axis % rank != 1 or any(p.column for p in parts):
+            raise HwgenError(f"{what} joins along axis {axis}; hwgen concatenates along the "
+                             "channels (axis 1)")
+        if any(p.shape(1)[2:] != first.shape(1)[2:] or p.one_d != first.one_d
+               or bool(p.image) != bool(first.image) for p in parts):
+            shapes = ", ".join(str(p) for p in parts)
+            raise HwgenError(f"{what} joins {shapes}; all but the channels must agree")
+        features = sum(p.features for p in parts)
+        image = None
+        if first.image:
+            image = (sum(p.image[0] for p in parts), *first.image[1:])
+        layer = self._add_layer(node, "concat", tuple(p.layer for p in parts))
+        batch = next((p.batch for p in parts if p.batch is not None), None)
+        self._activations[node.output[0]] = _Activation(layer, features, batch, image=image,
+                                                        one_d=first.one_d)
+
+    def _prelu(self, node, what):
+        """PRelu with one slope per channel (a single slope is an activation function)."""
+        x = self._activations[node.input[0]]
+        if node.input[1] in self._activations:
+            raise HwgenError(f"{what}: its slope {node.input[1]!r} must be a constant")
+        channels = x.image[0] if x.image else x.features
+        slope = self._constant(node.input[1], node, "slope")
+        shape = (1, channels, *([1] * (len(x.shape(1)) - 2)))
+        try:
+            slope = np.broadcast_to(slope, shape).reshape(channels)
+        except ValueError:
+            raise HwgenError(f"{what}: slope of shape {slope.shape} does not broadcast to one "
+                             f"value per channel of {x}") from None
+        layer = self._add_layer(node, "prelu", (x.layer,), slope=slope)
+        self._activations[node.output[0]] = dataclasses.replace(x, layer=layer, shared=())
+
     def _identity(self, node, what):
         self._alias(node, self._activations[node.input[0]])
 
@@ -662,7 +776,7 @@ class _Importer:
                              "Flatten/Reshape of an image only to (batch, C·H·W) = "
                              f"({'batch' if batch is None else batch}, {x.features})")
         channels, height, width = x.image
-        layer = self._add_layer(node, "flatten", (x.layer,))
+        layer = self._add_layer(node, "flatten", (x.layer,), kind="flatten")
         # The orders (C, H, W) and (H, W, C) coincide when C = 1 or H·W = 1.
         chw = x.image if channels > 1 and height * width > 1 else None
         self._activations[node.output[0]] = _Activation(layer, x.features, batch, chw=chw)
@@ -670,6 +784,11 @@ class _Importer:
 
 _CONVERTERS = {
     "Add": _Importer._add,
+    "ArgMax": _Importer._output_op,
+    "Concat": _Importer._concat,
+    "LogSoftmax": _Importer._output_op,
+    "PRelu": _Importer._prelu,
+    "Softmax": _Importer._output_op,
     "AveragePool": _Importer._pool,
     "BatchNormalization": _Importer._batch_norm,
     "Clip": _Importer._clip,
@@ -685,6 +804,21 @@ _CONVERTERS = {
     "Reshape": _Importer._reshape,
 }
 _ONNX_NAMES = {"dense": "Gemm/MatMul", "conv": "Conv"}
+
+
+def _window_attributes(node, x):
+    """``node``'s attributes, with a 1-D op's windows (``kernel_shape [k]``, ``strides [s]``,
+    ``pads [begin, end]``, ``dilations [d]``) written as the 2-D ones of a ``1 × L`` image."""
+    attributes = _attributes(node)
+    if not x.one_d:
+        return attributes
+    for key in ("kernel_shape", "strides", "dilations"):
+        if key in attributes and len(attributes[key]) == 1:
+            attributes[key] = [1, *attributes[key]]
+    if "pads" in attributes and len(attributes["pads"]) == 2:
+        begin, end = attributes["pads"]
+        attributes["pads"] = [0, begin, 0, end]
+    return attributes
 
 
 def _order_error(subject, x):

@@ -203,17 +203,25 @@ def _identifier(text, prefix):
 _SHORT_NAMES = {"GlobalAveragePool": "gap", "ReduceMean": "mean"}
 
 
+def _name_scopes(node):
+    """The dynamo exporter's ``pkg.torch.onnx.name_scopes`` of ``node`` (without the empty
+    root), or ``None``."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                return [str(scope) for scope in ast.literal_eval(prop.value) if scope]
+            except (ValueError, SyntaxError, TypeError):
+                return None
+    return None
+
+
 def module_path(node):
     """The dotted path of the PyTorch module ``node`` came from (``"stage2.conv1"``), from the
     dynamo exporter's ``pkg.torch.onnx.name_scopes`` metadata or the TorchScript exporter's
     ``/stage2/conv1/Conv`` node name; ``None`` where neither says."""
-    for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.name_scopes":
-            try:
-                scopes = [scope for scope in ast.literal_eval(prop.value) if scope]
-            except (ValueError, SyntaxError, TypeError):
-                return None
-            return str(scopes[-2]) if len(scopes) >= 2 else None  # the last is the op's own
+    scopes = _name_scopes(node)
+    if scopes is not None:
+        return scopes[-2] if len(scopes) >= 2 else None  # the last is the op's own
     if not node.name.startswith("/"):
         return None
     path = ""
@@ -224,20 +232,28 @@ def module_path(node):
     return path or None
 
 
-def _base_name(node):
-    """A readable name for ``node``: its module path, else its innermost scope without the op's
-    own name."""
+def _base_name(node, kind=None):
+    """A readable name for ``node``: its module path (a numbered container child gets
+    ``kind``, default the op's name, in front: ``gemm_0``), else its innermost scope without
+    the op's own name (an op's own name is ``kind`` if given)."""
     op = node.op_type
+    short = kind or _SHORT_NAMES.get(op, op.lower())
     path = module_path(node)
     if path:
-        return _identifier(path.replace(".", "_"), prefix=op.lower())
+        return _identifier(path.replace(".", "_"), prefix=kind or op.lower())
+    scopes = _name_scopes(node)
+    if scopes:
+        # A function at the top of forward(): the exporter's own name for it ("cat_1") is not
+        # the TorchScript exporter's ("Concat_1"); the ONNX op's is common to both.
+        number = re.search(r"_(\d+)$", scopes[-1])
+        return _identifier(short + (f"_{number[1]}" if number else ""), prefix=op.lower())
     parts = [part for part in (node.name or node.output[0]).split("/") if part]
     if len(parts) > 1 and re.fullmatch(rf"{op}(_\d+)?", parts[-1], re.IGNORECASE):
         parts.pop()  # "sequential/dense/MatMul" → "dense"
     text = parts[-1] if parts else op
     if re.fullmatch(rf"{op}(_\d+)?", text, re.IGNORECASE):
         # "/Relu_1" → "relu_1", "/GlobalAveragePool" → "gap"
-        text = _SHORT_NAMES.get(op, op.lower()) + text[len(op):]
+        text = short + text[len(op):]
     text = re.sub(r"^node_", "", text)  # the dynamo exporter's "node_linear_1"
     return _identifier(text, prefix=op.lower())
 

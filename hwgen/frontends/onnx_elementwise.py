@@ -9,6 +9,7 @@ function of :data:`hwgen.activations.FUNCTIONS` it computes, so the graph keeps 
 lists its ops.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -16,9 +17,10 @@ from scipy import special
 
 from ..activations import DEFAULT_PARAMS, evaluate
 from ..errors import HwgenError
-from .onnx_common import _attributes
+from .onnx_common import _attributes, _label
 
-__all__ = ["UNARY_OPS", "BINARY_OPS", "ELEMENTWISE_OPS", "identify", "single_op_function"]
+__all__ = ["UNARY_OPS", "BINARY_OPS", "ELEMENTWISE_OPS", "identify", "single_op_function",
+           "ChainImporter"]
 
 # ONNX ops of one activation input and attributes (or constant inputs), with numpy semantics.
 UNARY_OPS = ("Abs", "Celu", "Clip", "Elu", "Erf", "Exp", "Gelu", "HardSigmoid", "HardSwish",
@@ -135,3 +137,81 @@ def _is_leaky(values):
     alpha = values[0] / _GRID[0]
     want = np.where(_GRID >= 0, _GRID, alpha * _GRID)
     return math.isfinite(alpha) and np.allclose(values, want, rtol=1e-6, atol=1e-9)
+
+
+class ChainImporter:
+    """The float importer's handling of element-wise ops (mixed into
+    :class:`hwgen.frontends.onnx._Importer`, whose ``_activations``, ``_constants`` and
+    ``_add_layer`` it uses).
+
+    An element-wise node of one tensor does not make a layer at once: its output is recorded as
+    *pending*, a chain ``(origin tensor, nodes)``. Further element-wise nodes of the same origin
+    extend it; the first other reader of a pending tensor (or the graph output) turns the chain
+    into one ``activation`` layer, named by :func:`identify`.
+    """
+
+    def _origin(self, tensor):
+        chain = self._activations[tensor].chain
+        return chain[0] if chain else tensor
+
+    def _extends_chain(self, node):
+        """Whether ``node`` starts or extends a chain (else its own converter takes it)."""
+        op = node.op_type
+        if op not in ELEMENTWISE_OPS:
+            return False
+        readers = [t for t in node.input if t in self._activations]
+        pending = any(self._activations[t].chain for t in readers)
+        if op in ("Relu", "Clip") and not pending:
+            return False        # folded into the clamp of the layer before
+        if op == "Add" and not pending:
+            return False        # a bias, or a residual join (of a tensor and itself, too)
+        if len({self._origin(t) for t in readers}) != 1:
+            return False        # Add: a residual join; other ops: an error
+        constants = [t for t in node.input if t and t not in self._activations]
+        return all(self._constants[t].size == 1 for t in constants)
+
+    def _chain(self, node):
+        readers = [t for t in node.input if t in self._activations]
+        origin = self._origin(readers[0])
+        nodes = []
+        for tensor in readers:
+            chain = self._activations[tensor].chain
+            for earlier in chain[1] if chain else ():
+                if all(earlier is not seen for seen in nodes):
+                    nodes.append(earlier)
+        nodes.append(node)
+        self._activations[node.output[0]] = dataclasses.replace(
+            self._activations[origin], chain=(origin, tuple(nodes)), shared=())
+
+    def _materialize(self, tensor):
+        """Make the pending ``tensor`` an ``activation`` layer (nothing if it is not pending)."""
+        x = self._activations.get(tensor)
+        if x is None or x.chain is None:
+            return
+        origin, nodes = x.chain
+        what = f"node {_label(nodes[-1])!r} (op {nodes[-1].op_type})"
+        function, params = identify(nodes, origin, lambda t: self._scalar(t, what), what)
+        layer = self._add_layer(nodes[-1], "activation", (x.layer,), kind=function,
+                                function=function, params=params)
+        self._activations[tensor] = dataclasses.replace(x, layer=layer, chain=None, shared=())
+
+    def _scalar(self, tensor, what):
+        value = self._constants[tensor]
+        if value.size != 1:
+            raise HwgenError(f"{what}: its constant {tensor!r} has shape {value.shape}, not one "
+                             "value")
+        return float(np.asarray(value, dtype=np.float64).reshape(()))
+
+    def _elementwise_error(self, node, what):
+        """Why an element-wise ``node`` that is no activation function is not supported."""
+        readers = [t for t in node.input if t in self._activations]
+        constants = [t for t in node.input if t and t not in self._activations]
+        wide = [t for t in constants if self._constants[t].size != 1]
+        if wide:
+            shape = self._constants[wide[0]].shape
+            raise HwgenError(f"{what} combines the activation with the constant {wide[0]!r} of "
+                             f"shape {shape}; hwgen computes element-wise ops of one tensor "
+                             "with scalar constants only (activation functions)")
+        raise HwgenError(f"{what} combines the activations {', '.join(map(repr, readers))}, "
+                         "which come from different layers; hwgen computes element-wise ops "
+                         "of one tensor only (activation functions), and Add of two activations")

@@ -46,10 +46,15 @@ def make_block(layer_plan, *, target="generic"):
     if engine == "argmax":
         from .table import ArgMaxUnit
         return ArgMaxUnit(layer, layer_plan.pe)
+    if engine == "concat":
+        from .concat import ConcatUnit
+        return ConcatUnit(layer, layer_plan.pe)
     raise HwgenError(f"layer {layer_plan.name!r}: engine {engine!r} has no hardware")
 
 
 def _ports(layer_plan):
+    if layer_plan.engine == "concat":
+        return tuple(f"i{index}" for index in range(len(layer_plan.layer.inputs)))
     return ("a", "b") if layer_plan.engine == "add" else ("i",)
 
 
@@ -142,8 +147,15 @@ class Accelerator(wiring.Component):
                 elements = math.prod(shape)
                 fifo = None
                 depth = self._plan.fifo_depth(tensor, consumer.name)
+                # The FIFO sits on the wide side of a converter: behind one that widens, so
+                # the consumer can read a burst at one beat per cycle (in front, the converter
+                # would pace every read to the narrow side's rate and a consumer that fell
+                # behind, a window at a row's start, or a concat waiting for its other inputs,
+                # could never catch up).
+                fifo_lanes = max(lanes, consumer.in_lanes)
                 if depth:
-                    fifo = StreamFifo(frame_layout(code_shape(quant), lanes), depth)
+                    fifo = StreamFifo(frame_layout(code_shape(quant), fifo_lanes),
+                                      -(-depth * lanes // fifo_lanes))
                 converter = None
                 if lanes != consumer.in_lanes:
                     # A MAC unit emits a beat every in_beats cycles; pacing the converter to it
@@ -156,6 +168,12 @@ class Accelerator(wiring.Component):
                                               elements, in_interval=pace)
                 edges.setdefault(tensor, []).append((consumer, port, fifo, converter))
         return edges
+
+    def _fifo_first(self, tensor, consumer):
+        """Whether the edge ``tensor`` → ``consumer`` has its FIFO in front of its lane
+        converter (else behind it: where the converter widens the beats)."""
+        return self._lanes_of(tensor) >= consumer.in_lanes
+
 
     @property
     def latency(self):
@@ -201,14 +219,14 @@ class Accelerator(wiring.Component):
                 outputs = [source]
             for stream_out, (consumer, port, fifo, converter) in zip(outputs, edges):
                 suffix = f"{tensor}_to_{consumer.name}"
-                if fifo is not None:
-                    m.submodules[f"fifo_{suffix}"] = fifo
-                    wiring.connect(m, stream_out, fifo.i)
-                    stream_out = fifo.o
-                if converter is not None:
-                    m.submodules[f"convert_{suffix}"] = converter
-                    wiring.connect(m, stream_out, converter.i)
-                    stream_out = converter.o
+                stages = [("fifo", fifo), ("convert", converter)]
+                if not self._fifo_first(tensor, consumer):
+                    stages.reverse()
+                for kind, block in stages:
+                    if block is not None:
+                        m.submodules[f"{kind}_{suffix}"] = block
+                        wiring.connect(m, stream_out, block.i)
+                        stream_out = block.o
                 wiring.connect(m, stream_out, getattr(self._blocks[consumer.name], port))
 
         last = sources[self._plan.layers[-1].name]

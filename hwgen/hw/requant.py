@@ -36,7 +36,8 @@ class Requant(wiring.Component):
 
     Beat ``j`` of a frame carries channels ``j·lanes … j·lanes + lanes − 1``; the block counts
     beats to know which channels it sees, so ``i.payload.last`` only travels along. The
-    per-channel bias, multiplier, shift and rounding constant (``2^(n−1)`` half up,
+    per-channel bias, multiplier (and, for a folded LeakyReLU/PReLU, the multiplier a negative
+    sum takes instead), shift and rounding constant (``2^(n−1)`` half up,
     ``2^(n−1) − 1`` half to even, 0 floor or ``n = 0``) are baked into a small ROM (one word
     per beat of a frame, read asynchronously); when every channel has the same shift it is a
     constant. Half to even also adds bit ``n`` of the product (the parity of the quotient) as
@@ -108,6 +109,9 @@ class Requant(wiring.Component):
             "multiplier": (unsigned(max(int(max(layer.multiplier)).bit_length(), 1)),
                            layer.multiplier),
         }
+        negative = getattr(layer, "negative_multiplier", None)
+        if negative is not None:
+            fields["negative"] = (unsigned(max(int(max(negative)).bit_length(), 1)), negative)
         if np.any(shifts != shifts[0]):
             fields["shift"] = (unsigned(max(int(shifts.max()).bit_length(), 1)), shifts)
             fields["half"] = (unsigned(max(int(half.max()).bit_length(), 1)), half)
@@ -163,6 +167,9 @@ class Requant(wiring.Component):
             below, above = stage_signal(1, "below"), stage_signal(1, "above")
             narrow = stage_signal(signed(self._code_shape.width + 1), "narrow")
             multiplier = stage_params[1].multiplier[lane]
+            if "negative" in layout.members:
+                # A folded LeakyReLU/PReLU: a negative sum takes the other slope's multiplier.
+                multiplier = Mux(total[-1], stage_params[1].negative[lane], multiplier)
             low_product = multiply(m, total[:low_bits], multiplier, en, target=self._target,
                                    name=f"low_multiplier{lane}")
             high_product = multiply(m, total[low_bits:].as_signed(), multiplier, en,
