@@ -315,11 +315,23 @@ def _lookup_parts(layer_plan):
     return [], [], comparators * (a + index), 0, comparators * (a + index) + 2 * (a + index)
 
 
+def _upsample_parts(layer_plan):
+    """Two rows of the input (:class:`~hwgen.hw.upsample.Upsample`), and its counters."""
+    layer, lanes = layer_plan.layer, layer_plan.pe
+    height, width, channels = layer.in_shape
+    a = layer.input.bits
+    memories = [("rows", 2 * width * channels // lanes, lanes * a, 1)]
+    counters = 4 * max(width, height, layer.factor[0] * layer.factor[1], 2).bit_length()
+    return [], memories, counters, 0, lanes * a + counters + 4
+
+
 def _parts(layer_plan, plan):
     """The :class:`_Parts` of one layer, with the FIFOs on its input edges."""
     layer = layer_plan.layer
     array_bits = 0
-    if layer_plan.engine in ("table", "argmax"):
+    if layer_plan.engine == "upsample":
+        products, memories, adders, requant_bits, registers = _upsample_parts(layer_plan)
+    elif layer_plan.engine in ("table", "argmax"):
         products, memories, adders, requant_bits, registers = _lookup_parts(layer_plan)
     elif layer_plan.engine in ("mac", "systolic", "depthwise"):
         products, memories, adders, requant_bits, registers, array_bits = _weighted_parts(

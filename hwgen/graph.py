@@ -23,7 +23,7 @@ from .errors import HwgenError
 
 __all__ = ["InputSpec", "DenseSpec", "ReluSpec", "ClipSpec", "ActivationSpec", "ConvSpec",
            "PoolSpec", "GlobalAvgPoolSpec", "AddSpec", "ConcatSpec", "FlattenSpec", "ArgMaxSpec",
-           "PReluSpec",
+           "PReluSpec", "UpsampleSpec",
            "Layer", "Graph", "LAYOUTS", "user_shape", "to_stream_order", "module_name"]
 
 
@@ -203,6 +203,22 @@ class AddSpec:
     """``y = a + b`` of two tensors of the same shape (a residual connection)."""
 
     op = "add"
+
+
+@dataclasses.dataclass(frozen=True)
+class UpsampleSpec:
+    """Enlarge an ``(H, W, C)`` image by the integer ``factor`` ``(sy, sx)``.
+
+    ``mode="nearest"``: every pixel repeated, ``(sy·H, sx·W, C)`` (ONNX ``Resize`` nearest with
+    integer scales, ``nn.Upsample``). ``mode="zeros"``: ``sy − 1`` rows and ``sx − 1`` columns
+    of zeros between the pixels, ``(sy·(H − 1) + 1, sx·(W − 1) + 1, C)`` (how a transposed
+    convolution becomes a convolution).
+    """
+
+    factor: tuple
+    mode: str = "nearest"
+
+    op = "upsample"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -413,6 +429,21 @@ class Graph:
             raise HwgenError(f"add {name!r}: inputs {a!r} {shape_a} and {b!r} {shape_b} must "
                              "have the same shape")
         return self._add(name, AddSpec(), (a, b), shape_a)
+
+    def upsample(self, x, factor, mode="nearest", name=None):
+        """Add an image enlarged by the integer ``factor`` (an int or ``(sy, sx)``): pixels
+        repeated (``mode="nearest"``) or zeros inserted between them (``mode="zeros"``)."""
+        name = self._fresh(name, "upsample")
+        height, width, channels = self._image_shape(x, name)
+        factor = _pair(factor, name, "factor")
+        if mode == "nearest":
+            shape = (height * factor[0], width * factor[1], channels)
+        elif mode == "zeros":
+            shape = ((height - 1) * factor[0] + 1, (width - 1) * factor[1] + 1, channels)
+        else:
+            raise HwgenError(f"upsample {name!r}: mode must be 'nearest' or 'zeros', "
+                             f"not {mode!r}")
+        return self._add(name, UpsampleSpec(factor, mode), (x,), shape)
 
     def concat(self, inputs, name=None):
         """Add the concatenation of ``inputs`` (two or more) along the channels (the last axis):

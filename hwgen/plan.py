@@ -77,6 +77,7 @@ ENGINES = {
     "activation": ("table",),
     "argmax": ("argmax",),
     "concat": ("concat",),
+    "upsample": ("upsample",),
 }
 
 
@@ -193,9 +194,9 @@ def _window_cycles(layer, in_lanes, out_lanes):
 def _cycles(layer, engine, folding, in_lanes):
     if engine == "mac":
         return (layer.in_features // folding.simd) * (layer.out_features // folding.pe)
-    if engine in ("gap", "add", "table", "concat"):
-        shape = layer.in_shape if engine == "gap" else layer.shape
-        return math.prod(shape) // folding.pe
+    if engine in ("gap", "add", "table", "concat", "upsample"):
+        shape = {"gap": "in_shape", "upsample": "out_shape"}.get(engine, "shape")
+        return math.prod(getattr(layer, shape)) // folding.pe
     if engine == "argmax":
         return layer.in_features // folding.pe
     pixels = layer.out_shape[0] * layer.out_shape[1]
@@ -393,6 +394,8 @@ def _lead(layer):
         return layer.shape[-1]
     if layer.op == "global_avgpool":
         return math.prod(layer.in_shape)
+    if layer.op == "upsample":
+        return (layer.in_shape[1] + 2) * layer.in_shape[2]  # a row, double-buffered
     height, width, channels = layer.in_shape
     kh, kw = layer.kernel
     top, left = layer.pads[:2]
@@ -556,7 +559,7 @@ def _choose(layer, engine, target, in_lanes_options):
 def _in_lanes_options(layer, engine):
     if engine == "mac":
         return lambda folding: [folding.simd]
-    if engine in ("pool", "gap", "add", "table", "argmax", "concat"):
+    if engine in ("pool", "gap", "add", "table", "argmax", "concat", "upsample"):
         return lambda folding: [folding.pe]
     if engine == "depthwise":
         return lambda folding: [folding.pe]

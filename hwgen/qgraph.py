@@ -15,6 +15,7 @@ A :class:`QGraph` is a tuple of quantized layers in topological order; each name
   differs from the output's is requantized on the way,
   ``clamp(zp_y + rshift_round((q_i − zp_i) · M_i, n), clamp_lo, clamp_hi)``.
 - :class:`QArgMax`: the index of the largest code of a vector (the first on a tie).
+- :class:`QUpsample`: an image enlarged, pixels repeated or the zero point between them.
 """
 
 import dataclasses
@@ -30,6 +31,7 @@ from .graph import module_name, to_stream_order
 from .reference import Rounding
 
 __all__ = ["ActQuant", "QDense", "QConv", "QPool", "QAdd", "QTable", "QArgMax", "QConcat",
+           "QUpsample",
            "QGraph",
            "check_bits", "qgraph_to_arrays", "qgraph_from_arrays", "add_argmax"]
 
@@ -391,6 +393,34 @@ class QConcat:
         return 0
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class QUpsample:
+    """An ``(H, W, C)`` code image enlarged by ``factor``: pixels repeated (``"nearest"``) or the
+    zero point between them (``"zeros"``); codes pass unchanged (``output`` is ``input``)."""
+
+    name: str
+    inputs: tuple
+    factor: tuple
+    mode: str
+    in_shape: tuple
+    out_shape: tuple
+    input: ActQuant
+    output: ActQuant
+    relu: bool = False
+
+    op = "upsample"
+
+    def __post_init__(self):
+        assert self.output == self.input and self.mode in ("nearest", "zeros")
+
+    act_bits = property(lambda self: self.input.bits)
+    acc_bits = property(lambda self: self.input.bits)
+
+    @property
+    def macs(self):
+        return 0
+
+
 # The widest input code a lookup table takes: 2^12 entries per lane.
 MAX_TABLE_BITS = 12
 
@@ -582,7 +612,7 @@ def layer_shape(layer):
 # -- persistence ----------------------------------------------------------------------------------
 
 _LAYER_TYPES = {cls.__name__: cls for cls in (QDense, QConv, QPool, QAdd, QTable, QArgMax,
-                                               QConcat)}
+                                               QConcat, QUpsample)}
 
 
 def _to_json(value):

@@ -24,7 +24,7 @@ from .errors import HwgenError
 from .graph import module_name
 from .activations import describe, evaluate
 from .qgraph import (MAX_TABLE_BITS, ActQuant, QAdd, QArgMax, QConcat, QConv, QDense, QGraph,
-                     QPool, QTable, argmax_quant, check_bits, qgraph_from_arrays, qgraph_to_arrays)
+                     QPool, QTable, QUpsample, argmax_quant, check_bits, qgraph_from_arrays, qgraph_to_arrays)
 from .reference import Rounding, run_float
 
 __all__ = [
@@ -242,7 +242,8 @@ _REQUANT_OPS = ("dense", "conv", "avgpool", "global_avgpool", "add", "concat")  
 _TABLE_OPS = ("activation",)           # lookup tables: new codes, a clamp of their own
 _CODE_OPS = _REQUANT_OPS + _TABLE_OPS  # layers whose output has a quantization of its own
 _WEIGHTED_OPS = ("dense", "conv")
-_PASS_OPS = ("maxpool", "flatten")      # codes pass through unchanged
+_PASS_OPS = ("maxpool", "flatten", "upsample")  # codes pass through unchanged
+_SHARED_OPS = ("maxpool", "upsample")   # quantized layers whose output shares the input's
 _ACTIVATION_OPS = ("relu", "clip")      # fold into the clamp of the layer that produced them
 
 
@@ -277,7 +278,7 @@ class _Structure:
             if layer.op == "argmax" and self.graph.successors(layer.name):
                 raise HwgenError(f"argmax {layer.name!r} must be the output of the model")
         self.qlayers = [layer for layer in self.layers
-                        if self.makes_codes(layer) or layer.op in ("maxpool", "argmax")]
+                        if self.makes_codes(layer) or layer.op in _SHARED_OPS + ("argmax",)]
 
     def makes_codes(self, layer):
         """Whether ``layer`` becomes a quantized layer with an output quantization of its own."""
@@ -304,8 +305,9 @@ class _Structure:
         return True
 
     def _fold(self, layer):
-        """Fold a ReLU/Clip into the requantizing layer before it, looking through max-pools
-        and flattens (both commute with a monotonic clamp)."""
+        """Fold a ReLU/Clip into the requantizing layer before it, looking through max-pools,
+        flattens and upsamplings (which commute with a monotonic clamp; one that inserts zeros
+        only with a clamp that keeps 0)."""
         lo, hi = (0.0, np.inf) if layer.op == "relu" else (layer.spec.lo, layer.spec.hi)
         producer = self.graph[layer.inputs[0]]
         if producer.op in ("prelu", "activation") and self.source.get(producer.name) in (
@@ -320,6 +322,10 @@ class _Structure:
             if producer.op not in _PASS_OPS + _ACTIVATION_OPS:
                 raise HwgenError(f"{layer.op} {layer.name!r} must follow a dense, conv, pool or "
                                  f"add layer, not a layer of op {producer.op!r}")
+            if producer.op == "upsample" and producer.spec.mode == "zeros" and not lo <= 0 <= hi:
+                raise HwgenError(f"{layer.op} {layer.name!r} clamps to [{lo}, {hi}], which moves "
+                                 f"the zeros {producer.name!r} inserts; it cannot fold into "
+                                 "the layer before them")
             producer = self.graph[producer.inputs[0]]
         old_lo, old_hi = self.activation[producer.name]
         self.activation[producer.name] = (max(old_lo, lo), min(old_hi, hi))
@@ -338,7 +344,7 @@ class _Structure:
         for layer in self.layers:
             if self.makes_codes(layer) and any(self.tensor(i) == tensor for i in layer.inputs):
                 found.append(layer)
-            elif layer.op == "maxpool" and self.tensor(layer.inputs[0]) == tensor:
+            elif layer.op in _SHARED_OPS and self.tensor(layer.inputs[0]) == tensor:
                 found += self.consumers(layer.name)
         return found
 
@@ -477,7 +483,7 @@ def quantize(graph, calibration, bits=None, *, output_bits=8, rounding=Rounding.
     layers = []
     for layer in structure.qlayers:
         inputs = tuple(structure.tensor(name) for name in layer.inputs)
-        if layer.op == "maxpool":
+        if layer.op in _SHARED_OPS:
             quants[layer.name] = quants[inputs[0]]
         elif layer.op == "argmax":
             quants[layer.name] = argmax_quant(int(np.prod(graph[layer.inputs[0]].shape)))
@@ -606,6 +612,14 @@ def _q_table(layer, inputs, quant_in, output, activation, bits, rounding, graph,
                   params=spec.params, table=table, input=source, output=output, **clamp)
 
 
+def _q_upsample(layer, inputs, quant_in, output, activation, bits, rounding, graph,
+                granularity):
+    spec = layer.spec
+    return QUpsample(name=layer.name, inputs=inputs, factor=spec.factor, mode=spec.mode,
+                     in_shape=graph[layer.inputs[0]].shape, out_shape=layer.shape,
+                     input=quant_in[0], output=quant_in[0])
+
+
 def _q_argmax(layer, inputs, quant_in, output, activation, bits, rounding, graph, granularity):
     return QArgMax(name=layer.name, inputs=inputs,
                    in_features=int(np.prod(graph[layer.inputs[0]].shape)), input=quant_in[0],
@@ -614,4 +628,5 @@ def _q_argmax(layer, inputs, quant_in, output, activation, bits, rounding, graph
 
 _QUANTIZERS = {"dense": _q_dense, "conv": _q_conv, "avgpool": _q_pool,
                "global_avgpool": _q_pool, "maxpool": _q_pool, "add": _q_add,
-               "activation": _q_table, "argmax": _q_argmax, "concat": _q_concat}
+               "activation": _q_table, "argmax": _q_argmax, "concat": _q_concat,
+               "upsample": _q_upsample}

@@ -142,11 +142,25 @@ _FLOAT_OPS = {
     "add": lambda spec, x, a, b: a + b,
     "activation": lambda spec, x, a: evaluate(spec.function, spec.params, a),
     "prelu": lambda spec, x, a: np.where(a >= 0, a, spec.slope * a),
+    "upsample": lambda spec, x, a: upsample(a, spec.factor, spec.mode, 0.0),
     "concat": lambda spec, x, *parts: np.concatenate(parts, axis=-1),
     "argmax": lambda spec, x, a: a.reshape(len(a), -1).argmax(axis=1)[:, None].astype(
         np.float64),
     "flatten": lambda spec, x, a: a.reshape(len(a), -1),
 }
+
+
+def upsample(a, factor, mode, fill):
+    """``a`` ``(N, H, W, C)`` enlarged by ``factor``: pixels repeated (``"nearest"``), or
+    ``fill`` between them (``"zeros"``)."""
+    sy, sx = factor
+    if mode == "nearest":
+        return np.repeat(np.repeat(a, sy, axis=1), sx, axis=2)
+    n, height, width, channels = a.shape
+    out = np.full((n, (height - 1) * sy + 1, (width - 1) * sx + 1, channels), fill,
+                  dtype=a.dtype)
+    out[:, ::sy, ::sx] = a
+    return out
 
 
 def dense_accumulate(layer, codes):
@@ -236,6 +250,8 @@ def _run_layer(layer, args):
         return layer.table[np.asarray(args[0], dtype=np.int64) - layer.input.lo]
     elif layer.op == "concat":
         return concat_integer(layer, args)
+    elif layer.op == "upsample":
+        return upsample(args[0], layer.factor, layer.mode, layer.input.zero_point)
     elif layer.op == "argmax":
         return args[0].reshape(len(args[0]), -1).argmax(axis=1)[:, None]
     else:

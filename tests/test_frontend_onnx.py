@@ -390,9 +390,10 @@ def test_unsupported_op_names_node_op_and_supported_ops():
     assert "node '/norm/LpNormalization' (op LpNormalization) is not supported" in message
     assert ("supported ops: Add (a bias after Conv/MatMul/Gemm, or two activations), ArgMax and "
             "LogSoftmax/Softmax (at the output), AveragePool, BatchNormalization (after "
-            "Conv/Gemm/MatMul), Clip, Concat (channels), Constant, Conv (1-D, 2-D), Flatten, "
-            "Gemm, GlobalAveragePool, Identity, MatMul, MaxPool, ReduceMean (over H and W, or "
-            "L), Relu, Reshape, and activation functions of one tensor: Celu, Elu, Gelu") in message
+            "Conv/Gemm/MatMul), Clip, Concat (channels), Constant, Conv (1-D, 2-D), "
+            "ConvTranspose, Flatten, Gemm, GlobalAveragePool, Identity, MatMul, MaxPool, "
+            "ReduceMean (over H and W, or L), Relu, Reshape, Resize (nearest, integer scales), "
+            "and activation functions of one tensor: Celu, Elu, Gelu") in message
 
 
 def test_unsupported_op_in_other_domain():

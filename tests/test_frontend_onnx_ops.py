@@ -366,3 +366,86 @@ def test_both_exporters_name_layers_alike(tmp_path):
         model = make_model([node], [const("w", weights(2, 2, 1, 1))], image=(2, 3, 3))
         names.append([layer.name for layer in load_onnx(model).layers()][1])
     assert names == ["stage2_conv1", "stage2_conv1"]
+
+
+# -- resize and transposed convolutions -----------------------------------------------------------
+
+def _resize(attributes, scales=None, sizes=None, image=(2, 3, 4), opset=17):
+    inputs = ["x", "", "scales"] if sizes is None else ["x", "", "", "sizes"]
+    inits = [const("scales", np.float32(scales))] if sizes is None else [
+        const("sizes", np.int64(sizes))]
+    conv = helper.make_node("Conv", ["r", "w"], ["y"])
+    resize = helper.make_node("Resize", inputs, ["r"], name="/up/Resize", **attributes)
+    return make_model([resize, conv], inits + [const("w", weights(3, image[0], 1, 1))],
+                      image=image, opset=opset)
+
+
+@pytest.mark.parametrize("attributes", [
+    {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
+    {"mode": "nearest"},
+    {"mode": "nearest", "coordinate_transformation_mode": "pytorch_half_pixel",
+     "nearest_mode": "round_prefer_ceil"},
+])
+@pytest.mark.parametrize("scales", [[1, 1, 2, 2], [1, 1, 3, 1], [1, 1, 2, 3]])
+def test_resize_nearest_integer_scales(tmp_path, attributes, scales):
+    graph = check(_resize(attributes, scales), tmp_path)
+    layer = graph["up"]
+    assert layer.op == "upsample" and layer.spec.factor == tuple(scales[2:])
+
+
+def test_resize_by_sizes(tmp_path):
+    graph = check(_resize({"mode": "nearest"}, sizes=[1, 2, 6, 8]), tmp_path, batch=1)
+    assert graph["up"].shape == (6, 8, 2)
+
+
+def test_resize_of_a_1d_signal(tmp_path):
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["r"], mode="nearest"),
+             helper.make_node("Conv", ["r", "w"], ["y"], pads=[1, 1])]
+    model = make_model(nodes, [const("scales", np.float32([1, 1, 2])),
+                               const("w", weights(2, 3, 3))], image=(3, 7))
+    graph = check(model, tmp_path)
+    assert graph.output_layer.shape == (1, 14, 2)
+
+
+@pytest.mark.parametrize("attributes,scales,match", [
+    ({"mode": "linear"}, [1, 1, 2, 2], "mode 'linear' interpolates"),
+    ({"mode": "nearest"}, [1, 1, 1.5, 2], r"by integer factors only"),
+    ({"mode": "nearest"}, [1, 2, 2, 2], r"by integer factors only"),
+    ({"mode": "nearest", "coordinate_transformation_mode": "align_corners"}, [1, 1, 3, 3],
+     "a scale of 3 does not repeat each pixel 3 times"),
+    ({"mode": "nearest", "coordinate_transformation_mode": "asymmetric"}, [1, 1, 3, 3],
+     "a scale of 3 does not repeat each pixel 3 times"),
+])
+def test_resize_errors(attributes, scales, match):
+    with pytest.raises(HwgenError, match=match):
+        load_onnx(_resize(attributes, scales))
+
+
+@pytest.mark.parametrize("kernel,stride,pads,extra,group", [
+    (2, 2, 0, 0, 1), (3, 2, 1, 1, 1), (3, 1, 1, 0, 1), (4, 2, 1, 0, 1), (3, 2, 0, 0, 1),
+    (3, 2, 1, 1, 3)])
+def test_conv_transpose(tmp_path, kernel, stride, pads, extra, group):
+    out = 3 if group > 1 else 4
+    node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], name="/dec/up/ConvTranspose",
+                            kernel_shape=[kernel, kernel], strides=[stride, stride],
+                            pads=[pads] * 4, output_padding=[extra, extra], group=group)
+    inits = [const("w", weights(3, out // group if group == 1 else 1, kernel, kernel)),
+             const("b", weights(out, seed=1))]
+    graph = check(make_model([node], inits, image=(3, 4, 5)), tmp_path)
+    ops = [layer.op for layer in graph.layers()]
+    assert ops == (["input", "upsample", "conv"] if stride > 1 else ["input", "conv"])
+    assert graph["dec_up"].op == "conv"
+
+
+def test_conv_transpose_1d(tmp_path):
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2], pads=[1, 1],
+                            output_padding=[1])
+    graph = check(make_model([node], [const("w", weights(3, 2, 3))], image=(3, 6)), tmp_path)
+    assert graph.output_layer.shape == (1, 12, 2)
+
+
+def test_conv_transpose_with_wide_pads_is_rejected():
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2],
+                            pads=[2, 2, 2, 2], name="up")
+    with pytest.raises(HwgenError, match=r"pads \[2, 2, 2, 2\] must be at most kernel − 1"):
+        load_onnx(make_model([node], [const("w", weights(3, 2, 2, 2))], image=(3, 4, 4)))

@@ -128,3 +128,55 @@ def test_crafted_ops_on_both_targets(target, tmp_path):
     assert np.array_equal(result.outputs, design.expected)
     if target == "ecp5":
         assert "DP16KD" in design.verilog and "MULT18X18D" in design.verilog
+
+
+def _autoencoder():
+    """conv → relu → max pool → ConvTranspose (k2 s2) → relu → Resize ×2 (nearest) → conv,
+    written with onnx.helper as the TorchScript exporter names nodes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+
+    def const(name, value):
+        return numpy_helper.from_array(np.asarray(value, np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="/enc/Conv"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="/enc_act/Relu"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2],
+                         name="/pool/MaxPool"),
+        helper.make_node("ConvTranspose", ["p1", "w2", "b2"], ["u1"], strides=[2, 2],
+                         kernel_shape=[2, 2], name="/dec/up/ConvTranspose"),
+        helper.make_node("Relu", ["u1"], ["r2"], name="/dec/act/Relu"),
+        helper.make_node("Resize", ["r2", "", "scales"], ["u2"], mode="nearest",
+                         coordinate_transformation_mode="asymmetric", nearest_mode="floor",
+                         name="/dec/resize/Resize"),
+        helper.make_node("Conv", ["u2", "w3"], ["y"], name="/head/Conv")]
+    inits = [const("w1", rng.standard_normal((4, 2, 3, 3)) / 3),
+             const("b1", rng.standard_normal(4) / 4),
+             const("w2", rng.standard_normal((4, 3, 2, 2)) / 2),
+             const("b2", rng.standard_normal(3) / 4), const("scales", [1, 1, 2, 2]),
+             const("w3", rng.standard_normal((2, 3, 1, 1)))]
+    graph = helper.make_graph(
+        nodes, "ae", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    return onnx.helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                                  ir_version=10), rng.standard_normal((40, 2, 6, 6))
+
+
+@pytest.mark.slow
+def test_conv_transpose_and_resize_rtl(tmp_path):
+    model, x = _autoencoder()
+    graph = hwgen.load(model, name="ae")
+    assert [layer.op for layer in graph.layers()].count("upsample") == 2
+    qgraph = hwgen.quantize(graph, x)
+    plan = hwgen.make_plan(qgraph, multipliers=16)
+    design = hwgen.generate(plan, x[:6], graph=graph)
+    result = hwgen.simulate(design.write(tmp_path), stall=0.3, seed=2)
+    assert result.passed, result.summary()
+    assert np.array_equal(result.outputs, design.expected)
+    # The integer reference follows onnxruntime's float model.
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = session.run(None, {"x": x.astype(np.float32)})[0].transpose(0, 2, 3, 1)
+    got = qgraph.output.dequantize(run_integer(qgraph, qgraph.input_codes(x)))
+    assert np.abs(got.reshape(want.shape) - want).mean() < 2 * qgraph.output.scale

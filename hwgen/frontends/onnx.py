@@ -19,22 +19,29 @@ exporter) and Keras via tf2onnx write:
   ``adaptive_avg_pool2d(x, 1)`` and ``x.mean((2, 3))``) → ``global_avgpool``.
 - ``Add`` of two activations of the same shape (a residual connection) → ``add``.
 - ``Relu``; ``Clip`` (bounds as attributes before opset 11, as constant inputs since) → ``clip``.
-- ``Flatten``, ``Reshape`` (shape from an initializer or a ``Constant`` node) and ``Identity`` are
-  elided when they keep a ``(batch, features)`` vector. ``Flatten``/``Reshape`` of an image
-  ``(batch, C, H, W)`` to ``(batch, C·H·W)`` becomes a ``flatten`` layer: ONNX flattens in
-  ``(C, H, W)`` order while hwgen streams ``(H, W, C)``, so the ``Gemm``/``MatMul`` that must
-  follow it gets its weight columns re-ordered to match; anything else after it is an error.
+- Activation functions of one tensor (single ops, or the element-wise chains exporters write for
+  GELU, SiLU, Mish...) → ``activation`` (a lookup table once quantized); ``PRelu`` with one slope
+  per channel → ``prelu`` (:mod:`~hwgen.frontends.onnx_elementwise`).
+- 1-D models ``(batch, C, L)``: ``Conv``, pools, ``GlobalAveragePool`` and ``ReduceMean`` over
+  ``L`` on a ``1 × L`` image (the graph input's ``layout="CL"``).
+- ``ConvTranspose`` → ``upsample`` (``mode="zeros"``, for strides above 1) then ``conv2d``
+  with the kernel flipped and its channels swapped.
+- ``Flatten``, ``Reshape`` (shape from an initializer or a ``Constant`` node) and ``Identity``
+  are elided when they keep a ``(batch, features)`` vector; ``Flatten``/``Reshape`` of an image
+  becomes a ``flatten`` layer (the ``Gemm``/``MatMul`` after it gets its weight re-ordered from
+  ONNX's ``(C, H, W)`` to hwgen's ``(H, W, C)``); ``Concat`` along the channels; ``Resize``
+  nearest with integer scales; ``Softmax``/``LogSoftmax``/``ArgMax`` at the output are removed
+  with a note (:mod:`~hwgen.frontends.onnx_tensors`).
 - ``Constant`` nodes are read as initializers.
 
-The input must be a single float tensor, ``(batch, K)`` or an image ``(batch, C, H, W)`` (the
-graph's input then has shape ``(H, W, C)`` and ``layout="CHW"``); the batch dimension may be
-symbolic, unknown or fixed. Tensors may fork (a residual connection) as long as every branch
-ends in the single output. Every problem a model can have raises
+The input must be a single float tensor, ``(batch, K)``, a signal ``(batch, C, L)`` or an image
+``(batch, C, H, W)`` (the graph's input then has shape ``(1, L, C)`` or ``(H, W, C)``); the
+batch dimension may be symbolic, unknown or fixed. Tensors may fork (a residual connection, a
+concat) as long as every branch ends in the single output. Every problem a model can have raises
 :class:`~hwgen.errors.HwgenError` naming the node at fault.
 
-Layer names come from the node names, made into unique identifiers: ``/fc1/Gemm`` → ``fc1``,
-``/seq/seq.0/Gemm`` → ``seq_0``, ``/0/Gemm`` → ``gemm_0``, ``/Relu_1`` → ``relu_1``,
-``node_linear_1`` (dynamo) → ``linear_1``, ``sequential/dense/MatMul`` (tf2onnx) → ``dense``.
+Layer names: see :mod:`~hwgen.frontends.onnx_common` (the PyTorch module path, alike for both
+exporters).
 """
 
 import dataclasses
@@ -46,6 +53,8 @@ import onnx
 from ..errors import HwgenError
 from ..graph import Graph
 from .onnx_elementwise import BINARY_OPS, ELEMENTWISE_OPS, UNARY_OPS, ChainImporter
+from .onnx_tensors import (OUTPUT_OPS, ShapeImporter, _Activation, _flatten_shape, _Layer,
+                           _order_error, _reshape_shape)
 from .onnx_common import (_DEFAULT_DOMAINS, MAX_OPSET, MIN_OPSET, _attributes, _base_name,
                           _check_kernel, _identifier, _label, _Namer, _read, _to_array,
                           _topological, _window, _window_output, constant_value, input_dims)
@@ -56,8 +65,10 @@ __all__ = ["load_onnx", "MIN_OPSET", "MAX_OPSET", "SUPPORTED_OPS"]
 SUPPORTED_OPS = ("Add (a bias after Conv/MatMul/Gemm, or two activations), ArgMax and "
                  "LogSoftmax/Softmax (at the output), AveragePool, BatchNormalization (after "
                  "Conv/Gemm/MatMul), Clip, Concat (channels), Constant, Conv (1-D, 2-D), "
+                 "ConvTranspose, "
                  "Flatten, Gemm, GlobalAveragePool, Identity, MatMul, MaxPool, ReduceMean (over "
-                 "H and W, or L), Relu, Reshape, and activation functions of one tensor: "
+                 "H and W, or L), Relu, Reshape, Resize (nearest, integer scales), and "
+                 "activation functions of one tensor: "
                  "Celu, Elu, Gelu (and its Div/Erf/Add/Mul forms), HardSigmoid, HardSwish, "
                  "LeakyRelu, Mish, PRelu (one slope), Selu, Sigmoid, SiLU (x·Sigmoid(x)), "
                  "Softplus, Softsign, Tanh")
@@ -76,11 +87,10 @@ _ARITY = {"Add": (2, 2), "AveragePool": (1, 1), "BatchNormalization": (5, 5), "C
           "Conv": (2, 3), "Flatten": (1, 1), "Gemm": (2, 3), "GlobalAveragePool": (1, 1),
           "Identity": (1, 1), "MatMul": (2, 2), "MaxPool": (1, 1), "ReduceMean": (1, 2),
           "Relu": (1, 1), "Reshape": (2, 2), "Softmax": (1, 1), "LogSoftmax": (1, 1),
-          "ArgMax": (1, 1), "Concat": (1, 1 << 10),
+          "ArgMax": (1, 1), "Concat": (1, 1 << 10), "ConvTranspose": (2, 3), "Resize": (2, 4),
           **{op: (1, 1) for op in UNARY_OPS if op != "Clip"}, "PRelu": (2, 2),
           **{op: (2, 2) for op in BINARY_OPS}}
-# Ops that only pick the class at the output: removed at import (order preserving).
-_OUTPUT_OPS = ("Softmax", "LogSoftmax", "ArgMax")
+_OUTPUT_OPS = OUTPUT_OPS
 # float32's largest value: exporters write it for an absent Clip bound.
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -114,61 +124,7 @@ def load_onnx(model, name=None):
     return _Importer(model).run(name)
 
 
-@dataclasses.dataclass
-class _Layer:
-    """A layer being collected; ``weight`` and ``bias`` stay mutable so that a following ``Add``
-    or ``BatchNormalization`` can fold into them. ``inputs`` index the layers it reads (-1: the
-    input); ``options`` are the remaining keyword arguments of the :class:`Graph` method;
-    ``source`` describes the node it came from."""
-
-    name: str
-    op: str
-    inputs: tuple
-    source: str
-    weight: np.ndarray = None
-    bias: np.ndarray = None
-    options: dict = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Activation:
-    """A tensor computed from the input.
-
-    ``(batch, features)``; ``(features, 1)`` if ``column`` (then the batch is 1); an image
-    ``(batch, C, H, W)`` if ``image`` is ``(C, H, W)`` (``features`` is then ``C·H·W``).
-    ``batch`` is None when symbolic. ``layer`` indexes the layer that produced it (-1: the
-    input). ``chw`` is the ``(C, H, W)`` of the image a vector was flattened from while its
-    ONNX order differs from hwgen's HWC order. ``shared`` lists the other readers of the
-    layer's output reached through elided ops (so nothing folds into a layer others read).
-    ``one_d``: the image is a 1-D signal ``(batch, C, L)``, held as ``(C, 1, L)``. ``chain``:
-    a pending element-wise function ``(origin tensor, nodes)`` of the tensor ``layer`` made
-    (see :class:`~hwgen.frontends.onnx_elementwise.ChainImporter`)."""
-
-    layer: int
-    features: int
-    batch: object
-    column: bool = False
-    image: tuple = None
-    chw: tuple = None
-    shared: tuple = ()
-    one_d: bool = False
-    chain: tuple = None
-
-    def shape(self, batch):
-        if self.image:
-            if self.one_d:
-                return (batch, self.image[0], self.image[2])
-            return (batch, *self.image)
-        return (self.features, 1) if self.column else (batch, self.features)
-
-    def __str__(self):
-        if self.column:
-            return f"({self.features}, 1)"
-        batch = "batch" if self.batch is None else str(self.batch)
-        return "(" + ", ".join(map(str, (batch, *self.shape(batch)[1:]))) + ")"
-
-
-class _Importer(ChainImporter):
+class _Importer(ChainImporter, ShapeImporter):
     def __init__(self, model):
         self._graph = model.graph
         self._constants = {}
@@ -363,8 +319,10 @@ class _Importer(ChainImporter):
         except ValueError as error:
             raise HwgenError(f"{what}: {error}") from None
 
-    def _add_layer(self, node, op, inputs, weight=None, bias=None, *, kind=None, **options):
-        name = self._names.claim(_base_name(node, kind), op)
+    def _add_layer(self, node, op, inputs, weight=None, bias=None, *, kind=None, name=None,
+                   **options):
+        if name is None:  # else the caller claimed it
+            name = self._names.claim(_base_name(node, kind), op)
         source = f"node {_label(node)!r} (op {node.op_type})"
         self._layers.append(_Layer(name, op, tuple(inputs), source, weight, bias, options))
         return len(self._layers) - 1
@@ -493,6 +451,67 @@ class _Importer(ChainImporter):
         size = _window_output(x.image[1:], kernel, stride, pads, what)
         layer = self._add_layer(node, "conv", (x.layer,), weight.transpose(0, 2, 3, 1), bias,
                                 stride=stride, padding=pads, groups=group)
+        self._activations[node.output[0]] = _Activation(
+            layer, out_channels * math.prod(size), x.batch, image=(out_channels, *size),
+            one_d=x.one_d)
+
+    def _conv_transpose(self, node, what):
+        """A transposed convolution as zeros inserted between the pixels (``stride − 1`` of
+        them; an ``upsample`` layer of mode ``"zeros"``), then a convolution with the kernel
+        flipped and its in/out channels swapped, padded ``k − 1 − pad`` (plus
+        ``output_padding`` at the end)."""
+        x = self._image(node, what)
+        weight = self._constant(node.input[1], node, "weight W")
+        if x.one_d and weight.ndim == 3:
+            weight = weight[:, :, None, :]
+        if weight.ndim != 4:
+            raise HwgenError(f"{what}: weight W has shape {weight.shape}; a transposed "
+                             "convolution's weight is (C, M/group, kH, kW), or (C, M/group, k)")
+        attributes = _window_attributes(node, x)
+        for key in ("output_padding",):
+            if x.one_d and len(attributes.get(key, ())) == 1:
+                attributes[key] = [0, *attributes[key]]
+        channels, per_group, kh, kw = weight.shape
+        group = attributes.get("group", 1)
+        if channels != x.image[0] or not (group == 1 or group == channels and per_group == 1):
+            raise HwgenError(f"{what}: weight W {weight.shape} with group={group} does not fit "
+                             f"{x}; hwgen supports group=1 and depthwise (group = channels)")
+        if "output_shape" in attributes or attributes.get("auto_pad", "NOTSET") not in (
+                "NOTSET", "VALID"):
+            raise HwgenError(f"{what}: give pads (and output_padding), not output_shape or "
+                             "auto_pad SAME_*")
+        kernel = _check_kernel(attributes, (kh, kw), what, "weight W")
+        stride = tuple(attributes.get("strides", (1, 1)))
+        pads = tuple(attributes.get("pads", (0, 0, 0, 0)))
+        extra = tuple(attributes.get("output_padding", (0, 0)))
+        if any(p > k - 1 for p, k in zip(pads, kernel * 2)) or any(
+                e >= s for e, s in zip(extra, stride)):
+            raise HwgenError(f"{what}: pads {list(pads)} must be at most kernel − 1 "
+                             f"({kh - 1}, {kw - 1}) and output_padding {list(extra)} below the "
+                             f"strides {list(stride)}")
+        out_channels = channels if group > 1 else per_group
+        flipped = weight[:, :, ::-1, ::-1]
+        # OHWI of the equivalent convolution: out = the transposed conv's M, in = its C.
+        conv_weight = (flipped.transpose(0, 2, 3, 1) if group > 1
+                       else flipped.transpose(1, 2, 3, 0))
+        bias = np.zeros(out_channels)
+        if len(node.input) > 2 and node.input[2]:
+            bias = _bias(self._constant(node.input[2], node, "bias B"), (out_channels,), what)
+        name = self._names.claim(_base_name(node), "conv")
+        source = x.layer
+        height, width = x.image[1:]
+        if stride != (1, 1):
+            zeros = self._add_layer(node, "upsample", (x.layer,),
+                                    name=self._names.claim(f"{name}_zeros", "upsample"),
+                                    factor=stride, mode="zeros")
+            source, height, width = zeros, (height - 1) * stride[0] + 1, (
+                width - 1) * stride[1] + 1
+        conv_pads = (kh - 1 - pads[0], kw - 1 - pads[1], kh - 1 - pads[2] + extra[0],
+                     kw - 1 - pads[3] + extra[1])
+        layer = self._add_layer(node, "conv", (source,), conv_weight, bias, name=name,
+                                stride=(1, 1), padding=conv_pads, groups=group)
+        size = (height + conv_pads[0] + conv_pads[2] - kh + 1,
+                width + conv_pads[1] + conv_pads[3] - kw + 1)
         self._activations[node.output[0]] = _Activation(
             layer, out_channels * math.prod(size), x.batch, image=(out_channels, *size),
             one_d=x.one_d)
@@ -648,140 +667,6 @@ class _Importer(ChainImporter):
         layer = self._add_layer(node, "clip", (x.layer,), lo=lo, hi=hi)
         self._activations[node.output[0]] = dataclasses.replace(x, layer=layer, shared=())
 
-    def _output_op(self, node, what):
-        """Softmax, LogSoftmax and ArgMax keep the order of the values along the classes, so
-        at the output they change no decision: removed, with a note."""
-        tensor = node.input[0]
-        x = self._activations[tensor]
-        attributes = _attributes(node)
-        default = 0 if node.op_type == "ArgMax" else -1
-        axis = attributes.get("axis", default)
-        vector = x.image is None or x.image[1:] == (1, 1) and not x.one_d
-        if not vector or x.column or axis not in (1, -1) and not (x.image and axis == 1):
-            raise HwgenError(f"{what} works along axis {axis} of {x}; hwgen removes it at the "
-                             "output only over the classes of a (batch, classes) vector")
-        self._removed[node.output[0]] = node
-        self._activations[node.output[0]] = x
-        if node.op_type == "ArgMax":
-            self._notes.append(
-                f"removed the output ArgMax (node {_label(node)!r}): the accelerator outputs "
-                "the values it picks from; --argmax (argmax=True) builds an argmax unit that "
-                "outputs the class index")
-        else:
-            self._notes.append(
-                f"removed the output {node.op_type} (node {_label(node)!r}): it keeps the order "
-                "of the outputs, so the class they pick is unchanged; the accelerator outputs "
-                "the values before it")
-
-    def _concat(self, node, what):
-        tensors = list(node.input)
-        constants = [t for t in tensors if t not in self._activations]
-        if constants:
-            raise HwgenError(f"{what} joins the constant {constants[0]!r}; hwgen concatenates "
-                             "activations only")
-        parts = [self._activations[t] for t in tensors]
-        first = parts[0]
-        rank = len(first.shape(first.batch))
-        axis = _attributes(node).get("axis")
-        if axis is None or axis % rank != 1 or any(p.column for p in parts):
-            raise HwgenError(f"{what} joins along axis {axis}; hwgen concatenates along the "
-                             "channels (axis 1)")
-        if any(p.shape(1)[2:] != first.shape(1)[2:] or p.one_d != first.one_d
-               or bool(p.image) != bool(first.image) for p in parts):
-            shapes = ", ".join(str(p) for p in parts)
-            raise HwgenError(f"{what} joins {shapes}; all but the channels must agree")
-        features = sum(p.features for p in parts)
-        image = None
-        if first.image:
-            image = (sum(p.image[0] for p in parts), *first.image[1:])
-        layer = self._add_layer(node, "concat", tuple(p.layer for p in parts))
-        batch = next((p.batch for p in parts if p.batch is not None), None)
-        self._activations[node.output[0]] = _Activation(layer, features, batch, image=image,
-                                                        one_d=first.one_d)
-
-    def _prelu(self, node, what):
-        """PRelu with one slope per channel (a single slope is an activation function)."""
-        x = self._activations[node.input[0]]
-        if node.input[1] in self._activations:
-            raise HwgenError(f"{what}: its slope {node.input[1]!r} must be a constant")
-        channels = x.image[0] if x.image else x.features
-        slope = self._constant(node.input[1], node, "slope")
-        shape = (1, channels, *([1] * (len(x.shape(1)) - 2)))
-        try:
-            slope = np.broadcast_to(slope, shape).reshape(channels)
-        except ValueError:
-            raise HwgenError(f"{what}: slope of shape {slope.shape} does not broadcast to one "
-                             f"value per channel of {x}") from None
-        layer = self._add_layer(node, "prelu", (x.layer,), slope=slope)
-        self._activations[node.output[0]] = dataclasses.replace(x, layer=layer, shared=())
-
-    def _identity(self, node, what):
-        self._alias(node, self._activations[node.input[0]])
-
-    def _reshape(self, node, what):
-        """Flatten and Reshape: elided if the result is still a vector of the same batch; an
-        image flattened to (batch, C·H·W) becomes a flatten layer."""
-        x = self._activations[node.input[0]]
-        shape = _flatten_shape if node.op_type == "Flatten" else _reshape_shape
-        shape = shape(self, node)
-
-        def result(batch):
-            try:
-                return shape(x.shape(batch))
-            except ValueError:
-                return None
-
-        if x.image:
-            self._reshape_image(node, what, x, result)
-            return
-        batch = x.batch
-        if batch is None:
-            # A symbolic batch: the op must keep (b, K) for any b, or work only for b = 1
-            # (e.g. Reshape to [1, K]), which fixes the batch to 1.
-            trials = {b: result(b) for b in (2, 3)}
-            if all(trials[b] == (b, x.features) for b in trials):
-                self._alias(node, x)
-                return
-            wrong = [(b, trials[b]) for b in trials if trials[b] not in (None, (b, x.features))]
-            if wrong:
-                raise HwgenError(f"{what} turns the activation {x} into {wrong[0][1]} at batch "
-                                 f"{wrong[0][0]}; it mixes the batch into the features, which is "
-                                 "not supported")
-            batch = 1
-        out = result(batch)
-        if out == (batch, x.features):
-            self._alias(node, x, batch=batch, column=False)
-        elif batch == 1 and out == (x.features, 1):
-            self._alias(node, x, batch=1, column=True)
-        else:
-            into = "an invalid shape" if out is None else str(out)
-            raise HwgenError(f"{what} turns the activation {x} into {into}; hwgen only elides "
-                             "Flatten/Reshape that keep a (batch, features) vector")
-
-    def _reshape_image(self, node, what, x, result):
-        """An image flattened to (batch, C·H·W) becomes a flatten layer; kept as it is, the op
-        is elided."""
-        batch = x.batch
-        outs = {b: result(b) for b in ((2, 3) if batch is None else (batch,))}
-        if batch is None and None in outs.values():
-            batch, outs = 1, {1: result(1)}  # works only at batch 1 (e.g. Reshape to [1, K])
-        if all(out == x.shape(b) for b, out in outs.items()):
-            self._alias(node, x, batch=batch)
-            return
-        if not all(out == (b, x.features) for b, out in outs.items()):
-            b, out = next((b, out) for b, out in outs.items() if out != (b, x.features))
-            into = "an invalid shape" if out is None else str(out)
-            into += f" at batch {b}" if batch is None else ""
-            raise HwgenError(f"{what} turns the image {x} into {into}; hwgen supports "
-                             "Flatten/Reshape of an image only to (batch, C·H·W) = "
-                             f"({'batch' if batch is None else batch}, {x.features})")
-        channels, height, width = x.image
-        layer = self._add_layer(node, "flatten", (x.layer,), kind="flatten")
-        # The orders (C, H, W) and (H, W, C) coincide when C = 1 or H·W = 1.
-        chw = x.image if channels > 1 and height * width > 1 else None
-        self._activations[node.output[0]] = _Activation(layer, x.features, batch, chw=chw)
-
-
 _CONVERTERS = {
     "Add": _Importer._add,
     "ArgMax": _Importer._output_op,
@@ -793,6 +678,7 @@ _CONVERTERS = {
     "BatchNormalization": _Importer._batch_norm,
     "Clip": _Importer._clip,
     "Conv": _Importer._conv,
+    "ConvTranspose": _Importer._conv_transpose,
     "Flatten": _Importer._reshape,
     "Gemm": _Importer._gemm,
     "GlobalAveragePool": _Importer._global_avgpool,
@@ -802,6 +688,7 @@ _CONVERTERS = {
     "ReduceMean": _Importer._reduce_mean,
     "Relu": _Importer._relu,
     "Reshape": _Importer._reshape,
+    "Resize": _Importer._resize,
 }
 _ONNX_NAMES = {"dense": "Gemm/MatMul", "conv": "Conv"}
 
@@ -821,69 +708,12 @@ def _window_attributes(node, x):
     return attributes
 
 
-def _order_error(subject, x):
-    channels, height, width = x.chw
-    return HwgenError(
-        f"{subject} is an image flattened in ONNX's (C, H, W) = ({channels}, {height}, {width}) "
-        "order, while hwgen streams tensors in (H, W, C) order; hwgen re-orders the features "
-        "only into the weight of a Gemm/MatMul right after the Flatten")
-
-
 def _rows_to_hwc(weight, chw):
     """A ``(K, N)`` weight whose rows follow a vector flattened in ``(C, H, W)`` order, re-ordered
     so its rows follow the same vector flattened in ``(H, W, C)`` order."""
     if chw is None:
         return weight
     return weight.reshape(*chw, -1).transpose(1, 2, 0, 3).reshape(weight.shape)
-
-
-# -- shapes ---------------------------------------------------------------------------------------
-
-def _flatten_shape(importer, node):
-    """The function ``shape → shape`` that ``node`` (Flatten) computes; ValueError if invalid."""
-    axis = next((onnx.helper.get_attribute_value(attribute) for attribute in node.attribute
-                 if attribute.name == "axis"), 1)
-
-    def shape(before):
-        index = axis + len(before) if axis < 0 else axis
-        if not 0 <= index <= len(before):
-            raise ValueError(f"axis {axis} is out of range for rank {len(before)}")
-        return (math.prod(before[:index]), math.prod(before[index:]))
-    return shape
-
-
-def _reshape_shape(importer, node):
-    """The function ``shape → shape`` that ``node`` (Reshape) computes; ValueError if invalid."""
-    what = f"node {_label(node)!r} (op Reshape)"
-    if len(node.input) < 2 or node.input[1] not in importer._constants:
-        raise HwgenError(f"{what}: its target shape must be a constant (an initializer or a "
-                         "Constant node); export with constant folding")
-    target = importer._constants[node.input[1]]
-    if target.dtype.kind not in "iu" or target.ndim != 1:
-        raise HwgenError(f"{what}: the target shape must be a 1-D integer tensor, not "
-                         f"{target.dtype} {target.shape}")
-    target = [int(d) for d in target]
-    allow_zero = any(attribute.name == "allowzero" and attribute.i for attribute in node.attribute)
-
-    def shape(before):
-        after = list(target)
-        for index, size in enumerate(after):
-            if size == 0 and not allow_zero:
-                if index >= len(before):
-                    raise ValueError(f"shape {target} copies dimension {index} of {before}")
-                after[index] = before[index]
-        total = math.prod(before)
-        if after.count(-1) > 1 or any(size < -1 for size in after):
-            raise ValueError(f"invalid target shape {target}")
-        if -1 in after:
-            known = math.prod(size for size in after if size != -1)
-            if known == 0 or total % known:
-                raise ValueError(f"cannot reshape {before} to {target}")
-            after[after.index(-1)] = total // known
-        if math.prod(after) != total:
-            raise ValueError(f"cannot reshape {before} to {target}")
-        return tuple(after)
-    return shape
 
 
 def _bias(value, shape, what):

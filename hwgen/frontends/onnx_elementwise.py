@@ -195,6 +195,22 @@ class ChainImporter:
                                 function=function, params=params)
         self._activations[tensor] = dataclasses.replace(x, layer=layer, chain=None, shared=())
 
+    def _prelu(self, node, what):
+        """PRelu with one slope per channel (a single slope is an activation function)."""
+        x = self._activations[node.input[0]]
+        if node.input[1] in self._activations:
+            raise HwgenError(f"{what}: its slope {node.input[1]!r} must be a constant")
+        channels = x.image[0] if x.image else x.features
+        slope = self._constant(node.input[1], node, "slope")
+        shape = (1, channels, *([1] * (len(x.shape(1)) - 2)))
+        try:
+            slope = np.broadcast_to(slope, shape).reshape(channels)
+        except ValueError:
+            raise HwgenError(f"{what}: slope of shape {slope.shape} does not broadcast to one "
+                             f"value per channel of {x}") from None
+        layer = self._add_layer(node, "prelu", (x.layer,), slope=slope)
+        self._activations[node.output[0]] = dataclasses.replace(x, layer=layer, shared=())
+
     def _scalar(self, tensor, what):
         value = self._constants[tensor]
         if value.size != 1:

@@ -49,6 +49,9 @@ def make_block(layer_plan, *, target="generic"):
     if engine == "concat":
         from .concat import ConcatUnit
         return ConcatUnit(layer, layer_plan.pe)
+    if engine == "upsample":
+        from .upsample import Upsample
+        return Upsample(layer, layer_plan.pe)
     raise HwgenError(f"layer {layer_plan.name!r}: engine {engine!r} has no hardware")
 
 
