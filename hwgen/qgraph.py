@@ -118,6 +118,9 @@ class QDense:
     relu : whether a ReLU was folded into the clamp (``clamp_lo ≥ zero_point``).
     negative_multiplier : int64 array ``(out_features,)`` or None: a folded LeakyReLU/PReLU,
         the multiplier an ``acc < 0`` takes instead of ``M[c]`` (``≈ slope[c] · M[c]``).
+    bias_fraction, negative_fraction : int64 arrays ``(out_features,)`` or None: what the
+        integer ``bias`` leaves of a real bias, added to ``acc · M[c]`` before the shift (in
+        units of ``2^−n[c]`` output steps; the negative one where ``acc < 0`` with slopes).
     """
 
     name: str
@@ -135,6 +138,8 @@ class QDense:
     rounding: Rounding = Rounding.HALF_UP
     relu: bool = False
     negative_multiplier: np.ndarray = None
+    bias_fraction: np.ndarray = None
+    negative_fraction: np.ndarray = None
 
     op = "dense"
 
@@ -213,6 +218,8 @@ class QConv:
     rounding: Rounding = Rounding.HALF_UP
     relu: bool = False
     negative_multiplier: np.ndarray = None
+    bias_fraction: np.ndarray = None
+    negative_fraction: np.ndarray = None
 
     op = "conv"
 

@@ -31,7 +31,7 @@ __all__ = [
     "ActQuant", "LayerBits", "QDense", "QGraph",
     "calibrate", "tensor_range", "load_calibration", "resolve_bits", "quantize",
     "PreparedCalibration",
-    "scale_to_multiplier", "CALIBRATION_METHODS",
+    "scale_to_multiplier", "split_bias", "CALIBRATION_METHODS",
     "qgraph_to_arrays", "qgraph_from_arrays",
 ]
 
@@ -575,10 +575,25 @@ def _q_add(layer, inputs, quant_in, output, activation, bits, rounding, graph, g
 
 def _with_slopes(layer, slopes):
     """``layer`` with a LeakyReLU/PReLU folded in: an ``acc < 0`` takes
-    ``round(slope · s_x · s_w[c] / s_y · 2^n[c])`` instead of ``M[c]``."""
+    ``round(slope · s_x · s_w[c] / s_y · 2^n[c])`` instead of ``M[c]`` (and the bias fraction
+    times the slope)."""
     ratio = layer.input.scale * layer.weight_scale / layer.output.scale
     negative = np.round(np.ldexp(slopes * ratio, layer.shift)).astype(np.int64)
-    return dataclasses.replace(layer, negative_multiplier=negative)
+    fraction = None
+    if layer.bias_fraction is not None:
+        fraction = np.round(layer.bias_fraction * slopes).astype(np.int64)
+    return dataclasses.replace(layer, negative_multiplier=negative, negative_fraction=fraction)
+
+
+def split_bias(units, ratio, shift):
+    """A real bias in units of the accumulator's step, ``units`` (per channel), as the integer
+    bias the accumulator starts from and the fraction the requantization adds to ``acc · M``
+    (``round((units − round(units)) · ratio · 2^n)``, in units of ``2^−n`` output steps; ``None``
+    when every fraction is 0, as for onnxruntime's int32 biases)."""
+    units = np.asarray(units, dtype=np.float64)
+    integer = np.round(units)
+    fraction = np.round(np.ldexp((units - integer) * ratio, shift)).astype(np.int64)
+    return integer.astype(np.int64), (fraction if np.any(fraction) else None)
 
 
 def _q_concat(layer, inputs, quant_in, output, activation, bits, rounding, graph, granularity):

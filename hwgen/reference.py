@@ -67,21 +67,29 @@ def rshift_round(value, shift, rounding=Rounding.HALF_UP):
 
 
 def requantize(acc, multiplier, shift, zero_point, lo, hi, rounding=Rounding.HALF_UP,
-               negative_multiplier=None):
-    """``clamp(zero_point + rshift_round(acc · M, n), lo, hi)``.
+               negative_multiplier=None, fraction=None, negative_fraction=None):
+    """``clamp(zero_point + rshift_round(acc · M + F, n), lo, hi)``.
 
     ``acc`` is ``(..., channels)``; ``multiplier`` and ``shift`` are per channel (or scalars).
     With ``negative_multiplier`` (per channel), an ``acc < 0`` takes it instead of ``M``: a
-    LeakyReLU/PReLU folded into the requantization (two slopes, exact).
+    LeakyReLU/PReLU folded into the requantization (two slopes, exact). ``fraction`` ``F`` (per
+    channel; default 0) is the part of a real bias below the accumulator's step, in units of
+    ``2^−n`` output steps (``negative_fraction`` where ``acc < 0`` takes the other slope).
     """
     acc = np.asarray(acc, dtype=np.int64)
     multiplier = np.asarray(multiplier, dtype=np.int64)
+    negative = acc < 0
     if negative_multiplier is not None:
-        multiplier = np.where(acc < 0, np.asarray(negative_multiplier, dtype=np.int64),
+        multiplier = np.where(negative, np.asarray(negative_multiplier, dtype=np.int64),
                               multiplier)
-    _check_int64(int(np.abs(acc).max(initial=0)) * int(np.abs(multiplier).max(initial=0)),
-                 "requantize product")
-    scaled = rshift_round(acc * multiplier, shift, rounding)
+    addend = np.int64(0)
+    if fraction is not None:
+        addend = np.asarray(fraction, dtype=np.int64)
+        if negative_fraction is not None:
+            addend = np.where(negative, np.asarray(negative_fraction, dtype=np.int64), addend)
+    _check_int64(int(np.abs(acc).max(initial=0)) * int(np.abs(multiplier).max(initial=0))
+                 + int(np.abs(addend).max(initial=0)), "requantize product")
+    scaled = rshift_round(acc * multiplier + addend, shift, rounding)
     return np.clip(zero_point + scaled, lo, hi)
 
 
@@ -196,7 +204,9 @@ def pool_integer(layer, codes):
     acc = (patches - layer.input.zero_point).sum(axis=(3, 4))
     return requantize(acc, layer.multiplier, layer.shift, layer.output.zero_point,
                       layer.clamp_lo, layer.clamp_hi, layer.rounding,
-                      getattr(layer, "negative_multiplier", None))
+                      getattr(layer, "negative_multiplier", None),
+                      getattr(layer, "bias_fraction", None),
+                      getattr(layer, "negative_fraction", None))
 
 
 def average_float32_ort(layer, patches):
@@ -258,7 +268,9 @@ def _run_layer(layer, args):
         return pool_integer(layer, args[0])
     return requantize(acc, layer.multiplier, layer.shift, layer.output.zero_point,
                       layer.clamp_lo, layer.clamp_hi, layer.rounding,
-                      getattr(layer, "negative_multiplier", None))
+                      getattr(layer, "negative_multiplier", None),
+                      getattr(layer, "bias_fraction", None),
+                      getattr(layer, "negative_fraction", None))
 
 
 def run_integer(qgraph, codes, *, keep=False):

@@ -45,7 +45,8 @@ def _check(layer, lanes, *, seed=0, frames=8, gap=0.3, stall=0.3, accumulators=_
     monitor = StreamMonitor(dut.o, acc.size // lanes, rng=rng, stall=stall)
     run(dut, driver, monitor)
     want = requantize(acc + layer.bias, layer.multiplier, layer.shift, layer.output.zero_point,
-                      layer.clamp_lo, layer.clamp_hi, layer.rounding, layer.negative_multiplier)
+                      layer.clamp_lo, layer.clamp_hi, layer.rounding, layer.negative_multiplier,
+                      layer.bias_fraction, layer.negative_fraction)
     np.testing.assert_array_equal(beats_to_frames(monitor.beats, layer.out_features), want)
     return driver, monitor, dut
 
@@ -77,6 +78,23 @@ def test_requant_two_slopes(rounding, lanes, slopes):
     _, monitor, _ = _check(layer, lanes, frames=16)
     assert any(value < layer.output.zero_point for beat in monitor.beats
                for value in beat["data"]) or slopes == "zero"
+
+
+@pytest.mark.parametrize("rounding", [r for r in Rounding if r is not Rounding.FLOAT32_ORT])
+@pytest.mark.parametrize("lanes", [1, 2])
+@pytest.mark.parametrize("slopes", [False, True])
+def test_requant_bias_fraction(rounding, lanes, slopes):
+    """A real bias's fraction added after the multiplication (up to ±M/2, both signs), with
+    and without a second slope's own fraction, under stalls."""
+    rng = np.random.default_rng(lanes + 2 * slopes)
+    layer = crafted_layer(rng, 5, 6, out_bits=8, out_signed=True, rounding=rounding)
+    fraction = rng.integers(-(layer.multiplier // 2), layer.multiplier // 2 + 1)
+    fraction[0] = layer.multiplier[0] // 2
+    changes = dict(bias_fraction=fraction)
+    if slopes:
+        changes.update(negative_multiplier=layer.multiplier // 4,
+                       negative_fraction=fraction // 4 - 1)
+    _check(dataclasses.replace(layer, **changes), lanes, frames=16)
 
 
 @pytest.mark.parametrize("rounding", [r for r in Rounding if r is not Rounding.FLOAT32_ORT])

@@ -26,8 +26,13 @@ How they map onto hwgen's integer contract (``docs/arithmetic.md``):
   integer op); its requantization ratio ``s_x · s_w[c] / s_y`` becomes ``(M, n)`` through
   :func:`hwgen.quantize.scale_to_multiplier`, rounding half up (onnxruntime rounds half to even
   in float32: the two differ only where ``acc · ratio`` lies within about 2^−16 of a tie).
-- The bias is taken in units of the accumulator scale (``round(bias / (s_x · s_w[c]))``, which
-  is the int32 bias itself for onnxruntime's models); the input zero point folds into it.
+- The bias is taken in units of the accumulator scale: its integer part (``round(bias /
+  (s_x · s_w[c]))``, the int32 bias itself for onnxruntime's models) starts the accumulator, with
+  the input zero point folded in; what a real bias (Brevitas' default float bias) has below
+  that step is kept as ``bias_fraction``, added to ``acc · M`` before the shift, so the result
+  is the float computation's to ``2^−n`` output steps (:func:`hwgen.quantize.split_bias`).
+- A ``MaxPool`` on dequantized values (QDQ, or QONNX's ``QuantReLU → MaxPool → QuantConv``)
+  pools the codes in their quantization: the max commutes with the dequantization.
 - Weights must have zero point 0. onnxruntime's int8 weights are symmetric but not narrow-range:
   ``−128`` occurs. hwgen's weights are narrow-range, so a layer whose codes reach
   ``−2^(b−1)`` gets ``weight_bits = b + 1`` (its multipliers are one bit wider; results exact).
@@ -65,7 +70,7 @@ import onnx
 
 from ..errors import HwgenError
 from ..qgraph import MAX_BITS, MIN_BITS, ActQuant, QAdd, QConv, QDense, QGraph, QPool
-from ..quantize import scale_to_multiplier
+from ..quantize import scale_to_multiplier, split_bias
 from ..reference import Rounding
 from .onnx_common import (_Namer, _attributes, _base_name, _check_kernel, _identifier, _label, _read,
                           _to_array, _topological, _window, _window_output, constant_value,
@@ -642,9 +647,12 @@ class _QuantImporter:
         if not isinstance(x, _Codes):
             raise HwgenError(f"{what}: its input must be a quantized activation")
         pending = self._pool_pending(node, what, x, node.op_type)
-        if pending.kind == "max" and not x.real:  # QOperator: MaxPool runs on codes
-            self._values[node.output[0]] = self._emit(pending, x.quant, Rounding.HALF_UP,
-                                                      False, what)
+        if pending.kind == "max":
+            # The max commutes with the (monotonic) dequantization: a max-pool of the codes,
+            # in the input's quantization, whether it runs on codes (QOperator) or on their
+            # dequantized values (QDQ, and QONNX's QuantReLU → MaxPool → QuantConv).
+            codes = self._emit(pending, x.quant, Rounding.HALF_UP, False, what)
+            self._values[node.output[0]] = dataclasses.replace(codes, real=x.real)
         else:
             self._values[node.output[0]] = pending
 
@@ -877,10 +885,14 @@ class _QuantImporter:
             weight = fields["weight"]
             flat = weight.reshape(len(weight), -1)
             acc_scale = np.broadcast_to(pending.acc_scale, (len(weight),)).astype(np.float64)
-            bias = np.zeros(len(weight), np.int64) if pending.bias is None else \
-                np.round(pending.bias / acc_scale).astype(np.int64)
-            bias = bias - zero_point * flat.sum(axis=1)
             multiplier, shift = _multiplier(acc_scale / quant.scale, what)
+            # A real bias (Brevitas' default) keeps what lies below the accumulator's step as
+            # a fraction added after the multiplication (exact to 2^−n output steps).
+            bias, fraction = np.zeros(len(weight), np.int64), None
+            if pending.bias is not None:
+                bias, fraction = split_bias(pending.bias / acc_scale, acc_scale / quant.scale,
+                                            shift)
+            bias = bias - zero_point * flat.sum(axis=1)
             # hwgen's weights are narrow-range; a code of −2^(b−1) (onnxruntime's int8 weights
             # reach −128) takes one more bit so the layer stays exact.
             bits = fields["weight_bits"]
@@ -895,7 +907,8 @@ class _QuantImporter:
                 np.float64) if weight_scale is not None else np.ones(len(weight))
             cls = QDense if pending.kind == "dense" else QConv
             layer = cls(name=name, inputs=inputs, bias=bias, multiplier=multiplier, shift=shift,
-                        input=x.quant, output=quant, rounding=rounding, **clamp, **fields)
+                        input=x.quant, output=quant, rounding=rounding, bias_fraction=fraction,
+                        **clamp, **fields)
         self._layers.append(layer)
         return _Codes(name, quant, pending.shape)
 

@@ -112,6 +112,10 @@ class Requant(wiring.Component):
         negative = getattr(layer, "negative_multiplier", None)
         if negative is not None:
             fields["negative"] = (unsigned(max(int(max(negative)).bit_length(), 1)), negative)
+        for name in ("bias_fraction", "negative_fraction"):
+            values = getattr(layer, name, None)
+            if values is not None:
+                fields[name] = (signed(_signed_bits(values)), values)
         if np.any(shifts != shifts[0]):
             fields["shift"] = (unsigned(max(int(shifts.max()).bit_length(), 1)), shifts)
             fields["half"] = (unsigned(max(int(half.max()).bit_length(), 1)), half)
@@ -153,7 +157,8 @@ class Requant(wiring.Component):
         sum_shape = signed(max(self._acc_shape.width, layout["bias"].shape.elem_shape.width) + 1)
         multiplier_bits = layout["multiplier"].shape.elem_shape.width
         low_bits = min(_LOW_BITS, sum_shape.width - 1)
-        product_shape = signed(sum_shape.width + multiplier_bits + 1)
+        product_shape = signed(sum_shape.width + multiplier_bits + 1
+                               + ("bias_fraction" in layout.members))
         half_bits = (layout["half"].shape.elem_shape.width if "half" in layout.members
                      else common_half.bit_length())
         rounded_shape = signed(max(product_shape.width, half_bits + 1) + 1)
@@ -174,11 +179,12 @@ class Requant(wiring.Component):
                                    name=f"low_multiplier{lane}")
             high_product = multiply(m, total[low_bits:].as_signed(), multiplier, en,
                                     target=self._target, name=f"high_multiplier{lane}")
+            fraction = self._fraction(m, total, en, stage_params[3], lane, layout)
             low, high = self._clamp_range()
             with m.If(en):
                 m.d.sync += [
                     total.eq(self.i.payload.data[lane] + params.data.bias[lane]),
-                    product.eq((high_product << low_bits) + low_product),
+                    product.eq((high_product << low_bits) + low_product + fraction),
                     rounded.eq(product + self._half(stage_params[4], lane, common_half)
                                + self._parity(product, stage_params[4], lane, common_shift)),
                     shifted.eq(self._shift(rounded, stage_params[5], lane, common_shift)),
@@ -189,6 +195,23 @@ class Requant(wiring.Component):
                         Mux(below, low, Mux(above, high, narrow)) + self._layer.output.zero_point),
                 ]
         return m
+
+    @staticmethod
+    def _fraction(m, total, en, params, lane, layout):
+        """The bias fraction added to the product (0 without one): the negative slope's where
+        the sum was negative, its sign carried along with the multiplication."""
+        if "bias_fraction" not in layout.members:
+            return 0
+        fraction = params.bias_fraction[lane]
+        if "negative_fraction" not in layout.members:
+            return fraction
+        sign = total[-1]
+        for stage in range(2):  # the multiplication's two registers
+            delayed = Signal(name=f"sign{stage}_{lane}")
+            with m.If(en):
+                m.d.sync += delayed.eq(sign)
+            sign = delayed
+        return Mux(sign, params.negative_fraction[lane], fraction)
 
     @staticmethod
     def _half(params, lane, common_half):
