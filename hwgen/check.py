@@ -9,7 +9,10 @@ and measure how well they agree.
   dequantized output of the integer reference is compared with onnxruntime's float output: top-1
   agreement and the largest absolute error (with the output step for scale).
 
-onnxruntime is an optional dependency (``pip install hwgen[check]``).
+onnxruntime is an optional dependency (``pip install hwgen[check]``). A QONNX model (Brevitas'
+``export_qonnx``) runs under qonnx's executor if qonnx is installed (``pip install
+hwgen[qonnx]``), else under onnxruntime with its ``Quant`` nodes emulated in float
+(:mod:`hwgen.qonnx_float`, checked against qonnx's outputs).
 """
 
 import dataclasses
@@ -21,6 +24,7 @@ from .errors import HwgenError
 from .frontends import is_quantized, load_onnx, load_quantized_onnx
 from .frontends.onnx_common import _read
 from .graph import user_shape
+from .qonnx_float import has_qonnx_ops, run_qonnx
 from .quantize import quantize
 from .reference import run_integer
 
@@ -49,9 +53,11 @@ class CheckResult:
     max_abs_error: float = None
     step: float = None
     removed: tuple = ()
+    golden: str = "onnxruntime"
 
     def summary(self):
-        head = f"output {self.output!r} ({self.frames} frames × {self.values // self.frames})"
+        head = (f"output {self.output!r} ({self.frames} frames × {self.values // self.frames}, "
+                f"against {self.golden})")
         if self.kind == "classes":
             return (f"output {self.output!r} ({self.frames} frames): the model's output "
                     f"{'/'.join(self.removed)} was removed at import, so classes are compared: "
@@ -96,11 +102,16 @@ def _run_onnxruntime(model, source, x):
         raise
     except Exception as error:
         raise HwgenError(f"onnxruntime cannot run the model on these inputs: {error}") from None
-    if y.ndim == 4:  # NCHW → the reference's HWC stream order
+    return session.get_outputs()[0].name, _to_stream_order(y)
+
+
+def _to_stream_order(y):
+    """An ONNX output as the reference's ``(N, values)`` in HWC stream order."""
+    if y.ndim == 4:  # NCHW → HWC
         y = y.transpose(0, 2, 3, 1)
     elif y.ndim == 3:  # NCL → the reference's (1, L, C)
         y = y.transpose(0, 2, 1)
-    return session.get_outputs()[0].name, y.reshape(len(y), -1)
+    return y.reshape(len(y), -1)
 
 
 def check_model(model, inputs, calibration=None, *, bits=None, output_bits=8):
@@ -141,7 +152,13 @@ def check_model(model, inputs, calibration=None, *, bits=None, output_bits=8):
     if x.shape[1:] != shape or len(x) == 0:
         raise HwgenError(f"the model takes inputs of shape (N, {', '.join(map(str, shape))}), "
                          f"not {x.shape}")
-    name, want = _run_onnxruntime(proto, source, x.astype(np.float32))
+    golden = "onnxruntime"
+    if has_qonnx_ops(proto):
+        want, golden = run_qonnx(proto, x.astype(np.float32))
+        name = proto.graph.output[0].name
+        want = _to_stream_order(want)
+    else:
+        name, want = _run_onnxruntime(proto, source, x.astype(np.float32))
     got = run_integer(qgraph, qgraph.input_codes(x))
     removed = graph.removed_outputs if graph is not None else ()
     if removed:
@@ -158,7 +175,7 @@ def check_model(model, inputs, calibration=None, *, bits=None, output_bits=8):
             codes = np.round(want.astype(np.float64) / out.scale + out.zero_point)
             codes = codes.astype(np.int64)
         diff = np.abs(got - codes)
-        return CheckResult(name, "codes", len(x), diff.size, top1,
+        return CheckResult(name, "codes", len(x), diff.size, top1, golden=golden,
                            exact=float(np.mean(diff == 0)), within_one=float(np.mean(diff <= 1)),
                            max_diff=int(diff.max(initial=0)))
     real = qgraph.output.dequantize(got)

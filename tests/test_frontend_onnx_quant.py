@@ -508,10 +508,20 @@ def test_error_weight_not_constant(tmp_path, capsys):
                   capsys)
 
 
-def test_error_weight_zero_point(tmp_path, capsys):
+def test_weight_zero_points_fold_into_the_codes(tmp_path):
+    """Asymmetric int8 weights (a zero point per channel, as onnxruntime writes them with
+    WeightSymmetric=False): the codes become ``w − zp_w``, the layer takes the bits they need,
+    and the result is onnxruntime's code for code."""
+    rng = np.random.default_rng(8)
+    codes = rng.integers(-128, 128, (5, 12))
     path = tmp_path / "zp.onnx"
-    onnx.save(_qdq_dense(np.ones((3, 4)), np.full(3, 0.01), weight_zp=[0, 1, 0]), path)
-    _expect_error(path, r"'/fc/Gemm' \(op Gemm\).*non-zero zero points", capsys)
+    onnx.save(_qdq_dense(codes, rng.uniform(0.01, 0.02, 5), weight_zp=[0, 1, -7, 100, -128]),
+              path)
+    qgraph, exact, max_diff = agreement(path, rng.standard_normal((256, 12)) * 3)
+    layer = qgraph.layers[0]
+    np.testing.assert_array_equal(layer.weight[3], codes[3] - 100)
+    assert layer.weight_bits == 9 and layer.weight.max() == codes[4].max() + 128
+    assert max_diff <= 1 and exact >= 0.99
 
 
 def test_error_requantize_without_layer(tmp_path, capsys):

@@ -51,3 +51,60 @@ def test_rtl_reproduces_qonnx(name, tmp_path):
     result = hwgen.simulate(design.write(tmp_path), stall=0.3, seed=4)
     assert result.passed, result.summary()
     assert np.mean(result.outputs == want[:24]) >= 0.99
+
+
+# -- hwgen check's golden model for QONNX -----------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_float_emulation_equals_qonnx(name):
+    import onnx
+    from hwgen.qonnx_float import qonnx_to_onnx, run_qonnx
+    data = np.load(QONNX / "data.npz")
+    model = onnx.load(QONNX / f"{name}.onnx")
+    assert all(node.op_type != "Quant" for node in qonnx_to_onnx(model).graph.node)
+    out, which = run_qonnx(model, data["test_x"].reshape(-1, *MODELS[name]))
+    assert "emulation" in which  # qonnx is not a dependency
+    np.testing.assert_array_equal(out, data[f"{name}_qonnx"])
+
+
+@pytest.mark.parametrize("mode", ["ROUND", "HALF_EVEN", "FLOOR", "CEIL", "UP", "DOWN", "HALF_UP",
+                                  "HALF_DOWN"])
+@pytest.mark.parametrize("signed,narrow,bits", [(1, 0, 4), (1, 1, 3), (0, 0, 2), (0, 1, 5)])
+def test_quant_emulation(mode, signed, narrow, bits):
+    """One Quant node against qonnx's documented formula, written here in numpy."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from hwgen.qonnx_float import run_qonnx
+    node = helper.make_node("Quant", ["x", "s", "z", "b"], ["y"], domain="qonnx.custom_op.general",
+                            signed=signed, narrow=narrow, rounding_mode=mode)
+    inits = [numpy_helper.from_array(np.float32(v), n) for n, v in
+             (("s", 0.25), ("z", 1.0), ("b", float(bits)))]
+    graph = helper.make_graph([node], "q", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 16])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, None)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                    helper.make_opsetid(
+                                                        "qonnx.custom_op.general", 1)])
+    x = np.concatenate([np.arange(-40, 40) / 8, np.random.default_rng(0).normal(0, 2, 48)])
+    x = x.astype(np.float32).reshape(-1, 16)
+    got, _ = run_qonnx(model, x)
+    value = x / np.float32(0.25) + np.float32(1.0)
+    rounded = {"ROUND": np.round, "HALF_EVEN": np.round, "FLOOR": np.floor, "CEIL": np.ceil,
+               "UP": lambda v: np.where(v < 0, np.floor(v), np.ceil(v)), "DOWN": np.trunc,
+               "HALF_UP": lambda v: np.where(v < 0, -np.floor(0.5 - v), np.floor(v + 0.5)),
+               "HALF_DOWN": lambda v: np.where(v < 0, -np.ceil(-v - 0.5), np.ceil(v - 0.5))
+               }[mode](value)
+    lo = -(1 << (bits - 1)) + narrow if signed else 0
+    hi = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1 - narrow
+    want = (np.clip(rounded, lo, hi) - np.float32(1.0)) * np.float32(0.25)
+    np.testing.assert_array_equal(got, want.astype(np.float32))
+
+
+def test_hwgen_check_of_a_qonnx_model(tmp_path, capsys):
+    from hwgen.cli import main
+    data = np.load(QONNX / "data.npz")
+    np.save(tmp_path / "x.npy", data["test_x"][:50].reshape(-1, 64))
+    assert main(["check", str(QONNX / "mlp_w2a2.onnx"), "--inputs", str(tmp_path / "x.npy")]) == 0
+    printed = capsys.readouterr().out
+    assert "against onnxruntime on hwgen's float emulation of Quant" in printed
+    assert "100.00% of codes exact" in printed

@@ -33,9 +33,10 @@ How they map onto hwgen's integer contract (``docs/arithmetic.md``):
   is the float computation's to ``2^−n`` output steps (:func:`hwgen.quantize.split_bias`).
 - A ``MaxPool`` on dequantized values (QDQ, or QONNX's ``QuantReLU → MaxPool → QuantConv``)
   pools the codes in their quantization: the max commutes with the dequantization.
-- Weights must have zero point 0. onnxruntime's int8 weights are symmetric but not narrow-range:
-  ``−128`` occurs. hwgen's weights are narrow-range, so a layer whose codes reach
-  ``−2^(b−1)`` gets ``weight_bits = b + 1`` (its multipliers are one bit wider; results exact).
+- A weight zero point folds into the codes (``w − zp_w``, exact). onnxruntime's int8 weights
+  are symmetric but not narrow-range: ``−128`` occurs. hwgen's weights are narrow-range, so a
+  layer whose codes reach ``−2^(b−1)`` (or, folded, leave the b-bit range) gets as many bits
+  more as it needs (its multipliers are wider; results exact).
 - ``Relu``/``Clip`` and QONNX ``narrow`` fold into the clamp of the layer before them.
 - Average pools: a QDQ ``AveragePool`` keeps its input's scale, so ``M / 2^n`` is
   ``1 / (kH·kW)``, exactly for a power-of-two window, and a quarter of a 2×2 pool's sums are
@@ -491,6 +492,8 @@ class _QuantImporter:
         if not MIN_BITS <= bits <= MAX_BITS:
             raise HwgenError(f"{what}: activations of {bits} bits are not supported; hwgen "
                              f"takes {MIN_BITS}..{MAX_BITS}")
+        # hwgen's HALF_UP rounds ties toward +∞, qonnx's away from zero: the two differ only
+        # at an exact tie of a negative value.
         rounding = {"ROUND": _to_nearest(source), "HALF_EVEN": _to_nearest(source),
                     "HALF_UP": Rounding.HALF_UP, "FLOOR": Rounding.FLOOR}.get(mode)
         if rounding is None or (isinstance(source, _Float) and mode not in ("ROUND", "HALF_EVEN")):
@@ -1015,13 +1018,13 @@ def _per_axis(value, codes, axis, what):
 
 def _weight_codes(weight, what, axis):
     """``(codes, per-channel scale)`` of a quantized weight whose output channels run along
-    ``axis``; raises unless the zero point is 0 and the scale varies along ``axis`` only."""
-    if np.any(weight.zero_point != 0):
-        raise HwgenError(f"{what}: the weight has non-zero zero points; hwgen's weights are "
-                         "symmetric (zero point 0): quantize weights symmetrically "
-                         "(onnxruntime: weight_type=QuantType.QInt8, the default "
-                         "WeightSymmetric=True)")
-    codes = weight.codes
+    ``axis``; raises unless the scale varies along ``axis`` only.
+
+    A weight zero point folds into the codes, ``w − zp_w``: exact, as ``Σ (w − zp_w)·x`` is
+    what the float computation multiplies (asymmetric weights, as onnxruntime writes them with
+    ``WeightSymmetric=False``, take a bit or two more per multiplier; see ``_emit``)."""
+    codes = np.asarray(weight.codes, dtype=np.int64) - np.broadcast_to(
+        np.asarray(weight.zero_point, dtype=np.int64), np.shape(weight.codes))
     scale = np.moveaxis(np.asarray(weight.scale, dtype=np.float64), axis, 0)
     channels = scale.reshape(len(scale), -1)
     if not np.all(channels == channels[:, :1]):
@@ -1051,9 +1054,12 @@ def _describe(node):
     return f"node {_label(node)!r} (op {node.op_type})"
 
 
+# QONNX's rounding modes (qonnx.custom_op.general.intquant.resolve_rounding_mode), for weights.
 _QONNX_ROUND = {
     "ROUND": np.round, "HALF_EVEN": np.round, "FLOOR": np.floor, "CEIL": np.ceil,
-    "ROUND_TO_ZERO": np.fix, "HALF_UP": lambda v: np.floor(v + 0.5),
+    "UP": lambda v: np.sign(v) * np.ceil(np.abs(v)), "DOWN": np.fix,
+    "HALF_UP": lambda v: np.sign(v) * np.floor(np.abs(v) + 0.5),
+    "HALF_DOWN": lambda v: np.sign(v) * np.ceil(np.abs(v) - 0.5),
 }
 
 _CONVERTERS = {
