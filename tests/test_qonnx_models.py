@@ -72,7 +72,6 @@ def test_float_emulation_equals_qonnx(name):
 @pytest.mark.parametrize("signed,narrow,bits", [(1, 0, 4), (1, 1, 3), (0, 0, 2), (0, 1, 5)])
 def test_quant_emulation(mode, signed, narrow, bits):
     """One Quant node against qonnx's documented formula, written here in numpy."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
     from hwgen.qonnx_float import run_qonnx
     node = helper.make_node("Quant", ["x", "s", "z", "b"], ["y"], domain="qonnx.custom_op.general",
