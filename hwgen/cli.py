@@ -103,6 +103,8 @@ def cmd_build(args):
             raise HwgenError("--bits does not apply to a quantized model: its bit widths are "
                              "the model's own")
         qgraph, graph = graph, None
+        if calibration is not None:
+            _warn_if_approximate(args.model, calibration)
     else:
         _progress(f"loaded {args.model}: {len(graph.layers())} layers")
         for note in graph.notes:
@@ -134,6 +136,22 @@ def cmd_build(args):
     print(f"wrote {out / design.manifest['verilog']}, manifest.json, vectors.npz, report.md "
           f"in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _warn_if_approximate(model, inputs):
+    """A quantized model's own arithmetic against hwgen's reference on ``inputs`` (up to 256):
+    a warning line when not every output code agrees, or when it cannot be measured."""
+    from .check import check_model
+
+    try:
+        result = check_model(model, inputs[:256])
+    except HwgenError as error:
+        _progress(f"warning: could not compare hwgen's arithmetic with the model's ({error})")
+        return
+    if result.kind == "codes" and result.exact < 1.0:
+        _progress(f"warning: hwgen approximates this model's arithmetic: {result.exact:.2%} of "
+                  f"output codes equal {result.golden}'s on {result.frames} inputs (largest "
+                  f"difference {result.max_diff}); see docs/arithmetic.md")
 
 
 def _utilization(text):

@@ -2,6 +2,7 @@
 hwgen's integer reference and the RTL against qonnx's executor (FINN's golden model), whose
 outputs ``examples/qonnx/make_models.py`` stored beside the models."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +108,27 @@ def test_hwgen_check_of_a_qonnx_model(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "against onnxruntime on hwgen's float emulation of Quant" in printed
     assert "100.00% of codes exact" in printed
+
+
+def test_build_warns_only_where_hwgen_approximates(tmp_path, capsys):
+    """``hwgen build`` of a quantized model measures its agreement with the model's own
+    arithmetic on the calibration inputs: silent for the QONNX MLP (every code equal), a
+    warning with the figure for an onnxruntime model whose float32 requantization hwgen
+    approximates."""
+    import onnx
+    from hwgen.cli import main
+    from test_frontend_onnx_quant import _qdq_dense
+    data = np.load(QONNX / "data.npz")
+    np.save(tmp_path / "x.npy", data["test_x"][:64].reshape(-1, 64))
+    assert main(["build", str(QONNX / "mlp_w2a2.onnx"), "--calib", str(tmp_path / "x.npy"),
+                 "-o", str(tmp_path / "a"), "--frames", "4"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    rng = np.random.default_rng(8)
+    onnx.save(_qdq_dense(rng.integers(-128, 128, (5, 12)), rng.uniform(0.01, 0.02, 5),
+                         weight_zp=[0, 1, -7, 100, -128]), tmp_path / "zp.onnx")
+    np.save(tmp_path / "zx.npy", rng.standard_normal((300, 12)) * 3)
+    assert main(["build", str(tmp_path / "zp.onnx"), "--calib", str(tmp_path / "zx.npy"),
+                 "-o", str(tmp_path / "b"), "--frames", "4"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"warning: hwgen approximates this model's arithmetic: 99\.\d\d% of output "
+                     r"codes equal onnxruntime's on 256 inputs \(largest difference 1\)", err)

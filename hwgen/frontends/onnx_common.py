@@ -25,9 +25,10 @@ from ..errors import HwgenError
 
 # Opset 7 is the first with numpy broadcasting for Add/Gemm (no `broadcast` attribute). Up to the
 # maximum, the supported ops changed only in the types they accept or in attributes that are
-# handled here (see REVIEWED_SCHEMAS in the tests); onnxruntime 1.31 runs up to 26, so that is
-# what the tests can check.
-MIN_OPSET, MAX_OPSET = 7, 26
+# handled here (see REVIEWED_SCHEMAS in the tests: 27 and 28 only added types); onnxruntime 1.32
+# runs 28. An older onnx package bounds it by what it knows.
+MIN_OPSET = 7
+MAX_OPSET = min(28, onnx.defs.onnx_opset_version())
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
