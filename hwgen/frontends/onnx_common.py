@@ -266,6 +266,10 @@ class _Namer:
     def __init__(self):
         self._used = set()
 
+    def release(self, name):
+        """Give ``name`` back (a layer built and then discarded)."""
+        self._used.discard(name)
+
     def claim(self, base, op):
         candidates = [base] if op in base.lower() else [base, f"{base}_{op}"]
         index = 1

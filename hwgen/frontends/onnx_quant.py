@@ -105,6 +105,9 @@ for _name, _entry in (("UINT4", (4, False)), ("INT4", (4, True))):
         _CODE_TYPES[getattr(onnx.TensorProto, _name)] = _entry
 _NUMPY_CODE_TYPES = {"uint8": (8, False), "int8": (8, True), "uint16": (16, False),
                      "int16": (16, True), "int32": (32, True)}
+# Graph inputs that hold codes already (as ONNX's QLinear/Integer node tests feed them).
+_CODE_INPUTS = {onnx.TensorProto.UINT8: (8, False), onnx.TensorProto.INT8: (8, True),
+                onnx.TensorProto.UINT16: (16, False), onnx.TensorProto.INT16: (16, True)}
 
 
 def is_quantized(model):
@@ -150,6 +153,17 @@ class _Float:
     """The float graph input (before its ``QuantizeLinear``/``Quant``)."""
 
     shape: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class _IntegerInput:
+    """A graph input that already holds integer codes (``bits``, ``signed``); the first op that
+    reads it states its quantization (a QLinear op's scale and zero point; an integer op's zero
+    point, scale 1)."""
+
+    shape: tuple
+    bits: int
+    signed: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,6 +257,8 @@ class _QuantImporter:
             if output in self._constants:
                 raise HwgenError(f"the model output {output!r} does not depend on its input")
             raise HwgenError(f"the model output {output!r} is never computed")
+        if isinstance(value, _Pending) and value.acc_scale is None:
+            value = self._integer_output(value)  # MatMulInteger/ConvInteger's int32 result
         if isinstance(value, _Pending):
             raise HwgenError(f"the model output {output!r} is the float result of "
                              f"{_describe(value.node)} without a QuantizeLinear after it; hwgen "
@@ -272,6 +288,23 @@ class _QuantImporter:
     def _read_constant(self, node):
         self._constants[node.output[0]] = constant_value(node, _describe(node))
 
+    def _integer_output(self, pending):
+        """An integer op's raw accumulator as the model output: codes of scale 1, as wide as
+        the accumulator (at most 16 bits)."""
+        what = _describe(pending.node)
+        ones = np.ones(pending.shape[0])
+        probe = self._emit(dataclasses.replace(pending, acc_scale=ones),
+                           _make_quant(1.0, 0, 16, True, what), Rounding.HALF_UP, False, what)
+        layer = self._layers.pop()
+        self._names.release(probe.tensor)
+        if layer.acc_bits > 16:
+            raise HwgenError(f"{what}: its int32 result needs {layer.acc_bits} bits; hwgen's "
+                             "outputs take at most 16 (add the usual Cast, Mul and "
+                             "QuantizeLinear after it)")
+        return self._emit(dataclasses.replace(pending, acc_scale=ones),
+                          _make_quant(1.0, 0, max(layer.acc_bits, 2), True, what),
+                          Rounding.HALF_UP, False, what)
+
     def _read_input(self):
         initializers = {tensor.name for tensor in self._graph.initializer}
         inputs = [value for value in self._graph.input if value.name not in initializers]
@@ -282,10 +315,13 @@ class _QuantImporter:
         value = inputs[0]
         what = f"input {value.name!r}"
         tensor_type = value.type.tensor_type
-        if not value.type.HasField("tensor_type") or tensor_type.elem_type not in (
-                onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
+        codes = _CODE_INPUTS.get(tensor_type.elem_type) if value.type.HasField(
+            "tensor_type") else None
+        if codes is None and (not value.type.HasField("tensor_type") or tensor_type.elem_type
+                              not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
+                                      onnx.TensorProto.FLOAT16)):
             raise HwgenError(f"{what} must be a float tensor, quantized inside the model by a "
-                             "QuantizeLinear (or QONNX Quant) node")
+                             "QuantizeLinear (or QONNX Quant) node, or 8/16-bit integer codes")
         if not tensor_type.HasField("shape"):
             raise HwgenError(f"{what} has no shape information; export with a known shape")
         dims, text = input_dims(tensor_type)
@@ -294,7 +330,8 @@ class _QuantImporter:
                              "(batch, channels, height, width) with every size but the batch "
                              "known (no dynamic shapes)")
         self._input_name = value.name
-        self._values[value.name] = _Float(tuple(dims[1:]))
+        self._values[value.name] = (_Float(tuple(dims[1:])) if codes is None
+                                    else _IntegerInput(tuple(dims[1:]), *codes))
         layer = value.name if value.name.isidentifier() else "input"
         self._input_layer = self._names.claim(_identifier(layer, prefix="input"), "input")
 
@@ -327,6 +364,10 @@ class _QuantImporter:
         ``(scale, zero point)`` inputs."""
         what = _describe(node)
         value = self._value(node, index, role)
+        if isinstance(value, _IntegerInput):
+            quant = self._act_quant(node, scale_index, zp_index, what,
+                                    zp_dtype_default=(value.bits, value.signed))
+            return self._codes_input(node, index, quant, value)
         if not isinstance(value, _Codes) or value.real:
             raise HwgenError(f"{what}: its {role} {node.input[index]!r} must be a quantized "
                              "activation (codes from QuantizeLinear or a QLinear op)")
@@ -335,6 +376,19 @@ class _QuantImporter:
             raise HwgenError(f"{what} reads {node.input[index]!r} as {quant}, but its codes were "
                              f"made as {value.quant}; hwgen needs one quantization per tensor")
         return value
+
+    def _codes_input(self, node, index, quant, value):
+        """The integer graph input as codes of ``quant`` (one quantization for every reader)."""
+        if (quant.bits, quant.signed) != (value.bits, value.signed):
+            raise HwgenError(f"{_describe(node)} reads the input as {quant}, but it holds "
+                             f"{'int' if value.signed else 'uint'}{value.bits} codes")
+        if self._input_quant is not None and not _same_quant(self._input_quant, quant):
+            raise HwgenError(f"{_describe(node)} reads the input as {quant}, another node as "
+                             f"{self._input_quant}; hwgen takes one input quantization")
+        self._input_quant = quant
+        codes = _Codes(self._input_layer, quant, value.shape)
+        self._values[node.input[index]] = codes
+        return codes
 
     def _act_quant(self, node, scale_index, zp_index, what, zp_dtype_default=(8, False)):
         scale = float(_scalar(self._const(node, scale_index, "scale"), what, "the scale"))
@@ -802,6 +856,11 @@ class _QuantImporter:
     def _integer_op(self, node, what):
         """MatMulInteger/ConvInteger: an int32 accumulator, scaled by a later Mul."""
         x = self._value(node, 0, "input")
+        if isinstance(x, _IntegerInput):
+            x_zp = self._const(node, 2, "input zero point", required=False)
+            zero_point = 0 if x_zp is None else int(_scalar(x_zp, what, "a_zero_point"))
+            x = self._codes_input(node, 0, _make_quant(1.0, zero_point, x.bits, x.signed, what),
+                                  x)
         if not isinstance(x, _Codes) or x.real:
             raise HwgenError(f"{what}: its input {node.input[0]!r} must be codes from a static "
                              "QuantizeLinear")
