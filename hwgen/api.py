@@ -72,10 +72,20 @@ def _fresh_name(graph, base):
 
 
 def load_inputs(inputs):
-    """Float inputs from an array or a ``.npy``/``.npz`` path."""
+    """Float inputs from an array or a ``.npy``/``.npz`` path: at least one frame, all finite."""
     if isinstance(inputs, (str, Path)):
-        return load_calibration(inputs, what="inputs")
-    return np.asarray(inputs, dtype=np.float64)
+        inputs = load_calibration(inputs, what="inputs")
+    try:
+        inputs = np.asarray(inputs, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise HwgenError(f"inputs must be numbers: {error}") from None
+    if inputs.ndim == 0 or len(inputs) == 0:
+        raise HwgenError(f"inputs must hold at least one frame, not shape {inputs.shape}")
+    if not np.all(np.isfinite(inputs)):
+        bad = int(np.sum(~np.isfinite(inputs)))
+        raise HwgenError(f"inputs contain {bad} NaN or infinite values; every input must be "
+                         "finite")
+    return inputs
 
 
 def simulate(design, inputs=None, *, frames=None, simulator="verilator", waves=False, seed=0,

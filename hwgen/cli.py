@@ -7,9 +7,11 @@ simulation finds mismatches.
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ import numpy as np
 from . import __version__
 from .api import load_inputs, load, simulate
 from .emit import generate
-from .errors import HwgenError
+from .errors import HwgenError, HwgenWarning
 from .hw.dsp import TARGETS
 from .plan import DEFAULT_MAX_UTILIZATION, DEFAULT_MULTIPLIERS, make_plan
 from .precision import choose_bits
@@ -36,8 +38,29 @@ def _labels(path):
     path = Path(path)
     if path.suffix != ".npz":
         return None
-    with np.load(path) as data:
-        return data["y"] if "y" in data.files else None
+    with np.load(path, allow_pickle=False) as data:
+        if "y" not in data.files:
+            return None
+        try:
+            labels = data["y"]
+        except ValueError as error:  # an object array
+            raise HwgenError(f"cannot read the labels 'y' of {str(path)!r}: {error}; store "
+                             "integer class labels") from None
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise HwgenError(f"the labels 'y' of {str(path)!r} must be integer classes, not "
+                         f"{labels.dtype}")
+    return labels
+
+
+def _check_output(folder):
+    """Fail before the long steps if ``folder`` cannot become the design's folder."""
+    out = Path(folder)
+    if out.exists() and not out.is_dir():
+        raise HwgenError(f"-o {folder!r} is a file; give a folder for the design")
+    existing = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise HwgenError(f"-o {folder!r}: cannot create or write a folder under "
+                         f"{str(existing)!r} (permission denied)")
 
 
 def _check_auto(args):
@@ -92,6 +115,9 @@ def _choose(args, graph, calibration, options):
 def cmd_build(args):
     started = time.perf_counter()
     _check_auto(args)
+    _check_output(args.output)
+    if args.frames < 1:
+        raise HwgenError(f"--frames must be at least 1, not {args.frames}")
     choice = None
     graph = load(args.model, name=args.name, argmax=args.argmax)
     calibration = load_calibration(args.calib) if args.calib else None
@@ -99,6 +125,8 @@ def cmd_build(args):
         # A quantized model (QDQ, QOperator, QONNX) brings its own quantization; test vectors
         # come from --calib if given, else from random input codes.
         _progress(f"loaded the quantized model {args.model}: {len(graph.layers)} layers")
+        for note in graph.notes:
+            _progress(note)
         if args.bits is not None:
             raise HwgenError("--bits does not apply to a quantized model: its bit widths are "
                              "the model's own")
@@ -358,10 +386,22 @@ def build_parser():
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, HwgenWarning):
+        print(f"hwgen: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.run(args)
     except HwgenError as error:
         print(f"hwgen: error: {error}", file=sys.stderr)
         return EXIT_ERROR

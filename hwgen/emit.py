@@ -181,6 +181,14 @@ def generate(plan, x=None, *, name=None, frames=DEFAULT_FRAMES, graph=None, labe
     top = name or qgraph.name
     if not top.isidentifier():
         raise HwgenError(f"top name must be a Verilog identifier, not {top!r}")
+    if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 1:
+        raise HwgenError(f"frames must be a positive number of test frames, not {frames!r}")
+    if x is not None:
+        x = np.asarray(x, dtype=np.float64)
+        if len(x) == 0:
+            raise HwgenError("the test inputs are empty: give at least one frame")
+        if not np.all(np.isfinite(x)):
+            raise HwgenError("the test inputs contain NaN or infinity")
     if x is None:
         rng = np.random.default_rng(0)
         inputs = rng.integers(qgraph.input.lo, qgraph.input.hi, size=(frames, qgraph.in_features),

@@ -1,6 +1,6 @@
-"""The one exception type a user can cause."""
+"""The exception type a user can cause, and the warning for input that works but is suspect."""
 
-__all__ = ["HwgenError"]
+__all__ = ["HwgenError", "HwgenWarning"]
 
 
 class HwgenError(Exception):
@@ -9,3 +9,8 @@ class HwgenError(Exception):
     The message names the layer or node at fault and says what would be accepted. The CLI prints
     it without a traceback and exits with status 1.
     """
+
+
+class HwgenWarning(UserWarning):
+    """Input hwgen accepts but that probably is not what the user meant (calibration data whose
+    every value is the same, say). The CLI prints it as one ``hwgen: warning: …`` line."""

@@ -514,8 +514,10 @@ class QGraph:
     input_shape: tuple = None
     layout: str = "HWC"
     notes: tuple = ()
+    removed_outputs: tuple = ()
 
-    # ``notes``: what the importer changed on the way in (see :attr:`hwgen.graph.Graph.notes`).
+    # ``notes``, ``removed_outputs``: what the importer changed on the way in (see
+    # :attr:`hwgen.graph.Graph.notes`).
 
     def __post_init__(self):
         if self.input_shape is None:
@@ -659,7 +661,8 @@ def qgraph_to_arrays(qgraph):
         layers.append({"type": type(layer).__name__, "fields": fields})
     meta = {"name": qgraph.name, "input": _to_json(qgraph.input), "layers": layers,
             "input_name": qgraph.input_name, "input_shape": list(qgraph.input_shape),
-            "layout": qgraph.layout, "notes": list(qgraph.notes)}
+            "layout": qgraph.layout, "notes": list(qgraph.notes),
+            "removed_outputs": list(qgraph.removed_outputs)}
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
     return arrays
 
@@ -678,4 +681,5 @@ def qgraph_from_arrays(arrays):
         layers.append(cls(**fields))
     return QGraph(name=meta["name"], input=_from_json(meta["input"]), layers=tuple(layers),
                   input_name=meta["input_name"], input_shape=tuple(meta["input_shape"]),
-                  layout=meta["layout"], notes=tuple(meta.get("notes", ())))
+                  layout=meta["layout"], notes=tuple(meta.get("notes", ())),
+                  removed_outputs=tuple(meta.get("removed_outputs", ())))

@@ -16,11 +16,12 @@ A layer's ``act_bits`` are the bits of the activations it *consumes*, so its mul
 import dataclasses
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .errors import HwgenError
+from .errors import HwgenError, HwgenWarning
 from .graph import module_name
 from .activations import describe, evaluate
 from .qgraph import (MAX_TABLE_BITS, ActQuant, QAdd, QArgMax, QConcat, QConv, QDense, QGraph,
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 DEFAULT_BITS = "w8a8"
+# Weights of one layer: 2^24 at 2 bits is 32 Mbit, more on-chip memory than most FPGAs have.
+MAX_WEIGHTS = 1 << 24
 _MULTIPLIER_BITS = 16
 _CHANNEL_SCALE_RANGE = 24  # log2 of the widest spread of per-channel weight scales
 
@@ -68,7 +71,11 @@ def load_calibration(path, what="calibration"):
             if "x" not in data.files:
                 raise HwgenError(f"{str(path)!r} must hold the inputs under 'x'; it holds "
                                  f"{', '.join(data.files) or 'nothing'}")
-            data = data["x"]
+            try:
+                data = data["x"]
+            except ValueError as error:  # an object array, which allow_pickle=False refuses
+                raise HwgenError(f"cannot read 'x' of {str(path)!r}: {error}; store a numeric "
+                                 "array") from None
     if not np.issubdtype(data.dtype, np.number):
         raise HwgenError(f"{str(path)!r} must hold numbers, not {data.dtype}")
     return np.asarray(data, dtype=np.float64)
@@ -130,6 +137,10 @@ def _calibration_values(graph, x):
         raise HwgenError("calibration data is empty")
     if not np.all(np.isfinite(x)):
         raise HwgenError("calibration data contains NaN or infinity")
+    if np.all(x == x.reshape(-1)[0]):
+        warnings.warn(f"every calibration value is {x.reshape(-1)[0]:g}: the activation ranges "
+                      "it gives are degenerate; calibrate with representative inputs",
+                      HwgenWarning, stacklevel=3)
     try:
         return run_float(graph, x, keep=True)
     except HwgenError as error:
@@ -451,6 +462,12 @@ def quantize(graph, calibration, bits=None, *, output_bits=8, rounding=Rounding.
     names = _bits_names(structure)
     if not any(graph[name].op in _WEIGHTED_OPS for name in names):
         raise HwgenError(f"model {graph.name!r} has no dense or conv layer to map onto hardware")
+    for name in names:
+        spec = graph[name].spec
+        if graph[name].op in _WEIGHTED_OPS and spec.weight.size > MAX_WEIGHTS:
+            raise HwgenError(f"layer {name!r} has {spec.weight.size:,} weights; hwgen keeps every "
+                             f"weight on chip, and {MAX_WEIGHTS:,} per layer is already more "
+                             "than any FPGA's block RAM holds")
     per_layer = resolve_bits(bits, names)
     explicit = bits if isinstance(bits, dict) else {}
     for name, entry in explicit.items():
@@ -507,7 +524,8 @@ def quantize(graph, calibration, bits=None, *, output_bits=8, rounding=Rounding.
         layers.append(qlayer)
     return QGraph(name=graph.name, input=quants[structure.input.name], layers=tuple(layers),
                   input_name=structure.input.name, input_shape=structure.input.shape,
-                  layout=structure.input.spec.layout, notes=tuple(graph.notes))
+                  layout=structure.input.spec.layout, notes=tuple(graph.notes),
+                  removed_outputs=tuple(graph.removed_outputs))
 
 
 def _clamp(output, activation):
@@ -522,9 +540,19 @@ def _weighted(layer, quant_in, output, bits, rounding, granularity):
     """The fields shared by dense and conv layers: codes, bias, requantization."""
     weight, weight_scale = _quantize_weights(layer.spec.weight, bits.weight, granularity)
     bias_scale = quant_in.scale * weight_scale
-    bias = np.round(layer.spec.bias / bias_scale).astype(np.int64)
+    units = np.round(layer.spec.bias / bias_scale)
+    if not np.all(np.abs(units) < 2.0 ** 62):
+        raise HwgenError(f"layer {layer.name!r}: a bias of {np.abs(layer.spec.bias).max():.3g} "
+                         f"is {np.abs(units).max():.3g} accumulator steps "
+                         f"({bias_scale.min():.3g}), beyond int64; the input or weight scale is "
+                         "degenerate (check the calibration data)")
+    bias = units.astype(np.int64)
     bias -= quant_in.zero_point * weight.reshape(len(weight), -1).sum(axis=1)
-    multiplier, shift = scale_to_multiplier(bias_scale / output.scale)
+    try:
+        multiplier, shift = scale_to_multiplier(bias_scale / output.scale)
+    except HwgenError as error:
+        raise HwgenError(f"layer {layer.name!r}: {error} (s_x·s_w / s_y; the output range "
+                         "is far wider than the input's: check the calibration data)") from None
     return dict(weight=weight, weight_bits=bits.weight, weight_scale=weight_scale, bias=bias,
                 multiplier=multiplier, shift=shift, rounding=rounding)
 

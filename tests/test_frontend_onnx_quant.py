@@ -561,3 +561,37 @@ def test_qdq_cnn_rtl_is_bit_exact(tmp_path, act, rounding):
     result = hwgen.simulate(design.write(tmp_path / "out"), stall=0.3, seed=3)
     assert result.passed, result.summary()
     assert np.array_equal(result.outputs, run_integer(qgraph, qgraph.input_codes(x)))
+
+
+def _with_output_op(model, op, **attributes):
+    """``model`` with ``op`` reading its output ``y`` and writing the new output ``p``."""
+    model.graph.node.append(helper.make_node(op, ["y"], ["p"], name=f"/out/{op}", **attributes))
+    model.graph.output[0].name = "p"
+    if op == "ArgMax":
+        model.graph.output[0].type.tensor_type.elem_type = TensorProto.INT64
+    return model
+
+
+@pytest.mark.parametrize("op,attributes", [("Softmax", {}), ("LogSoftmax", {"axis": 1}),
+                                           ("ArgMax", {"axis": 1})])
+def test_quantized_output_softmax_is_removed(tmp_path, op, attributes):
+    from hwgen.check import check_model
+    rng = np.random.default_rng(2)
+    path = tmp_path / "soft.onnx"
+    onnx.save(_with_output_op(_qdq_dense(rng.integers(-127, 128, (6, 12)),
+                                         rng.uniform(0.01, 0.02, 6)), op, **attributes), path)
+    qgraph = load_quantized_onnx(path)
+    assert qgraph.removed_outputs == (op,)
+    assert qgraph.notes[0].startswith(f"removed the output {op} (node '/out/{op}'")
+    result = check_model(path, rng.standard_normal((200, 12)) * 3)
+    assert result.kind == "classes" and result.top1 >= 0.99
+
+
+def test_quantized_softmax_inside_is_an_error():
+    rng = np.random.default_rng(2)
+    model = _with_output_op(_qdq_dense(rng.integers(-127, 128, (6, 12)),
+                                       rng.uniform(0.01, 0.02, 6)), "Softmax")
+    model.graph.node.append(helper.make_node("Identity", ["p"], ["z"], name="after"))
+    model.graph.output[0].name = "z"
+    with pytest.raises(HwgenError, match=r"'/out/Softmax' \(op Softmax\) is not at the output"):
+        load_quantized_onnx(model)

@@ -91,7 +91,8 @@ _QUANT_MARKERS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearM
 SUPPORTED_QUANT_OPS = (
     "QuantizeLinear, DequantizeLinear, Conv, Gemm, MatMul, Add, MaxPool, AveragePool, "
     "GlobalAveragePool, Relu, Clip, Flatten, Reshape, Identity, Constant, QLinearConv, "
-    "QLinearMatMul, MatMulInteger, ConvInteger (then Cast, Mul, Add), "
+    "QLinearMatMul, MatMulInteger, ConvInteger (then Cast, Mul, Add), Softmax/LogSoftmax/"
+    "ArgMax (at the output), "
     "com.microsoft: QGemm, QLinearAdd, QLinearAveragePool, QLinearGlobalAveragePool; "
     "QONNX: Quant")
 
@@ -232,6 +233,8 @@ class _QuantImporter:
         self._input_name = None
         self._input_quant = None
         self._input_layer = None
+        self._removed = {}   # output tensor of a removed output op → that node
+        self._notes = []
 
     # -- driver -----------------------------------------------------------------------------------
 
@@ -283,7 +286,9 @@ class _QuantImporter:
         else:
             input_shape, layout = tuple(shape), "HWC"
         return QGraph(name=name, input=self._input_quant, layers=tuple(self._layers),
-                      input_name=self._input_layer, input_shape=input_shape, layout=layout)
+                      input_name=self._input_layer, input_shape=input_shape, layout=layout,
+                      notes=tuple(self._notes),
+                      removed_outputs=tuple(n.op_type for n in self._removed.values()))
 
     def _read_constant(self, node):
         self._constants[node.output[0]] = constant_value(node, _describe(node))
@@ -444,7 +449,29 @@ class _QuantImporter:
                 self._fold_constant(node, what)
                 return
             raise HwgenError(f"{what} computes on constants only; export with constant folding")
+        for tensor in node.input:
+            if tensor in self._removed and node.op_type not in _OUTPUT_OPS:
+                raise HwgenError(f"{_describe(self._removed[tensor])} is not at the output: "
+                                 f"{what} reads its result; hwgen removes "
+                                 f"{'/'.join(_OUTPUT_OPS)} only where they end the model")
         converter(self, node, what)
+
+    def _output_op(self, node, what):
+        """An output Softmax/LogSoftmax/ArgMax over the classes of a quantized vector: the
+        class it picks is the one the codes pick, so it is removed, with a note."""
+        x = self._value(node, 0, "input")
+        if not isinstance(x, _Codes) or len(x.shape) != 1:
+            raise HwgenError(f"{what}: hwgen removes it at the output only over the classes of "
+                             "a quantized (batch, classes) vector")
+        axis = _attributes(node).get("axis", 0 if node.op_type == "ArgMax" else -1)
+        if axis not in (1, -1):
+            raise HwgenError(f"{what} works along axis {axis}; hwgen removes it at the output "
+                             "only over the classes (axis 1)")
+        self._removed[node.output[0]] = node
+        self._values[node.output[0]] = x
+        self._notes.append(f"removed the output {node.op_type} ({_describe(node)}): the class "
+                           "the output codes pick is unchanged; the accelerator outputs the "
+                           "codes before it")
 
     def _fold_constant(self, node, what):
         value = self._constants[node.input[0]]
@@ -1142,7 +1169,11 @@ _CONVERTERS = {
     "ConvInteger": _QuantImporter._integer_op,
     "Cast": _QuantImporter._cast,
     "Mul": _QuantImporter._mul,
+    "Softmax": _QuantImporter._output_op,
+    "LogSoftmax": _QuantImporter._output_op,
+    "ArgMax": _QuantImporter._output_op,
 }
+_OUTPUT_OPS = ("Softmax", "LogSoftmax", "ArgMax")
 _MS_CONVERTERS = {
     "QGemm": _QuantImporter._qgemm,
     "QLinearAdd": _QuantImporter._qlinear_add,
