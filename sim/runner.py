@@ -498,20 +498,21 @@ def _build(verilog_path, top, simulator, waves, build_root, say):
                  str(Path(cocotb.__file__).resolve().parent).encode(),
                  _tool_version(simulator).encode()):
         key.update(hashlib.sha256(part).digest())
-    build_dir = build_root / f"{simulator}-{key.hexdigest()[:16]}"
+    key = key.hexdigest()
+    build_dir = build_root / f"{simulator}-{key[:16]}"
     stamp = build_dir / _STAMP_FILE
-    if stamp.is_file():
+    if _verified(stamp, key, say):
         say(f"using cached build {build_dir}")
         return build_dir, 0.0, True
 
-    build_root.mkdir(parents=True, exist_ok=True)
-    with open(build_root / f"{build_dir.name}.lock", "w") as lock:
+    _private_folder(build_root)
+    with _lock(build_root / f"{build_dir.name}.lock") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             say(f"waiting for another process building {build_dir.name}…")
             fcntl.flock(lock, fcntl.LOCK_EX)
-        if stamp.is_file():
+        if _verified(stamp, key, say):
             say(f"using cached build {build_dir}")
             return build_dir, 0.0, True
         # A directory without a stamp is what a killed build left behind.
@@ -542,10 +543,65 @@ def _build(verilog_path, top, simulator, waves, build_root, say):
         seconds = time.perf_counter() - started
         say(f"built {name} in {seconds:.1f} s")
         tmp = stamp.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"top": top, "verilog": str(verilog_path),
-                                   "seconds": seconds, "flags": flags}, indent=1))
+        tmp.write_text(json.dumps({"top": top, "verilog": str(verilog_path), "key": key,
+                                   "files": _fingerprint(build_dir), "seconds": seconds,
+                                   "flags": flags}, indent=1))
         tmp.replace(stamp)
     return build_dir, seconds, False
+
+
+def _fingerprint(build_dir):
+    """``{file: sha256}`` of what a build's run depends on: its Verilog sources and the
+    executables the simulator runs (the Verilator binary, Icarus' ``.vvp``)."""
+    prints = {}
+    for path in sorted(build_dir.iterdir()):
+        if path.is_file() and not path.is_symlink() and (
+                path.suffix in (".v", ".vvp") or os.access(path, os.X_OK)):
+            prints[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return prints
+
+
+def _verified(stamp, key, say):
+    """Whether the build ``stamp`` describes is the one for ``key`` and its files are those it
+    was built with (a stamp alone, copied or left over, is not trusted)."""
+    if not stamp.is_file() or stamp.is_symlink():
+        return False
+    try:
+        record = json.loads(stamp.read_text())
+        files = record["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        record, files = {}, None
+    if record.get("key") == key and files and _fingerprint(stamp.parent) == files:
+        return True
+    say(f"the cached build {stamp.parent} does not match its record; rebuilding it")
+    return False
+
+
+def _private_folder(folder):
+    """``folder`` created if needed (mode 0700), and refused unless this user owns it and
+    nobody else can write it (a shared cache could hand another user's binary to run)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.stat()
+    if info.st_uid != os.getuid():
+        raise HwgenError(f"the simulation cache {str(folder)!r} belongs to another user; set "
+                         f"{CACHE_ENV} to a folder of your own")
+    if info.st_mode & 0o022:
+        raise HwgenError(f"the simulation cache {str(folder)!r} is writable by other users; "
+                         f"chmod 700 it, or set {CACHE_ENV} to a folder of your own")
+    if info.st_mode & 0o077:
+        folder.chmod(0o700)  # an older cache, made with the default umask
+
+
+@contextlib.contextmanager
+def _lock(path):
+    """A lock file opened without following a symlink and without truncating anything."""
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as error:
+        raise HwgenError(f"cannot open the lock {str(path)!r} ({error.strerror}); is it a "
+                         "symlink?") from None
+    with os.fdopen(descriptor, "r+") as lock:
+        yield lock
 
 
 def _runner(simulator):

@@ -399,6 +399,70 @@ def test_second_run_reuses_the_build(build_root, narrow):
     assert len([p for p in build_root.glob("verilator-*") if p.is_dir()]) >= 1
 
 
+def _run_cached(design, root):
+    codes = design.inputs(2)
+    lines = []
+    result = run_simulation(design.verilog_path, design.manifest, codes, design.model(codes),
+                            build_root=root, progress=lines.append)
+    assert result.passed, result.summary()
+    return result, lines
+
+
+@pytest.mark.slow
+def test_tampered_cache_entries_are_rebuilt(tmp_path, narrow, wide):
+    """A hit is checked against its record: a changed binary, a changed source, or another
+    design's build planted under this design's key are rebuilt, never run."""
+    root = tmp_path / "cache"
+    first, _ = _run_cached(narrow, root)
+    assert not first.cached_build
+    assert root.stat().st_mode & 0o777 == 0o700
+    (entry,) = [p for p in root.glob("verilator-*") if p.is_dir()]
+    binary = next(p for p in entry.iterdir() if p.is_file() and os.access(p, os.X_OK))
+    for tamper in ("binary", "source", "planted"):
+        if tamper == "binary":
+            binary.write_bytes(binary.read_bytes() + b"\0")
+        elif tamper == "source":
+            source = next(entry.glob("*.v"))
+            source.write_text(source.read_text().replace("module", "module ", 1))
+        else:
+            other_root = tmp_path / "other"
+            _run_cached(wide, other_root)
+            (other,) = [p for p in other_root.glob("verilator-*") if p.is_dir()]
+            shutil.rmtree(entry)
+            shutil.copytree(other, entry)
+        again, lines = _run_cached(narrow, root)
+        assert not again.cached_build, tamper
+        assert any("does not match its record; rebuilding" in line for line in lines), tamper
+    cached, _ = _run_cached(narrow, root)
+    assert cached.cached_build
+
+
+@pytest.mark.slow
+def test_lock_symlink_is_not_followed(tmp_path, narrow):
+    root = tmp_path / "cache"
+    _run_cached(narrow, root)
+    (entry,) = [p for p in root.glob("verilator-*") if p.is_dir()]
+    shutil.rmtree(entry)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    lock = root / f"{entry.name}.lock"
+    lock.unlink()
+    lock.symlink_to(victim)
+    with pytest.raises(HwgenError, match="cannot open the lock .* is it a symlink"):
+        _run_cached(narrow, root)
+    assert victim.read_text() == "keep me"
+
+
+def test_cache_writable_by_others_is_refused(tmp_path, narrow):
+    root = tmp_path / "shared"
+    root.mkdir()
+    root.chmod(0o777)
+    codes = narrow.inputs(1)
+    with pytest.raises(HwgenError, match="is writable by other users"):
+        run_simulation(narrow.verilog_path, narrow.manifest, codes, narrow.model(codes),
+                       build_root=root)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("simulator", SIMULATORS)
 @pytest.mark.parametrize("frames, interval", [(1, None), (2, 10), (3, 10)])
