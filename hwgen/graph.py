@@ -274,9 +274,12 @@ class Graph:
         self._name = name
         self._nx = nx.DiGraph()
         self.notes = []
+        self.removed_outputs = ()
 
     # ``notes``: what an importer changed on the way in, one sentence each (an output Softmax it
     # removed, say); the CLI prints them, the manifest and report record them.
+    # ``removed_outputs``: the ONNX ops it removed from the output (``("Softmax",)``), so a
+    # comparison with the original model compares classes only.
 
     @property
     def name(self):
