@@ -160,7 +160,7 @@ def check_model(model, inputs, calibration=None, *, bits=None, output_bits=8):
     else:
         name, want = _run_onnxruntime(proto, source, x.astype(np.float32))
     got = run_integer(qgraph, qgraph.input_codes(x))
-    removed = graph.removed_outputs if graph is not None else qgraph.removed_outputs
+    removed = qgraph.removed_outputs  # quantize carries a float model's over
     if removed:
         # The model's output Softmax/ArgMax was removed at import: only the class compares.
         want_class = want[:, 0] if removed[-1] == "ArgMax" else want.argmax(axis=1)

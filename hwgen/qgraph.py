@@ -395,9 +395,7 @@ class QConcat:
 
     acc_bits = property(lambda self: max(self.acc_bound.bit_length() + 1, self.output.bits))
 
-    @property
-    def macs(self):
-        return 0
+    macs = 0
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -423,9 +421,7 @@ class QUpsample:
     act_bits = property(lambda self: self.input.bits)
     acc_bits = property(lambda self: self.input.bits)
 
-    @property
-    def macs(self):
-        return 0
+    macs = 0
 
 
 # The widest input code a lookup table takes: 2^12 entries per lane.
@@ -464,9 +460,7 @@ class QTable:
     act_bits = property(lambda self: self.input.bits)
     acc_bits = property(lambda self: self.output.bits)
 
-    @property
-    def macs(self):
-        return 0
+    macs = 0
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -489,9 +483,7 @@ class QArgMax:
     act_bits = property(lambda self: self.input.bits)
     acc_bits = property(lambda self: self.input.bits)
 
-    @property
-    def macs(self):
-        return 0
+    macs = 0
 
 
 def argmax_quant(in_features):

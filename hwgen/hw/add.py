@@ -1,16 +1,14 @@
 """The elementwise add of two quantized tensors (a residual join), per DESIGN.md's contract."""
 
-import operator
 
 import numpy as np
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..errors import HwgenError
 from ..reference import Rounding
 from .requant import code_shape
-from .stream import frame_layout
+from .stream import check_lanes, frame_layout
 
 __all__ = ["AddUnit", "round_shift_clamp", "rounding_addend"]
 
@@ -86,14 +84,8 @@ class AddUnit(wiring.Component):
     def __init__(self, layer, lanes):
         self._layer = layer
         channels = int(layer.shape[-1])
-        try:
-            self._lanes = operator.index(lanes)
-        except TypeError:
-            self._lanes = 0
-        if self._lanes < 1 or channels % self._lanes:
-            legal = ", ".join(str(d) for d in range(1, channels + 1) if channels % d == 0)
-            raise HwgenError(f"layer {layer.name!r}: lanes must divide the {channels} channels "
-                             f"(legal: {legal}), not {lanes!r}")
+        self._lanes = check_lanes(lanes, channels, f"layer {layer.name!r}: lanes must divide "
+                                  f"the {channels} channels (legal: {{legal}}), not {{lanes}}")
         self._length = int(np.prod(layer.shape))
         super().__init__({
             "a": In(stream.Signature(frame_layout(code_shape(layer.input_a), self._lanes))),

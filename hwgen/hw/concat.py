@@ -1,17 +1,15 @@
 """The concatenation of tensors along the channels (``torch.cat(..., dim=1)``)."""
 
 import math
-import operator
 
 import numpy as np
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..errors import HwgenError
 from .add import round_shift_clamp
 from .requant import code_shape
-from .stream import frame_layout
+from .stream import check_lanes, frame_layout
 
 __all__ = ["ConcatUnit"]
 
@@ -47,16 +45,10 @@ class ConcatUnit(wiring.Component):
 
     def __init__(self, layer, lanes):
         self._layer = layer
-        common = math.gcd(*layer.channels)
-        try:
-            self._lanes = operator.index(lanes)
-        except TypeError:
-            self._lanes = 0
-        if self._lanes < 1 or common % self._lanes:
-            legal = ", ".join(str(d) for d in range(1, common + 1) if common % d == 0)
-            raise HwgenError(f"layer {layer.name!r}: lanes must divide the channels of every "
-                             f"input ({', '.join(map(str, layer.channels))}; legal: {legal}), "
-                             f"not {lanes!r}")
+        parts = ", ".join(map(str, layer.channels))
+        self._lanes = check_lanes(lanes, math.gcd(*layer.channels),
+                                  f"layer {layer.name!r}: lanes must divide the channels of every "
+                                  f"input ({parts}; legal: {{legal}}), not {{lanes}}")
         self._pixels = int(np.prod(layer.shape[:-1]))
         ports = {f"i{index}": In(stream.Signature(frame_layout(code_shape(quant), self._lanes)))
                  for index, quant in enumerate(layer.input_quants)}

@@ -12,13 +12,28 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-__all__ = ["chain", "count_below", "credit_depth", "credit_output", "delay", "double_buffer",
+from ..errors import HwgenError
+
+__all__ = ["chain", "check_lanes", "count_below", "credit_depth", "credit_output", "delay", "double_buffer",
            "frame_layout", "StreamRegister", "LaneConverter"]
 
 
 def frame_layout(shape, lanes):
     """The payload layout of a frame stream: ``data`` (``lanes`` × ``shape``) and ``last``."""
     return data.StructLayout({"data": data.ArrayLayout(shape, lanes), "last": 1})
+
+
+def check_lanes(lanes, count, message):
+    """``lanes`` as an int, if it is a positive divisor of ``count``; else :class:`HwgenError`
+    with ``message`` formatted with ``legal`` (the divisors) and ``lanes`` (what was given)."""
+    try:
+        checked = operator.index(lanes)
+    except TypeError:
+        checked = 0
+    if checked < 1 or count % checked:
+        legal = ", ".join(str(d) for d in range(1, count + 1) if count % d == 0)
+        raise HwgenError(message.format(legal=legal, lanes=repr(lanes)))
+    return checked
 
 
 def _positive(value, what):

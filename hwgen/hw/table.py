@@ -1,29 +1,20 @@
 """Element-wise lookup tables (smooth activations) and the argmax at a classifier's output."""
 
-import operator
 
 from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..errors import HwgenError
 from .requant import code_shape
 from .rom import WeightRom, weight_rom
-from .stream import frame_layout
+from .stream import check_lanes, frame_layout
 
 __all__ = ["TableUnit", "ArgMaxUnit"]
 
 
 def _lanes(layer, lanes, elements, what):
-    try:
-        lanes = operator.index(lanes)
-    except TypeError:
-        lanes = 0
-    if lanes < 1 or elements % lanes:
-        legal = ", ".join(str(d) for d in range(1, elements + 1) if elements % d == 0)
-        raise HwgenError(f"layer {layer.name!r}: lanes must divide its {elements} {what} "
-                         f"(legal: {legal}), not {lanes!r}")
-    return lanes
+    return check_lanes(lanes, elements, f"layer {layer.name!r}: lanes must divide its "
+                       f"{elements} {what} (legal: {{legal}}), not {{lanes}}")
 
 
 class TableUnit(wiring.Component):

@@ -1,15 +1,13 @@
 """Images enlarged by integer factors: nearest-neighbour upsampling (``Resize``), and the zeros
 a transposed convolution inserts between pixels."""
 
-import operator
 
 from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..errors import HwgenError
 from .requant import code_shape
-from .stream import frame_layout
+from .stream import check_lanes, frame_layout
 
 __all__ = ["Upsample"]
 
@@ -44,15 +42,9 @@ class Upsample(wiring.Component):
 
     def __init__(self, layer, lanes):
         self._layer = layer
-        height, width, channels = layer.in_shape
-        try:
-            self._lanes = operator.index(lanes)
-        except TypeError:
-            self._lanes = 0
-        if self._lanes < 1 or channels % self._lanes:
-            legal = ", ".join(str(d) for d in range(1, channels + 1) if channels % d == 0)
-            raise HwgenError(f"layer {layer.name!r}: lanes must divide its {channels} channels "
-                             f"(legal: {legal}), not {lanes!r}")
+        channels = layer.in_shape[2]
+        self._lanes = check_lanes(lanes, channels, f"layer {layer.name!r}: lanes must divide "
+                                  f"its {channels} channels (legal: {{legal}}), not {{lanes}}")
         self._beats = channels // self._lanes
         shape = frame_layout(code_shape(layer.input), self._lanes)
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
