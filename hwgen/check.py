@@ -9,6 +9,16 @@ and measure how well they agree.
   dequantized output of the integer reference is compared with onnxruntime's float output: top-1
   agreement and the largest absolute error (with the output step for scale).
 
+On x86-64 CPUs without VNNI (AVX2 without AVX-VNNI, AVX-512 without AVX512-VNNI)
+onnxruntime's uint8 × int8 kernels multiply with ``vpmaddubsw``, which adds two products into
+an int16 with saturation: where two neighbouring weight codes of the same sign add up to more
+than 128 its results are not the model's arithmetic (seen: 24 codes off). The int8 QDQ
+activations of such a model are turned into uint8 by onnxruntime on x86-64, so they are hit
+too. hwgen's reference and hardware compute exactly. ``hwgen check`` probes onnxruntime once
+(:func:`onnxruntime_saturates`) and, where it saturates and a layer's weight codes reach ±65,
+says so in the result and a warning: compare on a CPU with VNNI, or quantize with
+``reduce_range=True`` (7-bit weights), as onnxruntime's documentation advises for these CPUs.
+
 onnxruntime is an optional dependency (``pip install hwgen[check]``). A QONNX model (Brevitas'
 ``export_qonnx``) runs under qonnx's executor if qonnx is installed (``pip install
 hwgen[qonnx]``), else under onnxruntime with its ``Quant`` nodes emulated in float
@@ -16,11 +26,13 @@ hwgen[qonnx]``), else under onnxruntime with its ``Quant`` nodes emulated in flo
 """
 
 import dataclasses
+import functools
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .errors import HwgenError
+from .errors import HwgenError, HwgenWarning
 from .frontends import is_quantized, load_onnx, load_quantized_onnx
 from .frontends.onnx_common import _read
 from .graph import user_shape
@@ -28,7 +40,7 @@ from .qonnx_float import has_qonnx_ops, run_qonnx
 from .quantize import quantize
 from .reference import run_integer
 
-__all__ = ["CheckResult", "check_model"]
+__all__ = ["CheckResult", "check_model", "onnxruntime_saturates"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +66,7 @@ class CheckResult:
     step: float = None
     removed: tuple = ()
     golden: str = "onnxruntime"
+    caveats: tuple = ()
 
     def summary(self):
         head = (f"output {self.output!r} ({self.frames} frames × {self.values // self.frames}, "
@@ -63,8 +76,10 @@ class CheckResult:
                     f"{'/'.join(self.removed)} was removed at import, so classes are compared: "
                     f"top-1 agreement {self.top1:.2%}")
         if self.kind == "codes":
-            return (f"{head}: {self.exact:.2%} of codes exact, {self.within_one:.2%} within ±1, "
-                    f"largest difference {self.max_diff} codes, top-1 agreement {self.top1:.2%}")
+            return "\n".join([
+                f"{head}: {self.exact:.2%} of codes exact, {self.within_one:.2%} within ±1, "
+                f"largest difference {self.max_diff} codes, top-1 agreement {self.top1:.2%}",
+                *(f"note: {caveat}" for caveat in self.caveats)])
         return (f"{head}: float model vs quantized reference: top-1 agreement {self.top1:.2%}, "
                 f"largest |error| {self.max_abs_error:.4g} (output step {self.step:.4g})")
 
@@ -76,6 +91,44 @@ def _onnxruntime():
         raise HwgenError("hwgen check runs the model under onnxruntime, which is not installed: "
                          "pip install 'hwgen[check]' (or pip install onnxruntime)") from None
     return onnxruntime
+
+
+@functools.lru_cache(maxsize=None)
+def onnxruntime_saturates():
+    """Whether onnxruntime's uint8 × int8 integer kernels saturate on this CPU: a
+    ``MatMulInteger`` of 64 codes 255 by 64 weights 127 (exact: 2,072,640) run once."""
+    ort = _onnxruntime()
+    from onnx import TensorProto, helper, numpy_helper
+
+    depth = 64
+    weight = numpy_helper.from_array(np.full((depth, 1), 127, np.int8), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["x", "w"], ["y"])], "probe",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, depth])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [1, 1])], initializer=[weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    y = session.run(None, {"x": np.full((1, depth), 255, np.uint8)})[0]
+    return int(y[0, 0]) != depth * 255 * 127
+
+
+def _saturation_caveat(qgraph):
+    """The note of the module docstring when onnxruntime saturates here and a layer's weight
+    codes can make it (two same-sign codes adding up to 129 or more need one of ±65), or
+    ``None``."""
+    layers = [layer.name for layer in qgraph.layers
+              if getattr(layer, "weight", None) is not None
+              and np.abs(layer.weight).max(initial=0) >= 65]
+    if not layers or not onnxruntime_saturates():
+        return None
+    named = ", ".join(layers[:4]) + (f" and {len(layers) - 4} more" if len(layers) > 4 else "")
+    return (f"onnxruntime's uint8×int8 kernels saturate on this CPU (int16 pair sums, x86-64 "
+            f"without VNNI) and the weight codes of {named} reach ±65, where its results can "
+            "leave the model's exact arithmetic; hwgen computes exactly. Compare on a CPU with "
+            "VNNI, or quantize with reduce_range=True")
 
 
 def _run_onnxruntime(model, source, x):
@@ -175,7 +228,13 @@ def check_model(model, inputs, calibration=None, *, bits=None, output_bits=8):
             codes = np.round(want.astype(np.float64) / out.scale + out.zero_point)
             codes = codes.astype(np.int64)
         diff = np.abs(got - codes)
-        return CheckResult(name, "codes", len(x), diff.size, top1, golden=golden,
+        caveats = ()
+        if golden == "onnxruntime" and diff.max(initial=0) > 0:
+            caveat = _saturation_caveat(qgraph)
+            if caveat:
+                caveats = (caveat,)
+                warnings.warn(caveat, HwgenWarning, stacklevel=2)
+        return CheckResult(name, "codes", len(x), diff.size, top1, golden=golden, caveats=caveats,
                            exact=float(np.mean(diff == 0)), within_one=float(np.mean(diff <= 1)),
                            max_diff=int(diff.max(initial=0)))
     real = qgraph.output.dequantize(got)

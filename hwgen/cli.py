@@ -176,7 +176,11 @@ def _warn_if_approximate(model, inputs):
     except HwgenError as error:
         _progress(f"warning: could not compare hwgen's arithmetic with the model's ({error})")
         return
-    if result.kind == "codes" and result.exact < 1.0:
+    if result.kind == "codes" and result.exact < 1.0 and result.caveats:
+        _progress(f"warning: {result.exact:.2%} of output codes equal {result.golden}'s on "
+                  f"{result.frames} inputs (largest difference {result.max_diff}), whose kernels "
+                  "saturate on this CPU (the warning above)")
+    elif result.kind == "codes" and result.exact < 1.0:
         _progress(f"warning: hwgen approximates this model's arithmetic: {result.exact:.2%} of "
                   f"output codes equal {result.golden}'s on {result.frames} inputs (largest "
                   f"difference {result.max_diff}); see docs/arithmetic.md")

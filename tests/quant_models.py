@@ -12,6 +12,13 @@ def const(name, array, dtype=np.float32):
     return numpy_helper.from_array(np.asarray(array, dtype=dtype), name)
 
 
+def weight_codes(rng, shape):
+    """Random int8 weight codes in ±64, the range in which onnxruntime's uint8 × int8 kernels
+    are exact on every x86-64 CPU (two products of 255 · 64 fit an int16; see
+    :func:`hwgen.check.onnxruntime_saturates`)."""
+    return rng.integers(-64, 65, shape)
+
+
 def float_model(nodes, initializers, input_shape, output_shape, name="g", opset=17):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *input_shape])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", *output_shape])
@@ -72,17 +79,24 @@ class _Reader(CalibrationDataReader):
 
 
 def quantize_ort(model, folder, *, fmt="QDQ", activation="uint8", per_channel=True, seed=0,
-                 frames=32):
+                 frames=32, reduce_range=True):
     """``model`` quantized by onnxruntime's ``quantize_static`` (int8 weights, calibrated on
-    random normal data); returns the path of the quantized file."""
+    random normal data); returns the path of the quantized file.
+
+    ``reduce_range`` (7-bit weights, the default here) keeps onnxruntime's own results exact on
+    every x86-64 CPU: without VNNI its uint8 × int8 kernels add two products into an int16
+    with saturation (:func:`hwgen.check.onnxruntime_saturates`), and the golden model must
+    not saturate."""
     folder.mkdir(parents=True, exist_ok=True)
     source = folder / f"{model.graph.name}_float.onnx"
-    target = folder / f"{model.graph.name}_{fmt}_{activation}_{int(per_channel)}.onnx"
+    target = folder / (f"{model.graph.name}_{fmt}_{activation}_{int(per_channel)}"
+                       f"{'_r' if reduce_range else ''}.onnx")
     onnx.save(model, source)
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
     x = np.random.default_rng(seed).standard_normal((frames, *shape)).astype(np.float32)
     quantize_static(str(source), str(target), _Reader(x),
                     quant_format=getattr(QuantFormat, fmt),
                     activation_type=QuantType.QUInt8 if activation == "uint8" else QuantType.QInt8,
-                    weight_type=QuantType.QInt8, per_channel=per_channel)
+                    weight_type=QuantType.QInt8, per_channel=per_channel,
+                    reduce_range=reduce_range)
     return target

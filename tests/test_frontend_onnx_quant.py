@@ -18,7 +18,7 @@ from hwgen.frontends import is_quantized, load_quantized_onnx
 from hwgen.qgraph import QGraph
 from hwgen.reference import Rounding, run_integer, windows
 
-from quant_models import cnn, const, float_model, mlp, quantize_ort
+from quant_models import cnn, const, float_model, mlp, quantize_ort, weight_codes
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:onnxruntime")
 
@@ -199,8 +199,9 @@ def test_weight_code_minus_128_widens_the_layer(tmp_path):
     """onnxruntime's int8 weights are symmetric but not narrow: −128 occurs. hwgen keeps the
     codes and gives the layer 9-bit weights, so it stays exact."""
     rng = np.random.default_rng(3)
-    codes = rng.integers(-127, 128, (6, 12))
+    codes = weight_codes(rng, (6, 12))
     codes[0, 0] = -128
+    codes[0, 1] = abs(codes[0, 1])  # its neighbour of the other sign: no int16 pair saturates
     path = tmp_path / "dense.onnx"
     onnx.save(_qdq_dense(codes, rng.uniform(0.01, 0.02, 6)), path)
     qgraph, exact, max_diff = agreement(path, rng.standard_normal((256, 12)) * 3)
@@ -212,12 +213,36 @@ def test_weight_code_minus_128_widens_the_layer(tmp_path):
     assert load_quantized_onnx(path).layers[0].weight_bits == 8
 
 
+def test_check_names_onnxruntime_saturation(tmp_path):
+    """Full-range int8 weights after uint8 inputs near 255: where onnxruntime's kernels add
+    product pairs into a saturating int16 (x86-64 without VNNI), its codes leave the exact
+    arithmetic and ``hwgen check`` says why; elsewhere they agree."""
+    import warnings
+    from hwgen.check import check_model, onnxruntime_saturates
+    from hwgen.errors import HwgenWarning
+    rng = np.random.default_rng(3)
+    codes = rng.integers(100, 128, (6, 64)) * rng.choice([-1, 1], (6, 1))
+    path = tmp_path / "dense.onnx"
+    onnx.save(_qdq_dense(codes, rng.uniform(0.001, 0.002, 6)), path)
+    x = rng.uniform(4, 6.3, (64, 64))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = check_model(path, x)
+    if onnxruntime_saturates():
+        assert result.max_diff > 1 and len(result.caveats) == 1
+        assert "saturate" in result.caveats[0] and "reduce_range=True" in result.caveats[0]
+        assert "note: onnxruntime's uint8×int8 kernels saturate" in result.summary()
+        assert any(issubclass(w.category, HwgenWarning) for w in caught)
+    else:
+        assert result.max_diff <= 1 and not result.caveats
+
+
 def test_matmul_integer_and_conv_integer(tmp_path):
     """QuantizeLinear → MatMulInteger/ConvInteger → Cast → Mul(scale) → Add(bias) → Relu →
     QuantizeLinear, checked against onnxruntime."""
     rng = np.random.default_rng(4)
-    w1 = rng.integers(-127, 128, (4, 3, 3, 3))
-    w2 = rng.integers(-127, 128, (4 * 6 * 6, 5))
+    w1 = weight_codes(rng, (4, 3, 3, 3))
+    w2 = weight_codes(rng, (4 * 6 * 6, 5))
     s1, s2 = 0.02 * 0.01, 0.03 * 0.005
     inits = [const("xs", 0.02), const("xz", 128, np.uint8), const("w1", w1, np.int8),
              const("m1", np.full((1, 4, 1, 1), s1)), const("b1", rng.normal(0, 0.1, (1, 4, 1, 1))),
@@ -513,7 +538,7 @@ def test_weight_zero_points_fold_into_the_codes(tmp_path):
     WeightSymmetric=False): the codes become ``w − zp_w``, the layer takes the bits they need,
     and the result is onnxruntime's code for code."""
     rng = np.random.default_rng(8)
-    codes = rng.integers(-128, 128, (5, 12))
+    codes = weight_codes(rng, (5, 12))
     path = tmp_path / "zp.onnx"
     onnx.save(_qdq_dense(codes, rng.uniform(0.01, 0.02, 5), weight_zp=[0, 1, -7, 100, -128]),
               path)
@@ -578,7 +603,7 @@ def test_quantized_output_softmax_is_removed(tmp_path, op, attributes):
     from hwgen.check import check_model
     rng = np.random.default_rng(2)
     path = tmp_path / "soft.onnx"
-    onnx.save(_with_output_op(_qdq_dense(rng.integers(-127, 128, (6, 12)),
+    onnx.save(_with_output_op(_qdq_dense(weight_codes(rng, (6, 12)),
                                          rng.uniform(0.01, 0.02, 6)), op, **attributes), path)
     qgraph = load_quantized_onnx(path)
     assert qgraph.removed_outputs == (op,)
@@ -589,7 +614,7 @@ def test_quantized_output_softmax_is_removed(tmp_path, op, attributes):
 
 def test_quantized_softmax_inside_is_an_error():
     rng = np.random.default_rng(2)
-    model = _with_output_op(_qdq_dense(rng.integers(-127, 128, (6, 12)),
+    model = _with_output_op(_qdq_dense(weight_codes(rng, (6, 12)),
                                        rng.uniform(0.01, 0.02, 6)), "Softmax")
     model.graph.node.append(helper.make_node("Identity", ["p"], ["z"], name="after"))
     model.graph.output[0].name = "z"
