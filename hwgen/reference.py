@@ -13,8 +13,8 @@ import numpy as np
 from .activations import evaluate
 from .errors import HwgenError
 
-__all__ = ["Rounding", "rshift_round", "requantize", "average_float32_ort", "run_float",
-           "run_integer"]
+__all__ = ["Rounding", "rshift_round", "float32_band", "requantize", "average_float32_ort",
+           "run_float", "run_integer"]
 
 _INT64_LIMIT = 2 ** 63 - 1
 
@@ -30,7 +30,15 @@ class Rounding(enum.Enum):
 
     For ``n = 0`` every mode returns ``v``.
 
-    ``FLOAT32_ORT`` (average pools only, not a shift): onnxruntime's ``QLinearAveragePool``
+    ``FLOAT32_ORT``: onnxruntime's float32 requantization. For a shift (dense and conv layers
+    imported from onnxruntime's ``QLinearConv``/``QLinearMatMul``/``QGemm`` and their QDQ
+    forms): ``rint(fl(v · 2^−n))``, the value rounded to float32 (24 significant bits, to
+    nearest even) and then to an integer (ties to even), as onnxruntime's
+    ``fl(fl(acc) · scale)`` with the float32 scale exactly ``M · 2^−n`` (``M < 2^24``) and
+    ``|acc| < 2^24``. Computed in integers (:func:`_float32_round`), as the hardware does: half
+    to even, except in the narrow band where the float32 rounding lands on a tie.
+
+    For average pools (not a shift): onnxruntime's ``QLinearAveragePool``
     kernel, in float32, which no rounding of the integer sum reproduces: terms
     ``t = fl(s_x · (q − zp_x))``, summed from 0 in kernel order (row ``ky`` outer, ``kx``
     inner) with a rounding after every addition, ``y = fl(Σ / (kh·kw))``, then
@@ -52,7 +60,7 @@ def rshift_round(value, shift, rounding=Rounding.HALF_UP):
     if np.any(shift < 0) or np.any(shift > 62):
         raise ValueError("shift must be in [0, 62]")
     if rounding is Rounding.FLOAT32_ORT:
-        raise ValueError("FLOAT32_ORT is an average pool's float32 arithmetic, not a shift")
+        return _float32_round(value, shift)
     if rounding is Rounding.FLOOR:
         return value >> shift
     # (1 << shift) >> 1 is 2^(n-1) for n > 0 and 0 for n = 0.
@@ -64,6 +72,48 @@ def rshift_round(value, shift, rounding=Rounding.HALF_UP):
         odd = (value >> shift) & 1
         half = np.where(shift > 0, half - 1 + odd, 0)
     return (value + half) >> shift
+
+
+# float32's significand: 24 bits. A product ``acc · M`` of an exact float32 ``acc`` and
+# ``M < 2^24`` has at most 48 bits, which float64 (53) counts exactly below.
+_FLOAT32_BITS = 24
+
+
+def float32_band(value, shift):
+    """Where ``rint(fl(v · 2^−n))`` differs from rounding ``v / 2^n`` half to even: the float32
+    rounding of ``v`` (to 24 significant bits, ``d = bitlen|v| − 24`` bits dropped) lands on the
+    tie ``(q + ½) · 2^n``, whose rounding to even is then the result. That happens where
+    ``g = (v mod 2^n) − 2^(n−1)`` has ``|g| < T = 2^(d−1)``, or ``|g| = T`` with ``d ≤ n − 2``
+    (a tie of the float32 rounding goes to the even significand, which the tie is then).
+    ``T`` is computed as the highest set bit of ``|v|`` (``~v`` for a negative ``v``: the same
+    but where ``|v|`` is a power of two, which the band never holds) shifted right by 24, and
+    ``d ≤ n − 2`` as ``|v| < 2^(n+23)``. Returns the boolean array (``False`` for ``n = 0``)."""
+    value = np.asarray(value, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    magnitude = np.where(value < 0, ~value, value)
+    if int(magnitude.max(initial=0)) >= 1 << 52:
+        raise HwgenError("FLOAT32_ORT rounding: the product exceeds the 48 bits of a float32 "
+                         "accumulator times a 24-bit multiplier")
+    _, exponent = np.frexp(magnitude.astype(np.float64))  # bitlen, exact below 2^53
+    band = np.where(exponent >= _FLOAT32_BITS + 1, np.int64(1) << np.maximum(
+        exponent - _FLOAT32_BITS - 1, 0), 0)
+    floor = value >> shift
+    half = (np.int64(1) << shift) >> 1
+    distance = np.abs(value - (floor << shift) - half)
+    small = magnitude < (np.int64(1) << (shift + _FLOAT32_BITS - 1))
+    return (shift > 0) & ((distance < band) | ((distance == band) & small))
+
+
+def _float32_round(value, shift):
+    """``rint(fl(v · 2^−n))`` in integers: half to even, and in :func:`float32_band` the even
+    one of ``floor(v / 2^n)`` and the next integer. Exact for ``|v| < 2^(n+23)``; beyond, the
+    float32 result is a multiple of a power of two and this is only as large (the clamp of any
+    16-bit code takes both alike)."""
+    value = np.asarray(value, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    floor = value >> shift
+    even = rshift_round(value, shift, Rounding.HALF_EVEN)
+    return np.where(float32_band(value, shift), floor + (floor & 1), even)
 
 
 def requantize(acc, multiplier, shift, zero_point, lo, hi, rounding=Rounding.HALF_UP,

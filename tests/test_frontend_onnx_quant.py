@@ -91,6 +91,49 @@ def test_cnn_matches_onnxruntime(tmp_path, fmt, act, per_channel, pool, request)
     assert qgraph["conv1"].clamp_lo >= qgraph["conv1"].output.zero_point
 
 
+def test_onnxruntime_layers_requantize_in_float32(tmp_path):
+    """Dense and conv layers of onnxruntime's models take its kernels' float32 requantization,
+    ``M · 2^−n`` exactly the float32 ratio ``fl(fl(s_x · s_w) / s_y)`` with a 24-bit ``M``."""
+    path = quantize_ort(cnn(), tmp_path, fmt="QOperator", per_channel=True)
+    qgraph = load_quantized_onnx(path)
+    model = onnx.load(path)
+    values = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    conv = next(n for n in model.graph.node if n.op_type == "QLinearConv")
+    x_scale, w_scale, y_scale = (values[conv.input[i]] for i in (1, 4, 6))
+    ratio = (np.float32(x_scale) * w_scale.astype(np.float32)) / np.float32(y_scale)
+    layer = qgraph["conv1"]
+    assert layer.rounding is Rounding.FLOAT32_ORT
+    assert np.all(layer.multiplier >= 1 << 23) and np.all(layer.multiplier < 1 << 24)
+    np.testing.assert_array_equal(np.ldexp(layer.multiplier.astype(np.float64), -layer.shift),
+                                  ratio.astype(np.float64))
+    assert all(qgraph[name].rounding is Rounding.FLOAT32_ORT for name in ("conv2", "fc"))
+
+
+def test_float32_requant_needs_an_exact_float32_accumulator(tmp_path):
+    """A layer whose accumulator can pass 2^24 (float32 is no longer exact) keeps the 16-bit
+    multiplier and half-up rounding, and the QGraph says so."""
+    rng = np.random.default_rng(5)
+    path = tmp_path / "wide.onnx"
+    onnx.save(_qdq_dense(np.full((3, 2048), 64), rng.uniform(0.01, 0.02, 3)), path)
+    qgraph = load_quantized_onnx(path)
+    assert qgraph.layers[0].rounding is Rounding.HALF_UP
+    assert any("accumulator reaches 16,777,216" in note for note in qgraph.notes)
+
+
+@pytest.mark.slow
+def test_rtl_reproduces_onnxruntime_code_for_code(tmp_path):
+    """A uint8 QDQ CNN from ``quantize_static`` (per-channel, max pool, residual add, global
+    average pool): the RTL, under stalls, equals onnxruntime's codes one by one."""
+    path = quantize_ort(cnn(), tmp_path, fmt="QDQ", per_channel=True)
+    qgraph = load_quantized_onnx(path)
+    x = np.random.default_rng(6).standard_normal((24, 3, 8, 8))
+    want = ort_codes(path, qgraph, x)
+    design = hwgen.generate(hwgen.make_plan(qgraph, multipliers=16), x)
+    result = hwgen.simulate(design.write(tmp_path / "design"), stall=0.3, seed=5)
+    assert result.passed, result.summary()
+    np.testing.assert_array_equal(result.outputs, want)
+
+
 def _qdq_average_pool(scale, zero_point, dtype, kernel=(2, 2), stride=(2, 2),
                       pads=(0, 0, 0, 0), shape=(4, 6, 6)):
     """x → Q → DQ → AveragePool → Q → DQ, the output keeping the input's quantization, as

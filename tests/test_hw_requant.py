@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hwgen.hw.requant import Requant
-from hwgen.reference import Rounding, requantize
+from hwgen.reference import Rounding, float32_band, requantize
 from hw_helpers import StreamDriver, StreamMonitor, beats_to_frames, frames_to_beats, run
 from hw_layers import crafted_layer
 
@@ -145,3 +145,62 @@ def test_requant_half_even_ties(shifts):
     half_up = requantize(acc + layer.bias, layer.multiplier, layer.shift,
                          layer.output.zero_point, layer.clamp_lo, layer.clamp_hi)
     assert np.mean(got[::2] != half_up[::2]) > 0.3  # the ties do differ from half up
+
+
+def _float32_layer(rng, lanes, out_bits, out_signed, common_shift):
+    """A layer of onnxruntime's float32 requantization: 24-bit multipliers (a float32
+    significand), shifts that put typical sums in the output range."""
+    layer = crafted_layer(rng, 512, 6, out_bits=out_bits, out_signed=out_signed,
+                          multipliers=rng.integers(1 << 23, 1 << 24, size=6),
+                          shifts=1, rounding=Rounding.FLOAT32_ORT)
+    shift = (layer.acc_bits - 2) + 24 - (out_bits - 1)  # the sums' range onto the codes
+    shifts = shift if common_shift else rng.integers(shift - 1, shift + 2, size=6)
+    return dataclasses.replace(layer, shift=np.broadcast_to(shifts, 6).astype(np.int64).copy())
+
+
+def _float32_band_sums(rng, layer, frames):
+    """Accumulators whose ``(acc + bias) · M`` lies in the float32 band (see
+    :func:`hwgen.reference.float32_band`) in the even frames, random ones in the odd frames.
+    The band holds about one sum in 2^17 for 8-bit outputs (2^9 for 16-bit), so the search
+    scans every sum of a window 2^22 wide."""
+    bound = 1 << (layer.acc_bits - 2)
+    acc = rng.integers(-bound, bound, size=(frames, layer.out_features))
+    for channel in range(layer.out_features):
+        hits = []
+        for _ in range(32):  # windows until a few sums are found
+            start = int(rng.integers(-bound, bound - (1 << 22)))
+            sums = np.arange(start, start + (1 << 22)) + layer.bias[channel]
+            hits.extend(sums[float32_band(sums * layer.multiplier[channel],
+                                          layer.shift[channel])])
+            if len(hits) >= 4:
+                break
+        assert len(hits) >= 4
+        acc[0::2, channel] = rng.choice(hits, size=len(acc[0::2])) - layer.bias[channel]
+    return acc
+
+
+@pytest.mark.parametrize("lanes", [1, 3])
+@pytest.mark.parametrize("out_bits,out_signed", [(8, False), (8, True), (16, True)])
+@pytest.mark.parametrize("common_shift", [False, True])
+def test_requant_float32_matches_reference_and_float32(lanes, out_bits, out_signed,
+                                                       common_shift):
+    """``Rounding.FLOAT32_ORT``: the hardware equals the reference, and the reference equals
+    numpy's own float32 ``rint(fl(acc) · fl(M · 2^−n))`` (the arithmetic of onnxruntime's
+    requantizing kernels), on sums in the band where half-to-even rounding would differ."""
+    rng = np.random.default_rng(out_bits + lanes)
+    layer = _float32_layer(rng, lanes, out_bits, out_signed, common_shift)
+    driver, monitor, dut = _check(layer, lanes, frames=16, accumulators=_float32_band_sums)
+    assert dut.latency == 9
+    acc = _float32_band_sums(np.random.default_rng(1), layer, 64) + layer.bias
+    scale = np.ldexp(layer.multiplier.astype(np.float64), -layer.shift).astype(np.float32)
+    assert np.all(scale.astype(np.float64) == np.ldexp(layer.multiplier.astype(np.float64),
+                                                         -layer.shift))
+    zero_point = layer.output.zero_point
+    float32 = np.clip(np.rint(acc.astype(np.float32) * scale).astype(np.int64) + zero_point,
+                      layer.clamp_lo, layer.clamp_hi)
+    want = requantize(acc, layer.multiplier, layer.shift, zero_point, layer.clamp_lo,
+                      layer.clamp_hi, layer.rounding)
+    np.testing.assert_array_equal(want, float32)
+    half_even = requantize(acc, layer.multiplier, layer.shift, zero_point, layer.clamp_lo,
+                           layer.clamp_hi, Rounding.HALF_EVEN)
+    assert np.any(half_even != want)  # the band matters

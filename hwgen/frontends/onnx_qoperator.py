@@ -31,7 +31,8 @@ class QOperatorImporter:
                                       _channel_bias(bias, pending.shape[0], what)
                                       * pending.acc_scale)
         quant = self._act_quant(node, 6, 7, what)
-        self._values[node.output[0]] = self._emit(pending, quant, Rounding.HALF_UP, False, what)
+        rounding = _to_nearest(pending, quant)
+        self._values[node.output[0]] = self._emit(pending, quant, rounding, False, what)
 
     def _qgemm(self, node, what):
         attributes = _attributes(node)
@@ -51,7 +52,8 @@ class QOperatorImporter:
             pending = dataclasses.replace(
                 pending, bias=_channel_bias(bias, pending.shape[0], what) * pending.acc_scale)
         quant = self._act_quant(node, 7, 8, what)
-        self._values[node.output[0]] = self._emit(pending, quant, Rounding.HALF_UP, False, what)
+        rounding = _to_nearest(pending, quant)
+        self._values[node.output[0]] = self._emit(pending, quant, rounding, False, what)
 
     def _qlinear_matmul(self, node, what):
         x = self._codes_in(node, 0, 1, 2, "input a")
@@ -59,7 +61,8 @@ class QOperatorImporter:
         pending = self._dense_pending(node, what, dataclasses.replace(x, real=True), weight,
                                       False, None, x.quant.zero_point)
         quant = self._act_quant(node, 6, 7, what)
-        self._values[node.output[0]] = self._emit(pending, quant, Rounding.HALF_UP, False, what)
+        rounding = _to_nearest(pending, quant)
+        self._values[node.output[0]] = self._emit(pending, quant, rounding, False, what)
 
     def _qlinear_add(self, node, what):
         a = self._codes_in(node, 0, 1, 2, "input A")

@@ -23,9 +23,14 @@ Three ways of writing a quantized network are read, also mixed in one model:
 How they map onto hwgen's integer contract (``docs/arithmetic.md``):
 
 - A layer's accumulator scale is ``s_x · s_w[c]`` (or the constant of the ``Mul`` after an
-  integer op); its requantization ratio ``s_x · s_w[c] / s_y`` becomes ``(M, n)`` through
-  :func:`hwgen.quantize.scale_to_multiplier`, rounding half up (onnxruntime rounds half to even
-  in float32: the two differ only where ``acc · ratio`` lies within about 2^−16 of a tie).
+  integer op). Dense and conv layers that onnxruntime runs as its requantizing kernels
+  (``QLinearConv``, ``QLinearMatMul``, ``QGemm`` and the QDQ forms it fuses into them) take
+  ``Rounding.FLOAT32_ORT``: ``M · 2^−n`` is exactly the kernels' float32 ratio
+  ``fl(fl(s_x · s_w[c]) / s_y)`` (``M`` its 24-bit significand) and the result is
+  ``rint(fl(acc · ratio))``, code for code, while ``|acc| < 2^24``. Elsewhere (QONNX, an
+  integer op's float ``Mul``, or a wider accumulator, noted in ``QGraph.notes``) the ratio
+  ``s_x · s_w[c] / s_y`` becomes a 16-bit ``(M, n)`` through
+  :func:`hwgen.quantize.scale_to_multiplier`, rounding half up.
 - The bias is taken in units of the accumulator scale: its integer part (``round(bias /
   (s_x · s_w[c]))``, the int32 bias itself for onnxruntime's models) starts the accumulator, with
   the input zero point folded in; what a real bias (Brevitas' default float bias) has below
@@ -739,6 +744,39 @@ class _QuantImporter(QOperatorImporter):
 
     # -- emitting layers --------------------------------------------------------------------------
 
+    def _float32_requant(self, node, acc_scale, quant, units, weight, x_quant, fraction,
+                         approximate):
+        """``(rounding, M, n, fraction)`` of a dense/conv layer onnxruntime requantizes in
+        float32: ``M · 2^−n`` is exactly the kernel's float32 ratio ``fl(fl(s_x · s_w) / s_y)``
+        (``M`` its 24-bit significand), bit-exact while ``|acc| < 2^24`` (an exact float32).
+        A layer whose accumulator can pass ``2^24``, or whose bias is not on the accumulator's
+        grid (not onnxruntime's int32 bias), keeps ``HALF_UP`` with ``approximate`` and a note."""
+        ratio = (acc_scale.astype(np.float32) / np.float32(quant.scale)).astype(np.float64)
+        mantissa, exponent = np.frexp(ratio)
+        multiplier = np.ldexp(mantissa, 24).astype(np.int64)
+        shift = (24 - exponent).astype(np.int64)
+        flat = np.abs(weight.reshape(len(weight), -1))
+        span = max(abs(x_quant.lo - x_quant.zero_point), abs(x_quant.hi - x_quant.zero_point))
+        # onnxruntime's int32 accumulator, Σ w·(q − zp_x) + b (hwgen's starts from b − zp_x·Σw
+        # and adds w·q: the same value)
+        start = np.zeros(len(weight)) if units is None else np.abs(np.round(units))
+        bound = int((start + flat.sum(axis=1) * span).max(initial=0))
+        reason = None
+        # onnxruntime's int32 bias, scaled by fl(s_x · s_w), is an integer to float32 precision
+        if units is not None and not np.allclose(units, np.round(units), rtol=2 ** -22,
+                                                 atol=1e-6):
+            reason = "its bias is not on the accumulator's grid"
+        elif bound >= 1 << 24:
+            reason = (f"its accumulator reaches {bound:,} (float32 is exact below 2^24, "
+                      "16,777,216)")
+        elif np.any(shift < 1) or np.any(shift > 62):
+            reason = "its ratio is out of range"
+        if reason is None:
+            return Rounding.FLOAT32_ORT, multiplier, shift, None
+        self._notes.append(f"{_describe(node)}: onnxruntime requantizes in float32; hwgen rounds "
+                           f"half up instead, because {reason} (±1 at rare ties)")
+        return (Rounding.HALF_UP, *approximate, fraction)
+
     def _emit(self, pending, quant, rounding, narrow, what):
         """The hwgen layer computing ``pending`` with output ``quant``; returns its codes."""
         if pending.acc_scale is None and pending.kind in ("dense", "conv"):
@@ -787,6 +825,11 @@ class _QuantImporter(QOperatorImporter):
                 bias, fraction = split_bias(pending.bias / acc_scale, acc_scale / quant.scale,
                                             shift)
             bias = bias - zero_point * flat.sum(axis=1)
+            if rounding is Rounding.FLOAT32_ORT:
+                units = None if pending.bias is None else pending.bias / acc_scale
+                rounding, multiplier, shift, fraction = self._float32_requant(
+                    node, acc_scale, quant, units, weight, x.quant, fraction,
+                    (multiplier, shift))
             # hwgen's weights are narrow-range; a code of −2^(b−1) (onnxruntime's int8 weights
             # reach −128) takes one more bit so the layer stays exact.
             bits = fields["weight_bits"]

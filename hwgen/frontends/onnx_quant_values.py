@@ -131,13 +131,23 @@ def _to_nearest(source, quant=None):
     its input's scale (as ``quantize_static`` makes it), so a quarter of a 2×2 pool's sums are
     ties, which float32 rounding moves either way. Other average pools (int8, whose kernel
     onnxruntime picks by CPU, and QONNX) get ``HALF_EVEN``. Elsewhere the ratio is a float32
-    product that makes exact ties rare, and layers keep ``HALF_UP``.
+    product that makes exact ties rare.
+
+    Dense and conv layers of onnxruntime's models (``QLinearConv``, ``QLinearMatMul``,
+    ``QGemm`` and the QDQ forms onnxruntime fuses into them) get ``FLOAT32_ORT`` too: those
+    kernels requantize as ``rint(fl(fl(acc) · fl(fl(s_x · s_w) / s_y)))``, which the layer then
+    reproduces with the float32 ratio as its ``M · 2^−n`` (see :meth:`_QuantImporter._emit`).
+    A ``MatMulInteger``/``ConvInteger`` followed by float ops rounds twice in float32 (the
+    ``Mul``, the ``QuantizeLinear``) and, like everything else, keeps ``HALF_UP``.
     """
     if isinstance(source, _Pending) and source.kind == "avg":
         if quant is not None and all(q.bits == 8 and not q.signed
                                      for q in (source.inputs[0].quant, quant)):
             return Rounding.FLOAT32_ORT
         return Rounding.HALF_EVEN
+    if (isinstance(source, _Pending) and source.kind in ("dense", "conv") and quant is not None
+            and not source.cast):
+        return Rounding.FLOAT32_ORT
     return Rounding.HALF_UP
 
 

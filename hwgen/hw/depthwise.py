@@ -113,7 +113,7 @@ class DepthwiseEngine(wiring.Component):
     @property
     def latency(self):
         return (_STAGES + multiplier_latency(self._kind, 1, self._widths)
-                + Requant.latency + StreamRegister.latency)
+                + Requant.latency_of(self._layer) + StreamRegister.latency)
 
     def _weight_words(self):
         weight = self._layer.weight[..., 0]  # (C, kh, kw)

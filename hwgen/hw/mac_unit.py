@@ -180,7 +180,7 @@ class MacUnit(wiring.Component):
     def _result_latency(self):
         """Cycles from issuing a fold's last step to the transfer of its output beat."""
         return (_MAC_STAGES + multiplier_latency(self._kind, self._pack, self._widths)
-                + tree_stages(self._simd) + Requant.latency + 1)
+                + tree_stages(self._simd) + Requant.latency_of(self._layer) + 1)
 
     @property
     def output_depth(self):

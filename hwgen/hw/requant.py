@@ -18,6 +18,9 @@ __all__ = ["Requant", "code_shape", "requant_output"]
 # is a single multiplier with a register behind it, and the next stage adds the two.
 _LOW_BITS = 17
 
+# float32's significand, for ``Rounding.FLOAT32_ORT`` (see :func:`hwgen.reference.float32_band`).
+_FLOAT32_BITS = 24
+
 
 def code_shape(quant):
     """The Amaranth shape of the codes of an :class:`~hwgen.quantize.ActQuant`."""
@@ -77,7 +80,15 @@ class Requant(wiring.Component):
     o : Out(stream.Signature(frame_layout(code_shape(layer.output), lanes)))
     """
 
-    latency = 8
+    @staticmethod
+    def latency_of(layer):
+        """8 cycles, 9 for ``Rounding.FLOAT32_ORT`` (the float32 band takes a stage of its
+        own)."""
+        return 8 + (layer.rounding is Rounding.FLOAT32_ORT)
+
+    @property
+    def latency(self):
+        return self.latency_of(self._layer)
 
     def __init__(self, layer, lanes, *, target="generic", free_running=False):
         self._target = check_target(target)
@@ -88,6 +99,8 @@ class Requant(wiring.Component):
             raise ValueError(f"lanes must divide the {channels} channels, not {lanes!r}")
         self._groups = channels // self._lanes
         self._layer = layer
+        if layer.rounding is Rounding.FLOAT32_ORT and np.any(np.asarray(layer.shift) < 1):
+            raise ValueError("FLOAT32_ORT requantization needs shifts of at least 1")
         self._acc_shape = signed(layer.acc_bits)
         self._code_shape = code_shape(layer.output)
         super().__init__({
@@ -102,7 +115,7 @@ class Requant(wiring.Component):
         half = (np.int64(1) << shifts) >> 1
         if layer.rounding is Rounding.FLOOR:
             half = np.zeros_like(half)
-        elif layer.rounding is Rounding.HALF_EVEN:
+        elif layer.rounding in (Rounding.HALF_EVEN, Rounding.FLOAT32_ORT):
             half = np.where(shifts > 0, half - 1, 0)
         fields = {
             "bias": (signed(_signed_bits(layer.bias)), layer.bias),
@@ -162,6 +175,8 @@ class Requant(wiring.Component):
         half_bits = (layout["half"].shape.elem_shape.width if "half" in layout.members
                      else common_half.bit_length())
         rounded_shape = signed(max(product_shape.width, half_bits + 1) + 1)
+        float32 = self._layer.rounding is Rounding.FLOAT32_ORT
+        late = 1 if float32 else 0  # the stages after the product are one later
         for lane in range(lanes):
             def stage_signal(shape, name):
                 return Signal(shape, name=f"{name}{lane}")
@@ -181,13 +196,31 @@ class Requant(wiring.Component):
                                     target=self._target, name=f"high_multiplier{lane}")
             fraction = self._fraction(m, total, en, stage_params[3], lane, layout)
             low, high = self._clamp_range()
+            rounding_in = product
+            constant = (self._half(stage_params[4], lane, common_half)
+                        + self._parity(product, stage_params[4], lane, common_shift))
+            if float32:
+                # One more stage: the product again, and whether it lies in the float32 band
+                # (where the result is the even neighbour of its floor, the parity at bit n).
+                held = stage_signal(product_shape, "held")
+                band = stage_signal(1, "band")
+                with m.If(en):
+                    m.d.sync += [held.eq(product),
+                                 band.eq(self._band(product, stage_params[4], lane,
+                                                    common_shift, common_half))]
+                parity = self._parity(held, stage_params[5], lane, common_shift)
+                shift = (stage_params[5].shift[lane] if "shift" in layout.members
+                         else common_shift)
+                rounding_in = held
+                constant = Mux(band, parity << shift,
+                               self._half(stage_params[5], lane, common_half) + parity)
             with m.If(en):
                 m.d.sync += [
                     total.eq(self.i.payload.data[lane] + params.data.bias[lane]),
                     product.eq((high_product << low_bits) + low_product + fraction),
-                    rounded.eq(product + self._half(stage_params[4], lane, common_half)
-                               + self._parity(product, stage_params[4], lane, common_shift)),
-                    shifted.eq(self._shift(rounded, stage_params[5], lane, common_shift)),
+                    rounded.eq(rounding_in + constant),
+                    shifted.eq(self._shift(rounded, stage_params[5 + late], lane,
+                                           common_shift)),
                     below.eq(shifted < low),
                     above.eq(shifted > high),
                     narrow.eq(shifted[:len(narrow)]),
@@ -213,13 +246,33 @@ class Requant(wiring.Component):
             sign = delayed
         return Mux(sign, params.negative_fraction[lane], fraction)
 
+    def _band(self, product, params, lane, common_shift, common_half):
+        """Whether ``product`` lies in :func:`hwgen.reference.float32_band` for its channel's
+        shift ``n``: ``|(v mod 2^n) − 2^(n−1)|`` against ``T``, the highest set bit of ``|v|``
+        (of ``~v`` for a negative ``v``) shifted right by 24 (a prefix-OR smear, then the bit
+        where it starts), and ``|v| < 2^(n+23)``. Plain logic: no multiplier, a few adders."""
+        width = len(product) - 1
+        magnitude = Mux(product[-1], ~product, product)[:width]
+        smear = magnitude
+        step = 1
+        while step < width:
+            smear = smear | (smear >> step)
+            step *= 2
+        top = smear & ~(smear >> 1)
+        band = top >> _FLOAT32_BITS
+        half = self._half(params, lane, common_half) + 1  # the table holds 2^(n−1) − 1
+        fraction = product.as_unsigned() & ((half << 1) - 1)
+        distance = Mux(fraction >= half, fraction - half, half - fraction)
+        small = magnitude < (half << (_FLOAT32_BITS))
+        return (distance < band) | ((distance == band) & small)
+
     @staticmethod
     def _half(params, lane, common_half):
         return params.half[lane] if "half" in params.shape().members else common_half
 
     def _parity(self, product, params, lane, common_shift):
         """Half to even's carry in: bit ``n`` of ``product`` when ``n > 0``, else 0."""
-        if self._layer.rounding is not Rounding.HALF_EVEN:
+        if self._layer.rounding not in (Rounding.HALF_EVEN, Rounding.FLOAT32_ORT):
             return 0
         top = len(product) - 1  # the product is signed: past its top, every bit is the sign
         if "shift" not in params.shape().members:

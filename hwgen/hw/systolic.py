@@ -194,7 +194,8 @@ class SystolicArray(wiring.Component):
     def _result_latency(self):
         """Cycles from issuing a fold's last beat to the transfer of its output beat."""
         return (_CELL_STAGES + multiplier_latency(self._kind, self._pack, self._widths)
-                + tree_stages(self._cols) + self._rows // self._pack - 1 + Requant.latency + 1)
+                + tree_stages(self._cols) + self._rows // self._pack - 1
+                + Requant.latency_of(self._layer) + 1)
 
     @property
     def output_depth(self):
