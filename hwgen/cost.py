@@ -176,15 +176,15 @@ def _act_bits(quant):
     return quant.bits + (not quant.signed)
 
 
-def _requant(lanes, acc_bits):
-    """Products and adder bits of ``lanes`` requant lanes over an ``acc_bits`` sum."""
+def _requant(lanes, acc_bits, multiplier_bits=_REQUANT_MULTIPLIER_BITS):
+    """Products and adder bits of ``lanes`` requant lanes over an ``acc_bits`` sum
+    (``multiplier_bits``: 16, or 24 for onnxruntime's float32 ratio)."""
     low = min(_REQUANT_LOW_BITS, acc_bits)
-    products = [(low, _REQUANT_MULTIPLIER_BITS, low + _REQUANT_MULTIPLIER_BITS, lanes)]
+    products = [(low, multiplier_bits, low + multiplier_bits, lanes)]
     if acc_bits > low:
         high = acc_bits - low + 1
-        products.append((high, _REQUANT_MULTIPLIER_BITS + 1, high + _REQUANT_MULTIPLIER_BITS,
-                         lanes))
-    return products, lanes * (acc_bits + _REQUANT_MULTIPLIER_BITS)
+        products.append((high, multiplier_bits + 1, high + multiplier_bits, lanes))
+    return products, lanes * (acc_bits + multiplier_bits)
 
 
 def _lut_multiplier_registers(w, a, product_bits):
@@ -244,7 +244,8 @@ def _weighted_parts(layer_plan):
             registers += 2 * layer.in_features * a        # the double-buffered input vector
         else:
             registers += pe // pack * simd * a            # the window moving down the rows
-    requant_products, requant_bits = _requant(lanes, acc)
+    requant_products, requant_bits = _requant(
+        lanes, acc, max(_REQUANT_MULTIPLIER_BITS, layer.multiplier_bits))
     return products + requant_products, memories, adders, requant_bits, registers, array_bits
 
 
