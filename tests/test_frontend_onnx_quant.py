@@ -91,6 +91,47 @@ def test_cnn_matches_onnxruntime(tmp_path, fmt, act, per_channel, pool, request)
     assert qgraph["conv1"].clamp_lo >= qgraph["conv1"].output.zero_point
 
 
+def _transposed_cnn(perm=(0, 2, 3, 1), then_conv=False):
+    """conv(stride 2)+relu → Transpose → Reshape → gemm (a channels-last flatten), or with
+    ``then_conv`` the transposed image fed to a second conv."""
+    rng = np.random.default_rng(0)
+    inits = [const("w1", rng.standard_normal((8, 3, 3, 3)) * 0.3),
+             const("b1", rng.standard_normal(8) * 0.1),
+             const("w2", rng.standard_normal((10, 8 * 4 * 4)) * 0.1),
+             const("b2", rng.standard_normal(10) * 0.1),
+             const("w3", rng.standard_normal((4, 4, 1, 1)) * 0.3),
+             const("shape", [-1, 128], np.int64)]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="/conv1/Conv",
+                              pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="/relu1/Relu"),
+             helper.make_node("Transpose", ["r1"], ["t"], name="/t/Transpose", perm=list(perm))]
+    if then_conv:
+        nodes.append(helper.make_node("Conv", ["t", "w3"], ["y"], name="/conv2/Conv"))
+        return float_model(nodes, inits[:2] + inits[4:5], (3, 8, 8), (4, 4, 8), "tcnn")
+    nodes += [helper.make_node("Reshape", ["t", "shape"], ["f"], name="/flat/Reshape"),
+              helper.make_node("Gemm", ["f", "w2", "b2"], ["y"], name="/fc/Gemm", transB=1)]
+    return float_model(nodes, inits[:4] + inits[5:], (3, 8, 8), (10,), "tcnn")
+
+
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_transpose_to_channels_last_before_a_flatten(tmp_path, fmt):
+    """A channels-last flatten (Transpose (0, 2, 3, 1) → Reshape, as Keras-style models write
+    it) keeps the quantizer: the dense layer reads hwgen's HWC stream as it comes."""
+    path = quantize_ort(_transposed_cnn(), tmp_path, fmt=fmt)
+    qgraph, exact, max_diff = agreement(path, np.random.default_rng(1).standard_normal(
+        (200, 3, 8, 8)))
+    assert [layer.op for layer in qgraph.layers] == ["conv", "dense"]
+    assert exact == 1.0
+
+
+def test_transpose_errors(tmp_path, capsys):
+    _expect_error(quantize_ort(_transposed_cnn(perm=(0, 1, 3, 2)), tmp_path / "a"),
+                  r"perm=\[0, 1, 3, 2\] .*hwgen supports \(0, 2, 3, 1\)", capsys)
+    _expect_error(quantize_ort(_transposed_cnn(then_conv=True), tmp_path / "b"),
+                  r"transposed to \(H, W, C\); hwgen takes a Transpose \(0, 2, 3, 1\) only "
+                  "before a Flatten/Reshape", capsys)
+
+
 def test_onnxruntime_layers_requantize_in_float32(tmp_path):
     """Dense and conv layers of onnxruntime's models take its kernels' float32 requantization,
     ``M · 2^−n`` exactly the float32 ratio ``fl(fl(s_x · s_w) / s_y)`` with a 24-bit ``M``."""

@@ -6,7 +6,8 @@ Three ways of writing a quantized network are read, also mixed in one model:
 - **QDQ** (onnxruntime's ``quantize_static(..., quant_format=QuantFormat.QDQ)``):
   ``QuantizeLinear``/``DequantizeLinear`` pairs around float ``Conv``, ``Gemm``, ``MatMul``,
   ``Add`` (of two activations), ``MaxPool``, ``AveragePool``, ``GlobalAveragePool``,
-  ``Flatten``/``Reshape``/``Identity``; weights and the int32 bias as ``DequantizeLinear`` of
+  ``Flatten``/``Reshape``/``Identity``, ``Transpose`` (to channels last before a flatten);
+  weights and the int32 bias as ``DequantizeLinear`` of
   constants, per tensor or per output channel; ``Relu``/``Clip`` between a layer and its
   ``QuantizeLinear`` fold into the layer's clamp.
 - **QOperator** (``QuantFormat.QOperator``): ``QuantizeLinear`` at the input, ``QLinearConv``,
@@ -549,6 +550,9 @@ class _QuantImporter(QOperatorImporter):
     def _conv_pending(self, node, what, x, weight, bias, zero_point, acc_scale=True):
         if len(x.shape) != 3:
             raise HwgenError(f"{what} needs an image input, not shape {x.shape}")
+        if x.hwc:
+            raise HwgenError(f"{what} reads an image transposed to (H, W, C); hwgen takes a "
+                             "Transpose (0, 2, 3, 1) only before a Flatten/Reshape")
         codes, scale = _weight_codes(weight, what, axis=0)
         if codes.ndim != 4:
             raise HwgenError(f"{what}: weight W has shape {codes.shape}; hwgen supports 2-D "
@@ -663,6 +667,9 @@ class _QuantImporter(QOperatorImporter):
     def _pool_pending(self, node, what, x, op_type):
         if len(x.shape) != 3:
             raise HwgenError(f"{what} needs an image input, not shape {x.shape}")
+        if x.hwc:
+            raise HwgenError(f"{what} reads an image transposed to (H, W, C); hwgen takes a "
+                             "Transpose (0, 2, 3, 1) only before a Flatten/Reshape")
         channels, height, width = x.shape
         attributes = _attributes(node)
         if op_type.endswith("GlobalAveragePool"):
@@ -738,9 +745,35 @@ class _QuantImporter(QOperatorImporter):
             self._values[node.output[0]] = x
             return
         chw = x.chw
-        if len(x.shape) == 3 and x.shape[0] > 1 and x.shape[1] * x.shape[2] > 1:
+        if len(x.shape) == 3 and x.shape[0] > 1 and x.shape[1] * x.shape[2] > 1 and not x.hwc:
             chw = x.shape
-        self._values[node.output[0]] = dataclasses.replace(x, shape=shape, chw=chw)
+        self._values[node.output[0]] = dataclasses.replace(x, shape=shape, chw=chw, hwc=False)
+
+    def _transpose(self, node, what):
+        """A ``Transpose`` of codes (or their dequantized values) keeps their quantization:
+        ``(0, 2, 3, 1)`` puts an image in hwgen's own ``(H, W, C)`` order, for a flatten (the
+        dense layer after it then reads the stream as it comes), ``(0, 3, 1, 2)`` undoes it,
+        the identity passes."""
+        x = self._value(node, 0, "input")
+        if not isinstance(x, _Codes):
+            raise HwgenError(f"{what}: hwgen transposes only quantized activations (after their "
+                             "QuantizeLinear/DequantizeLinear)")
+        rank = len(x.shape) + 1
+        perm = [int(p) for p in _attributes(node).get("perm", reversed(range(rank)))]
+        if perm == list(range(rank)):
+            self._values[node.output[0]] = x
+        elif rank == 4 and perm == [0, 2, 3, 1] and not x.hwc:
+            channels, height, width = x.shape
+            self._values[node.output[0]] = dataclasses.replace(
+                x, shape=(height, width, channels), hwc=True)
+        elif rank == 4 and perm == [0, 3, 1, 2] and x.hwc:
+            height, width, channels = x.shape
+            self._values[node.output[0]] = dataclasses.replace(
+                x, shape=(channels, height, width), hwc=False)
+        else:
+            raise HwgenError(f"{what}: perm={perm} of a tensor of shape (N, "
+                             f"{', '.join(map(str, x.shape))}); hwgen supports (0, 2, 3, 1) of an "
+                             "image before a Flatten/Reshape, its inverse, and the identity")
 
     # -- emitting layers --------------------------------------------------------------------------
 
@@ -779,6 +812,10 @@ class _QuantImporter(QOperatorImporter):
 
     def _emit(self, pending, quant, rounding, narrow, what):
         """The hwgen layer computing ``pending`` with output ``quant``; returns its codes."""
+        if any(getattr(x, "hwc", False) for x in pending.inputs):
+            raise HwgenError(f"{_describe(pending.node)} reads an image transposed to (H, W, C); "
+                             "hwgen takes a Transpose (0, 2, 3, 1) only before a "
+                             "Flatten/Reshape")
         if pending.acc_scale is None and pending.kind in ("dense", "conv"):
             raise HwgenError(f"{_describe(pending.node)}: its integer result must be Cast to float "
                              f"and multiplied by a constant scale before {what}")
@@ -865,6 +902,7 @@ _CONVERTERS = {
     "Flatten": _QuantImporter._reshape,
     "Reshape": _QuantImporter._reshape,
     "Identity": _QuantImporter._reshape,
+    "Transpose": _QuantImporter._transpose,
     "QLinearConv": _QuantImporter._qlinear_conv,
     "QLinearMatMul": _QuantImporter._qlinear_matmul,
     "MatMulInteger": _QuantImporter._integer_op,

@@ -52,13 +52,15 @@ class _IntegerInput:
 class _Codes:
     """Integer codes of one hwgen tensor (``tensor``: the input's or a layer's name), or with
     ``real`` their dequantized values. ``shape`` is the ONNX shape without the batch; ``chw`` the
-    ``(C, H, W)`` of an image flattened in ONNX's order (hwgen streams HWC)."""
+    ``(C, H, W)`` of an image flattened in ONNX's order (hwgen streams HWC). ``hwc``: an image
+    a ``Transpose`` put in ``(H, W, C)`` order, hwgen's own, which only a flatten may read."""
 
     tensor: str
     quant: ActQuant
     shape: tuple
     real: bool = False
     chw: tuple = None
+    hwc: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
