@@ -79,7 +79,7 @@ class _Reader(CalibrationDataReader):
 
 
 def quantize_ort(model, folder, *, fmt="QDQ", activation="uint8", per_channel=True, seed=0,
-                 frames=32, reduce_range=True):
+                 frames=32, reduce_range=True, weight_symmetric=True):
     """``model`` quantized by onnxruntime's ``quantize_static`` (int8 weights, calibrated on
     random normal data); returns the path of the quantized file.
 
@@ -90,7 +90,7 @@ def quantize_ort(model, folder, *, fmt="QDQ", activation="uint8", per_channel=Tr
     folder.mkdir(parents=True, exist_ok=True)
     source = folder / f"{model.graph.name}_float.onnx"
     target = folder / (f"{model.graph.name}_{fmt}_{activation}_{int(per_channel)}"
-                       f"{'_r' if reduce_range else ''}.onnx")
+                       f"{'_r' if reduce_range else ''}{'' if weight_symmetric else '_a'}.onnx")
     onnx.save(model, source)
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
     x = np.random.default_rng(seed).standard_normal((frames, *shape)).astype(np.float32)
@@ -98,5 +98,6 @@ def quantize_ort(model, folder, *, fmt="QDQ", activation="uint8", per_channel=Tr
                     quant_format=getattr(QuantFormat, fmt),
                     activation_type=QuantType.QUInt8 if activation == "uint8" else QuantType.QInt8,
                     weight_type=QuantType.QInt8, per_channel=per_channel,
-                    reduce_range=reduce_range)
+                    reduce_range=reduce_range,
+                    extra_options={"WeightSymmetric": weight_symmetric})
     return target
