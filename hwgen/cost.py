@@ -32,6 +32,7 @@ model and family, and the slow tests in ``tests/test_cost.py`` bound it.
 """
 
 import dataclasses
+import functools
 import math
 
 from .board import get_board
@@ -63,6 +64,9 @@ class FamilyModel:
     lut_array : LUT sites per partial-product bit (rows × other operand bits) of hwgen's own
         LUT multiplier (:class:`hwgen.hw.multiplier.LutMultiplier`), fitted to yosys by
         ``benchmarks/multipliers.py --fit``.
+    lut_unrolled : LUT sites per adder bit of an unrolled layer's shift-and-add logic
+        (:class:`hwgen.hw.unrolled.Netlist`; one per bit on a carry chain); its pipeline
+        registers are one flip-flop per bit.
     """
 
     dsp_a: int
@@ -75,6 +79,7 @@ class FamilyModel:
     lut: dict
     ff: dict
     lut_array: float = 0.0
+    lut_unrolled: float = 1.0
 
 
 _DP16KD = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
@@ -170,6 +175,8 @@ class _Parts:
     requant_bits: int
     register_bits: int
     lut_array_bits: int = 0  # partial-product bits of hwgen's LUT multipliers
+    unrolled_bits: int = 0   # adder bits of an unrolled layer's constant arithmetic
+    pipeline_bits: int = 0   # its pipeline registers
 
 
 def _act_bits(quant):
@@ -326,10 +333,30 @@ def _upsample_parts(layer_plan):
     return [], memories, counters, 0, lanes * a + counters + 4
 
 
+@functools.lru_cache(maxsize=64)
+def unrolled_netlist(layer, levels):
+    """The :class:`hwgen.hw.unrolled.Netlist` of an unrolled layer (cached: the board search
+    asks for it once per candidate plan)."""
+    from .hw.unrolled import Netlist
+    return Netlist(layer, levels)
+
+
+def _unrolled_parts(layer_plan):
+    """An unrolled dense layer: its netlist's adders and registers, and the output FIFO."""
+    layer = layer_plan.layer
+    netlist = unrolled_netlist(layer, layer_plan.levels)
+    width = layer.out_features * layer.output.bits + 1
+    memories = [("fifo", netlist.stages + 2, width, 1)]
+    return _Parts((), tuple(memories), 0, 0, 2 * width + 4,
+                  unrolled_bits=netlist.adder_bits, pipeline_bits=netlist.register_bits)
+
+
 def _parts(layer_plan, plan):
     """The :class:`_Parts` of one layer, with the FIFOs on its input edges."""
     layer = layer_plan.layer
     array_bits = 0
+    if layer_plan.engine == "unrolled":
+        return _unrolled_parts(layer_plan)
     if layer_plan.engine == "upsample":
         products, memories, adders, requant_bits, registers = _upsample_parts(layer_plan)
     elif layer_plan.engine in ("table", "argmax"):
@@ -379,7 +406,8 @@ def layer_features(layer_plan, family, plan=None, model=None):
                 "requant_bits": parts.requant_bits,
                 "lut_multiplier_bits": lut_multiplier_bits,
                 "logic_memory_bits": logic_memory_bits, "register_bits": parts.register_bits,
-                "lut_array_bits": parts.lut_array_bits}
+                "lut_array_bits": parts.lut_array_bits, "unrolled_bits": parts.unrolled_bits,
+                "pipeline_bits": parts.pipeline_bits}
     return dsp, bram, features
 
 
@@ -506,8 +534,10 @@ def layer_cost(layer_plan, board, plan=None):
     return LayerCost(layer_plan.name, layer_plan.engine, folding,
                      _bits_label(layer_plan.layer), layer_plan.multipliers,
                      _linear(model.lut, features,
-                             model.lut_array * features["lut_array_bits"]),
-                     _linear(model.ff, features), dsp, bram, layer_plan.cycles,
+                             model.lut_array * features["lut_array_bits"]
+                             + model.lut_unrolled * features["unrolled_bits"]),
+                     _linear(model.ff, features, features["pipeline_bits"]), dsp, bram,
+                     layer_plan.cycles,
                      layer_plan.multiplier_label)
 
 

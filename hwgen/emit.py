@@ -231,6 +231,7 @@ def load_design(out_dir):
 
 def _report(plan, manifest, graph, x, labels):
     qgraph = plan.qgraph
+    clock = plan.board.target_mhz if plan.board is not None else 100.0
     utilization = (f"{plan.macs / (plan.multipliers * plan.initiation_interval):.1%}"
                    if plan.multipliers else "none (no multipliers)")
     lines = [
@@ -239,7 +240,8 @@ def _report(plan, manifest, graph, x, labels):
         f"- input: {qgraph.input}, {manifest['ports']['s_axis']['lanes']} lanes per beat",
         f"- output: {qgraph.output}, {manifest['ports']['m_axis']['lanes']} lanes per beat",
         f"- initiation interval: {plan.initiation_interval} cycles/frame "
-        f"(bottleneck: {plan.bottleneck}); latency: {manifest['latency']} cycles",
+        f"(bottleneck: {plan.bottleneck}); latency: {manifest['latency']} cycles "
+        f"({manifest['latency'] * 1e3 / clock:,.0f} ns at {clock:g} MHz)",
         f"- multipliers: {plan.multipliers}; MACs per frame: {plan.macs}; "
         f"MAC utilization at the II: {utilization}",
         f"- throughput at 100 MHz: {100e6 / plan.initiation_interval:,.0f} frames/s",

@@ -56,7 +56,7 @@ from .reference import Rounding
 
 __all__ = ["Folding", "LayerPlan", "Plan", "make_plan", "parse_folding", "legal_folding",
            "divisors", "ENGINES", "KINDS", "multiplier_packing", "choose_pack",
-           "DEFAULT_MAX_UTILIZATION"]
+           "DEFAULT_MAX_UTILIZATION", "DEFAULT_CLOCK"]
 
 DEFAULT_MULTIPLIERS = 32
 
@@ -67,7 +67,7 @@ DEFAULT_MAX_UTILIZATION = 0.8
 
 # Engines each op can run on; the first is the default.
 ENGINES = {
-    "dense": ("mac",),
+    "dense": ("mac", "unrolled"),
     "conv": ("systolic",),
     "depthwise": ("depthwise",),
     "maxpool": ("pool",),
@@ -133,6 +133,7 @@ class LayerPlan:
     in_lanes: int
     multiplier: str = "dsp"
     pack: int = 1
+    levels: int = 0  # adder levels per pipeline stage of an unrolled layer (0 elsewhere)
 
     name = property(lambda self: self.layer.name)
     pe = property(lambda self: self.folding.pe)
@@ -169,7 +170,10 @@ class LayerPlan:
         return f"{self.multiplier}×{self.pack}" if self.pack > 1 else self.multiplier
 
     def describe(self):
-        """The folding as a user would pin it (``"systolic:4x8"``, ``"mac:2x16:lut"``)."""
+        """The folding as a user would pin it (``"systolic:4x8"``, ``"mac:2x16:lut"``,
+        ``"unrolled"``)."""
+        if self.engine == "unrolled":
+            return "unrolled"
         folding = str(self.folding) if self.engine in ("mac", "systolic") else str(self.pe)
         kind = f":{self.multiplier}" if self.multiplier != "dsp" else ""
         return f"{self.engine}:{folding}{kind}"
@@ -192,6 +196,8 @@ def _window_cycles(layer, in_lanes, out_lanes):
 
 
 def _cycles(layer, engine, folding, in_lanes):
+    if engine == "unrolled":
+        return 1
     if engine == "mac":
         return (layer.in_features // folding.simd) * (layer.out_features // folding.pe)
     if engine in ("gap", "add", "table", "concat", "upsample"):
@@ -419,6 +425,8 @@ def _parse_pin(layer, value):
         return None, value.pe, value.simd, None
     if isinstance(value, int):
         return None, value, None, None
+    if isinstance(value, str) and value.strip() == "unrolled" and layer.op == "dense":
+        return "unrolled", layer.out_features, layer.in_features, None
     if isinstance(value, str):
         match = _PIN.fullmatch(value.strip())
         if not match:
@@ -464,6 +472,8 @@ def legal_folding(layer, folding, engine=None):
     kind = _kind(layer)
     pinned, pe, simd, _ = _parse_pin(layer, folding)
     engine = _legal_engine(layer, pinned or engine)
+    if engine == "unrolled":
+        return Folding(layer.out_features, layer.in_features)
     if engine in ("mac", "systolic"):
         outs = layer.out_features if engine == "mac" else layer.out_channels
         ins = layer.in_features if engine == "mac" else layer.window
@@ -557,6 +567,8 @@ def _choose(layer, engine, target, in_lanes_options):
 
 
 def _in_lanes_options(layer, engine):
+    if engine == "unrolled":
+        return lambda folding: [layer.in_features]
     if engine == "mac":
         return lambda folding: [folding.simd]
     if engine in ("pool", "gap", "add", "table", "argmax", "concat", "upsample"):
@@ -567,7 +579,8 @@ def _in_lanes_options(layer, engine):
 
 
 def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
-              max_utilization=DEFAULT_MAX_UTILIZATION, multiplier_kinds=None, progress=None):
+              max_utilization=DEFAULT_MAX_UTILIZATION, multiplier_kinds=None, unroll=None,
+              clock=None, progress=None):
     """Plan ``qgraph``: user ``folding`` (see :func:`parse_folding`; an engine may be pinned as
     ``"systolic:6x5"``, and its multiplier kind as ``"systolic:6x5:lut"``) where given; the
     other layers follow the default rule sized so that the layer with the most MACs has about
@@ -580,8 +593,14 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
     Multiplier kinds: the default rule builds ``"dsp"`` multipliers; the board search picks,
     per layer, the folding and the kind among ``multiplier_kinds`` (default: every kind the
     engine has, :data:`KINDS`), packing as many products per DSP as the board's DSP ports
-    hold (:func:`choose_pack`)."""
+    hold (:func:`choose_pack`).
+
+    ``unroll`` (``"all"``, or dense layer names as a list or ``"fc1,fc2"``) builds those layers
+    unrolled (:mod:`hwgen.hw.unrolled`: constant weights, one vector per cycle), as the pin
+    ``"fc1=unrolled"`` does; their pipeline registers are placed for ``clock`` MHz (default:
+    the board's target clock, or :data:`DEFAULT_CLOCK`)."""
     folding = parse_folding(folding)
+    folding.update({name: "unrolled" for name in _unrolled_names(qgraph, unroll)})
     kinds = _allowed_kinds(multiplier_kinds)
     names = [layer.name for layer in qgraph.layers]
     folding = {name if name in names else module_name(name): value
@@ -599,6 +618,7 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
     target = math.ceil(largest.macs / multipliers)
     ports = DSP_PORTS[_board_family(board)] if board is not None else DEFAULT_PORTS
     pinned = _pinned(qgraph, folding, target, ports)
+    pinned = _with_levels(pinned, board, clock)
     if board is not None:
         from .plan_board import fit_board
         return fit_board(qgraph, pinned, board, max_utilization, kinds, progress)
@@ -606,6 +626,62 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
         # Engines the user sized set the pace; the others need not be faster.
         target = max([target] + [plan.cycles for plan in pinned.values()])
     return Plan(qgraph, _fill(qgraph, pinned, target))
+
+
+DEFAULT_CLOCK = 150.0  # MHz, for unrolled layers of a plan without a board
+
+
+def _unrolled_names(qgraph, unroll):
+    """The dense layers ``unroll`` names (``"all"``: every dense layer)."""
+    if unroll is None or unroll == [] or unroll == "":
+        return []
+    dense = [layer.name for layer in qgraph.layers if layer.op == "dense"]
+    if unroll == "all" or unroll == ["all"]:
+        if not dense:
+            raise HwgenError("--unroll all: the model has no dense layer (only dense layers "
+                             "unroll)")
+        return dense
+    names = [n.strip() for n in unroll.split(",")] if isinstance(unroll, str) else list(unroll)
+    result = []
+    for name in filter(None, names):
+        try:
+            layer = qgraph[name]
+        except HwgenError:
+            raise HwgenError(f"--unroll names {name!r}, which is no layer; the dense layers "
+                             f"are: {', '.join(dense) or 'none'}") from None
+        if layer.op != "dense":
+            raise HwgenError(f"--unroll {name!r}: only dense layers unroll, not {layer.op} "
+                             f"layers; the dense layers are: {', '.join(dense)}")
+        result.append(layer.name)
+    return result
+
+
+def _with_levels(pinned, board, clock):
+    """The unrolled layers of ``pinned`` with their adder levels per stage for ``clock`` MHz
+    (default: the board's target clock) on the board's family."""
+    from .hw.unrolled import check_unrollable, levels_for
+
+    if not any(p.engine == "unrolled" for p in pinned.values()):
+        return pinned
+    family = "generic"
+    if board is not None:
+        from .board import get_board
+        board = get_board(board)
+        family = _ADDER_FAMILY.get(board.family, "generic")
+        clock = clock if clock is not None else board.target_mhz
+    levels = levels_for(DEFAULT_CLOCK if clock is None else clock, family)
+    result = {}
+    for name, plan in pinned.items():
+        if plan.engine == "unrolled":
+            check_unrollable(plan.layer)
+            plan = dataclasses.replace(plan, levels=levels)
+        result[name] = plan
+    return result
+
+
+# The adder-delay family (hwgen.hw.unrolled.ADDER_NS) of each board family.
+_ADDER_FAMILY = {"xc7": "xilinx-7", "xcup": "xilinx-ultrascale", "ecp5": "ecp5",
+                 "ice40": "ice40"}
 
 
 def _allowed_kinds(kinds):

@@ -27,6 +27,9 @@ def make_block(layer_plan, *, target="generic"):
         from .mac_unit import MacUnit
         return MacUnit(layer, layer_plan.pe, layer_plan.simd, target=target,
                        multiplier=layer_plan.multiplier, pack=layer_plan.pack)
+    if engine == "unrolled":
+        from .unrolled import UnrolledDense
+        return UnrolledDense(layer, layer_plan.levels)
     if engine in ("systolic", "depthwise"):
         from .conv import ConvLayer
         return ConvLayer(layer, (layer_plan.pe, layer_plan.simd), in_lanes=layer_plan.in_lanes,

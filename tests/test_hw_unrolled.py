@@ -1,0 +1,172 @@
+"""Unrolled constant-weight dense layers (``hwgen.hw.unrolled``): the CSD recoding, the netlist's
+exact requantization constants, the block in Amaranth's simulator against the integer reference
+over widths 2–16 with random, zero and power-of-two weights under stalls, and the plan."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+
+import hwgen
+from hwgen.errors import HwgenError
+from hwgen.hw.unrolled import Netlist, UnrolledDense, csd, levels_for, simplest_requant
+from hwgen.reference import Rounding, dense_accumulate, requantize
+from hw_helpers import StreamDriver, StreamMonitor, beats_to_frames, frames_to_beats, run
+from hw_layers import crafted_layer, random_codes
+
+
+def test_csd_is_exact_and_minimal():
+    for value in range(-3000, 3001):
+        digits = csd(value)
+        assert sum(sign << position for sign, position in digits) == value
+        positions = [position for _, position in digits]
+        assert all(b - a >= 2 for a, b in zip(positions, positions[1:]))  # non-adjacent
+    assert csd(0) == [] and csd(7) == [(-1, 0), (1, 3)] and len(csd(0b10101010)) == 4
+
+
+def _layer(rng, weights, *, weight_bits, act_bits, act_signed, out_bits, rounding, fan_in=7,
+           out=5):
+    layer = crafted_layer(rng, fan_in, out, weight_bits=weight_bits, act_bits=act_bits,
+                          act_signed=act_signed, out_bits=out_bits, rounding=rounding)
+    limit = (1 << (weight_bits - 1)) - 1
+    weight = layer.weight.copy()
+    if weights == "sparse":
+        weight[rng.random(weight.shape) < 0.7] = 0
+    elif weights == "zero":
+        weight[:] = 0
+    elif weights == "powers":
+        exponents = rng.integers(0, weight_bits - 1, weight.shape)
+        weight = rng.choice([-1, 1], weight.shape) * (1 << exponents)
+        weight = np.clip(weight, -limit, limit)
+    weight[0, 0] = limit  # an extreme weight in every layer
+    return dataclasses.replace(layer, weight=weight.astype(np.int64))
+
+
+def _simulate(layer, levels, rng, frames=24):
+    dut = UnrolledDense(layer, levels)
+    codes = random_codes(rng, layer.input, frames, layer.in_features)
+    codes[0], codes[1] = layer.input.lo, layer.input.hi
+    driver = StreamDriver(dut.i, frames_to_beats(codes, layer.in_features), rng=rng, gap=0.3)
+    monitor = StreamMonitor(dut.o, frames, rng=rng, stall=0.3)
+    run(dut, driver, monitor)
+    want = requantize(dense_accumulate(layer, codes), layer.multiplier, layer.shift,
+                      layer.output.zero_point, layer.clamp_lo, layer.clamp_hi, layer.rounding,
+                      fraction=layer.bias_fraction)
+    np.testing.assert_array_equal(beats_to_frames(monitor.beats, layer.out_features), want)
+    return dut
+
+
+WIDTHS = [(2, 2, True, 2), (3, 8, False, 8), (6, 6, True, 6), (8, 4, False, 16),
+          (16, 16, True, 16), (12, 2, False, 4)]
+
+
+@pytest.mark.parametrize("weight_bits, act_bits, act_signed, out_bits", WIDTHS)
+@pytest.mark.parametrize("weights", ["random", "sparse", "zero", "powers"])
+def test_unrolled_matches_reference(weight_bits, act_bits, act_signed, out_bits, weights):
+    rng = np.random.default_rng(weight_bits * 31 + act_bits + len(weights))
+    rounding = list(Rounding)[(weight_bits + act_bits) % 3]  # half up, half even, floor
+    layer = _layer(rng, weights, weight_bits=weight_bits, act_bits=act_bits,
+                   act_signed=act_signed, out_bits=out_bits, rounding=rounding)
+    for levels in (1, 4):
+        dut = _simulate(layer, levels, rng)
+        assert dut.latency == dut.netlist.stages + 1
+
+
+@pytest.mark.parametrize("rounding", [Rounding.HALF_UP, Rounding.HALF_EVEN, Rounding.FLOOR])
+def test_bias_fractions_and_relu(rounding):
+    rng = np.random.default_rng(3)
+    layer = crafted_layer(rng, 9, 4, weight_bits=5, act_bits=7, out_bits=8, relu=True,
+                          rounding=rounding)
+    fraction = rng.integers(-(1 << 14), 1 << 14, 4)
+    _simulate(dataclasses.replace(layer, bias_fraction=fraction), 3, rng)
+
+
+def test_fewer_levels_mean_more_stages():
+    rng = np.random.default_rng(4)
+    layer = crafted_layer(rng, 32, 6, weight_bits=6, act_bits=6)
+    stages = [Netlist(layer, levels).stages for levels in (1, 2, 4, 8, 64)]
+    assert stages == sorted(stages, reverse=True) and stages[0] > 3 * stages[-1]
+    assert levels_for(200, "xilinx-ultrascale") == 5 and levels_for(100, "ecp5") == 5
+    assert levels_for(1000, "ice40") == 1
+    with pytest.raises(HwgenError, match="positive number of MHz"):
+        levels_for(0)
+
+
+def test_zero_weights_cost_nothing_and_powers_of_two_are_wires():
+    rng = np.random.default_rng(5)
+    layer = crafted_layer(rng, 16, 8, weight_bits=8, act_bits=8)
+    dense = Netlist(layer, 4)
+    weight = layer.weight.copy()
+    weight[:, 4:] = 0
+    pruned = Netlist(dataclasses.replace(layer, weight=weight), 4)
+    assert pruned.adder_bits < 0.5 * dense.adder_bits
+    ones = dataclasses.replace(layer, weight=np.where(layer.weight > 0, 64, -32))
+    # every weight is ±2^k: the dot products need no fundamentals, one adder per extra term
+    powers = Netlist(ones, 4)
+    assert len([n for n in powers.adders if n.operands[0][0].op == "input"
+                and n.operands[1][0] is n.operands[0][0]]) == 0
+
+
+def test_verilog_size_follows_the_nonzero_weights():
+    rng = np.random.default_rng(6)
+    layer = crafted_layer(rng, 32, 16, weight_bits=6, act_bits=6)
+    weight = layer.weight.copy()
+    weight[rng.random(weight.shape) < 0.9] = 0
+    sizes = [len(verilog.convert(UnrolledDense(lay, 4), name="top").splitlines())
+             for lay in (layer, dataclasses.replace(layer, weight=weight))]
+    assert sizes[1] < 0.4 * sizes[0]
+
+
+def test_simplest_requant_is_exact_over_the_whole_range():
+    rng = np.random.default_rng(7)
+    for rounding in (Rounding.HALF_UP, Rounding.HALF_EVEN, Rounding.FLOOR):
+        layer = crafted_layer(rng, 8, 6, weight_bits=4, act_bits=4, out_bits=4, relu=True,
+                              rounding=rounding)
+        bound = 1 << (layer.acc_bits - 1)
+        sums = np.arange(-bound, bound)
+        for channel in range(6):
+            m, n, f = simplest_requant(layer, channel, -bound, bound - 1)
+            assert len(csd(m)) <= len(csd(int(layer.multiplier[channel])))
+            args = (layer.output.zero_point, layer.clamp_lo, layer.clamp_hi, rounding)
+            want = requantize(sums, layer.multiplier[channel], layer.shift[channel], *args)
+            np.testing.assert_array_equal(requantize(sums, m, n, *args, fraction=f), want)
+
+
+# -- the plan ---------------------------------------------------------------------------------------
+
+def _mlp():
+    rng = np.random.default_rng(8)
+    graph = hwgen.Graph("mlp")
+    x = graph.input((12,))
+    x = graph.relu(graph.dense(x, rng.normal(size=(10, 12)), rng.normal(size=10), name="fc1"))
+    x = graph.relu(graph.dense(x, rng.normal(size=(8, 10)), rng.normal(size=8), name="fc2"))
+    x = graph.dense(x, rng.normal(size=(4, 8)), rng.normal(size=4), name="fc3")
+    calib = rng.normal(size=(100, 12))
+    return hwgen.quantize(graph, calib, "w5a6"), calib
+
+
+def test_plan_unroll():
+    qgraph, _ = _mlp()
+    plan = hwgen.make_plan(qgraph, unroll="all")
+    assert [p.engine for p in plan.layers] == ["unrolled"] * 3
+    assert plan.initiation_interval == 1 and plan.multipliers == 0
+    assert plan.in_lanes == 12 and plan.out_lanes == 4
+    assert all(p.levels == levels_for(150) for p in plan.layers)
+    mixed = hwgen.make_plan(qgraph, {"fc2": "2x5"}, unroll="fc1,fc3", clock=300)
+    assert [p.engine for p in mixed.layers] == ["unrolled", "mac", "unrolled"]
+    assert mixed["fc1"].levels == levels_for(300)
+    pinned = hwgen.make_plan(qgraph, {"fc1": "unrolled"})
+    assert pinned["fc1"].engine == "unrolled" and pinned["fc1"].describe() == "unrolled"
+    board = hwgen.make_plan(qgraph, unroll=["fc1"], board="ultra96")
+    assert board["fc1"].levels == levels_for(board.board.target_mhz, "xilinx-ultrascale")
+    cost = board.cost()
+    assert cost.layers[0].lut > 0 and cost.layers[0].dsp == 0
+
+
+def test_plan_unroll_errors():
+    qgraph, _ = _mlp()
+    with pytest.raises(HwgenError, match="--unroll names 'fc9', which is no layer"):
+        hwgen.make_plan(qgraph, unroll="fc9")
+    with pytest.raises(HwgenError, match="must be a positive number of MHz"):
+        hwgen.make_plan(qgraph, unroll="all", clock=-5)
