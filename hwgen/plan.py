@@ -7,12 +7,17 @@ Every layer is its own engine; a :class:`Folding` ``(pe, simd)`` sizes it:
 - ``systolic`` (conv, groups = 1): ``pe`` rows (output channels) × ``simd`` columns (window
   elements) per cycle; legal when ``pe | out_channels`` and ``simd | kh·kw·C``.
 - ``depthwise`` (depthwise conv): ``pe`` channels per cycle, ``simd = 1``; ``pe | C``.
+- ``unrolled`` (dense, on request: ``make_plan(unroll=...)`` or the pin ``"unrolled"``): every
+  weight a constant in the logic (:mod:`hwgen.hw.unrolled`), the whole input vector per beat,
+  one vector per cycle; its pipeline registers follow the clock (``clock``, default the
+  board's target).
 - ``pool`` (max/average pool), ``gap`` (global average pool), ``add``: ``pe = simd`` lanes
   (channels per cycle); ``lanes | C``.
 
 Windowed layers (conv, depthwise, pool) also read their input ``in_lanes`` channels per beat
 (``in_lanes | C``). Cycles per frame, in steady state without stalls:
 
+- unrolled: 1;
 - mac: ``(in / simd) · (out / pe)``;
 - systolic: ``max(P · (K / simd) · (out / pe), window)`` with ``P`` output pixels and
   ``K = kh·kw·C``;
@@ -267,6 +272,30 @@ class Plan:
             if layer.name == name:
                 return layer
         raise HwgenError(f"no planned layer named {name!r}")
+
+    def unrolled_links(self):
+        """``{name: (start_level, registered)}`` of the unrolled layers: a layer whose only
+        input comes from an unrolled layer it alone reads continues that layer's last pipeline
+        stage (``start_level`` adder levels into it), and that layer leaves its outputs
+        unregistered; so a chain of unrolled layers is one pipeline (see
+        :class:`hwgen.hw.unrolled.UnrolledDense`)."""
+        from .cost import unrolled_netlist
+
+        links = {}
+        for layer_plan in self.layers:
+            if layer_plan.engine != "unrolled":
+                continue
+            start = 0
+            (tensor,) = layer_plan.layer.inputs
+            producer = links.get(tensor)
+            if producer is not None and len(self.qgraph.consumers(tensor)) == 1 \
+                    and self[tensor].levels == layer_plan.levels:
+                netlist = unrolled_netlist(self[tensor].layer, self[tensor].levels,
+                                           producer[0])
+                links[tensor] = (producer[0], False)
+                start = netlist.residual
+            links[layer_plan.name] = (start, True)
+        return links
 
     def fifo_depth(self, tensor, consumer):
         """Beats of FIFO on the edge ``tensor`` → ``consumer``: one image row for image tensors

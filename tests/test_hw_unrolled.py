@@ -87,7 +87,7 @@ def test_fewer_levels_mean_more_stages():
     layer = crafted_layer(rng, 32, 6, weight_bits=6, act_bits=6)
     stages = [Netlist(layer, levels).stages for levels in (1, 2, 4, 8, 64)]
     assert stages == sorted(stages, reverse=True) and stages[0] > 3 * stages[-1]
-    assert levels_for(200, "xilinx-ultrascale") == 5 and levels_for(100, "ecp5") == 5
+    assert levels_for(200, "xilinx-ultrascale") == 5 and levels_for(100, "ecp5") == 2
     assert levels_for(1000, "ice40") == 1
     with pytest.raises(HwgenError, match="positive number of MHz"):
         levels_for(0)
@@ -162,6 +162,19 @@ def test_plan_unroll():
     assert board["fc1"].levels == levels_for(board.board.target_mhz, "xilinx-ultrascale")
     cost = board.cost()
     assert cost.layers[0].lut > 0 and cost.layers[0].dsp == 0
+
+
+def test_a_chain_of_unrolled_layers_is_one_pipeline():
+    """Consecutive unrolled layers continue each other's last stage: all but the last leave
+    their outputs unregistered, and the next starts at the levels they used."""
+    qgraph, _ = _mlp()
+    plan = hwgen.make_plan(qgraph, unroll="all", clock=150)
+    links = plan.unrolled_links()
+    assert [links[name][1] for name in ("fc1", "fc2", "fc3")] == [False, False, True]
+    first = Netlist(qgraph["fc1"], plan["fc1"].levels)
+    assert links["fc2"][0] == first.residual and 0 < first.residual <= plan["fc1"].levels
+    mixed = hwgen.make_plan(qgraph, {"fc2": "2x5"}, unroll="fc1,fc3")
+    assert mixed.unrolled_links() == {"fc1": (0, True), "fc3": (0, True)}
 
 
 def test_plan_unroll_errors():

@@ -19,9 +19,10 @@ def _bytes_width(bits):
     return -(-bits // 8) * 8
 
 
-def make_block(layer_plan, *, target="generic"):
+def make_block(layer_plan, *, target="generic", link=(0, True)):
     """The engine of one :class:`~hwgen.plan.LayerPlan`, its multipliers built for ``target``
-    (imports are local so each engine's module loads only when a plan uses it)."""
+    (imports are local so each engine's module loads only when a plan uses it); ``link`` is an
+    unrolled layer's ``(start_level, registered)`` (:meth:`hwgen.plan.Plan.unrolled_links`)."""
     layer, engine = layer_plan.layer, layer_plan.engine
     if engine == "mac":
         from .mac_unit import MacUnit
@@ -29,7 +30,8 @@ def make_block(layer_plan, *, target="generic"):
                        multiplier=layer_plan.multiplier, pack=layer_plan.pack)
     if engine == "unrolled":
         from .unrolled import UnrolledDense
-        return UnrolledDense(layer, layer_plan.levels)
+        return UnrolledDense(layer, layer_plan.levels, start_level=link[0],
+                             registered=link[1])
     if engine in ("systolic", "depthwise"):
         from .conv import ConvLayer
         return ConvLayer(layer, (layer_plan.pe, layer_plan.simd), in_lanes=layer_plan.in_lanes,
@@ -112,7 +114,10 @@ class Accelerator(wiring.Component):
         qgraph = plan.qgraph
         self._in_shape = code_shape(qgraph.input)
         self._out_shape = code_shape(qgraph.output)
-        self._blocks = {p.name: make_block(p, target=self._target) for p in plan.layers}
+        links = plan.unrolled_links()
+        self._blocks = {p.name: make_block(p, target=self._target,
+                                           link=links.get(p.name, (0, True)))
+                        for p in plan.layers}
         self._edges = self._make_edges()
         in_width = _bytes_width(plan.in_lanes * self._in_shape.width)
         out_width = _bytes_width(plan.out_lanes * self._out_shape.width)
