@@ -13,8 +13,10 @@
    sized for the board (``make_plan(board=...)``): the initiation interval, frames/s at the
    board's target clock and the modelled share of its DSPs and LUTs (``hwgen.cost``); a model
    that does not fit says which resource runs out.
-5. Automatic bit allocation (``hwgen.choose_bits``, at most 1 point below float): on the digits
-   CNN (ranges from its calib.npz, accuracy on its 540 held-out images) and the digits MLP, the
+5. Automatic bit allocation (``hwgen.choose_bits``, at most 1 point below float, confirmed on
+   held-out data with a 95 % bound): on the digits CNN (ranges from its calib.npz, confirmed on
+   its 540 held-out images) and the digits MLP (too few samples to confirm 1 point: it warns
+   and keeps w8a8), the
    float, w8a8 and chosen accuracy from the integer reference, the chosen bits, mean weight bits
    and the bit-operations saved against w8a8, and the search time. ``--fast`` prints only the
    tables 4 and 5, which need no simulation.

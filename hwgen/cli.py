@@ -70,9 +70,14 @@ def _check_auto(args):
             raise HwgenError("--bits auto needs exactly one of --max-accuracy-drop POINTS and "
                              "--budget SPEC")
     elif (args.max_accuracy_drop is not None or args.budget is not None or args.eval
+          or args.holdout is not None or args.confidence is not None
           or args.objective != "bops"):
-        raise HwgenError("--max-accuracy-drop, --budget, --objective and --eval choose the "
-                         "bits: use them with --bits auto")
+        raise HwgenError("--max-accuracy-drop, --budget, --objective, --eval, --holdout and "
+                         "--confidence choose the bits: use them with --bits auto")
+    if args.eval and args.holdout is not None:
+        raise HwgenError("--holdout splits --calib to confirm the bits; with --eval DATA the "
+                         "bits are confirmed on DATA and all of --calib selects: give one of "
+                         "them")
     if args.objective == "fps" and not args.board:
         raise HwgenError("--objective fps scores bits by the frames/s of the plan sized for a "
                          "board: give --board")
@@ -94,22 +99,30 @@ def _fps_budget(budget):
 
 def _choose(args, graph, calibration, options):
     """``--bits auto``: by bit-operations (``choose_bits``), or, with ``--budget fps=N`` or
-    ``--objective fps``, by the frames/s of the plan sized for ``--board``."""
-    scored = args.eval or args.calib
-    data = load_calibration(scored, what="evaluation data")
+    ``--objective fps``, by the frames/s of the plan sized for ``--board``. The bits are
+    selected on ``--calib`` and confirmed on ``--eval`` if given, else on ``--holdout`` of
+    ``--calib`` set aside; all of ``--calib`` sets the ranges."""
+    if args.eval:
+        _labels(args.eval)  # integer classes, or a clear error
+    confirmation = dict(holdout=args.holdout, confirm=args.eval, progress=_progress)
+    if args.confidence is not None:
+        confirmation["confidence"] = args.confidence
     min_fps = _fps_budget(args.budget)
     if min_fps is None and args.objective != "fps":
-        return choose_bits(graph, data, _labels(scored), calibration=calibration,
-                           max_accuracy_drop=args.max_accuracy_drop, budget=args.budget,
-                           progress=_progress, **options)
-    if not args.board:
+        choice = choose_bits(graph, calibration, _labels(args.calib), calibration=calibration,
+                             max_accuracy_drop=args.max_accuracy_drop, budget=args.budget,
+                             **confirmation, **options)
+    elif not args.board:
         raise HwgenError("--budget fps=N scores bits by the frames/s of the plan sized for a "
                          "board: give --board")
-    return choose_bits_for_board(
-        graph, data, _labels(scored), calibration=calibration, board=args.board,
-        min_fps=min_fps, max_accuracy_drop=None if min_fps else args.max_accuracy_drop,
-        max_utilization=_utilization(args.max_utilization),
-        multiplier_kinds=args.multiplier_kinds, progress=_progress, **options)
+    else:
+        choice = choose_bits_for_board(
+            graph, calibration, _labels(args.calib), calibration=calibration, board=args.board,
+            min_fps=min_fps, max_accuracy_drop=None if min_fps else args.max_accuracy_drop,
+            max_utilization=_utilization(args.max_utilization),
+            multiplier_kinds=args.multiplier_kinds, **confirmation, **options)
+    _progress(f"chosen bits {choice.confirmation.summary()}")
+    return choice
 
 
 def cmd_build(args):
@@ -153,7 +166,8 @@ def cmd_build(args):
                          "pin a layer's kind in --folding (e.g. 'fc1=4x8:lut')")
     plan = make_plan(qgraph, args.folding, multipliers=args.multipliers, board=args.board,
                      max_utilization=_utilization(args.max_utilization),
-                     multiplier_kinds=args.multiplier_kinds, progress=_progress)
+                     multiplier_kinds=args.multiplier_kinds, unroll=args.unroll,
+                     clock=args.clock, progress=_progress)
     print(plan)
     if plan.board is not None:
         print(plan.cost())
@@ -285,12 +299,20 @@ def build_parser():
                             f"(default {DEFAULT_BITS}; float models only)")
     build.add_argument("--max-accuracy-drop", type=float, metavar="POINTS",
                        help="--bits auto: the fewest bit-operations losing at most this many "
-                            "accuracy points against the float model on --calib (labels 'y' "
-                            "if the .npz has them, else agreement with the float model)")
+                            "accuracy points against the float model (labels 'y' if the .npz "
+                            "has them, else agreement with the float model), selected on "
+                            "--calib and confirmed, with a confidence bound, on --eval or on "
+                            "a held-out part of --calib")
     build.add_argument("--eval", metavar="DATA",
-                       help="--bits auto: score accuracy on these inputs (.npz with 'x' and "
-                            "labels 'y', or .npy) instead of --calib, which still sets the "
-                            "ranges")
+                       help="--bits auto: confirm the bits on these inputs (.npz with 'x' and "
+                            "labels 'y' if --calib has labels, or .npy); all of --calib then "
+                            "selects, and --calib always sets the ranges")
+    build.add_argument("--holdout", type=float, metavar="FRACTION",
+                       help="--bits auto without --eval: the share of --calib held out to "
+                            "confirm the bits, stratified by label (default 0.5)")
+    build.add_argument("--confidence", type=float, metavar="LEVEL",
+                       help="--bits auto: confidence of the bound on the accuracy drop that "
+                            "confirms the bits (default 0.95)")
     build.add_argument("--budget", metavar="SPEC",
                        help="--bits auto: the best accuracy within a cost, e.g. 'bops=40%%', "
                             "'bops=1.2M', 'weights=16KiB', 'weight_bits=100000', or with "
@@ -303,6 +325,13 @@ def build_parser():
     build.add_argument("--folding",
                        help="per-layer PExSIMD, optionally with engine and multiplier kind: "
                             "'fc1=4x8,fc2=2x4:lut,conv1=systolic:4x9:dsp-packed' or a JSON file")
+    build.add_argument("--unroll", metavar="LAYERS",
+                       help="dense layers to build unrolled, their weights as constants in "
+                            "the logic at one input vector per cycle: 'all' or 'fc1,fc2' (same "
+                            "as --folding fc1=unrolled)")
+    build.add_argument("--clock", type=float, metavar="MHZ",
+                       help="the clock unrolled layers place their pipeline registers for "
+                            "(default: the --board's target clock, else 150)")
     build.add_argument("--multipliers", type=int,
                        help="multipliers of the largest layer under the default folding "
                             f"(default {DEFAULT_MULTIPLIERS}; not with --board)")

@@ -25,6 +25,9 @@ The steps (``docs/precision.md`` tells the whole story):
    answer whose *measured* accuracy meets the limit, in a bounded number of measurements; with a
    budget, the least-noise answer within the budget is measured. Results always report the
    measured accuracy, never a prediction.
+5. **Confirmation** (:mod:`hwgen.precision_holdout`). :func:`choose_bits` selects on one part
+   of its samples and confirms the answer on the other (or on separate data): the accuracy
+   drop's upper confidence bound there must meet the limit, or the search backs off.
 
 Metric: with labels ``y``, top-1 accuracy (``argmax`` of the output against ``y``); without,
 top-1 agreement with the float model's ``argmax``. For a model with one output value (regression)
@@ -34,6 +37,7 @@ batch) from its target (``y`` if given, else the float output). Accuracy drops a
 percentage points *below the float model's accuracy* on the same samples.
 """
 
+import copy
 import dataclasses
 import itertools
 import math
@@ -45,6 +49,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import HwgenError
+from .precision_holdout import (DEFAULT_CONFIDENCE, check_confidence, check_holdout,
+                                confirmation_parts, confirmed_search)
 from .qgraph import QGraph, check_bits
 from .quantize import PreparedCalibration, load_calibration, quantize
 from .reference import run_float, run_integer
@@ -329,6 +335,20 @@ class _Metric:
             return outputs.argmax(axis=1) == self.target
         return np.all(np.abs(outputs - self.target) <= self.limit, axis=1)
 
+    def subset(self, indices):
+        """This metric for the samples ``indices`` only."""
+        part = copy.copy(self)
+        part.target = self.target[indices]
+        return part
+
+    def like(self, float_out, y, tolerance):
+        """The same kind of metric for other samples; ``"close"`` keeps this limit, in output
+        units, rather than one from their own span."""
+        other = _Metric(self.kind, float_out, y, tolerance)
+        if self.kind == "close":
+            other.limit = self.limit
+        return other
+
 
 def _labels(y, samples, classes):
     y = np.asarray(y)
@@ -398,6 +418,17 @@ class _Evaluator:
     @property
     def samples(self):
         return len(self.x)
+
+    def subset(self, indices):
+        """This evaluator on the samples ``indices`` only: the same ranges and metric."""
+        part = copy.copy(self)
+        part.x, part.float_out = self.x[indices], self.float_out[indices]
+        part.metric = self.metric.subset(indices)
+        part.float_correct = int(part.metric.correct(part.float_out).sum())
+        part.float_power = max(float(np.var(part.float_out)), np.finfo(float).tiny)
+        part._cache = {}
+        part.base = part.measure(part.config({}))
+        return part
 
     def config(self, changes):
         """Bits for every layer that takes bits: the base, with ``changes`` ``{name: (w, a)}``
@@ -644,10 +675,14 @@ class BitChoice:
     """The outcome of :func:`choose_bits`.
 
     ``bits`` is what :func:`hwgen.quantize` takes. Accuracies are in percent, *measured* with the
-    integer reference on the evaluation samples: ``float_accuracy`` (the float model),
-    ``base_accuracy`` (uniform base bits, ``w8a8`` by default) and ``accuracy`` (the chosen bits).
-    ``bit_ops`` and ``weight_memory_bits`` are those of the chosen bits, ``base_*`` those of
-    uniform base bits. ``measurements``: solver answers measured; ``seconds``: the run time.
+    integer reference on the ``samples`` confirmation samples, which the search never scored
+    (without a ``confirmation``: on the evaluation samples): ``float_accuracy`` (the float
+    model), ``base_accuracy`` (uniform base bits, ``w8a8`` by default) and ``accuracy`` (the
+    chosen bits). ``confirmation`` (:class:`~hwgen.precision_holdout.Confirmation`) holds the
+    sizes of both parts, the accuracy's interval, the bound on the drop and whether it met the
+    limit. ``bit_ops`` and ``weight_memory_bits`` are those of the chosen bits, ``base_*`` those
+    of uniform base bits. ``measurements``: solver answers measured on the selection part;
+    ``seconds``: the run time.
     """
 
     graph_name: str
@@ -666,6 +701,7 @@ class BitChoice:
     measurements: int
     seconds: float
     sensitivity: Sensitivity = dataclasses.field(repr=False, compare=False, default=None)
+    confirmation: object = None
 
     @property
     def accuracy_drop(self):
@@ -691,12 +727,16 @@ class BitChoice:
     def table(self):
         """A readable summary and one line per layer."""
         base = self.sensitivity.settings.base_bits if self.sensitivity else 8
-        lines = [
-            f"bit allocation for {self.graph_name!r}: {self.objective}",
-            f"  {self.metric} on {self.samples} samples, measured with the integer reference:",
-            f"  float {self.float_accuracy:.2f} %, uniform w{base}a{base} "
-            f"{self.base_accuracy:.2f} %, chosen {self.accuracy:.2f} % "
-            f"({self.accuracy_drop:.2f} points below float)",
+        lines = [f"bit allocation for {self.graph_name!r}: {self.objective}"]
+        if self.confirmation is not None:
+            lines += self.confirmation.lines(self.metric, base)
+        else:
+            lines += [f"  {self.metric} on {self.samples} samples, measured with the integer "
+                      "reference:",
+                      f"  float {self.float_accuracy:.2f} %, uniform w{base}a{base} "
+                      f"{self.base_accuracy:.2f} %, chosen {self.accuracy:.2f} % "
+                      f"({self.accuracy_drop:.2f} points below float)"]
+        lines += [
             f"  bit-ops {self.bit_ops:,} vs {self.base_bit_ops:,} for w{base}a{base} "
             f"({self.bit_ops_saved:.1f} % fewer); weight memory {self.weight_memory_bits:,} vs "
             f"{self.base_weight_memory_bits:,} bits",
@@ -716,8 +756,10 @@ class BitChoice:
     def to_json(self):
         """Plain data for a manifest (without the sensitivity tables)."""
         data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
-                if field.name not in ("sensitivity", "layers")}
+                if field.name not in ("sensitivity", "layers", "confirmation")}
         data["layers"] = [dataclasses.asdict(layer) for layer in self.layers]
+        data["confirmation"] = (None if self.confirmation is None
+                                else self.confirmation.to_json())
         data.update(accuracy_drop=self.accuracy_drop, bit_ops_saved=self.bit_ops_saved,
                     mean_weight_bits=self.mean_weight_bits,
                     mean_weight_bits_per_layer=self.mean_weight_bits_per_layer)
@@ -746,11 +788,13 @@ def _changes(sensitivity, picks):
 class _Answer:
     picks: tuple
     measurement: _Measurement
+    index: int = None   # on the front, if it came from one
 
 
 def _measure_point(evaluator, sensitivity, front, index):
     picks = front.picks(index)
-    return _Answer(picks, evaluator.measure(evaluator.config(_changes(sensitivity, picks))))
+    return _Answer(picks, evaluator.measure(evaluator.config(_changes(sensitivity, picks))),
+                   index)
 
 
 def _search_drop(evaluator, sensitivity, front, max_lost, rounds, say):
@@ -798,7 +842,9 @@ def _check_target(max_accuracy_drop, budget):
     return parse_budget(budget)
 
 
-def _choice(evaluator, sensitivity, answer, objective, measurements, started):
+def _choice(evaluator, sensitivity, answer, objective, measurements, started,
+            confirmation=None):
+    """The :class:`BitChoice` of ``answer``; its accuracies are ``confirmation``'s when given."""
     qgraph = answer.measurement.qgraph
     layers = []
     for layer, j in zip(sensitivity.layers, answer.picks):
@@ -809,16 +855,18 @@ def _choice(evaluator, sensitivity, answer, objective, measurements, started):
             bit_ops=qlayer.macs * qlayer.weight_bits * qlayer.act_bits,
             weight_memory_bits=qlayer.weight.size * qlayer.weight_bits,
             drop_alone=sensitivity.drop(layer.options[j])))
+    scored = sensitivity if confirmation is None else confirmation
     return BitChoice(
         graph_name=evaluator.graph.name,
         bits=evaluator.config(_changes(sensitivity, answer.picks)), layers=tuple(layers),
-        objective=objective, metric=sensitivity.metric, samples=sensitivity.samples,
-        float_accuracy=sensitivity.float_accuracy, base_accuracy=sensitivity.base_accuracy,
-        accuracy=evaluator.percent(answer.measurement.correct), bit_ops=bit_ops(qgraph),
+        objective=objective, metric=sensitivity.metric, samples=scored.samples,
+        float_accuracy=scored.float_accuracy, base_accuracy=scored.base_accuracy,
+        accuracy=(evaluator.percent(answer.measurement.correct) if confirmation is None
+                  else confirmation.accuracy), bit_ops=bit_ops(qgraph),
         base_bit_ops=sensitivity.base_bit_ops, weight_memory_bits=weight_memory_bits(qgraph),
         base_weight_memory_bits=sensitivity.base_weight_memory_bits,
         measurements=measurements, seconds=time.perf_counter() - started,
-        sensitivity=sensitivity)
+        sensitivity=sensitivity, confirmation=confirmation)
 
 
 def _base_answer(evaluator, sensitivity):
@@ -830,25 +878,65 @@ def _base_answer(evaluator, sensitivity):
     return _Answer(picks, evaluator.base)
 
 
-def _choose_within_drop(evaluator, sensitivity, max_drop, cost, rounds, say, started):
+def _confirm(evaluator, confirmer, answer, fallback=False):
+    return confirmer(answer.measurement.qgraph, evaluator.percent(answer.measurement.correct),
+                     evaluator.percent(evaluator.float_correct), fallback)
+
+
+def _keep_base(evaluator, sensitivity, confirmer, confirmation, max_lost, max_drop, say):
+    """Uniform base bits and their confirmation, when no lower bits were confirmed; an error
+    when the search found nothing to confirm because the base bits lose too much already."""
+    base = sensitivity.settings.base_bits
+    lost = sensitivity.float_correct - sensitivity.base_correct
+    searched = confirmer.note is None
+    if searched and confirmation is None and lost > max_lost:
+        raise HwgenError(
+            f"uniform w{base}a{base} already loses {100 * lost / sensitivity.samples:.2f} "
+            f"points against the float model, more than the allowed {max_drop:g}; allow a "
+            "larger drop, raise the base bits or try another calibration method")
+    say(("the limit cannot be confirmed on these samples" if not searched else
+         "no front point met the limit" if confirmation is None else
+         "no lower bits were confirmed") + f"; keeping uniform w{base}a{base}")
+    answer = _base_answer(evaluator, sensitivity)
+    confirmation = _confirm(evaluator, confirmer, answer, fallback=True)
+    return answer, confirmation
+
+
+def _choose_within_drop(evaluator, sensitivity, confirmer, max_drop, cost, rounds, say,
+                        started):
     max_lost = math.floor(max_drop * sensitivity.samples / 100 + 1e-9)
     front = _knapsack(sensitivity, cost)
-    answer, used = _search_drop(evaluator, sensitivity, front, max_lost, rounds, say)
-    base = sensitivity.settings.base_bits
+    used = 0
+
+    def search(limit):
+        nonlocal used
+        answer, measured = _search_drop(evaluator, sensitivity, front, limit, rounds, say)
+        used += measured
+        if answer is None:
+            return None
+        return answer, sensitivity.float_correct - answer.measurement.correct
+
+    def step_up(answer):
+        # Half way from a failed answer to the least-noise end of the front.
+        last = len(front) - 1
+        if answer.index is None or answer.index >= last:
+            return None
+        return _measure_point(evaluator, sensitivity, front,
+                              answer.index + (last - answer.index + 1) // 2)
+
+    answer, confirmation = None, None
+    if confirmer.note is None:
+        answer, confirmation = confirmed_search(
+            search, lambda answer: _confirm(evaluator, confirmer, answer), max_lost, say,
+            step_up)
     if answer is None:
-        lost = sensitivity.float_correct - sensitivity.base_correct
-        if lost > max_lost:
-            raise HwgenError(
-                f"uniform w{base}a{base} already loses {100 * lost / sensitivity.samples:.2f} "
-                f"points against the float model, more than the allowed {max_drop:g}; allow a "
-                "larger drop, raise the base bits or try another calibration method")
-        say(f"no front point met the limit; keeping uniform w{base}a{base}")
-        answer = _base_answer(evaluator, sensitivity)
+        answer, confirmation = _keep_base(evaluator, sensitivity, confirmer, confirmation,
+                                          max_lost, max_drop, say)
     objective = f"at most {max_drop:g} points below float, fewest {cost}"
-    return _choice(evaluator, sensitivity, answer, objective, used, started)
+    return _choice(evaluator, sensitivity, answer, objective, used, started, confirmation)
 
 
-def _choose_within_budget(evaluator, sensitivity, budget, say, started):
+def _choose_within_budget(evaluator, sensitivity, confirmer, budget, say, started):
     front = _knapsack(sensitivity, budget.kind)
     base_cost = (sensitivity.base_bit_ops if budget.kind == "bops"
                  else sensitivity.base_weight_memory_bits)
@@ -861,8 +949,9 @@ def _choose_within_budget(evaluator, sensitivity, budget, say, started):
     answer = _measure_point(evaluator, sensitivity, front, index)
     say(f"least-noise answer within {limit:,} {budget.kind}: "
         f"{evaluator.percent(answer.measurement.correct):.2f} %")
+    confirmation = _confirm(evaluator, confirmer, answer)
     objective = f"budget {budget} ({limit:,} {budget.kind}), best accuracy"
-    return _choice(evaluator, sensitivity, answer, objective, 1, started)
+    return _choice(evaluator, sensitivity, answer, objective, 1, started, confirmation)
 
 
 def _check_cost(cost):
@@ -879,20 +968,41 @@ def _start(graph, x, y, calibration, progress, *settings):
     return evaluator, _measure(evaluator, say), say
 
 
+def _start_confirmed(graph, x, y, calibration, progress, confirm, holdout, seed, confidence,
+                     max_drop, *settings):
+    """:func:`_start` for a choice confirmed on samples the search never scores
+    (:func:`~hwgen.precision_holdout.confirmation_parts`): the selection part's evaluator and
+    sensitivity, the confirmation part's :class:`~hwgen.precision_holdout.Confirmer` and the
+    progress function. Ranges come from ``calibration``, else from all of ``x``."""
+    say = _say(progress)
+    if isinstance(x, (str, Path)):
+        x, y = _load_samples(x, y)
+    whole = _Evaluator(graph, x, y, calibration, _settings(*settings))
+    evaluator, confirmer = confirmation_parts(whole, y is not None, confirm, holdout, seed,
+                                              confidence, max_drop, say)
+    return evaluator, _measure(evaluator, say), confirmer, say
+
+
 def choose_bits(graph, x, y=None, *, max_accuracy_drop=None, budget=None, cost="bops",
                 calibration=None, weight_choices=DEFAULT_CHOICES, act_choices=DEFAULT_CHOICES,
                 base_bits=8, output_bits=8, calibration_method="minmax", percentile=99.99,
                 weight_granularity="channel", metric="auto", tolerance=0.05,
-                rounds=DEFAULT_ROUNDS, progress=None):
+                rounds=DEFAULT_ROUNDS, holdout=None, confirm=None,
+                confidence=DEFAULT_CONFIDENCE, seed=0, progress=None):
     """Per-layer bits for ``graph``: the fewest bit-operations within an accuracy-drop limit,
-    or the best accuracy within a budget.
+    or the best accuracy within a budget, selected on one part of the data and confirmed on
+    another (:mod:`hwgen.precision_holdout`).
 
     Parameters
     ----------
     graph, x, y, calibration : as :func:`measure_sensitivity`. Quantize the result with the
-        same calibration inputs and options: ``quantize(graph, x, choice.bits, ...)``.
+        same calibration inputs and options: ``quantize(graph, x, choice.bits, ...)`` (without
+        ``calibration``, all of ``x`` sets the ranges, the held-out part included).
     max_accuracy_drop : float
-        Points the chosen bits may lose against the float model's accuracy (measured on ``x``).
+        Points the chosen bits may lose against the float model's accuracy. The search selects
+        on its part of the samples; the answer is returned when the upper confidence bound of
+        its drop on the confirmation samples is at most this, else the search backs off (to
+        uniform base bits at worst, which the result then says).
     budget : str or Budget
         ``"bops=50%"``, ``"bops=1.2M"``, ``"weights=16KiB"``, ``"weight_bits=100000"`` (see
         :func:`parse_budget`). Exactly one of ``max_accuracy_drop`` and ``budget``.
@@ -900,27 +1010,44 @@ def choose_bits(graph, x, y=None, *, max_accuracy_drop=None, budget=None, cost="
         What ``max_accuracy_drop`` minimizes.
     rounds : int
         At most this many solver answers are measured in the search for the accuracy limit
-        (default 16: a bisection over a front of up to 2^15 points).
+        (default 16: a bisection over a front of up to 2^15 points) per selection limit.
+    holdout : float in (0, 1)
+        The share of ``x`` held out for the confirmation (default 0.5), stratified by label (or
+        by the float model's class without labels); not with ``confirm``.
+    confirm : array, ``(inputs, labels)`` or path to ``.npy``/``.npz``, optional
+        Separate confirmation samples; all of ``x`` then selects. Labels for both or neither.
+    confidence : float
+        Of the bound on the drop and of the accuracy's interval (default 0.95).
+    seed : int
+        Of the split.
     other parameters : as :func:`measure_sensitivity`.
 
     Returns
     -------
-    :class:`BitChoice`, whose accuracy is measured with the integer reference, never predicted.
+    :class:`BitChoice`, whose accuracies are measured with the integer reference on the
+    confirmation samples, never predicted; ``choice.confirmation`` has the details.
     Raises :class:`HwgenError` when nothing meets the target (the budget is below the cheapest
-    choice, or even the uniform base bits lose more than ``max_accuracy_drop``).
+    choice, or even the uniform base bits lose more than ``max_accuracy_drop``) or when there
+    are too few samples to split. When the confirmation part is too small to ever confirm
+    ``max_accuracy_drop``, a :class:`~hwgen.errors.HwgenWarning` says how many samples it
+    takes, and uniform base bits are returned without a search.
     """
     started = time.perf_counter()
     target = _check_target(max_accuracy_drop, budget)
     _check_cost(cost)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise HwgenError(f"rounds must be a positive integer, not {rounds!r}")
-    evaluator, sensitivity, say = _start(
-        graph, x, y, calibration, progress, weight_choices, act_choices, base_bits, output_bits,
+    if holdout is not None:
+        check_holdout(holdout)
+    check_confidence(confidence)
+    evaluator, sensitivity, confirmer, say = _start_confirmed(
+        graph, x, y, calibration, progress, confirm, holdout, seed, confidence,
+        max_accuracy_drop, weight_choices, act_choices, base_bits, output_bits,
         calibration_method, percentile, weight_granularity, metric, tolerance)
     if target is None:
-        return _choose_within_drop(evaluator, sensitivity, max_accuracy_drop, cost, rounds, say,
-                                   started)
-    return _choose_within_budget(evaluator, sensitivity, target, say, started)
+        return _choose_within_drop(evaluator, sensitivity, confirmer, max_accuracy_drop, cost,
+                                   rounds, say, started)
+    return _choose_within_budget(evaluator, sensitivity, confirmer, target, say, started)
 
 
 # -- Pareto front ---------------------------------------------------------------------------------

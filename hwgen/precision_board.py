@@ -13,7 +13,10 @@ search ``hwgen build --board`` runs) and scored by its initiation interval:
    reaches ``min_fps``.
 3. ``min_fps``: the least-noise point that reaches it is measured with the integer reference.
    ``max_accuracy_drop``: points are measured fastest first until one loses at most that many
-   points against the float model (at most ``rounds`` measurements).
+   points against the float model on the selection samples (at most ``rounds`` measurements)
+   and its drop is confirmed on the held-out samples (:mod:`hwgen.precision_holdout`); after a
+   failed confirmation the selection limit tightens and the scan goes on towards slower points,
+   and when none is confirmed uniform base bits are kept, planned for the board like the rest.
 
 Bit-operations stay a reported figure (:class:`~hwgen.precision.BitChoice`); ``plan`` holds the
 chosen bits' sized plan and ``frames_per_second`` its rate at the board's target clock.
@@ -26,8 +29,10 @@ import time
 from .board import get_board
 from .errors import HwgenError
 from .plan import DEFAULT_MAX_UTILIZATION, make_plan
-from .precision import (DEFAULT_CHOICES, DEFAULT_ROUNDS, _changes, _choice, _knapsack,
-                        _measure_point, _start)
+from .precision import (DEFAULT_CHOICES, DEFAULT_ROUNDS, _changes, _choice, _confirm,
+                        _keep_base, _knapsack, _measure_point, _start_confirmed)
+from .precision_holdout import DEFAULT_CONFIDENCE, check_confidence, check_holdout, \
+    confirmed_search
 
 __all__ = ["BoardBitChoice", "choose_bits_for_board", "DEFAULT_SAMPLES"]
 
@@ -131,6 +136,7 @@ def choose_bits_for_board(graph, x, y=None, *, board, min_fps=None, max_accuracy
                           weight_granularity="channel", metric="auto", tolerance=0.05,
                           rounds=DEFAULT_ROUNDS, samples=DEFAULT_SAMPLES,
                           max_utilization=DEFAULT_MAX_UTILIZATION, multiplier_kinds=None,
+                          holdout=None, confirm=None, confidence=DEFAULT_CONFIDENCE, seed=0,
                           progress=None):
     """Per-layer bits scored by the frames/s of the plan sized for ``board`` (see the module
     doc): the best accuracy that reaches ``min_fps`` frames/s, or the most frames/s within
@@ -138,9 +144,10 @@ def choose_bits_for_board(graph, x, y=None, *, board, min_fps=None, max_accuracy
 
     ``max_utilization`` and ``multiplier_kinds`` are passed to :func:`hwgen.make_plan`;
     ``samples`` front points are planned before the bisection; the other parameters are
-    :func:`hwgen.choose_bits`'s. Returns a :class:`BoardBitChoice`; raises
+    :func:`hwgen.choose_bits`'s, the selection/confirmation split (``holdout``, ``confirm``,
+    ``confidence``, ``seed``) included. Returns a :class:`BoardBitChoice`; raises
     :class:`HwgenError` when no candidate reaches ``min_fps`` (naming the fastest found) or
-    none of the measured ones keeps within ``max_accuracy_drop``.
+    none of the measured ones keeps within ``max_accuracy_drop`` on the selection samples.
     """
     started = time.perf_counter()
     board = get_board(board)
@@ -152,8 +159,12 @@ def choose_bits_for_board(graph, x, y=None, *, board, min_fps=None, max_accuracy
         raise HwgenError(f"min_fps must be a positive number of frames/s, not {min_fps!r}")
     if samples < 2:
         raise HwgenError(f"samples must be at least 2, not {samples!r}")
-    evaluator, sensitivity, say = _start(
-        graph, x, y, calibration, progress, weight_choices, act_choices, base_bits, output_bits,
+    if holdout is not None:
+        check_holdout(holdout)
+    check_confidence(confidence)
+    evaluator, sensitivity, confirmer, say = _start_confirmed(
+        graph, x, y, calibration, progress, confirm, holdout, seed, confidence,
+        max_accuracy_drop, weight_choices, act_choices, base_bits, output_bits,
         calibration_method, percentile, weight_granularity, metric, tolerance)
     front = _knapsack(sensitivity, "bops")
     planner = _Planner(evaluator, sensitivity, front, board,
@@ -170,31 +181,65 @@ def choose_bits_for_board(graph, x, y=None, *, board, min_fps=None, max_accuracy
                 f"{board.target_mhz:g} MHz); lower the target, allow lower bit widths "
                 f"({', '.join(map(str, weight_choices))} now) or pick a larger board")
         answer = _measure_point(evaluator, sensitivity, front, index)
+        confirmation = _confirm(evaluator, confirmer, answer)
         objective = (f"at least {min_fps:,.0f} frames/s on {board.name} "
                      f"({planner.rate(index):,.0f} reached), best accuracy")
-        measured = 1
-    else:
-        max_lost = math.floor(max_accuracy_drop * sensitivity.samples / 100 + 1e-9)
-        candidates = sorted((i for i in indices if planner.rate(i) > 0),
-                            key=lambda i: (-planner.rate(i), -i))
-        answer, measured = None, 0
-        for index in candidates[:rounds]:
+        choice = _choice(evaluator, sensitivity, answer, objective, 1, started, confirmation)
+        return BoardBitChoice(choice, planner.plans[index], planner.rate(index),
+                              len(planner.plans))
+    return _fastest_within_drop(evaluator, sensitivity, confirmer, front, planner, indices,
+                                max_accuracy_drop, rounds, say, started)
+
+
+def _fastest_within_drop(evaluator, sensitivity, confirmer, front, planner, indices, max_drop,
+                         rounds, say, started):
+    """Front points fastest first, each measured on the selection samples; the first within
+    the selection limit is confirmed, and after a failure the scan goes on with a tighter
+    limit, at the floor with the next point that loses nothing on the selection
+    (:func:`~hwgen.precision_holdout.confirmed_search`)."""
+    board = planner.board
+    max_lost = math.floor(max_drop * sensitivity.samples / 100 + 1e-9)
+    candidates = iter(sorted((i for i in indices if planner.rate(i) > 0),
+                             key=lambda i: (-planner.rate(i), -i))[:rounds])
+    measured = 0
+
+    def search(limit):
+        nonlocal measured
+        for index in candidates:
             trial = _measure_point(evaluator, sensitivity, front, index)
             measured += 1
             lost = sensitivity.float_correct - trial.measurement.correct
             say(f"front point {index + 1}: {planner.rate(index):,.0f} frames/s, "
                 f"{evaluator.percent(trial.measurement.correct):.2f} %, "
-                f"{'meets' if lost <= max_lost else 'misses'} the limit")
-            if lost <= max_lost:
-                answer = trial
-                break
-        if answer is None:
-            raise HwgenError(
-                f"none of the {measured} fastest bit choices planned for {board.name} keeps "
-                f"within {max_accuracy_drop:g} points of the float model; allow a larger drop, "
-                "more rounds, or higher bit widths")
-        objective = (f"at most {max_accuracy_drop:g} points below float, most frames/s on "
-                     f"{board.name} ({planner.rate(index):,.0f})")
-    choice = _choice(evaluator, sensitivity, answer, objective, measured, started)
-    plan = planner.plans[index]
-    return BoardBitChoice(choice, plan, planner.rate(index), len(planner.plans))
+                f"{'meets' if lost <= limit else 'misses'} the limit")
+            if lost <= limit:
+                return (index, trial), lost
+        return None
+
+    def step_up(_):
+        # Towards more bits: the next slower candidate that loses nothing on the selection.
+        found = search(0)
+        return None if found is None else found[0]
+
+    found, confirmation = None, None
+    if confirmer.note is None:
+        found, confirmation = confirmed_search(
+            search, lambda found: _confirm(evaluator, confirmer, found[1]), max_lost, say,
+            step_up)
+    if found is None and confirmation is None and confirmer.note is None:
+        raise HwgenError(
+            f"none of the {measured} fastest bit choices planned for {board.name} keeps "
+            f"within {max_drop:g} points of the float model; allow a larger drop, "
+            "more rounds, or higher bit widths")
+    if found is None:
+        answer, confirmation = _keep_base(evaluator, sensitivity, confirmer, confirmation,
+                                          max_lost, max_drop, say)
+        plan = make_plan(answer.measurement.qgraph, board=board, **planner.plan_options)
+    else:
+        index, answer = found
+        plan = planner.plans[index]
+    rate = planner._rate(plan)
+    objective = (f"at most {max_drop:g} points below float, most frames/s on {board.name} "
+                 f"({rate:,.0f})")
+    choice = _choice(evaluator, sensitivity, answer, objective, measured, started, confirmation)
+    return BoardBitChoice(choice, plan, rate, len(planner.plans))

@@ -183,3 +183,18 @@ def test_plan_unroll_errors():
         hwgen.make_plan(qgraph, unroll="fc9")
     with pytest.raises(HwgenError, match="must be a positive number of MHz"):
         hwgen.make_plan(qgraph, unroll="all", clock=-5)
+
+
+def test_cli_unroll(tmp_path, capsys):
+    from pathlib import Path
+    from hwgen.cli import main
+    example = Path(__file__).resolve().parent.parent / "examples" / "digits_mlp"
+    args = ["build", str(example / "digits_mlp.onnx"), "--calib", str(example / "calib.npz"),
+            "--bits", "w3a4", "--frames", "4"]
+    assert main(args + ["-o", str(tmp_path / "a"), "--unroll", "all", "--clock", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "II 1 cycles/frame" in out and out.count("unrolled") >= 3
+    report = (tmp_path / "a" / "report.md").read_text()
+    assert "ns at 100 MHz" in report
+    assert main(args + ["-o", str(tmp_path / "b"), "--unroll", "nope"]) == 1
+    assert "--unroll names 'nope', which is no layer" in capsys.readouterr().err
