@@ -974,6 +974,9 @@ def _start_confirmed(graph, x, y, calibration, progress, confirm, holdout, seed,
     (:func:`~hwgen.precision_holdout.confirmation_parts`): the selection part's evaluator and
     sensitivity, the confirmation part's :class:`~hwgen.precision_holdout.Confirmer` and the
     progress function. Ranges come from ``calibration``, else from all of ``x``."""
+    if holdout is not None:
+        check_holdout(holdout)
+    check_confidence(confidence)
     say = _say(progress)
     if isinstance(x, (str, Path)):
         x, y = _load_samples(x, y)
@@ -1037,9 +1040,6 @@ def choose_bits(graph, x, y=None, *, max_accuracy_drop=None, budget=None, cost="
     _check_cost(cost)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise HwgenError(f"rounds must be a positive integer, not {rounds!r}")
-    if holdout is not None:
-        check_holdout(holdout)
-    check_confidence(confidence)
     evaluator, sensitivity, confirmer, say = _start_confirmed(
         graph, x, y, calibration, progress, confirm, holdout, seed, confidence,
         max_accuracy_drop, weight_choices, act_choices, base_bits, output_bits,

@@ -31,8 +31,7 @@ from .errors import HwgenError
 from .plan import DEFAULT_MAX_UTILIZATION, make_plan
 from .precision import (DEFAULT_CHOICES, DEFAULT_ROUNDS, _changes, _choice, _confirm,
                         _keep_base, _knapsack, _measure_point, _start_confirmed)
-from .precision_holdout import DEFAULT_CONFIDENCE, check_confidence, check_holdout, \
-    confirmed_search
+from .precision_holdout import DEFAULT_CONFIDENCE, confirmed_search
 
 __all__ = ["BoardBitChoice", "choose_bits_for_board", "DEFAULT_SAMPLES"]
 
@@ -159,9 +158,6 @@ def choose_bits_for_board(graph, x, y=None, *, board, min_fps=None, max_accuracy
         raise HwgenError(f"min_fps must be a positive number of frames/s, not {min_fps!r}")
     if samples < 2:
         raise HwgenError(f"samples must be at least 2, not {samples!r}")
-    if holdout is not None:
-        check_holdout(holdout)
-    check_confidence(confidence)
     evaluator, sensitivity, confirmer, say = _start_confirmed(
         graph, x, y, calibration, progress, confirm, holdout, seed, confidence,
         max_accuracy_drop, weight_choices, act_choices, base_bits, output_bits,
