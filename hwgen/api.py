@@ -21,11 +21,12 @@ from .errors import HwgenError
 from .frontends import is_quantized, load_onnx, load_quantized_onnx
 from .frontends.onnx_common import _identifier, _read as _read_onnx
 from .graph import Graph
+from .notebook import progress_callback
 from .qgraph import QGraph, add_argmax
 from .quantize import load_calibration
 from .reference import run_integer
 
-__all__ = ["load", "simulate", "with_argmax"]
+__all__ = ["load", "load_labels", "simulate", "with_argmax"]
 
 
 def load(model, name=None, *, argmax=False):
@@ -71,6 +72,26 @@ def _fresh_name(graph, base):
     return name
 
 
+def load_labels(path):
+    """The integer class labels ``y`` of an ``.npz`` file, or ``None`` (a ``.npy`` file, or
+    an ``.npz`` without ``y``)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        if "y" not in data.files:
+            return None
+        try:
+            labels = data["y"]
+        except ValueError as error:  # an object array
+            raise HwgenError(f"cannot read the labels 'y' of {str(path)!r}: {error}; store "
+                             "integer class labels") from None
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise HwgenError(f"the labels 'y' of {str(path)!r} must be integer classes, not "
+                         f"{labels.dtype}")
+    return labels
+
+
 def load_inputs(inputs):
     """Float inputs from an array or a ``.npy``/``.npz`` path: at least one frame, all finite."""
     if isinstance(inputs, (str, Path)):
@@ -104,8 +125,9 @@ def simulate(design, inputs=None, *, frames=None, simulator="verilator", waves=F
     waves : bool
         Dump a waveform into the run folder.
     seed, stall : random stall pattern (probability of a gap/back-pressure per cycle).
-    progress : callable(str), optional
-        Receives progress lines.
+    progress : callable(str) or True, optional
+        Receives progress lines (building, cached build, simulating, simulated); ``True``
+        shows them on a progress bar (:class:`hwgen.notebook.StepBar`).
 
     Returns
     -------
@@ -130,5 +152,9 @@ def simulate(design, inputs=None, *, frames=None, simulator="verilator", waves=F
     if len(codes) == 0:
         raise HwgenError("there are no frames to simulate")
     verilog_path = folder / manifest["verilog"]
-    return run_simulation(verilog_path, manifest, codes, expected, simulator=simulator,
-                          waves=waves, seed=seed, stall=stall, progress=progress)
+    say, close = progress_callback(progress, f"simulate {manifest['top']}")
+    try:
+        return run_simulation(verilog_path, manifest, codes, expected, simulator=simulator,
+                              waves=waves, seed=seed, stall=stall, progress=say)
+    finally:
+        close()

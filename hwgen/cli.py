@@ -1,4 +1,5 @@
-"""``hwgen build``, ``hwgen sim`` and ``hwgen check``: thin wrappers over the notebook API.
+"""``hwgen build``, ``sim``, ``synth``, ``check`` and ``explore``: thin wrappers over the
+notebook API.
 
 A user error (:class:`~hwgen.errors.HwgenError`) is printed as one line, ``hwgen: error: …``,
 without a traceback; the exit status is 1 for errors, 2 for bad command lines and 3 when a
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .api import load_inputs, load, simulate
+from .api import load_inputs, load, load_labels as _labels, simulate
 from .emit import generate
 from .errors import HwgenError, HwgenWarning
 from .hw.dsp import TARGETS
@@ -32,24 +33,6 @@ EXIT_ERROR, EXIT_MISMATCH = 1, 3
 
 def _progress(message):
     print(f"hwgen: {message}", file=sys.stderr, flush=True)
-
-
-def _labels(path):
-    path = Path(path)
-    if path.suffix != ".npz":
-        return None
-    with np.load(path, allow_pickle=False) as data:
-        if "y" not in data.files:
-            return None
-        try:
-            labels = data["y"]
-        except ValueError as error:  # an object array
-            raise HwgenError(f"cannot read the labels 'y' of {str(path)!r}: {error}; store "
-                             "integer class labels") from None
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise HwgenError(f"the labels 'y' of {str(path)!r} must be integer classes, not "
-                         f"{labels.dtype}")
-    return labels
 
 
 def _check_output(folder):
@@ -276,6 +259,41 @@ def cmd_run(args):
     return 0 if result.passed else EXIT_MISMATCH
 
 
+def _split(text):
+    """``"w8a8,w4a4"`` → ``["w8a8", "w4a4"]``; ``;`` separates foldings (which hold commas)."""
+    separator = ";" if ";" in text else ","
+    return [part.strip() for part in text.split(separator) if part.strip()]
+
+
+def _number(value):
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def cmd_explore(args):
+    from .explore import explore
+
+    _check_output(args.output)
+    parallelism = [int(p) if p.isdigit() else p for p in _split(args.parallelism)]
+    result = explore(
+        args.model, args.calib, test=args.eval, bits=_split(args.bits), parallelism=parallelism,
+        boards=_split(args.boards),
+        multiplier_kinds=[None if k == "default" else k for k in args.multiplier_kinds.split(";")],
+        unroll=[None if u == "none" else u for u in args.unroll.split(";")],
+        targets=[None if t == "auto" else t for t in _split(args.target)],
+        output_bits=args.output_bits, synth=args.synth, sim=args.sim,
+        sim_frames=args.sim_frames, out=args.output, cache=not args.no_cache,
+        client=args.scheduler, workers=args.workers, progress=True)
+    shown = [c for c in ("bits", "parallelism", "board", "accuracy", "lut", "dsp", "bram",
+                         "fits", "ii", "frames_per_s", "energy_nj", "error")
+             if c in result.frame.columns]
+    table = result.frame[shown].copy()
+    table["error"] = table["error"].str.slice(0, 60)
+    print(table.to_string(index=False, float_format=_number))
+    print(result.summary())
+    print(f"wrote {Path(args.output) / 'results.csv'}, report.html and plots")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="hwgen", description="Trained network in, verified FPGA accelerator out.")
@@ -402,6 +420,51 @@ def build_parser():
                      help="seconds to wait for a frame's answer (default: 1 s plus twice the "
                           "frame's time on the line)")
     run.set_defaults(run=cmd_run)
+
+    explore = commands.add_parser(
+        "explore", help="sweep bits × parallelism × boards: accuracy, resources, frames/s, "
+                        "energy; CSV, plots and an HTML report")
+    explore.add_argument("model", help="a float ONNX file")
+    explore.add_argument("--calib", required=True,
+                         help="calibration inputs: .npy, or .npz with 'x' (and labels 'y', "
+                              "which auto bits select on)")
+    explore.add_argument("--eval", metavar="DATA",
+                         help="evaluation inputs, .npz with 'x' and labels 'y' (default: "
+                              "--calib): accuracy is measured on them")
+    explore.add_argument("-o", "--output", required=True,
+                         help="folder for results.csv, report.html, plots and the cache")
+    explore.add_argument("--bits", default="w8a8",
+                         help="comma-separated bit settings: 'w8a8,w4a4', JSON files of layers, "
+                              "'auto:drop=1', 'auto:bops=40%%', 'auto:fps=20000' (default w8a8)")
+    explore.add_argument("--parallelism", default="fit",
+                         help="comma-separated: 'fit' (the fastest plan that fits the board), "
+                              "multiplier targets such as 8,32, or foldings separated by ';' "
+                              "('fc1=4x8,fc2=2x4;fc1=2x4,fc2=1x4') (default fit)")
+    explore.add_argument("--boards", default="ulx3s_85f",
+                         help="comma-separated board names (see `hwgen boards`)")
+    explore.add_argument("--multiplier-kinds", default="default",
+                         help="';'-separated multiplier kinds: 'default;dsp;lut' or, for fit, "
+                              "lists such as 'dsp,lut' (default: the engines' defaults)")
+    explore.add_argument("--unroll", default="none",
+                         help="';'-separated: 'none', 'all' or dense layers 'fc1,fc2'")
+    explore.add_argument("--target", default="auto",
+                         help="comma-separated: auto, generic, ecp5 (how multipliers are built)")
+    explore.add_argument("--output-bits", type=int, default=8,
+                         help="bits of the last layer's output codes (default 8)")
+    explore.add_argument("--synth", action="store_true",
+                         help="also synthesize every point (yosys/nextpnr: counts and fmax)")
+    explore.add_argument("--sim", action="store_true",
+                         help="also simulate every point (cocotb/Verilator: II and latency)")
+    explore.add_argument("--sim-frames", type=int, default=8,
+                         help="test frames per simulated design (default 8)")
+    explore.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                         help="run the points on this Dask scheduler (pip install "
+                              "'hwgen[dask]') instead of a local process pool")
+    explore.add_argument("--workers", type=int,
+                         help="local processes (default: one per core; 1 runs in this process)")
+    explore.add_argument("--no-cache", action="store_true",
+                         help="compute every point again (the cache is OUT/cache)")
+    explore.set_defaults(run=cmd_explore)
 
     boards = commands.add_parser("boards", help="list the board profiles")
     boards.set_defaults(run=cmd_boards)

@@ -141,6 +141,15 @@ class Design:
                 f"{len(self.verilog.splitlines())} lines of Verilog, "
                 f"{len(self.inputs)} test frames")
 
+    def table(self):
+        """One row per layer (op, shape, bits, engine, folding, cycles) as a DataFrame."""
+        from .notebook import design_table
+        return design_table(self)
+
+    def _repr_html_(self):
+        from .notebook import frame_html
+        return frame_html(self.table(), repr(self))
+
 
 def write_npz(path, **arrays):
     """``numpy.savez`` with a fixed timestamp, so equal arrays give byte-identical files."""
@@ -153,7 +162,7 @@ def write_npz(path, **arrays):
 
 
 def generate(plan, x=None, *, name=None, frames=DEFAULT_FRAMES, graph=None, labels=None,
-             precision=None, target=None):
+             precision=None, target=None, progress=None):
     """Build the accelerator of ``plan`` and its files.
 
     Parameters
@@ -176,7 +185,21 @@ def generate(plan, x=None, *, name=None, frames=DEFAULT_FRAMES, graph=None, labe
         ECP5 ``MULT18X18D`` primitives with their registers in use (faster on ECP5; Verilog
         simulators get hwgen's model of the primitive). Default: ``"ecp5"`` when the plan was
         sized for an ECP5 board, else ``"generic"``.
+    progress : callable(str) or True, optional
+        Receives a line per step (reference, engines, Verilog, report); ``True`` shows a
+        progress bar (:class:`hwgen.notebook.StepBar`).
     """
+    from .notebook import progress_callback
+
+    say, close = progress_callback(progress, "generate", total=4)
+    try:
+        return _generate(plan, x, name, frames, graph, labels, precision, target,
+                         say or (lambda line: None))
+    finally:
+        close()
+
+
+def _generate(plan, x, name, frames, graph, labels, precision, target, say):
     qgraph = plan.qgraph
     top = name or qgraph.name
     if not top.isidentifier():
@@ -195,11 +218,15 @@ def generate(plan, x=None, *, name=None, frames=DEFAULT_FRAMES, graph=None, labe
                               endpoint=True)
     else:
         inputs = qgraph.input_codes(x)[:frames]
+    say(f"golden outputs of {len(inputs)} test frames (integer reference)")
     expected = run_integer(qgraph, inputs)
     if target is None:
         target = "ecp5" if plan.board is not None and plan.board.family == "ecp5" else "generic"
+    say(f"building {len(plan.layers)} engines (target {target})")
     accelerator = Accelerator(plan, target=target)
+    say("converting to Verilog")
     text = verilog.convert(accelerator, name=top, emit_src=False)
+    say("writing the manifest and report")
     manifest = build_manifest(plan, top, accelerator.latency)
     manifest["target"] = accelerator.target
     if precision is not None:

@@ -521,6 +521,18 @@ class Graph:
             rows.append(f"  {layer.name:<16} {op:<6} <- {inputs:<16} shape {layer.shape}")
         return "\n".join(rows)
 
+    def table(self):
+        """One row per layer (name, op, inputs, output shape) as a pandas DataFrame."""
+        from .notebook import frame
+        return frame([{"layer": layer.name,
+                       "op": str(layer.spec) if layer.op == "activation" else layer.op,
+                       "inputs": ", ".join(layer.inputs),
+                       "shape": "×".join(map(str, layer.shape))} for layer in self.layers()])
+
+    def _repr_html_(self):
+        from .notebook import frame_html
+        return frame_html(self.table(), f"Graph {self._name!r}: {len(self._nx)} layers")
+
     # -- internals --------------------------------------------------------------------------------
 
     def _fresh(self, name, op):

@@ -580,6 +580,25 @@ class QGraph:
                         f"{layer.acc_bits:>4}  {layer.output}{relu}")
         return "\n".join(rows)
 
+    def table(self):
+        """One row per quantized layer (op, output shape, bits, accumulator width, output
+        quantization) as a pandas DataFrame."""
+        from .notebook import frame
+        rows = []
+        for layer in self.layers:
+            weight = f"w{layer.weight_bits}" if hasattr(layer, "weight_bits") else ""
+            op = describe(layer.function, layer.params) if layer.op == "activation" else layer.op
+            rows.append({"layer": layer.name, "op": op + (" relu" if layer.relu else ""),
+                         "shape": "×".join(map(str, layer_shape(layer))),
+                         "bits": f"{weight}a{layer.act_bits}", "acc_bits": layer.acc_bits,
+                         "output": str(layer.output), "macs": layer.macs})
+        return frame(rows)
+
+    def _repr_html_(self):
+        from .notebook import frame_html
+        return frame_html(self.table(), f"QGraph {self.name!r}: input {self.input} shape "
+                                        f"{self.input_shape}")
+
 
 def add_argmax(qgraph, name="argmax"):
     """``qgraph`` with an argmax over its output vector appended (as the layer ``name``,

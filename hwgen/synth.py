@@ -377,7 +377,18 @@ def synthesize(design_dir, board, *, clock_mhz=None, place_and_route=True, seed=
     :class:`~hwgen.board.Board`); returns a :class:`SynthResult` and writes ``OUT/synth/``.
 
     ``clock_mhz`` overrides the board's target clock; ``place_and_route=False`` stops after
-    yosys. ``progress`` (a function of one string) receives progress lines."""
+    yosys. ``progress`` (a function of one string) receives progress lines; ``True`` shows them
+    on a progress bar (:class:`hwgen.notebook.StepBar`)."""
+    from .notebook import progress_callback
+
+    say, close = progress_callback(progress, "synthesize")
+    try:
+        return _synthesize(design_dir, board, clock_mhz, place_and_route, seed, say)
+    finally:
+        close()
+
+
+def _synthesize(design_dir, board, clock_mhz, place_and_route, seed, progress):
     board = get_board(board)
     out = Path(design_dir)
     manifest_path = out / "manifest.json"

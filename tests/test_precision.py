@@ -385,7 +385,13 @@ def test_pareto_points_are_measured(mlp_front):
                      for o in front.points)
         assert point.dominated == beaten
     assert not front.points[0].dominated
-    assert "gemm_0 gemm_2 gemm_4" in front.table()
+    assert "gemm_0 gemm_2 gemm_4" in front.text() and str(front) == front.text()
+    table = front.table()
+    assert list(table["bit_ops"]) == costs and list(table["dominated"]) == [
+        point.dominated for point in front.points]
+    assert list(table["gemm_0"]) == [f"w{p.bits['gemm_0']['w']}a{p.bits['gemm_0']['a']}"
+                                     for p in front.points]
+    assert "<table" in front._repr_html_() and "gemm_4" in front._repr_html_()
     assert len(json.loads(json.dumps(front.to_json()))["points"]) == len(front.points)
 
 
