@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import hwgen
@@ -117,3 +118,26 @@ def test_readme_notebook_section_runs(tmp_path, monkeypatch):
         exec(compile(block, "README.md", "exec"), namespace)
     assert calls and (tmp_path / "out" / "manifest.json").is_file()
     assert namespace["front"].table()["accuracy"].max() > 80
+
+
+def test_explore_notebook_runs(tmp_path):
+    """examples/explore.ipynb, executed by nbclient in a scratch copy of examples/: 27 points
+    of the digits CNN, the Pareto tables and the plots."""
+    nbclient = pytest.importorskip("nbclient")
+    import nbformat
+
+    notebook = nbformat.read(ROOT / "examples" / "explore.ipynb", as_version=4)
+    (tmp_path / "digits_cnn").symlink_to(ROOT / "examples" / "digits_cnn")
+    nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code"
+               for output in cell.outputs]
+    assert not [output for output in outputs if output.output_type == "error"]
+    texts = [output["data"].get("text/plain", "") for output in outputs if "data" in output]
+    assert any(text.startswith("exploration: 27 points (27 computed") for text in texts)
+    assert sum("image/png" in output.get("data", {}) for output in outputs) >= 2
+    assert any("<table" in output["data"].get("text/html", "") for output in outputs
+               if "data" in output)
+    frame = pd.read_csv(tmp_path / "explore_out" / "results.csv", keep_default_na=False)
+    assert len(frame) == 27 and frame["board"].nunique() == 3 and frame["bits"].nunique() == 3
+    assert (tmp_path / "explore_out" / "report.html").is_file()
