@@ -231,6 +231,10 @@ class Plan:
 
     name = property(lambda self: self.qgraph.name)
 
+    def _repr_html_(self):
+        from .notebook import plan_html
+        return plan_html(self)
+
     @property
     def in_lanes(self):
         """Input codes per beat on ``s_axis``: the widest reader of the graph input."""

@@ -175,6 +175,10 @@ class SimResult:
             lines.append(f"  log: {self.run_dir / _SIM_LOG}")
         return "\n".join(lines)
 
+    def _repr_html_(self):
+        from hwgen.notebook import sim_result_html
+        return sim_result_html(self)
+
     def __repr__(self):
         return f"<SimResult {self.summary(max_mismatches=3)}>"
 
