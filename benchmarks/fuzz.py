@@ -55,7 +55,7 @@ def read_log(path):
 def summarize(outcomes):
     """The campaign's totals as lines of text."""
     outcomes = list(outcomes)
-    built = [o for o in outcomes if not (o.error or "").startswith("build:")]
+    built = [o for o in outcomes if not o.rejected]
     ii = [o for o in built if o.error is None and o.ii_error != 0]
     latency = [o for o in built if o.error is None and o.latency_error != 0]
     late = [o for o in latency if o.latency_error > 0]
@@ -87,8 +87,7 @@ def run(seeds, log, failures, keep=False):
             continue
         with tempfile.TemporaryDirectory(prefix=f"hwgen-fuzz-{seed}-") as folder:
             outcome = run_case(case, folder)
-            if not outcome.passed and not (outcome.error or "").startswith("build:") \
-                    or keep:
+            if keep or not (outcome.passed or outcome.rejected):
                 where = save_reproducer(case, outcome, folder, failures)
                 print(f"       reproducer: {where}", flush=True)
         print(_line(outcome), flush=True)
@@ -120,7 +119,7 @@ def main(argv=None):
     print("\nthis run: " + "\n          ".join(summarize(outcomes)))
     if args.log and args.seed is None:
         print("whole log: " + "\n           ".join(summarize(read_log(args.log).values())))
-    return 0 if all(o.passed or (o.error or "").startswith("build:") for o in outcomes) else 1
+    return 0 if all(o.passed or o.rejected for o in outcomes) else 1
 
 
 if __name__ == "__main__":

@@ -57,6 +57,14 @@ class FuzzCase:
         ops = " ".join(layer.op for layer in self.graph.layers()[1:])
         return f"seed {self.seed}: {ops}"
 
+    def quantize(self):
+        """The graph quantized with the case's calibration and settings."""
+        from .quantize import quantize
+
+        return quantize(self.graph, self.calibration, self.bits, output_bits=self.output_bits,
+                        rounding=self.rounding, calibration_method=self.calibration_method,
+                        weight_granularity=self.weight_granularity)
+
 
 @dataclasses.dataclass(frozen=True)
 class FuzzOutcome:
@@ -85,6 +93,11 @@ class FuzzOutcome:
         return self.latency_measured - self.latency_predicted
 
     @property
+    def rejected(self):
+        """Whether hwgen refused to build the design (a clear error, not a failure)."""
+        return (self.error or "").startswith("build:")
+
+    @property
     def cycle_model_exact(self):
         return self.ii_error == 0 and self.latency_error == 0
 
@@ -110,8 +123,8 @@ def _bias(rng, size):
     return rng.normal(0.0, 0.3, size) if rng.random() < 0.7 else np.zeros(size)
 
 
-def _activate(rng, graph, x, allow_table=True):
-    choice = rng.integers(5 if allow_table else 4)
+def _activate(rng, graph, x):
+    choice = rng.integers(5)
     if choice <= 1:
         return graph.relu(x)
     if choice == 2:
@@ -241,8 +254,6 @@ def _random_pin(rng, layer_plan):
 
 def random_case(seed):
     """The case of ``seed``: a random graph, its bits, pins, data and stall rate."""
-    from .quantize import quantize
-
     rng = np.random.default_rng(seed)
     graph = Graph(f"fuzz{seed}")
     x, in_shape = (_cnn if rng.random() < 0.75 else _mlp)(rng, graph)
@@ -253,11 +264,12 @@ def random_case(seed):
     bits = _random_bits(rng, [layer for layer in graph.layers()
                               if layer.op in ("dense", "conv", "avgpool", "add")])
     output_bits = int(rng.integers(2, 17))
-    rounding = Rounding((Rounding.HALF_UP, Rounding.HALF_EVEN, Rounding.FLOOR)[rng.integers(3)])
+    rounding = (Rounding.HALF_UP, Rounding.HALF_EVEN, Rounding.FLOOR)[rng.integers(3)]
     method = str(rng.choice(["minmax", "percentile", "mse"]))
     granularity = str(rng.choice(["channel", "tensor"]))
-    qgraph = quantize(graph, calibration, bits, output_bits=output_bits, rounding=rounding,
-                      calibration_method=method, weight_granularity=granularity)
+    case = FuzzCase(seed, graph, calibration, inputs, bits, output_bits, rounding, method,
+                    granularity, folding={}, stall=0.0)
+    qgraph = case.quantize()
     plan = make_plan(qgraph, multipliers=int(rng.choice([4, 16, 64])))
     folding = {}
     for layer_plan in plan.layers:
@@ -269,8 +281,8 @@ def random_case(seed):
         except HwgenError:
             continue
         folding[layer_plan.name] = pin
-    return FuzzCase(seed, graph, calibration, inputs, bits, output_bits, rounding, method,
-                    granularity, folding, float(rng.choice([0.0, 0.1, 0.3, 0.5])))
+    return dataclasses.replace(case, folding=folding,
+                               stall=float(rng.choice([0.0, 0.1, 0.3, 0.5])))
 
 
 # -- running --------------------------------------------------------------------------------------
@@ -279,12 +291,8 @@ def build_case(case, codes=_CODES):
     """``(plan, design)`` of ``case``, with frames for about ``codes`` output codes within
     :data:`_CYCLE_BUDGET` simulated cycles."""
     from .emit import generate
-    from .quantize import quantize
 
-    qgraph = quantize(case.graph, case.calibration, case.bits, output_bits=case.output_bits,
-                      rounding=case.rounding, calibration_method=case.calibration_method,
-                      weight_granularity=case.weight_granularity)
-    plan = make_plan(qgraph, case.folding)
+    plan = make_plan(case.quantize(), case.folding)
     stress = 1.0 / (1.0 - case.stall) ** 2
     out_features = int(np.prod(plan.qgraph.shape_of(plan.layers[-1].name)))
     frames = min(codes / out_features,
@@ -297,6 +305,7 @@ def run_case(case, folder, *, codes=_CODES, simulator="verilator"):
     """Build, simulate and compare ``case`` in ``folder`` (about ``codes`` output codes); a
     :class:`FuzzOutcome`."""
     from .api import simulate
+    from .sim.runner import _TIMING_FRAMES
 
     start = time.perf_counter()
     description = case.describe()
@@ -309,8 +318,7 @@ def run_case(case, folder, *, codes=_CODES, simulator="verilator"):
     path = design.write(Path(folder))
     result = simulate(path, simulator=simulator, stall=case.stall, seed=case.seed)
     frames = len(design.inputs)
-    timing_frames = min(frames, 4)  # see sim.runner._TIMING_FRAMES
-    codes = (frames + timing_frames) * design.expected.shape[1] if result.error is None else 0
+    codes = (frames + min(frames, _TIMING_FRAMES)) * design.expected.shape[1] if result.error is None else 0
     return FuzzOutcome(
         case.seed, description, engines, frames, codes, result.mismatch_count,
         ii_predicted=plan.initiation_interval,

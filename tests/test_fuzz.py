@@ -7,14 +7,10 @@ import pytest
 
 from hwgen.fuzz import random_case, run_case
 from hwgen.plan import make_plan
-from hwgen.quantize import quantize
 
 
 def _plan(case):
-    qgraph = quantize(case.graph, case.calibration, case.bits, output_bits=case.output_bits,
-                      rounding=case.rounding, calibration_method=case.calibration_method,
-                      weight_granularity=case.weight_granularity)
-    return make_plan(qgraph, case.folding)
+    return make_plan(case.quantize(), case.folding)
 
 
 def test_a_seed_is_one_design():
