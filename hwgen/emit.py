@@ -97,6 +97,10 @@ def build_manifest(plan, top, latency):
         "layers": layers,
         "initiation_interval": plan.initiation_interval,
         "latency": latency,
+        # What the two figures are: the interval is the slowest engine's cycles, which the
+        # FIFO depths make the steady state; the latency is the model's estimate (see
+        # hwgen.hw.accelerator.Accelerator.latency).
+        "cycle_model": {"initiation_interval": "exact", "latency": "estimate"},
         "bottleneck": plan.bottleneck,
         "multipliers": plan.multipliers,
         "macs_per_frame": plan.macs,
@@ -267,8 +271,9 @@ def _report(plan, manifest, graph, x, labels):
         f"- input: {qgraph.input}, {manifest['ports']['s_axis']['lanes']} lanes per beat",
         f"- output: {qgraph.output}, {manifest['ports']['m_axis']['lanes']} lanes per beat",
         f"- initiation interval: {plan.initiation_interval} cycles/frame "
-        f"(bottleneck: {plan.bottleneck}); latency: {manifest['latency']} cycles "
-        f"({manifest['latency'] * 1e3 / clock:,.0f} ns at {clock:g} MHz)",
+        f"(bottleneck: {plan.bottleneck}); latency: about {manifest['latency']} cycles "
+        f"({manifest['latency'] * 1e3 / clock:,.0f} ns at {clock:g} MHz; an estimate, "
+        "`hwgen sim` measures it)",
         f"- multipliers: {plan.multipliers}; MACs per frame: {plan.macs}; "
         f"MAC utilization at the II: {utilization}",
         f"- throughput at 100 MHz: {100e6 / plan.initiation_interval:,.0f} frames/s",

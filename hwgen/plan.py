@@ -190,14 +190,19 @@ def _window_cycles(layer, in_lanes, out_lanes):
     reader (``kw·C/in_lanes`` beats for a row's first pixel, ``min(sx, kw)·C/in_lanes`` after)."""
     height, width, channels = layer.in_shape
     top, left, bottom, right = layer.pads
-    kh, kw = layer.kernel
+    padded = (height + top + bottom) * (width + left + right) * (channels // in_lanes)
+    return max(padded, _reader_cycles(layer, in_lanes, out_lanes))
+
+
+def _reader_cycles(layer, in_lanes, out_lanes):
+    """The line buffer reader's share of :func:`_window_cycles` (without the input side)."""
+    channels, (kh, kw) = layer.in_shape[2], layer.kernel
     out_height, out_width = layer.out_shape[:2]
     channel_beats = channels // in_lanes
     per_pixel = kh * kw * channels // out_lanes
     first = max(per_pixel, kw * channel_beats)
     later = max(per_pixel, min(layer.stride[1], kw) * channel_beats)
-    padded = (height + top + bottom) * (width + left + right) * channel_beats
-    return max(padded, out_height * (first + (out_width - 1) * later))
+    return out_height * (first + (out_width - 1) * later)
 
 
 def _cycles(layer, engine, folding, in_lanes):
@@ -379,7 +384,7 @@ class Plan:
         for layer_plan in path:
             layer = layer_plan.layer
             layer_in = math.prod(qgraph.shape_of(layer.inputs[0]))
-            held += (_lead(layer) + _PIPELINE_ALLOWANCE * layer_plan.in_lanes
+            held += (lead_elements(layer) + _PIPELINE_ALLOWANCE * layer_plan.in_lanes
                      + self._pad_run_codes(layer.inputs[0], layer_plan.name)) * (
                 elements / layer_in)
         return held
@@ -455,7 +460,7 @@ _PIPELINE_ALLOWANCE = 24   # beats a layer's pipeline registers may hold, a gene
 _FIFO_MARGIN = 4
 
 
-def _lead(layer):
+def lead_elements(layer):
     """Input elements a layer needs beyond those of an output before it can emit it, plus two
     pixels of buffering."""
     if layer.op in ("dense", "argmax"):
