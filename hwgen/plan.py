@@ -56,8 +56,8 @@ from pathlib import Path
 
 from .errors import HwgenError
 from .graph import module_name
+from . import plan_fifo
 from .packing import DEFAULT_PORTS, DSP_PORTS, check_kind, max_pack, packing
-from .reference import Rounding
 
 __all__ = ["Folding", "LayerPlan", "Plan", "make_plan", "parse_folding", "legal_folding",
            "divisors", "ENGINES", "KINDS", "multiplier_packing", "choose_pack",
@@ -307,138 +307,18 @@ class Plan:
         return links
 
     def fifo_depth(self, tensor, consumer):
-        """Beats of FIFO on the edge ``tensor`` → ``consumer``: one image row for image tensors
-        (plus the skip-path depth where the edge is a residual skip, see
-        :meth:`skip_fifo_depth`), none for vectors.
-
-        A windowed consumer takes its input in bursts around row boundaries while its producer
-        emits at a steady pace; one row of buffering lets each run at its own rate, so the
-        pipeline's initiation interval is its slowest engine's (without it, measured intervals
-        came out 12–13 % above the model on the example CNNs). Vectors need none: a MAC unit
-        double-buffers its whole input.
-        """
-        shape = self.qgraph.shape_of(tensor)
-        skip = self.skip_fifo_depth(tensor, consumer)
-        pad_run = self._pad_run_codes(tensor, consumer)
-        pad_run = math.ceil(pad_run / self._lanes_of(tensor)) + _FIFO_MARGIN if pad_run else 0
-        if len(shape) != 3 or (shape[:2] == (1, 1) and not pad_run):
-            return skip
-        row = max(shape[1] * shape[2] // self._lanes_of(tensor), 2)
-        return skip + max(row, pad_run)
-
-    def _lanes_of(self, tensor):
-        """Codes per beat of ``tensor``'s stream."""
-        return self.in_lanes if tensor == self.qgraph.input_name else self[tensor].out_lanes
-
-    def _pad_run_codes(self, tensor, consumer):
-        """Codes of ``tensor`` its producer emits, at the pipeline's pace, while the padding
-        unit in front of ``consumer`` emits its longest run of pad beats (none without
-        padding).
-
-        Between the last image pixel of one frame and the first of the next, a padded
-        window's front end emits the right pad, the bottom pad rows, the next frame's top pad
-        rows and its left pad, one beat per cycle at most, taking no input; a producer
-        running at the initiation interval keeps emitting meanwhile, and a FIFO shorter than
-        that stalls it every frame (measured on random designs: 5–32 % over the slowest
-        engine with a one-row FIFO in front of a 3×3 "same" convolution fed at its own
-        rate)."""
-        layer_plan = self[consumer]
-        pads = getattr(layer_plan.layer, "pads", None)
-        if not pads or not any(pads) or layer_plan.layer.op == "global_avgpool":
-            return 0
-        _, width, channels = self.qgraph.shape_of(tensor)
-        top, left, bottom, right = pads
-        run_cycles = (left + right + (top + bottom) * (left + width + right)) * (
-            channels // layer_plan.in_lanes)
-        frame_codes = math.prod(self.qgraph.shape_of(tensor))
-        return frame_codes * run_cycles / self.initiation_interval
+        """Beats of FIFO on the edge ``tensor`` → ``consumer`` (see
+        :func:`hwgen.plan_fifo.fifo_depth`)."""
+        return plan_fifo.fifo_depth(self, tensor, consumer)
 
     def skip_fifo_depth(self, tensor, consumer):
-        """Beats of FIFO on the edge ``tensor`` → ``consumer``: non-zero only where the edge
-        runs straight from a fork to an add whose other input comes through a longer path of
-        engines from the same tensor (a residual skip connection).
+        """The residual-skip or concat share of :meth:`fifo_depth` (see
+        :func:`hwgen.plan_fifo.skip_fifo_depth`)."""
+        return plan_fifo.skip_fifo_depth(self, tensor, consumer)
 
-        The long path must receive ``lead`` more elements of ``tensor`` before it emits the
-        element the add pairs with the skip path's; the skip FIFO holds them. The model sums,
-        over the long path's layers, the input a layer needs ahead of an output (windowed:
-        ``(kh − 1 − pad_top)`` rows plus ``kw`` pixels; MAC unit: its whole input vector), two
-        pixels of internal buffering, a pipeline allowance and what its input FIFO takes in
-        while its padding runs (:meth:`_pad_run_codes`), each scaled to elements of
-        ``tensor``. It never exceeds one frame plus a margin, which always suffices.
-        """
-        qgraph, join = self.qgraph, self[consumer]
-        if join.engine == "concat":
-            return self._concat_fifo_depth(tensor, join)
-        if join.engine != "add" or len(qgraph.consumers(tensor)) < 2:
-            return 0
-        others = [name for name in join.layer.inputs if name != tensor]
-        path = self._between(tensor, others[0]) if others else []
-        if not path:
-            return 0
-        return self._held_beats(tensor, self._held(tensor, path), tensor)
-
-    def _held(self, fork, path):
-        """Elements of ``fork`` the layers of ``path`` take in ahead of their outputs."""
-        qgraph, elements = self.qgraph, math.prod(self.qgraph.shape_of(fork))
-        held = 0
-        for layer_plan in path:
-            layer = layer_plan.layer
-            layer_in = math.prod(qgraph.shape_of(layer.inputs[0]))
-            held += (lead_elements(layer) + _PIPELINE_ALLOWANCE * layer_plan.in_lanes
-                     + self._pad_run_codes(layer.inputs[0], layer_plan.name)) * (
-                elements / layer_in)
-        return held
-
-    def _held_beats(self, fork, held, tensor):
-        """``held`` elements of ``fork`` as beats of ``tensor`` (plus a margin, at most a
-        frame plus the margin)."""
-        qgraph = self.qgraph
-        lanes = self._lanes_of(tensor)
-        elements = math.prod(qgraph.shape_of(tensor))
-        scaled = held * elements / math.prod(qgraph.shape_of(fork))
-        return min(math.ceil(scaled / lanes) + _FIFO_MARGIN, elements // lanes + _FIFO_MARGIN)
-
-    def _concat_fifo_depth(self, tensor, join):
-        """A concat takes a pixel of each input in turn, so an input whose path from the
-        tensor they all come from holds less than another's must buffer the difference."""
-        fork = self._fork(join.layer.inputs)
-        if fork is None:
-            return 0
-        held = {name: self._held(fork, self._between(fork, name)) if name != fork else 0
-                for name in join.layer.inputs}
-        need = max(held.values()) - held[tensor]
-        return self._held_beats(fork, need, tensor) if need > 0 else 0
-
-    def _fork(self, names):
-        """The latest tensor every one of ``names`` depends on (or is), if any."""
-        qgraph = self.qgraph
-
-        def ancestors(name):
-            found, stack = set(), [name]
-            while stack:
-                current = stack.pop()
-                if current in found:
-                    continue
-                found.add(current)
-                if current != qgraph.input_name:
-                    stack.extend(qgraph[current].inputs)
-            return found
-
-        common = set.intersection(*(ancestors(name) for name in names))
-        order = [qgraph.input_name] + [layer.name for layer in qgraph.layers]
-        return max(common, key=order.index) if common else None
-
-    def _between(self, tensor, name):
-        """The planned layers on paths from ``tensor`` (exclusive) to ``name`` (inclusive)."""
-        qgraph = self.qgraph
-        found, stack = {}, [name]
-        while stack:
-            current = stack.pop()
-            if current == tensor or current == qgraph.input_name or current in found:
-                continue
-            found[current] = self[current]
-            stack.extend(qgraph[current].inputs)
-        return list(found.values())
+    def lanes_of(self, tensor):
+        """Codes per beat of ``tensor``'s stream."""
+        return plan_fifo.lanes_of(self, tensor)
 
     def __repr__(self):
         rows = [f"Plan {self.name!r}: II {self.initiation_interval} cycles/frame, "
@@ -454,30 +334,6 @@ class Plan:
                         f"{weight + 'a' + str(layer.layer.act_bits):>7} "
                         f"{layer.cycles:>7} {utilization:>6}")
         return "\n".join(rows)
-
-
-_PIPELINE_ALLOWANCE = 24   # beats a layer's pipeline registers may hold, a generous bound
-_FIFO_MARGIN = 4
-
-
-def lead_elements(layer):
-    """Input elements a layer needs beyond those of an output before it can emit it, plus two
-    pixels of buffering."""
-    if layer.op in ("dense", "argmax"):
-        return layer.in_features
-    if layer.op in ("add", "activation", "concat"):
-        return layer.shape[-1]
-    if layer.op == "global_avgpool":
-        return math.prod(layer.in_shape)
-    if layer.op == "upsample":
-        return (layer.in_shape[1] + 2) * layer.in_shape[2]  # a row, double-buffered
-    height, width, channels = layer.in_shape
-    kh, kw = layer.kernel
-    top, left = layer.pads[:2]
-    lead = (max(kh - 1 - top, 0) * width + kw + 2) * channels
-    if getattr(layer, "rounding", None) is Rounding.FLOAT32_ORT:
-        lead += (4 * kh * kw + 7) * channels  # the float32 path's stages (hw.pool.PoolReduce)
-    return lead
 
 
 # -- legality -------------------------------------------------------------------------------------

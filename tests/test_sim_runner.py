@@ -23,6 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 from hwgen.errors import HwgenError
 from hwgen.sim import Mismatch, SimResult, run_simulation
+from hwgen.sim.runner import _TIMING_FRAMES
 from hwgen.sim.testbench import LaneFormat
 
 
@@ -363,18 +364,18 @@ def test_correct_design_passes_with_stalls(request, build_root, design, frames, 
 @pytest.mark.slow
 @pytest.mark.parametrize("simulator", SIMULATORS)
 def test_wrong_reference_gives_named_mismatches(build_root, narrow, simulator):
-    codes = narrow.inputs(34, seed=3)   # two frames more than the timing phase streams
+    codes = narrow.inputs(_TIMING_FRAMES + 2, seed=3)   # frames beyond the timing phase
     expected = narrow.model(codes)
     expected[3, 7] += 1
-    expected[33, :] = 0
+    expected[-1, :] = 0
     result = run_simulation(narrow.verilog_path, narrow.manifest, codes, expected,
                             simulator=simulator, build_root=build_root)
     assert not result.passed and result.error is None
     stress = [m for m in result.mismatches if m.phase == "stress"]
     assert stress[0] == Mismatch(3, 7, expected[3, 7], expected[3, 7] - 1, "stress")
     assert [m.index for m in stress[1:]] == list(range(12))
-    assert all(m.frame == 33 and m.expected == 0 for m in stress[1:])
-    # Frame 3 also went through the timing phase, frame 33 did not.
+    assert all(m.frame == len(codes) - 1 and m.expected == 0 for m in stress[1:])
+    # Frame 3 also went through the timing phase, the last frame did not.
     timing = [m for m in result.mismatches if m.phase == "timing"]
     assert timing == [Mismatch(3, 7, expected[3, 7], expected[3, 7] - 1, "timing")]
     assert result.mismatch_count == 1 + 1 + 12

@@ -147,11 +147,6 @@ class Accelerator(wiring.Component):
         """``{layer name: engine}``."""
         return dict(self._blocks)
 
-    def _lanes_of(self, tensor):
-        if tensor == self._plan.qgraph.input_name:
-            return self._plan.in_lanes
-        return self._plan[tensor].out_lanes
-
     def _make_edges(self):
         """``{tensor: [(consumer plan, port, fifo or None, converter or None)]}``."""
         from .fifo import StreamFifo
@@ -160,7 +155,7 @@ class Accelerator(wiring.Component):
         for consumer in self._plan.layers:
             for tensor, port in zip(consumer.layer.inputs, _ports(consumer)):
                 quant, shape = qgraph.quant_of(tensor), qgraph.shape_of(tensor)
-                lanes = self._lanes_of(tensor)
+                lanes = self._plan.lanes_of(tensor)
                 elements = math.prod(shape)
                 fifo = None
                 depth = self._plan.fifo_depth(tensor, consumer.name)
@@ -189,12 +184,12 @@ class Accelerator(wiring.Component):
     def _fifo_first(self, tensor, consumer):
         """Whether the edge ``tensor`` → ``consumer`` has its FIFO in front of its lane
         converter (else behind it: where the converter widens the beats)."""
-        return self._lanes_of(tensor) >= consumer.in_lanes
+        return self._plan.lanes_of(tensor) >= consumer.in_lanes
 
 
     @property
     def latency(self):
-        from ..plan import lead_elements
+        from ..plan_fifo import lead_elements
 
         plan, qgraph = self._plan, self._plan.qgraph
         in_beats = math.prod(qgraph.shape_of(qgraph.input_name)) // plan.in_lanes
