@@ -344,9 +344,11 @@ def build_parser():
                        help="per-layer PExSIMD, optionally with engine and multiplier kind: "
                             "'fc1=4x8,fc2=2x4:lut,conv1=systolic:4x9:dsp-packed' or a JSON file")
     build.add_argument("--unroll", metavar="LAYERS",
-                       help="dense layers to build unrolled, their weights as constants in "
-                            "the logic at one input vector per cycle: 'all' or 'fc1,fc2' (same "
-                            "as --folding fc1=unrolled)")
+                       help="dense and conv layers to build unrolled, their weights as "
+                            "constants in the logic at one input vector (a conv: one output "
+                            "pixel) per cycle: 'all', 'fc1,conv2' (same as --folding "
+                            "fc1=unrolled) or, with --board, 'auto' (the board search unrolls "
+                            "the layers where that fits best)")
     build.add_argument("--clock", type=float, metavar="MHZ",
                        help="the clock unrolled layers place their pipeline registers for "
                             "(default: the --board's target clock, else 150)")
@@ -446,7 +448,8 @@ def build_parser():
                          help="';'-separated multiplier kinds: 'default;dsp;lut' or, for fit, "
                               "lists such as 'dsp,lut' (default: the engines' defaults)")
     explore.add_argument("--unroll", default="none",
-                         help="';'-separated: 'none', 'all' or dense layers 'fc1,fc2'")
+                         help="';'-separated: 'none', 'all', 'auto' (boards) or dense and "
+                              "conv layers 'fc1,conv2'")
     explore.add_argument("--target", default="auto",
                          help="comma-separated: auto, generic, ecp5 (how multipliers are built)")
     explore.add_argument("--output-bits", type=int, default=8,

@@ -344,22 +344,29 @@ def unrolled_netlist(layer, levels, start_level=0):
 
 
 def _unrolled_parts(layer_plan):
-    """An unrolled dense layer: its netlist's adders and registers, and the output FIFO."""
+    """An unrolled layer: its netlist's adders and registers and its output FIFO, and for a
+    conv the pad unit's and sliding window's line buffer and registers (the whole window per
+    beat)."""
     layer = layer_plan.layer
     netlist = unrolled_netlist(layer, layer_plan.levels)
-    width = layer.out_features * layer.output.bits + 1
-    memories = [("fifo", netlist.stages + 2, width, 1)]
-    return _Parts((), tuple(memories), 0, 0, 2 * width + 4,
-                  unrolled_bits=netlist.adder_bits, pipeline_bits=netlist.register_bits)
+    outputs = netlist.layer.out_features
+    width = outputs * layer.output.bits + 1
+    memories, registers = [("output fifo", netlist.stages + 2, width, 1)], 2 * width + 4
+    if layer.op == "conv":
+        window_memories, window_registers = _window_parts(layer_plan, layer_plan.simd)
+        memories, registers = memories + window_memories, registers + window_registers
+    return memories, registers, netlist
 
 
 def _parts(layer_plan, plan):
     """The :class:`_Parts` of one layer, with the FIFOs on its input edges."""
     layer = layer_plan.layer
-    array_bits = 0
+    array_bits, unrolled_bits, pipeline_bits = 0, 0, 0
     if layer_plan.engine == "unrolled":
-        return _unrolled_parts(layer_plan)
-    if layer_plan.engine == "upsample":
+        memories, registers, netlist = _unrolled_parts(layer_plan)
+        products, adders, requant_bits = [], 0, 0
+        unrolled_bits, pipeline_bits = netlist.adder_bits, netlist.register_bits
+    elif layer_plan.engine == "upsample":
         products, memories, adders, requant_bits, registers = _upsample_parts(layer_plan)
     elif layer_plan.engine in ("table", "argmax"):
         products, memories, adders, requant_bits, registers = _lookup_parts(layer_plan)
@@ -383,7 +390,8 @@ def _parts(layer_plan, plan):
                 memories = memories + [("fifo", depth - 1, lanes * bits + 1, 1)]
                 registers += 2 * (lanes * bits + 1)
     return _Parts(tuple(products), tuple(memories), int(adders), int(requant_bits),
-                  int(registers), int(array_bits))
+                  int(registers), int(array_bits), unrolled_bits=int(unrolled_bits),
+                  pipeline_bits=int(pipeline_bits))
 
 
 def layer_features(layer_plan, family, plan=None, model=None):

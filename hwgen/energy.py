@@ -236,7 +236,7 @@ def _arithmetic(layer_plan, model):
     if engine == "unrolled":
         from .cost import unrolled_netlist
         netlist = unrolled_netlist(layer, layer_plan.levels)
-        return 0, 0, netlist.adder_bits
+        return 0, 0, netlist.adder_bits * _vectors(layer_plan)
     if engine in ("mac", "systolic", "depthwise"):
         w, a = layer.weight_bits, layer.input.bits
         signed_a = a + (not layer.input.signed)
@@ -279,15 +279,15 @@ def _arithmetic(layer_plan, model):
 def _memory_traffic(layer_plan, plan, what, depth, width, count, fifo_bits):
     """Bits read plus written per inference of one memory ``(what, depth, width, count)`` of
     the cost model's list (see the module docstring)."""
-    layer, engine = layer_plan.layer, layer_plan.engine
+    layer = layer_plan.layer
     if what == "weights":
         return layer.macs * width * count / max(layer_plan.multipliers, 1)
     if what == "line buffer":
         written = _elements(layer.in_shape) * layer.input.bits
         return written * (1 + layer.kernel[0])
+    if what == "output fifo":  # an unrolled layer's, written and read once per vector
+        return 2 * width * _vectors(layer_plan)
     if what == "fifo":
-        if engine == "unrolled":
-            return 2 * width
         return 2 * next(fifo_bits)
     if what == "sums":
         return 2 * _elements(layer.in_shape) * layer.acc_bits
@@ -297,6 +297,12 @@ def _memory_traffic(layer_plan, plan, what, depth, width, count, fifo_bits):
         return (_elements(layer.in_shape) + _elements(layer.out_shape)) * layer.input.bits
     # Other tables (onnxruntime's float32 pool terms): one word per output per memory.
     return _elements(layer.out_shape) * width * count
+
+
+def _vectors(layer_plan):
+    """Vectors an unrolled layer computes per inference: 1 (dense) or its output pixels."""
+    layer = layer_plan.layer
+    return 1 if layer.op == "dense" else layer.out_shape[0] * layer.out_shape[1]
 
 
 def _fifo_bits(layer_plan, plan):
@@ -326,7 +332,7 @@ def activity(plan, board):
             in_bram = memory_blocks(depth, width, model) > 0
             size = _bytes_of_block(board) if in_bram else depth * width / 8
             memories.append((what, "bram" if in_bram else "logic", round(bits), size))
-        cycles = 1 if layer_plan.engine == "unrolled" else layer_plan.cycles
+        cycles = _vectors(layer_plan) if layer_plan.engine == "unrolled" else layer_plan.cycles
         # A MAC unit's double-buffered input vector is written once per inference; the rest of
         # the datapath's registers on every cycle the engine works.
         buffer = (2 * layer_plan.layer.in_features * (layer_plan.layer.input.bits

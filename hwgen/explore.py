@@ -617,7 +617,8 @@ def explore(model, calibration, *, test=None, labels=None, bits=("w8a8",),
     boards : board names (``hwgen boards``)
     multiplier_kinds : ``None`` (every kind for ``"fit"``, ``dsp`` otherwise), ``"dsp"``,
         ``"lut"``, ``"dsp-packed"``, or for ``"fit"`` a list such as ``"dsp,lut"``
-    unroll : ``None`` or the dense layers to unroll (``"all"``, ``"fc1,fc2"``)
+    unroll : ``None`` or the dense and conv layers to unroll (``"all"``, ``"fc1,conv2"``, or
+        ``"auto"`` on board points: the board search chooses)
     targets : ``None`` (``ecp5`` on ECP5 boards, else ``generic``), ``"generic"``, ``"ecp5"``
     synth, sim : also synthesize (yosys/nextpnr) and simulate (cocotb) every point
     sim_frames : test frames of each simulated design

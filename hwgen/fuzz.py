@@ -7,8 +7,8 @@ A case is a pure function of its seed (and of hwgen's version), so a failure is 
 its seed alone; :func:`save_reproducer` also keeps the design folder. ``benchmarks/fuzz.py``
 runs campaigns; ``tests/test_fuzz.py`` runs a few seeds in CI.
 
-The generator covers every engine (MAC units, unrolled dense layers, systolic and depthwise
-convolutions, max/average pools, global average pools, residual adds, concats, upsampling,
+The generator covers every engine (MAC units, unrolled dense and conv layers, systolic and
+depthwise convolutions, max/average pools, global average pools, residual adds, concats, upsampling,
 activation tables, argmax), bits 2–16, every multiplier kind with random legal foldings, and
 skewed calibration (heavy tails, outliers, mostly-zero inputs), so ranges and saturation are
 exercised as well as the datapath.
@@ -281,8 +281,29 @@ def random_case(seed):
         except HwgenError:
             continue
         folding[layer_plan.name] = pin
-    return dataclasses.replace(case, folding=folding,
-                               stall=float(rng.choice([0.0, 0.1, 0.3, 0.5])))
+    stall = float(rng.choice([0.0, 0.1, 0.3, 0.5]))
+    folding.update(_unrolled_convs(seed, qgraph, folding))
+    return dataclasses.replace(case, folding=folding, stall=stall)
+
+
+# Convolutions of at most this many weights may be unrolled by the fuzzer.
+_UNROLL_WEIGHTS = 512
+
+
+def _unrolled_convs(seed, qgraph, folding):
+    """Small convolutions (depthwise too) to build unrolled, one in five, drawn from a stream
+    of their own (so the graphs, bits and pins of every earlier seed stay as they were)."""
+    rng = np.random.default_rng([seed, 17])
+    chosen = {}
+    for layer in qgraph.layers:
+        if layer.op != "conv" or rng.random() >= 0.2 or layer.weight.size > _UNROLL_WEIGHTS:
+            continue
+        try:
+            make_plan(qgraph, {**folding, **chosen, layer.name: "unrolled"})
+        except HwgenError:
+            continue
+        chosen[layer.name] = "unrolled"
+    return chosen
 
 
 # -- running --------------------------------------------------------------------------------------

@@ -7,17 +7,19 @@ Every layer is its own engine; a :class:`Folding` ``(pe, simd)`` sizes it:
 - ``systolic`` (conv, groups = 1): ``pe`` rows (output channels) × ``simd`` columns (window
   elements) per cycle; legal when ``pe | out_channels`` and ``simd | kh·kw·C``.
 - ``depthwise`` (depthwise conv): ``pe`` channels per cycle, ``simd = 1``; ``pe | C``.
-- ``unrolled`` (dense, on request: ``make_plan(unroll=...)`` or the pin ``"unrolled"``): every
-  weight a constant in the logic (:mod:`hwgen.hw.unrolled`), the whole input vector per beat,
-  one vector per cycle; its pipeline registers follow the clock (``clock``, default the
-  board's target).
+- ``unrolled`` (dense and conv, on request: ``make_plan(unroll=...)`` or the pin
+  ``"unrolled"``; ``unroll="auto"`` lets the board search choose it): every weight a constant
+  in the logic (:mod:`hwgen.hw.unrolled`), the whole input vector (a conv: the whole window)
+  per beat, one vector (one output pixel) per cycle; its pipeline registers follow the clock
+  (``clock``, default the board's target).
 - ``pool`` (max/average pool), ``gap`` (global average pool), ``add``: ``pe = simd`` lanes
   (channels per cycle); ``lanes | C``.
 
 Windowed layers (conv, depthwise, pool) also read their input ``in_lanes`` channels per beat
 (``in_lanes | C``). Cycles per frame, in steady state without stalls:
 
-- unrolled: 1;
+- unrolled: 1 (dense), or the pad unit's and window's pace ``window`` (conv: one window per
+  beat);
 - mac: ``(in / simd) · (out / pe)``;
 - systolic: ``max(P · (K / simd) · (out / pe), window)`` with ``P`` output pixels and
   ``K = kh·kw·C``;
@@ -73,8 +75,8 @@ DEFAULT_MAX_UTILIZATION = 0.8
 # Engines each op can run on; the first is the default.
 ENGINES = {
     "dense": ("mac", "unrolled"),
-    "conv": ("systolic",),
-    "depthwise": ("depthwise",),
+    "conv": ("systolic", "unrolled"),
+    "depthwise": ("depthwise", "unrolled"),
     "maxpool": ("pool",),
     "avgpool": ("pool",),
     "global_avgpool": ("gap",),
@@ -205,9 +207,18 @@ def _reader_cycles(layer, in_lanes, out_lanes):
     return out_height * (first + (out_width - 1) * later)
 
 
+def _unrolled_folding(layer):
+    """An unrolled layer's :class:`Folding`: every output × every input (a conv: its output
+    channels × its whole window ``kh·kw·C``, depthwise too)."""
+    if layer.op == "dense":
+        return Folding(layer.out_features, layer.in_features)
+    kh, kw = layer.kernel
+    return Folding(layer.out_channels, kh * kw * layer.in_shape[2])
+
+
 def _cycles(layer, engine, folding, in_lanes):
     if engine == "unrolled":
-        return 1
+        return 1 if layer.op == "dense" else _window_cycles(layer, in_lanes, folding.simd)
     if engine == "mac":
         return (layer.in_features // folding.simd) * (layer.out_features // folding.pe)
     if engine in ("gap", "add", "table", "concat", "upsample"):
@@ -283,7 +294,8 @@ class Plan:
         raise HwgenError(f"no planned layer named {name!r}")
 
     def unrolled_links(self):
-        """``{name: (start_level, registered)}`` of the unrolled layers: a layer whose only
+        """``{name: (start_level, registered)}`` of the unrolled dense layers (an unrolled conv
+        reads registered windows from its line buffer, at level 0): a layer whose only
         input comes from an unrolled layer it alone reads continues that layer's last pipeline
         stage (``start_level`` adder levels into it), and that layer leaves its outputs
         unregistered; so a chain of unrolled layers is one pipeline (see
@@ -292,8 +304,8 @@ class Plan:
 
         links = {}
         for layer_plan in self.layers:
-            if layer_plan.engine != "unrolled":
-                continue
+            if layer_plan.engine != "unrolled" or layer_plan.layer.op != "dense":
+                continue  # a conv reads its windows from a line buffer, registered
             start = 0
             (tensor,) = layer_plan.layer.inputs
             producer = links.get(tensor)
@@ -350,8 +362,9 @@ def _parse_pin(layer, value):
         return None, value.pe, value.simd, None
     if isinstance(value, int):
         return None, value, None, None
-    if isinstance(value, str) and value.strip() == "unrolled" and layer.op == "dense":
-        return "unrolled", layer.out_features, layer.in_features, None
+    if isinstance(value, str) and value.strip() == "unrolled" and layer.op in ("dense", "conv"):
+        fold = _unrolled_folding(layer)
+        return "unrolled", fold.pe, fold.simd, None
     if isinstance(value, str):
         match = _PIN.fullmatch(value.strip())
         if not match:
@@ -398,7 +411,7 @@ def legal_folding(layer, folding, engine=None):
     pinned, pe, simd, _ = _parse_pin(layer, folding)
     engine = _legal_engine(layer, pinned or engine)
     if engine == "unrolled":
-        return Folding(layer.out_features, layer.in_features)
+        return _unrolled_folding(layer)
     if engine in ("mac", "systolic"):
         outs = layer.out_features if engine == "mac" else layer.out_channels
         ins = layer.in_features if engine == "mac" else layer.window
@@ -465,6 +478,8 @@ def parse_folding(spec):
 
 def _options(layer, engine):
     kind = _kind(layer)
+    if engine == "unrolled":
+        return [_unrolled_folding(layer)]
     if engine in ("mac", "systolic"):
         outs = layer.out_features if engine == "mac" else layer.out_channels
         ins = layer.in_features if engine == "mac" else layer.window
@@ -492,7 +507,7 @@ def _choose(layer, engine, target, in_lanes_options):
 
 
 def _in_lanes_options(layer, engine):
-    if engine == "unrolled":
+    if engine == "unrolled" and layer.op == "dense":
         return lambda folding: [layer.in_features]
     if engine == "mac":
         return lambda folding: [folding.simd]
@@ -520,10 +535,13 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
     engine has, :data:`KINDS`), packing as many products per DSP as the board's DSP ports
     hold (:func:`choose_pack`).
 
-    ``unroll`` (``"all"``, or dense layer names as a list or ``"fc1,fc2"``) builds those layers
-    unrolled (:mod:`hwgen.hw.unrolled`: constant weights, one vector per cycle), as the pin
-    ``"fc1=unrolled"`` does; their pipeline registers are placed for ``clock`` MHz (default:
-    the board's target clock, or :data:`DEFAULT_CLOCK`)."""
+    ``unroll`` (``"all"``, or dense and conv layer names as a list or ``"fc1,conv2"``) builds
+    those layers unrolled (:mod:`hwgen.hw.unrolled`: constant weights, one vector or output
+    pixel per cycle), as the pin ``"fc1=unrolled"`` does; ``"auto"`` (with a ``board``) lets
+    the board search unroll any dense or conv layer of at most
+    :data:`hwgen.plan_board.AUTO_UNROLL_WEIGHTS` non-zero weights where that fits better.
+    Unrolled pipeline registers are placed for ``clock`` MHz (default: the board's target
+    clock, or :data:`DEFAULT_CLOCK`)."""
     folding = parse_folding(folding)
     folding.update({name: "unrolled" for name in _unrolled_names(qgraph, unroll)})
     kinds = _allowed_kinds(multiplier_kinds)
@@ -544,9 +562,14 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
     ports = DSP_PORTS[_board_family(board)] if board is not None else DEFAULT_PORTS
     pinned = _pinned(qgraph, folding, target, ports)
     pinned = _with_levels(pinned, board, clock)
+    auto = unroll in ("auto", ["auto"])
+    if auto and board is None:
+        raise HwgenError("--unroll auto lets the board search choose which layers to unroll: "
+                         "give a board (--board), or name the layers (--unroll fc1,conv2)")
     if board is not None:
         from .plan_board import fit_board
-        return fit_board(qgraph, pinned, board, max_utilization, kinds, progress)
+        return fit_board(qgraph, pinned, board, max_utilization, kinds, progress,
+                         unroll_levels=_levels(board, clock) if auto else None)
     if pinned:
         # Engines the user sized set the pace; the others need not be faster.
         target = max([target] + [plan.cycles for plan in pinned.values()])
@@ -557,26 +580,27 @@ DEFAULT_CLOCK = 150.0  # MHz, for unrolled layers of a plan without a board
 
 
 def _unrolled_names(qgraph, unroll):
-    """The dense layers ``unroll`` names (``"all"``: every dense layer)."""
-    if unroll is None or unroll == [] or unroll == "":
+    """The dense and conv layers ``unroll`` names (``"all"``: every one of them; ``"auto"``:
+    none here, the board search chooses)."""
+    if unroll is None or unroll == [] or unroll == "" or unroll in ("auto", ["auto"]):
         return []
-    dense = [layer.name for layer in qgraph.layers if layer.op == "dense"]
+    unrollable = [layer.name for layer in qgraph.layers if layer.op in ("dense", "conv")]
     if unroll == "all" or unroll == ["all"]:
-        if not dense:
-            raise HwgenError("--unroll all: the model has no dense layer (only dense layers "
+        if not unrollable:
+            raise HwgenError("--unroll all: the model has no dense or conv layer (only those "
                              "unroll)")
-        return dense
+        return unrollable
     names = [n.strip() for n in unroll.split(",")] if isinstance(unroll, str) else list(unroll)
     result = []
     for name in filter(None, names):
         try:
             layer = qgraph[name]
         except HwgenError:
-            raise HwgenError(f"--unroll names {name!r}, which is no layer; the dense layers "
-                             f"are: {', '.join(dense) or 'none'}") from None
-        if layer.op != "dense":
-            raise HwgenError(f"--unroll {name!r}: only dense layers unroll, not {layer.op} "
-                             f"layers; the dense layers are: {', '.join(dense)}")
+            raise HwgenError(f"--unroll names {name!r}, which is no layer; the layers that "
+                             f"unroll are: {', '.join(unrollable) or 'none'}") from None
+        if layer.op not in ("dense", "conv"):
+            raise HwgenError(f"--unroll {name!r}: only dense and conv layers unroll, not "
+                             f"{layer.op} layers; those are: {', '.join(unrollable)}")
         result.append(layer.name)
     return result
 
@@ -584,17 +608,11 @@ def _unrolled_names(qgraph, unroll):
 def _with_levels(pinned, board, clock):
     """The unrolled layers of ``pinned`` with their adder levels per stage for ``clock`` MHz
     (default: the board's target clock) on the board's family."""
-    from .hw.unrolled import check_unrollable, levels_for
+    from .hw.unrolled import check_unrollable
 
     if not any(p.engine == "unrolled" for p in pinned.values()):
         return pinned
-    family = "generic"
-    if board is not None:
-        from .board import get_board
-        board = get_board(board)
-        family = _ADDER_FAMILY.get(board.family, "generic")
-        clock = clock if clock is not None else board.target_mhz
-    levels = levels_for(DEFAULT_CLOCK if clock is None else clock, family)
+    levels = _levels(board, clock)
     result = {}
     for name, plan in pinned.items():
         if plan.engine == "unrolled":
@@ -602,6 +620,20 @@ def _with_levels(pinned, board, clock):
             plan = dataclasses.replace(plan, levels=levels)
         result[name] = plan
     return result
+
+
+def _levels(board, clock):
+    """Adder levels per pipeline stage of unrolled layers at ``clock`` MHz (default: the
+    board's target clock, or :data:`DEFAULT_CLOCK`) on the board's family."""
+    from .hw.unrolled import levels_for
+
+    family = "generic"
+    if board is not None:
+        from .board import get_board
+        board = get_board(board)
+        family = _ADDER_FAMILY.get(board.family, "generic")
+        clock = clock if clock is not None else board.target_mhz
+    return levels_for(DEFAULT_CLOCK if clock is None else clock, family)
 
 
 # The adder-delay family (hwgen.hw.unrolled.ADDER_NS) of each board family.

@@ -12,7 +12,7 @@ from .packing import DSP_PORTS
 from .plan import (DEFAULT_MAX_UTILIZATION, ENGINES, KINDS, LayerPlan, Plan, _cycles, _fill,
                    _in_lanes_options, _kind, _options, choose_pack)
 
-__all__ = ["fit_board"]
+__all__ = ["fit_board", "AUTO_UNROLL_WEIGHTS"]
 
 
 def _multiplier_options(layer, engine, pe, ports, kinds):
@@ -58,10 +58,18 @@ def _layer_options(layer, engine, target):
             if _cycles(layer, engine, fold, lanes) <= target]
 
 
-def _catalog(qgraph, pinned, board, kinds):
+# The most non-zero weights a layer may have for ``unroll="auto"`` to consider unrolling it:
+# beyond, its constant logic outgrows the boards hwgen sizes for (about 8 LUTs per weight at
+# 8 bits), and building its netlist would slow the search.
+AUTO_UNROLL_WEIGHTS = 8192
+
+
+def _catalog(qgraph, pinned, board, kinds, unroll_levels=None):
     """Per layer, every ``(LayerPlan, modelled cost)`` it may take on ``board``: the pinned
     plan, or each folding, input-lane count and multiplier kind (of ``kinds``) of its default
-    engine. Computed once per search; :func:`_select` filters it by cycles."""
+    engine, and with ``unroll_levels`` (adder levels per stage) the unrolled engine where the
+    layer unrolls (:func:`_unrollable`). Computed once per search; :func:`_select` filters it
+    by cycles."""
     from .cost import layer_cost
 
     ports = DSP_PORTS[board.family]
@@ -75,8 +83,25 @@ def _catalog(qgraph, pinned, board, kinds):
                        for fold, lanes in _layer_options(layer, engine, math.inf)
                        for kind, pack in _multiplier_options(layer, engine, fold.pe, ports,
                                                              kinds)]
+            if unroll_levels is not None and _unrollable(layer):
+                options += [LayerPlan(layer, "unrolled", fold, lanes, levels=unroll_levels)
+                            for fold, lanes in _layer_options(layer, "unrolled", math.inf)]
         catalog.append([(option, layer_cost(option, board)) for option in options])
     return catalog
+
+
+def _unrollable(layer):
+    """Whether ``unroll="auto"`` considers unrolling ``layer``: a dense or conv layer the
+    unrolled engine builds, of at most :data:`AUTO_UNROLL_WEIGHTS` non-zero weights."""
+    from .hw.unrolled import check_unrollable
+
+    if "unrolled" not in ENGINES[_kind(layer)]:
+        return False
+    try:
+        check_unrollable(layer)
+    except HwgenError:
+        return False
+    return int(np.count_nonzero(layer.weight)) <= AUTO_UNROLL_WEIGHTS
 
 
 def _achievable_cycles(catalog, pinned):
@@ -168,20 +193,21 @@ def _fit_with_fifos(qgraph, catalog, target, limits, chosen, board):
     return None
 
 
-def fit_board(qgraph, pinned, board, max_utilization, kinds, progress):
+def fit_board(qgraph, pinned, board, max_utilization, kinds, progress, unroll_levels=None):
     """The plan with the shortest achievable interval whose modelled resources fit ``board``.
 
     Feasibility only grows with the interval (every layer keeps its options and gains
     slower ones), so a binary search finds the shortest interval where :func:`_select` finds
     a choice; FIFOs, which the selection leaves out, are then checked on the whole plan: where
     they push it over, the selection is redone with their resources held back
-    (:func:`_fit_with_fifos`), and only then does the search step to longer intervals."""
+    (:func:`_fit_with_fifos`), and only then does the search step to longer intervals.
+    ``unroll_levels`` (``unroll="auto"``) adds the unrolled engine to the layers' options."""
     from .board import get_board
     from .cost import estimate
 
     board = get_board(board)
     limits = _limits(board, max_utilization)
-    catalog = _catalog(qgraph, pinned, board, kinds)
+    catalog = _catalog(qgraph, pinned, board, kinds, unroll_levels)
     candidates = _achievable_cycles(catalog, pinned)
     selections = {}
 

@@ -13,9 +13,9 @@ from hw_helpers import StreamDriver, StreamMonitor, beats_to_frames, frames_to_b
 
 
 def _simulate(layer, folding, images, *, in_lanes=None, seed=0, gap=0.0, stall=0.0,
-              interval=0):
+              interval=0, levels=None):
     rng = np.random.default_rng(seed)
-    dut = ConvLayer(layer, folding, in_lanes=in_lanes)
+    dut = ConvLayer(layer, folding, in_lanes=in_lanes, levels=levels)
     expected = expected_conv(layer, images)
     driver = StreamDriver(dut.i, frames_to_beats(images.reshape(len(images), -1), dut.in_lanes),
                           rng=rng, gap=gap, interval=interval)
@@ -68,12 +68,62 @@ def test_conv_widths(weight_bits, act_bits, act_signed, depthwise):
                          CASES)
 def test_conv_cycles_latency_and_lead(in_shape, out_channels, kernel, stride, pads, depthwise,
                                       folding, in_lanes):
+    _check_cycles_latency_and_lead(in_shape, out_channels, kernel, stride, pads, depthwise,
+                                   folding, in_lanes)
+
+
+# -- unrolled: the whole window per beat into constant-weight logic ------------------------------
+
+@pytest.mark.parametrize("in_shape,out_channels,kernel,stride,pads,depthwise,folding,in_lanes",
+                         CASES[:3] + CASES[6:])
+@pytest.mark.parametrize("levels", [1, 4])
+def test_unrolled_conv_values_under_stalls(in_shape, out_channels, kernel, stride, pads,
+                                           depthwise, folding, in_lanes, levels):
+    rng = np.random.default_rng(sum(in_shape) + out_channels + levels)
+    layer = crafted_conv(rng, in_shape, out_channels, kernel, stride=stride, pads=pads,
+                         depthwise=depthwise, act_bits=5, act_signed=False, weight_bits=6,
+                         relu=True)
+    layer.weight[rng.random(layer.weight.shape) < 0.5] = 0  # zero weights cost nothing
+    images = random_images(rng, layer.input, 3, in_shape)
+    dut, _, _ = _simulate(layer, "unrolled", images, in_lanes=in_lanes, seed=levels, gap=0.4,
+                          stall=0.5, levels=levels)
+    assert dut.out_lanes == layer.out_channels  # one output pixel per beat
+
+
+@pytest.mark.parametrize("weight_bits,act_bits,act_signed", [
+    (2, 2, False), (2, 2, True), (16, 16, True), (16, 16, False), (3, 8, True)])
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_unrolled_conv_widths(weight_bits, act_bits, act_signed, depthwise):
+    rng = np.random.default_rng(weight_bits * 10 + act_bits)
+    layer = crafted_conv(rng, (5, 4, 2), 2, (3, 3), pads=(1, 1, 1, 1), depthwise=depthwise,
+                         weight_bits=weight_bits, act_bits=act_bits, act_signed=act_signed,
+                         out_bits=act_bits, out_signed=act_signed)
+    images = random_images(rng, layer.input, 2, (5, 4, 2))
+    _simulate(layer, "unrolled", images, seed=1, gap=0.3, stall=0.3, levels=3)
+
+
+@pytest.mark.parametrize("in_shape,out_channels,kernel,stride,pads,depthwise,folding,in_lanes",
+                         CASES[:3] + CASES[6:])
+def test_unrolled_conv_cycles_latency_and_lead(in_shape, out_channels, kernel, stride, pads,
+                                               depthwise, folding, in_lanes):
+    _check_cycles_latency_and_lead(in_shape, out_channels, kernel, stride, pads, depthwise,
+                                   "unrolled", in_lanes, levels=2)
+
+
+def test_unrolled_conv_rejects_a_folding():
+    layer = crafted_conv(np.random.default_rng(0), (5, 5, 2), 2, (3, 3))
+    with pytest.raises(HwgenError, match="an unrolled conv has no folding"):
+        ConvLayer(layer, (2, 6), levels=2)
+
+
+def _check_cycles_latency_and_lead(in_shape, out_channels, kernel, stride, pads, depthwise,
+                                   folding, in_lanes, levels=None):
     rng = np.random.default_rng(1)
     layer = crafted_conv(rng, in_shape, out_channels, kernel, stride=stride, pads=pads,
                          depthwise=depthwise)
     frames = 3
     images = random_images(rng, layer.input, frames, in_shape)
-    dut, driver, monitor = _simulate(layer, folding, images, in_lanes=in_lanes)
+    dut, driver, monitor = _simulate(layer, folding, images, in_lanes=in_lanes, levels=levels)
     out_beats = int(np.prod(layer.out_shape)) // dut.out_lanes
     assert frame_periods(monitor.times, out_beats) == [dut.cycles_per_frame] * (frames - 1)
 
@@ -81,7 +131,7 @@ def test_conv_cycles_latency_and_lead(in_shape, out_channels, kernel, stride, pa
     interval = dut.latency + dut.engine.cycles_per_frame // (out_beats // layer.out_shape[2]
                                                              * dut.out_lanes) + 4
     dut, driver, monitor = _simulate(layer, folding, images[:1], in_lanes=in_lanes,
-                                     interval=interval)
+                                     interval=interval, levels=levels)
     height, width, channels = in_shape
     out_height, out_width, outs = layer.out_shape
     per_pixel = outs // dut.out_lanes

@@ -198,3 +198,83 @@ def test_cli_unroll(tmp_path, capsys):
     assert "ns at 100 MHz" in report
     assert main(args + ["-o", str(tmp_path / "b"), "--unroll", "nope"]) == 1
     assert "--unroll names 'nope', which is no layer" in capsys.readouterr().err
+
+
+# -- unrolled convolutions in the plan ------------------------------------------------------------
+
+def _cnn(model="dwsep", bits="w4a4"):
+    from pathlib import Path
+    examples = Path(__file__).resolve().parent.parent / "examples" / "cnn"
+    graph = hwgen.load(examples / f"{model}.onnx")
+    return hwgen.quantize(graph, np.load(examples / "calib.npz")["x"], bits)
+
+
+def test_plan_unrolls_convolutions():
+    """``unroll="all"`` takes convs (depthwise too) as well as dense layers: one output pixel
+    per cycle, so the layer runs at its window's pace; no multipliers, no DSPs."""
+    from hwgen.plan import _window_cycles
+
+    qgraph = _cnn()
+    plan = hwgen.make_plan(qgraph, unroll="all", multipliers=16)
+    unrolled = [p for p in plan.layers if p.engine == "unrolled"]
+    assert [p.name for p in unrolled] == ["stem", "depthwise", "pointwise", "fc"]
+    for layer_plan in unrolled[:3]:
+        layer = layer_plan.layer
+        kh, kw = layer.kernel
+        assert layer_plan.folding.pe == layer.out_channels == layer_plan.out_lanes
+        assert layer_plan.folding.simd == kh * kw * layer.in_shape[2]
+        assert layer_plan.cycles == _window_cycles(layer, layer_plan.in_lanes, layer_plan.simd)
+        assert layer_plan.multipliers == 0 and layer_plan.describe() == "unrolled"
+    assert plan.cost("ulx3s_85f").layers[0].dsp == 0
+    assert plan.unrolled_links() == {"fc": (0, True)}  # convs read registered windows
+    pinned = hwgen.make_plan(qgraph, {"pointwise": "unrolled"}, multipliers=16)
+    assert pinned["pointwise"].engine == "unrolled" and pinned["stem"].engine == "systolic"
+
+
+def test_unrolled_conv_netlist_is_the_window_dense_layer():
+    """A conv's netlist is the dense layer over its im2col window; a depthwise conv's other
+    channels are zero weights and cost no adder."""
+    from hwgen.hw.unrolled import as_dense
+
+    qgraph = _cnn()
+    depthwise = qgraph["depthwise"]
+    dense = as_dense(depthwise)
+    channels = depthwise.in_shape[2]
+    assert dense.weight.shape == (channels, 9 * channels)
+    assert np.count_nonzero(dense.weight) == np.count_nonzero(depthwise.weight)
+    assert np.array_equal(dense.weight[1, 1::channels], depthwise.weight[1].reshape(-1))
+    assert as_dense(depthwise) is dense  # cached, so the netlist cache holds
+    stem = qgraph["stem"]
+    assert np.array_equal(as_dense(stem).weight, stem.weight.reshape(stem.out_channels, -1))
+
+
+def test_board_search_may_unroll():
+    """``unroll="auto"`` adds the unrolled engine to the board search's options: on the
+    depthwise-separable example it unrolls the convolutions, whose folded engines cannot keep
+    pace with the input, and the plan still fits the board's limits."""
+    from hwgen.plan_board import _limits
+
+    qgraph = _cnn()
+    folded = hwgen.make_plan(qgraph, board="ulx3s_85f")
+    auto = hwgen.make_plan(qgraph, board="ulx3s_85f", unroll="auto")
+    assert {p.name for p in auto.layers if p.engine == "unrolled"} >= {"depthwise", "pointwise"}
+    assert auto.initiation_interval < folded.initiation_interval
+    limits = _limits(auto.board, hwgen.plan.DEFAULT_MAX_UTILIZATION)
+    assert all(auto.cost().totals[r] <= limits[r] for r in limits)
+    assert all(p.engine != "unrolled" for p in folded.layers)
+    with pytest.raises(HwgenError, match="--unroll auto lets the board search choose"):
+        hwgen.make_plan(qgraph, unroll="auto")
+
+
+def test_auto_unroll_skips_large_layers(monkeypatch):
+    import hwgen.plan_board as plan_board
+    qgraph = _cnn()
+    monkeypatch.setattr(plan_board, "AUTO_UNROLL_WEIGHTS", 0)
+    plan = hwgen.make_plan(qgraph, board="ulx3s_85f", unroll="auto")
+    assert all(p.engine != "unrolled" for p in plan.layers)
+
+
+def test_unroll_errors_for_other_layers():
+    qgraph = _cnn()
+    with pytest.raises(HwgenError, match="only dense and conv layers unroll, not global_avgpool"):
+        hwgen.make_plan(qgraph, unroll="gap")

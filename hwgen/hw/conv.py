@@ -38,7 +38,9 @@ class ConvLayer(wiring.Component):
     ``PadUnit`` (pads the input zero point; absent when every pad is 0) →
     ``SlidingWindow`` → ``SystolicArray`` (``groups == 1``, ``folding = (rows, cols)``, window
     order ``"conv"`` in ``cols`` lanes) or ``DepthwiseEngine`` (``folding = (pe, 1)``, order
-    ``"depthwise"`` in ``pe`` lanes).
+    ``"depthwise"`` in ``pe`` lanes), or with ``levels`` an
+    :class:`~hwgen.hw.unrolled.UnrolledDense` over the whole window (order ``"conv"``, ``K``
+    lanes; constant weights, one output pixel of all ``O`` channels per cycle, depthwise too).
 
     Parameters
     ----------
@@ -56,6 +58,9 @@ class ConvLayer(wiring.Component):
         The engine's multiplier kind and products per packed multiplier (see
         :class:`~hwgen.hw.systolic.SystolicArray`; a depthwise engine takes ``"dsp"`` or
         ``"lut"``).
+    levels : int or None
+        Adder levels per pipeline stage of an unrolled engine (``folding`` is then
+        ``"unrolled"`` or ``None``); ``None`` builds a folded one.
 
     Attributes
     ----------
@@ -89,23 +94,13 @@ class ConvLayer(wiring.Component):
     """
 
     def __init__(self, layer, folding, *, in_lanes=None, target="generic", multiplier="dsp",
-                 pack=1):
+                 pack=1, levels=None):
         self._layer = layer
-        first, second = _folding_pair(layer, folding)
-        if layer.depthwise:
-            if second != 1:
-                raise HwgenError(f"layer {layer.name!r}: a depthwise conv's folding is (pe, 1), "
-                                 f"not ({first}, {second})")
-            if pack != 1:
-                raise HwgenError(f"layer {layer.name!r}: a depthwise engine does not pack "
-                                 f"products (pack={pack})")
-            self._engine = DepthwiseEngine(layer, first, target=target, multiplier=multiplier)
-            self._out_lanes, order = self._engine.pe, "depthwise"
+        if levels is not None:
+            self._engine, self._out_lanes, order = self._unrolled(folding, levels)
         else:
-            rows, cols = check_conv_folding(layer, first, second)
-            self._engine = SystolicArray(layer, rows, cols, target=target,
-                                         multiplier=multiplier, pack=pack)
-            self._out_lanes, order = cols, "conv"
+            self._engine, self._out_lanes, order = self._folded(folding, target, multiplier,
+                                                                pack)
         self._order = order
         height, width, channels = layer.in_shape
         top, left, bottom, right = layer.pads
@@ -127,9 +122,42 @@ class ConvLayer(wiring.Component):
                                                    self._engine_lanes))),
         })
 
+    def _unrolled(self, folding, levels):
+        """The unrolled engine, the window's lanes (the whole window) and order."""
+        from .unrolled import UnrolledDense
+
+        layer = self._layer
+        if folding not in (None, "unrolled"):
+            raise HwgenError(f"layer {layer.name!r}: an unrolled conv has no folding (give "
+                             f"'unrolled' or None), not {folding!r}")
+        pixels = layer.out_shape[0] * layer.out_shape[1]
+        kh, kw = layer.kernel
+        return (UnrolledDense(layer, levels, beats=pixels), kh * kw * layer.in_shape[2],
+                "conv")
+
+    def _folded(self, folding, target, multiplier, pack):
+        """The systolic or depthwise engine, the window's lanes and order."""
+        layer = self._layer
+        first, second = _folding_pair(layer, folding)
+        if layer.depthwise:
+            if second != 1:
+                raise HwgenError(f"layer {layer.name!r}: a depthwise conv's folding is (pe, 1), "
+                                 f"not ({first}, {second})")
+            if pack != 1:
+                raise HwgenError(f"layer {layer.name!r}: a depthwise engine does not pack "
+                                 f"products (pack={pack})")
+            engine = DepthwiseEngine(layer, first, target=target, multiplier=multiplier)
+            return engine, engine.pe, "depthwise"
+        rows, cols = check_conv_folding(layer, first, second)
+        engine = SystolicArray(layer, rows, cols, target=target, multiplier=multiplier,
+                               pack=pack)
+        return engine, cols, "conv"
+
     @property
     def _engine_lanes(self):
         engine = self._engine
+        if not hasattr(engine, "rows") and not hasattr(engine, "pe"):
+            return self._layer.out_channels  # unrolled: a whole pixel per beat
         return engine.pe if self._layer.depthwise else engine.rows
 
     def _front(self, in_lanes):

@@ -24,6 +24,7 @@ one pipeline: a layer's outputs may leave unregistered into the next, which cont
 """
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -36,7 +37,8 @@ from ..reference import Rounding
 from .requant import code_shape
 from .stream import frame_layout
 
-__all__ = ["Netlist", "UnrolledDense", "csd", "check_unrollable", "ADDER_NS", "levels_for"]
+__all__ = ["Netlist", "UnrolledDense", "as_dense", "csd", "check_unrollable", "ADDER_NS",
+           "levels_for"]
 
 # Modelled delay of one adder level (carry chain, a LUT and its routing) per FPGA family, in ns:
 # the pipeline holds ``⌊period / delay⌋`` levels per stage. ECP5 is measured: a 64→32 w6a6
@@ -118,15 +120,46 @@ def simplest_requant(layer, channel, acc_lo, acc_hi):
 
 
 def check_unrollable(layer):
-    """:class:`HwgenError` unless ``layer`` is a dense layer the unrolled engine builds."""
-    if layer.op != "dense":
-        raise HwgenError(f"layer {layer.name!r}: only dense layers unroll, not {layer.op}")
+    """:class:`HwgenError` unless ``layer`` is a dense or convolution layer the unrolled engine
+    builds."""
+    if layer.op not in ("dense", "conv"):
+        raise HwgenError(f"layer {layer.name!r}: only dense and conv layers unroll, not "
+                         f"{layer.op}")
     if getattr(layer, "negative_multiplier", None) is not None:
         raise HwgenError(f"layer {layer.name!r}: a folded LeakyReLU/PReLU (two slopes) does not "
                          "unroll yet; run it on a mac engine")
     if layer.rounding is Rounding.FLOAT32_ORT:
         raise HwgenError(f"layer {layer.name!r}: onnxruntime's float32 requantization does not "
                          "unroll yet; run it on a mac engine")
+
+
+@functools.lru_cache(maxsize=256)
+def as_dense(layer):
+    """The dense layer an unrolled engine computes for ``layer``: the layer itself, or for a
+    convolution the dense layer over its im2col window (``K = kh·kw·C`` inputs in the sliding
+    window's ``"conv"`` order, OHWI flattened; a depthwise conv's weights block-diagonal, each
+    output reading its own channel's ``kh·kw`` elements, the other weights zero, which cost
+    nothing). Cached per layer, so the netlist cache keyed on it holds."""
+    check_unrollable(layer)
+    if layer.op == "dense":
+        return layer
+    kh, kw = layer.kernel
+    channels = layer.in_shape[2]
+    if layer.depthwise:
+        weight = np.zeros((channels, kh * kw * channels), dtype=np.int64)
+        taps = np.arange(kh * kw) * channels
+        for c in range(channels):
+            weight[c, taps + c] = layer.weight[c].reshape(-1)
+    else:
+        weight = layer.weight.reshape(layer.out_channels, -1).astype(np.int64)
+    from ..qgraph import QDense
+    return QDense(name=layer.name, inputs=layer.inputs, weight=weight,
+                  weight_bits=layer.weight_bits, weight_scale=layer.weight_scale,
+                  bias=layer.bias, multiplier=layer.multiplier, shift=layer.shift,
+                  input=layer.input, output=layer.output, clamp_lo=layer.clamp_lo,
+                  clamp_hi=layer.clamp_hi, rounding=layer.rounding, relu=layer.relu,
+                  negative_multiplier=layer.negative_multiplier,
+                  bias_fraction=layer.bias_fraction, negative_fraction=layer.negative_fraction)
 
 
 @dataclasses.dataclass(eq=False)
@@ -174,7 +207,7 @@ class Netlist:
     features)."""
 
     def __init__(self, layer, levels, start_level=0):
-        check_unrollable(layer)
+        layer = as_dense(layer)
         if levels < 1:
             raise HwgenError(f"levels per stage must be at least 1, not {levels}")
         self.layer, self.levels = layer, int(levels)
@@ -361,13 +394,19 @@ class UnrolledDense(wiring.Component):
     the same stage (``start_level``: the adder levels its inputs already went through), so a
     chain of unrolled layers is one pipeline whose stages do not restart at each layer.
 
+    A convolution's engine (:class:`~hwgen.hw.conv.ConvLayer`) is this over the layer's
+    im2col window (:func:`as_dense`): one window in, one output pixel (all channels) out per
+    cycle, ``beats`` of them per frame, ``last`` carried along the pipeline.
+
     Parameters
     ----------
-    layer : QDense
+    layer : QDense or QConv
     levels : int
         Adder levels per pipeline stage (:func:`levels_for` from a clock and family).
     start_level : int
     registered : bool
+    beats : int
+        Input vectors per frame (1 for a dense layer; a convolution's output pixels).
 
     Members
     -------
@@ -381,20 +420,26 @@ class UnrolledDense(wiring.Component):
         Cycles from an input vector's transfer to its offer on ``o``: the pipeline's stages,
         plus the output register when ``registered``.
     cycles_per_frame : int
-        1.
+        ``beats``: one vector per cycle.
     """
 
-    cycles_per_frame = 1
-
-    def __init__(self, layer, levels, *, start_level=0, registered=True):
-        self._layer = layer
+    def __init__(self, layer, levels, *, start_level=0, registered=True, beats=1):
         self._registered = bool(registered)
         self.netlist = Netlist(layer, levels, start_level)
+        layer = self._layer = self.netlist.layer
+        if not isinstance(beats, int) or beats < 1:
+            raise HwgenError(f"layer {layer.name!r}: beats per frame must be a positive "
+                             f"integer, not {beats!r}")
+        self._beats = beats
         super().__init__({
             "i": In(stream.Signature(frame_layout(code_shape(layer.input), layer.in_features))),
             "o": Out(stream.Signature(frame_layout(code_shape(layer.output),
                                                    layer.out_features))),
         })
+
+    @property
+    def cycles_per_frame(self):
+        return self._beats
 
     @property
     def latency(self):
@@ -408,21 +453,30 @@ class UnrolledDense(wiring.Component):
         values = {}
         for index, node in enumerate(netlist.nodes):
             values[id(node)] = self._value(m, node, values, index, en)
-        valid = self.i.valid
+        # ``last`` rides along with ``valid`` (always 1 for one vector per frame).
+        valid, last = self.i.valid, self.i.payload.last if self._beats > 1 else 1
         for stage in range(netlist.stages):
             delayed = Signal(name=f"valid{stage}")
             with m.If(en):
                 m.d.sync += delayed.eq(valid)
             valid = delayed
+            if self._beats > 1:
+                delayed = Signal(name=f"last{stage}")
+                with m.If(en):
+                    m.d.sync += delayed.eq(last)
+                last = delayed
         codes = [values[id(node)] for node in netlist.outputs]
+        outputs = [self.o.valid.eq(valid),
+                   *(self.o.payload.data[c].eq(code) for c, code in enumerate(codes))]
+        if self._beats > 1:
+            outputs.append(self.o.payload.last.eq(last))
+        else:
+            m.d.comb += self.o.payload.last.eq(1)
         if self._registered:
             with m.If(en):
-                m.d.sync += [self.o.valid.eq(valid),
-                             *(self.o.payload.data[c].eq(code) for c, code in enumerate(codes))]
+                m.d.sync += outputs
         else:
-            m.d.comb += [self.o.valid.eq(valid),
-                         *(self.o.payload.data[c].eq(code) for c, code in enumerate(codes))]
-        m.d.comb += self.o.payload.last.eq(1)
+            m.d.comb += outputs
         return m
 
     def _value(self, m, node, values, index, en):
