@@ -40,12 +40,26 @@ def test_the_seeds_cover_every_engine_and_multiplier_kind():
     assert expected <= seen, expected - seen
 
 
-# Seeds with a residual add, a concat with depthwise and LUT multipliers, an unrolled layer
-# before an argmax.
+# Seeds with: a residual add and a concat beside an unrolled conv (11); a concat, a depthwise
+# engine, LUT multipliers and two unrolled convs (8); unrolled convs and a table before a packed
+# MAC unit and an argmax (6); a global average pool at the interval whose output burst a lane
+# converter narrows (3059: it measured 87 cycles per frame against 84 before that edge had a
+# FIFO).
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [11, 8, 6])
+@pytest.mark.parametrize("seed", [11, 8, 6, 3059])
 def test_fuzzed_designs_are_bit_exact_and_match_the_cycle_model(seed, tmp_path):
     outcome = run_case(random_case(seed), tmp_path, codes=1500)
     assert outcome.error is None, outcome
     assert outcome.codes >= 1500 and outcome.mismatches == 0, outcome
     assert outcome.ii_measured == outcome.ii_predicted, outcome
+
+
+def test_a_narrowed_pool_burst_gets_a_fifo():
+    """Seed 3059's pool emits its 4-beat frame in a burst that a 2→1 lane converter narrows:
+    the edge gets a FIFO of those beats, so the pool never stalls its input."""
+    from hwgen.plan import make_plan
+    case = random_case(3059)
+    plan = make_plan(case.quantize(), case.folding)
+    assert plan["gap0"].engine == "gap" and plan["gap0"].out_lanes == 2
+    assert plan["dense0"].in_lanes == 1
+    assert plan.fifo_depth("gap0", "dense0") == 4
