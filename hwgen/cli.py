@@ -114,6 +114,9 @@ def cmd_build(args):
     _check_output(args.output)
     if args.frames < 1:
         raise HwgenError(f"--frames must be at least 1, not {args.frames}")
+    if args.plan_goal != "throughput" and not args.board:
+        raise HwgenError(f"--plan-goal {args.plan_goal} selects among the plans that fit a "
+                         "board: give --board")
     choice = None
     graph = load(args.model, name=args.name, argmax=args.argmax)
     calibration = load_calibration(args.calib) if args.calib else None
@@ -150,6 +153,7 @@ def cmd_build(args):
     plan = make_plan(qgraph, args.folding, multipliers=args.multipliers, board=args.board,
                      max_utilization=_utilization(args.max_utilization),
                      multiplier_kinds=args.multiplier_kinds, unroll=args.unroll,
+                     goal=args.plan_goal,
                      clock=args.clock, progress=_progress)
     print(plan)
     if plan.board is not None:
@@ -349,6 +353,11 @@ def build_parser():
                             "pixel) per cycle: 'all', 'fc1,conv2' (same as --folding "
                             "fc1=unrolled) or, with --board, 'auto' (the board search unrolls "
                             "the layers where that fits best)")
+    build.add_argument("--plan-goal", choices=["throughput", "latency"], default="throughput",
+                       help="with --board: at the shortest interval, plan for headroom "
+                            "(throughput, the default) or for the lowest latency (every layer "
+                            "as fast as the board allows; with --unroll auto that favours "
+                            "unrolled layers)")
     build.add_argument("--clock", type=float, metavar="MHZ",
                        help="the clock unrolled layers place their pipeline registers for "
                             "(default: the --board's target clock, else 150)")

@@ -384,6 +384,7 @@ def _target(point, board):
 def _model_row(inputs, point, resolved):
     """The cost-model part of a point's row, and the plan (for synthesis and simulation)."""
     from .energy import estimate_energy
+    from .hw.accelerator import plan_latency
     from .precision import bit_ops, weight_memory_bits
 
     board = get_board(point.board)
@@ -392,7 +393,7 @@ def _model_row(inputs, point, resolved):
     accuracy, agreement, float_accuracy = _accuracy(inputs, qgraph)
     plan = _plan(qgraph, point, board)
     cost = plan.cost(board)
-    latency = _latency(plan, target)
+    latency = plan_latency(plan, target)
     interval = plan.initiation_interval
     energy = estimate_energy(plan, board)
     utilization = cost.utilization
@@ -411,26 +412,6 @@ def _model_row(inputs, point, resolved):
            "layer_bits": " ".join(f"{lp.name}:{_bits_label(lp.layer)}" for lp in plan.layers),
            "folding": " ".join(f"{lp.name}={lp.describe()}" for lp in plan.layers)}
     return row, plan, target
-
-
-def _latency(plan, target):
-    """The accelerator's latency in cycles (:attr:`~hwgen.hw.accelerator.Accelerator.latency`),
-    from its blocks without elaborating them (1–2 s a design). The blocks are never used, so
-    Amaranth's warning about that is silenced while they are collected."""
-    import gc
-    import warnings
-
-    from amaranth.hdl import UnusedElaboratable
-
-    from .hw.accelerator import Accelerator
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnusedElaboratable)
-        accelerator = Accelerator(plan, target=target)
-        latency = accelerator.latency
-        del accelerator
-        gc.collect()
-    return latency
 
 
 def _bits_label(layer):

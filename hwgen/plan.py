@@ -520,7 +520,7 @@ def _in_lanes_options(layer, engine):
 
 def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
               max_utilization=DEFAULT_MAX_UTILIZATION, multiplier_kinds=None, unroll=None,
-              clock=None, progress=None):
+              clock=None, goal="throughput", progress=None):
     """Plan ``qgraph``: user ``folding`` (see :func:`parse_folding`; an engine may be pinned as
     ``"systolic:6x5"``, and its multiplier kind as ``"systolic:6x5:lut"``) where given; the
     other layers follow the default rule sized so that the layer with the most MACs has about
@@ -541,7 +541,18 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
     the board search unroll any dense or conv layer of at most
     :data:`hwgen.plan_board.AUTO_UNROLL_WEIGHTS` non-zero weights where that fits better.
     Unrolled pipeline registers are placed for ``clock`` MHz (default: the board's target
-    clock, or :data:`DEFAULT_CLOCK`)."""
+    clock, or :data:`DEFAULT_CLOCK`).
+
+    ``goal`` (with a ``board``): ``"throughput"`` (the default) takes, at the shortest
+    interval, the layers' plans that leave the most headroom; ``"latency"`` those with the
+    fewest summed cycles per frame (each layer as fast as the board allows; with
+    ``unroll="auto"`` that favours unrolled layers), kept where the accelerator's latency is
+    lower."""
+    if goal not in GOALS:
+        raise HwgenError(f"goal must be one of {', '.join(GOALS)}, not {goal!r}")
+    if goal != "throughput" and board is None:
+        raise HwgenError(f"the plan goal {goal!r} selects among the plans that fit a board: "
+                         "give a board (--board)")
     folding = parse_folding(folding)
     folding.update({name: "unrolled" for name in _unrolled_names(qgraph, unroll)})
     kinds = _allowed_kinds(multiplier_kinds)
@@ -569,7 +580,7 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
     if board is not None:
         from .plan_board import fit_board
         return fit_board(qgraph, pinned, board, max_utilization, kinds, progress,
-                         unroll_levels=_levels(board, clock) if auto else None)
+                         unroll_levels=_levels(board, clock) if auto else None, goal=goal)
     if pinned:
         # Engines the user sized set the pace; the others need not be faster.
         target = max([target] + [plan.cycles for plan in pinned.values()])
@@ -577,6 +588,9 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
 
 
 DEFAULT_CLOCK = 150.0  # MHz, for unrolled layers of a plan without a board
+
+# What the board search selects for at the shortest interval (see make_plan).
+GOALS = ("throughput", "latency")
 
 
 def _unrolled_names(qgraph, unroll):

@@ -112,11 +112,14 @@ def _achievable_cycles(catalog, pinned):
     return sorted({floor} | {value for value in cycles if value >= floor})
 
 
-def _select(catalog, target, limits):
+def _select(catalog, target, limits, goal="throughput"):
     """The layers' plans within ``target`` cycles whose summed modelled resources fit
     ``limits`` and leave the most headroom: the smallest largest share of any resource's
     limit, then the smallest sum of shares (so DSPs and LUTs fill evenly, as place and route
-    prefers, rather than one of them to the brim); ``None`` if no choice fits. An exact mixed
+    prefers, rather than one of them to the brim); ``None`` if no choice fits. With ``goal``
+    ``"latency"``, the smallest sum of the layers' cycles per frame first (each layer as fast
+    as the resources allow, which shortens the time a frame spends in it), headroom only
+    breaking ties. An exact mixed
     0/1 program (:func:`scipy.optimize.milp`): one binary per layer and option, one option per
     layer, one capacity row per resource, and the largest share ``t`` bounding every
     resource's share. FIFOs are not in the sum; the caller checks the whole plan."""
@@ -142,8 +145,10 @@ def _select(catalog, target, limits):
             use[:, column] = [cost[resource] for resource in RESOURCES]
             share[:, column] = [cost[resource] / limits[resource] for resource in usable]
             objective[column] = _SUM_WEIGHT * sum(share[:, column])
+            if goal == "latency":
+                objective[column] += option.cycles / target
             column += 1
-    objective[count] = 1.0
+    objective[count] = _SUM_WEIGHT if goal == "latency" else 1.0
     share[:, count] = -1.0
     constraints = [LinearConstraint(pick, 1, 1),
                    LinearConstraint(use, -np.inf, [limits[r] for r in RESOURCES]),
@@ -169,7 +174,7 @@ _SUM_WEIGHT = 1e-3
 _FIFO_ROUNDS = 4
 
 
-def _fit_with_fifos(qgraph, catalog, target, limits, chosen, board):
+def _fit_with_fifos(qgraph, catalog, target, limits, chosen, board, goal="throughput"):
     """The plan of ``chosen`` (layer plans within ``target``) if it fits ``limits`` with its
     FIFOs; else the selection redone with the FIFOs' resources held back from the limits, a
     few rounds (the FIFOs depend on the lanes chosen, so each round holds back the most any
@@ -189,11 +194,25 @@ def _fit_with_fifos(qgraph, catalog, target, limits, chosen, board):
             fifos = totals[resource] - sum(cost[resource] for cost in layers)
             reserve[resource] = max(reserve[resource], fifos)
         chosen = _select(catalog, target, {resource: limits[resource] - reserve[resource]
-                                           for resource in limits})
+                                           for resource in limits}, goal)
     return None
 
 
-def fit_board(qgraph, pinned, board, max_utilization, kinds, progress, unroll_levels=None):
+def _lower_latency(plan, other, progress):
+    """Of two plans of one interval, the one with the lower accelerator latency."""
+    from .hw.accelerator import plan_latency
+
+    if other is None or all(mine is theirs for mine, theirs in zip(plan.layers, other.layers)):
+        return plan
+    latency, other_latency = plan_latency(plan), plan_latency(other)
+    if progress:
+        progress(f"latency: {other_latency} cycles selected for latency, {latency} for "
+                 "headroom")
+    return other if other_latency < latency else plan
+
+
+def fit_board(qgraph, pinned, board, max_utilization, kinds, progress, unroll_levels=None,
+              goal="throughput"):
     """The plan with the shortest achievable interval whose modelled resources fit ``board``.
 
     Feasibility only grows with the interval (every layer keeps its options and gains
@@ -201,7 +220,11 @@ def fit_board(qgraph, pinned, board, max_utilization, kinds, progress, unroll_le
     a choice; FIFOs, which the selection leaves out, are then checked on the whole plan: where
     they push it over, the selection is redone with their resources held back
     (:func:`_fit_with_fifos`), and only then does the search step to longer intervals.
-    ``unroll_levels`` (``unroll="auto"``) adds the unrolled engine to the layers' options."""
+    ``unroll_levels`` (``unroll="auto"``) adds the unrolled engine to the layers' options.
+
+    ``goal="latency"`` keeps that interval and then selects for the latency instead of the
+    headroom (see :func:`_select`), keeping that plan where the accelerator's latency
+    (:func:`hwgen.hw.accelerator.plan_latency`) is lower than the headroom plan's."""
     from .board import get_board
     from .cost import estimate
 
@@ -225,6 +248,10 @@ def fit_board(qgraph, pinned, board, max_utilization, kinds, progress, unroll_le
             high = middle
     for target in candidates[low:]:
         plan = _fit_with_fifos(qgraph, catalog, target, limits, select(target), board)
+        if plan is not None and goal == "latency":
+            plan = _lower_latency(plan, _fit_with_fifos(
+                qgraph, catalog, target, limits, _select(catalog, target, limits, goal), board,
+                goal), progress)
         if plan is not None:
             if progress:
                 progress(f"folding for {board.name}: II {plan.initiation_interval} cycles, "

@@ -48,6 +48,13 @@ def test_frames_must_be_positive(tmp_path, capsys, frames):
     assert not (tmp_path / "out").exists()
 
 
+def test_plan_goal_needs_a_board(tmp_path, capsys):
+    assert _build(tmp_path, "--plan-goal", "latency") == 1
+    assert "--plan-goal latency selects among the plans that fit a board" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_generate_checks_frames_and_inputs():
     graph = hwgen.load(MODEL)
     qgraph = hwgen.quantize(graph, np.load(CALIB)["x"])

@@ -11,7 +11,7 @@ from .dsp import check_target
 from .requant import code_shape
 from .stream import LaneConverter, frame_layout
 
-__all__ = ["Accelerator", "make_block"]
+__all__ = ["Accelerator", "make_block", "plan_latency"]
 
 
 def _bytes_width(bits):
@@ -277,3 +277,21 @@ class Accelerator(wiring.Component):
             self.s_axis_tready.eq(port.ready),
         ]
         return port
+
+
+def plan_latency(plan, target="generic"):
+    """The latency in cycles of ``plan``'s accelerator (:attr:`Accelerator.latency`), from its
+    blocks without elaborating them (1–2 s a design). The blocks are never used, so
+    Amaranth's warning about that is silenced while they are collected."""
+    import gc
+    import warnings
+
+    from amaranth.hdl import UnusedElaboratable
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        accelerator = Accelerator(plan, target=target)
+        latency = accelerator.latency
+        del accelerator
+        gc.collect()
+    return latency
