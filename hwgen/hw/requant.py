@@ -132,6 +132,13 @@ class Requant(wiring.Component):
         if np.any(shifts != shifts[0]):
             fields["shift"] = (unsigned(max(int(shifts.max()).bit_length(), 1)), shifts)
             fields["half"] = (unsigned(max(int(half.max()).bit_length(), 1)), half)
+        if np.ndim(layer.clamp_lo):
+            # Per-channel clamp ends and zero points (a shared engine's table over its
+            # layers' channels): lo − zp and hi − zp, as _clamp_range computes them.
+            zero = np.asarray(layer.zero_point, dtype=np.int64)
+            for name, values in (("low", np.asarray(layer.clamp_lo) - zero),
+                                 ("high", np.asarray(layer.clamp_hi) - zero), ("zero", zero)):
+                fields[name] = (signed(_signed_bits(values)), values)
         layout = data.StructLayout({name: data.ArrayLayout(shape, lanes)
                                     for name, (shape, _) in fields.items()})
         words = [{name: [int(v) for v in values[group * lanes:(group + 1) * lanes]]
@@ -195,7 +202,8 @@ class Requant(wiring.Component):
             high_product = multiply(m, total[low_bits:].as_signed(), multiplier, en,
                                     target=self._target, name=f"high_multiplier{lane}")
             fraction = self._fraction(m, total, en, stage_params[3], lane, layout)
-            low, high = self._clamp_range()
+            low, high, _ = self._clamp_range(stage_params[6 + late], lane)
+            final_low, final_high, zero_point = self._clamp_range(stage_params[7 + late], lane)
             rounding_in = product
             constant = (self._half(stage_params[4], lane, common_half)
                         + self._parity(product, stage_params[4], lane, common_shift))
@@ -225,7 +233,7 @@ class Requant(wiring.Component):
                     above.eq(shifted > high),
                     narrow.eq(shifted[:len(narrow)]),
                     self.o.payload.data[lane].eq(
-                        Mux(below, low, Mux(above, high, narrow)) + self._layer.output.zero_point),
+                        Mux(below, final_low, Mux(above, final_high, narrow)) + zero_point),
                 ]
         return m
 
@@ -289,13 +297,16 @@ class Requant(wiring.Component):
             return value >> params.shift[lane]
         return value >> common_shift
 
-    def _clamp_range(self):
+    def _clamp_range(self, params, lane):
         """``clamp(shifted + zp, lo, hi)`` is computed as ``clamp(shifted, lo − zp, hi − zp) +
         zp``: the comparisons run against constants (registered on their own stage), and only
-        the narrow code width adds. Returns ``(lo − zp, hi − zp)``."""
+        the narrow code width adds. Returns ``(lo − zp, hi − zp, zp)``: constants, or, where
+        the layer gives them per channel, the table's fields of ``params``."""
+        if "zero" in params.shape().members:
+            return params.low[lane], params.high[lane], params.zero[lane]
         layer = self._layer
         zero_point = layer.output.zero_point
-        return layer.clamp_lo - zero_point, layer.clamp_hi - zero_point
+        return layer.clamp_lo - zero_point, layer.clamp_hi - zero_point, zero_point
 
 
 def requant_output(m, o, layer, lanes, depth, *, target):

@@ -1,0 +1,129 @@
+# amaranth: UnusedElaboratable=no
+"""The layer-sequential engine in Amaranth's simulator: every output code of a chain of dense
+layers against ``hwgen.reference.run_integer``, under random stalls, over widths, PE counts and
+multiplier kinds; measured cycles per frame and latency against its cycle model."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from hwgen.errors import HwgenError
+from hwgen.hw.sequential import SequentialEngine, shared_code_shape
+from hwgen.reference import Rounding, dense_accumulate, requantize, run_integer
+from hw_helpers import StreamDriver, StreamMonitor, beats_to_frames, frames_to_beats, run
+from hw_layers import crafted_layer, quantized_mlp, random_codes
+
+
+def _expected(layers, codes):
+    """The chain's reference codes, layer after layer."""
+    for layer in layers:
+        acc = dense_accumulate(layer, codes)
+        codes = requantize(acc, layer.multiplier, layer.shift, layer.output.zero_point,
+                           layer.clamp_lo, layer.clamp_hi, layer.rounding)
+    return codes
+
+
+def _simulate(layers, pe, codes, *, seed=0, gap=0.0, stall=0.0, multiplier="dsp"):
+    rng = np.random.default_rng(seed)
+    dut = SequentialEngine(layers, pe, multiplier=multiplier)
+    driver = StreamDriver(dut.i, frames_to_beats(codes, 1), rng=rng, gap=gap)
+    monitor = StreamMonitor(dut.o, codes.shape[0] * layers[-1].out_features, rng=rng,
+                            stall=stall)
+    run(dut, driver, monitor)
+    got = beats_to_frames(monitor.beats, layers[-1].out_features)
+    np.testing.assert_array_equal(got, _expected(layers, codes))
+    return dut, driver, monitor
+
+
+def _chain(rng, sizes, widths, *, rounding=Rounding.HALF_UP):
+    """Crafted dense layers ``sizes[0] → sizes[1] → …``, layer ``l`` of ``widths[l]`` =
+    ``(weight_bits, in_bits, in_signed, out_bits, out_signed)``; each reads the one before."""
+    layers = []
+    for index, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
+        weight_bits, in_bits, in_signed, out_bits, out_signed = widths[index]
+        layer = crafted_layer(rng, fan_in, fan_out, weight_bits=weight_bits, act_bits=in_bits,
+                              act_signed=in_signed, out_bits=out_bits, out_signed=out_signed,
+                              relu=index % 2 == 0, rounding=rounding, name=f"fc{index}")
+        if layers:
+            layer = _reads(layer, layers[-1])
+        layers.append(layer)
+    return layers
+
+
+def _reads(layer, previous):
+    """``layer`` reading ``previous``'s output."""
+    return dataclasses.replace(layer, inputs=(previous.name,), input=previous.output)
+
+
+WIDTHS = [  # per layer: weight bits, input bits/signed, output bits/signed
+    [(8, 8, False, 8, True), (8, 8, True, 8, False), (8, 8, False, 8, True)],
+    [(2, 2, False, 3, True), (16, 3, True, 16, False), (4, 16, False, 2, True)],
+    [(16, 16, True, 16, True), (3, 16, True, 5, False), (7, 5, False, 9, True)],
+]
+
+
+@pytest.mark.parametrize("widths", WIDTHS, ids=["w8", "narrow-wide", "w16"])
+@pytest.mark.parametrize("pe", [1, 3, 4])
+def test_chain_is_bit_exact_under_stalls(widths, pe):
+    """Three layers of mixed widths and signedness (ReLU on the first and third), PE counts
+    dividing and not dividing the layers' outputs: every code equals the reference."""
+    rng = np.random.default_rng(pe * 10 + widths[0][0])
+    layers = _chain(rng, [6, 5, 8, 3], widths)
+    codes = random_codes(rng, layers[0].input, 5, 6)
+    _simulate(layers, pe, codes, seed=pe, gap=0.3, stall=0.3)
+
+
+@pytest.mark.parametrize("rounding", [Rounding.HALF_UP, Rounding.HALF_EVEN, Rounding.FLOOR])
+def test_rounding_modes_and_extremes(rounding):
+    """Every rounding mode the engine builds, on inputs at the ends of their range."""
+    rng = np.random.default_rng(7)
+    layers = _chain(rng, [4, 6, 2], [(8, 8, True, 8, True), (8, 8, True, 8, False)],
+                    rounding=rounding)
+    codes = random_codes(rng, layers[0].input, 6, 4, extreme=True)
+    _simulate(layers, 2, codes, gap=0.2, stall=0.2)
+
+
+def test_quantized_mlp_against_run_integer():
+    """A chain the real quantizer made (per-channel scales, ReLU between), against the
+    graph's own integer reference."""
+    rng = np.random.default_rng(3)
+    qgraph = quantized_mlp(rng, [12, 10, 8, 5], "w4a4")
+    layers = qgraph.layers
+    codes = random_codes(rng, layers[0].input, 8, 12)
+    np.testing.assert_array_equal(_expected(layers, codes), run_integer(qgraph, codes))
+    _simulate(layers, 4, codes, seed=2, gap=0.2, stall=0.3, multiplier="lut")
+
+
+@pytest.mark.parametrize("pe,multiplier", [(1, "dsp"), (3, "dsp"), (4, "lut")])
+def test_cycles_per_frame_and_latency(pe, multiplier):
+    """Input always valid, output always ready: frames leave every ``cycles_per_frame`` cycles
+    and the first one ``latency`` cycles after its last input code."""
+    rng = np.random.default_rng(pe)
+    layers = _chain(rng, [6, 5, 8, 3], WIDTHS[0])
+    frames = 3
+    codes = random_codes(rng, layers[0].input, frames, 6)
+    dut, driver, monitor = _simulate(layers, pe, codes, multiplier=multiplier)
+    last_in = driver.times[5::6]
+    last_out = monitor.times[2::3]
+    assert np.diff(last_out).tolist() == [dut.cycles_per_frame] * (frames - 1)
+    assert last_out[0] - last_in[0] == dut.latency
+    groups = [-(-5 // pe), -(-8 // pe), -(-3 // pe)]
+    assert dut.steps == groups[0] * 6 + groups[1] * 5 + groups[2] * 8
+
+
+def test_errors():
+    rng = np.random.default_rng(0)
+    layers = _chain(rng, [6, 5, 3], WIDTHS[0][:2])
+    with pytest.raises(HwgenError, match="pe must be from 1 to 5"):
+        SequentialEngine(layers, 6)
+    with pytest.raises(HwgenError, match="does not read 'fc0' alone"):
+        SequentialEngine([layers[0], layers[0]], 2)
+    with pytest.raises(HwgenError, match="round differently"):
+        SequentialEngine([layers[0], dataclasses.replace(
+            layers[1], rounding=Rounding.FLOOR)], 2)
+    with pytest.raises(HwgenError, match="float32 rounding"):
+        SequentialEngine([dataclasses.replace(layers[0], rounding=Rounding.FLOAT32_ORT)], 2)
+    with pytest.raises(HwgenError, match="'dsp' or 'lut'"):
+        SequentialEngine(layers, 2, multiplier="dsp-packed")
+    assert shared_code_shape(layers).width == 9  # unsigned 8-bit codes take a sign bit
