@@ -153,7 +153,7 @@ def cmd_build(args):
     plan = make_plan(qgraph, args.folding, multipliers=args.multipliers, board=args.board,
                      max_utilization=_utilization(args.max_utilization),
                      multiplier_kinds=args.multiplier_kinds, unroll=args.unroll,
-                     goal=args.plan_goal,
+                     goal=args.plan_goal, engine=args.engine,
                      clock=args.clock, progress=_progress)
     print(plan)
     if plan.board is not None:
@@ -353,6 +353,12 @@ def build_parser():
                             "pixel) per cycle: 'all', 'fc1,conv2' (same as --folding "
                             "fc1=unrolled) or, with --board, 'auto' (the board search unrolls "
                             "the layers where that fits best)")
+    build.add_argument("--engine", choices=["dataflow", "sequential"],
+                       help="'sequential': every chain of dense layers on one shared "
+                            "layer-sequential engine (size it with --multipliers, --board or "
+                            "--folding fc3=sequential:8); 'dataflow': an engine per layer "
+                            "only; default: an engine per layer, and with --board the dense "
+                            "layers shared when that does not fit")
     build.add_argument("--plan-goal", choices=["throughput", "latency"], default="throughput",
                        help="with --board: at the shortest interval, plan for headroom "
                             "(throughput, the default) or for the lowest latency (every layer "

@@ -118,6 +118,9 @@ FAMILY_MODELS = {
 }
 FAMILY_MODELS["xcup"] = dataclasses.replace(FAMILY_MODELS["xc7"], dsp_a=27)
 
+# Memories read asynchronously, which stay in logic whatever their size.
+_LOGIC_MEMORIES = {"requant table"}
+
 _REQUANT_MULTIPLIER_BITS = 16   # M < 2^16, unsigned (see hwgen.hw.requant)
 _REQUANT_LOW_BITS = 17
 
@@ -160,9 +163,11 @@ def product_dsps(a_bits, b_bits, model, product_bits=None):
                for a, b in ((a_bits, b_bits), (b_bits, a_bits)))
 
 
-def memory_blocks(depth, width, model):
-    """Block RAMs a ``depth × width`` memory takes (0: it stays in logic)."""
-    if depth < model.bram_min_depth or depth * width < model.bram_min_bits:
+def memory_blocks(depth, width, model, what=None):
+    """Block RAMs a ``depth × width`` memory takes (0: it stays in logic, as every memory
+    named in :data:`_LOGIC_MEMORIES` does)."""
+    if (what in _LOGIC_MEMORIES or depth < model.bram_min_depth
+            or depth * width < model.bram_min_bits):
         return 0
     return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in model.bram_shapes)
 
@@ -255,6 +260,33 @@ def _weighted_parts(layer_plan):
             registers += pe // pack * simd * a            # the window moving down the rows
     requant_products, requant_bits = _requant(
         lanes, acc, max(_REQUANT_MULTIPLIER_BITS, layer.multiplier_bits))
+    return products + requant_products, memories, adders, requant_bits, registers, array_bits
+
+
+def _sequential_parts(layer_plan):
+    """A shared layer-sequential engine (:class:`~hwgen.hw.sequential.SequentialEngine`): its
+    ``pe`` multipliers at the chain's widest weights and shared code width, one requant lane,
+    the weight ROM (one word of ``pe`` weights per step), the two activation banks, the
+    accumulators and the queue into the requant."""
+    chain, pe, kind = layer_plan.layer, layer_plan.pe, layer_plan.multiplier
+    w, a, acc = chain.weight_bits, chain.code_bits, chain.acc_bits
+    product_bits = w + a
+    if kind == "lut":
+        products, array_bits = [], pe * w * a
+        multiplier_registers = pe * _lut_multiplier_registers(w, a, product_bits)
+    else:
+        products, array_bits, multiplier_registers = [(w, a, product_bits, pe)], 0, \
+            pe * (w + a + product_bits)
+    requant_products, requant_bits = _requant(
+        1, acc, max(_REQUANT_MULTIPLIER_BITS, chain.multiplier_bits))
+    from .hw.sequential import requant_table
+    depth, width = requant_table(chain.layers, pe)
+    memories = [("weights", chain.steps(pe), pe * w, 1),
+                ("activations", 2 * chain.bank_words(pe), pe * a, 1),
+                ("requant table", depth, width, 1)]
+    counters = 6 * max(chain.steps(pe), 2).bit_length()
+    adders = pe * acc + counters
+    registers = multiplier_registers + 2 * pe * acc + 3 * pe * a + counters
     return products + requant_products, memories, adders, requant_bits, registers, array_bits
 
 
@@ -370,6 +402,9 @@ def _parts(layer_plan, plan):
         products, memories, adders, requant_bits, registers = _upsample_parts(layer_plan)
     elif layer_plan.engine in ("table", "argmax"):
         products, memories, adders, requant_bits, registers = _lookup_parts(layer_plan)
+    elif layer_plan.engine == "sequential":
+        products, memories, adders, requant_bits, registers, array_bits = _sequential_parts(
+            layer_plan)
     elif layer_plan.engine in ("mac", "systolic", "depthwise"):
         products, memories, adders, requant_bits, registers, array_bits = _weighted_parts(
             layer_plan)
@@ -407,8 +442,8 @@ def layer_features(layer_plan, family, plan=None, model=None):
         if not per_product:
             lut_multiplier_bits += a_bits * b_bits * count
     bram, logic_memory_bits = 0, 0
-    for _, depth, width, count in parts.memories:
-        blocks = memory_blocks(depth, width, model)
+    for what, depth, width, count in parts.memories:
+        blocks = memory_blocks(depth, width, model, what)
         bram += blocks * count
         if not blocks:
             logic_memory_bits += depth * width * count

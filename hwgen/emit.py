@@ -78,6 +78,10 @@ def build_manifest(plan, top, latency):
         })
         if hasattr(layer, "weight"):
             record["weight_memory_bits"] = layer.weight.size * layer.weight_bits
+        if layer.op == "chain":  # a shared sequential engine's layers
+            record["layers"] = [member.name for member in layer.layers]
+            record["weight_memory_bits"] = sum(member.weight.size * member.weight_bits
+                                               for member in layer.layers)
         if layer.op == "activation":
             record["function"] = describe(layer.function, layer.params)
             record["table_bits"] = layer.table.size * layer.output.bits

@@ -1,6 +1,6 @@
 """The exception type a user can cause, and the warning for input that works but is suspect."""
 
-__all__ = ["HwgenError", "HwgenWarning"]
+__all__ = ["HwgenError", "HwgenWarning", "DoesNotFit"]
 
 
 class HwgenError(Exception):
@@ -9,6 +9,10 @@ class HwgenError(Exception):
     The message names the layer or node at fault and says what would be accepted. The CLI prints
     it without a traceback and exits with status 1.
     """
+
+
+class DoesNotFit(HwgenError):
+    """No plan of the model fits the board's resources (the message says which run out)."""
 
 
 class HwgenWarning(UserWarning):

@@ -56,10 +56,12 @@ import operator
 import re
 from pathlib import Path
 
-from .errors import HwgenError
+from .errors import DoesNotFit, HwgenError
 from .graph import module_name
 from . import plan_fifo
 from .packing import DEFAULT_PORTS, DSP_PORTS, check_kind, max_pack, packing
+from .plan_sequential import (check_sequential_pe, dense_chains, sequential_cycles,
+                              sequential_pes)
 
 __all__ = ["Folding", "LayerPlan", "Plan", "make_plan", "parse_folding", "legal_folding",
            "divisors", "ENGINES", "KINDS", "multiplier_packing", "choose_pack",
@@ -85,6 +87,7 @@ ENGINES = {
     "argmax": ("argmax",),
     "concat": ("concat",),
     "upsample": ("upsample",),
+    "chain": ("sequential",),  # dense layers sharing one engine (hwgen.plan_sequential)
 }
 
 
@@ -95,6 +98,7 @@ KINDS = {
     "mac": ("dsp", "dsp-packed", "lut"),
     "systolic": ("dsp", "dsp-packed", "lut"),
     "depthwise": ("dsp", "lut"),
+    "sequential": ("dsp", "lut"),
 }
 
 
@@ -149,17 +153,19 @@ class LayerPlan:
     @property
     def out_lanes(self):
         """Codes per beat of the engine's output (an argmax emits its one index alone)."""
-        return 1 if self.engine == "argmax" else self.folding.pe
+        return 1 if self.engine in ("argmax", "sequential") else self.folding.pe
 
     @property
     def multipliers(self):
         if self.engine in ("mac", "systolic"):
             return self.pe * self.simd
-        return self.pe if self.engine == "depthwise" else 0
+        return self.pe if self.engine in ("depthwise", "sequential") else 0
 
     @property
     def cycles(self):
         """Cycles per frame of the engine, in steady state without stalls."""
+        if self.engine == "sequential":
+            return sequential_cycles(self.layer, self.pe, self.multiplier)
         return _cycles(self.layer, self.engine, self.folding, self.in_lanes)
 
     @property
@@ -217,6 +223,8 @@ def _unrolled_folding(layer):
 
 
 def _cycles(layer, engine, folding, in_lanes):
+    if engine == "sequential":
+        return sequential_cycles(layer, folding.pe)
     if engine == "unrolled":
         return 1 if layer.op == "dense" else _window_cycles(layer, in_lanes, folding.simd)
     if engine == "mac":
@@ -341,7 +349,11 @@ class Plan:
             weight = f"w{layer.layer.weight_bits}" if hasattr(layer.layer, "weight_bits") else ""
             utilization = "" if layer.utilization is None else f"{layer.utilization:.0%}"
             folding = layer.describe().partition(":")[2].partition(":")[0]
-            rows.append(f"  {layer.name:<16} {layer.engine:<10} {folding:>8} "
+            name = layer.name
+            if layer.engine == "sequential":  # the chain's layers, first to last
+                name = f"{layer.layer.layers[0].name}…{name}" if len(layer.layer.layers) > 1 \
+                    else name
+            rows.append(f"  {name:<16} {layer.engine:<10} {folding:>8} "
                         f"{layer.multiplier_label:<13} {layer.in_lanes:>3} "
                         f"{weight + 'a' + str(layer.layer.act_bits):>7} "
                         f"{layer.cycles:>7} {utilization:>6}")
@@ -412,6 +424,11 @@ def legal_folding(layer, folding, engine=None):
     engine = _legal_engine(layer, pinned or engine)
     if engine == "unrolled":
         return _unrolled_folding(layer)
+    if engine == "sequential":
+        if simd not in (None, 1):
+            raise HwgenError(f"layer {layer.name!r}: a sequential engine is sized by its "
+                             f"multipliers (one number), not {pe}x{simd}")
+        return Folding(check_sequential_pe(layer, pe), 1)
     if engine in ("mac", "systolic"):
         outs = layer.out_features if engine == "mac" else layer.out_channels
         ins = layer.in_features if engine == "mac" else layer.window
@@ -480,6 +497,8 @@ def _options(layer, engine):
     kind = _kind(layer)
     if engine == "unrolled":
         return [_unrolled_folding(layer)]
+    if engine == "sequential":
+        return [Folding(pe, 1) for pe in sequential_pes(layer)]
     if engine in ("mac", "systolic"):
         outs = layer.out_features if engine == "mac" else layer.out_channels
         ins = layer.in_features if engine == "mac" else layer.window
@@ -511,6 +530,8 @@ def _in_lanes_options(layer, engine):
         return lambda folding: [layer.in_features]
     if engine == "mac":
         return lambda folding: [folding.simd]
+    if engine == "sequential":
+        return lambda folding: [1]
     if engine in ("pool", "gap", "add", "table", "argmax", "concat", "upsample"):
         return lambda folding: [folding.pe]
     if engine == "depthwise":
@@ -520,7 +541,7 @@ def _in_lanes_options(layer, engine):
 
 def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
               max_utilization=DEFAULT_MAX_UTILIZATION, multiplier_kinds=None, unroll=None,
-              clock=None, goal="throughput", progress=None):
+              clock=None, goal="throughput", engine=None, progress=None):
     """Plan ``qgraph``: user ``folding`` (see :func:`parse_folding`; an engine may be pinned as
     ``"systolic:6x5"``, and its multiplier kind as ``"systolic:6x5:lut"``) where given; the
     other layers follow the default rule sized so that the layer with the most MACs has about
@@ -547,12 +568,21 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
     interval, the layers' plans that leave the most headroom; ``"latency"`` those with the
     fewest summed cycles per frame (each layer as fast as the board allows; with
     ``unroll="auto"`` that favours unrolled layers), kept where the accelerator's latency is
-    lower."""
+    lower.
+
+    ``engine``: ``None`` (the default) plans a dataflow engine per layer, and with a
+    ``board`` puts the dense layers on shared layer-sequential engines
+    (:mod:`hwgen.plan_sequential`) when no dataflow plan fits; ``"dataflow"`` never shares;
+    ``"sequential"`` puts every chain of dense layers on one shared engine (the pin
+    ``"fc3=sequential:8"`` sizes the engine of the chain ending in ``fc3``)."""
     if goal not in GOALS:
         raise HwgenError(f"goal must be one of {', '.join(GOALS)}, not {goal!r}")
     if goal != "throughput" and board is None:
         raise HwgenError(f"the plan goal {goal!r} selects among the plans that fit a board: "
                          "give a board (--board)")
+    if engine not in ENGINE_CHOICES:
+        raise HwgenError(f"engine must be one of {', '.join(map(str, ENGINE_CHOICES))}, not "
+                         f"{engine!r}")
     folding = parse_folding(folding)
     folding.update({name: "unrolled" for name in _unrolled_names(qgraph, unroll)})
     kinds = _allowed_kinds(multiplier_kinds)
@@ -570,21 +600,78 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
         raise HwgenError(f"multipliers must be positive, not {multipliers}")
     largest = max(qgraph.layers, key=lambda layer: layer.macs)
     target = math.ceil(largest.macs / multipliers)
-    ports = DSP_PORTS[_board_family(board)] if board is not None else DEFAULT_PORTS
-    pinned = _pinned(qgraph, folding, target, ports)
-    pinned = _with_levels(pinned, board, clock)
     auto = unroll in ("auto", ["auto"])
     if auto and board is None:
         raise HwgenError("--unroll auto lets the board search choose which layers to unroll: "
                          "give a board (--board), or name the layers (--unroll fc1,conv2)")
-    if board is not None:
-        from .plan_board import fit_board
-        return fit_board(qgraph, pinned, board, max_utilization, kinds, progress,
-                         unroll_levels=_levels(board, clock) if auto else None, goal=goal)
-    if pinned:
-        # Engines the user sized set the pace; the others need not be faster.
-        target = max([target] + [plan.cycles for plan in pinned.values()])
-    return Plan(qgraph, _fill(qgraph, pinned, target))
+
+    def plan_units(sequential):
+        units = _units(qgraph, folding, sequential)
+        ports = DSP_PORTS[_board_family(board)] if board is not None else DEFAULT_PORTS
+        pinned = _with_levels(_pinned(units, folding, target, ports), board, clock)
+        if board is None:
+            # Without a board a shared engine gets the multipliers asked for.
+            pinned.update({unit.name: LayerPlan(unit, "sequential", Folding(min(
+                multipliers, sequential_pes(unit)[-1]), 1), 1) for unit in units
+                if unit.op == "chain" and unit.name not in pinned})
+        if board is not None:
+            from .plan_board import fit_board
+            return fit_board(qgraph, pinned, board, max_utilization, kinds, progress,
+                             unroll_levels=_levels(board, clock) if auto else None, goal=goal,
+                             units=units)
+        pace = target
+        if pinned:
+            # Engines the user sized set the pace; the others need not be faster.
+            pace = max([target] + [plan.cycles for plan in pinned.values()])
+        return Plan(qgraph, _fill(units, pinned, pace))
+
+    shared = engine == "sequential" or any(str(value).startswith("sequential")
+                                           for value in folding.values())
+    try:
+        return plan_units(shared)
+    except DoesNotFit:
+        chains = [chain for chain in dense_chains(qgraph)
+                  if not any(layer.name in folding for layer in chain.layers)]
+        if engine is not None or not chains:
+            raise
+        if progress:
+            progress(f"the dataflow plan does not fit {_board_name(board)}: the dense layers "
+                     f"({'; '.join(chain.describe() for chain in chains)}) go on shared "
+                     "sequential engines")
+        return plan_units(True)
+
+
+# ``make_plan``'s engine choices: None (dataflow engines, with a board the dense layers on a
+# shared engine when those do not fit), "dataflow" (never shared), "sequential" (every chain
+# of dense layers on a shared engine).
+ENGINE_CHOICES = (None, "dataflow", "sequential")
+
+
+def _board_name(board):
+    from .board import get_board
+    return get_board(board).name
+
+
+def _units(qgraph, folding, sequential):
+    """The layers to plan: ``qgraph``'s, and with ``sequential`` each chain of dense layers
+    (:func:`~hwgen.plan_sequential.dense_chains`) whose layers ``folding`` does not pin
+    otherwise as one :class:`~hwgen.plan_sequential.Chain`, where its last layer was."""
+    if not sequential:
+        return list(qgraph.layers)
+    chains = {}
+    for chain in dense_chains(qgraph):
+        inner = [layer.name for layer in chain.layers[:-1] if layer.name in folding]
+        if inner:
+            raise HwgenError(f"folding pins {', '.join(map(repr, inner))}, which the shared "
+                             f"sequential engine over {chain.describe()} computes: pin that "
+                             f"engine by its last layer ('{chain.name}=sequential:8'), or "
+                             "plan without --engine sequential")
+        if chain.name in folding and not str(folding[chain.name]).startswith("sequential"):
+            continue  # the user pinned the chain's last layer to a dataflow engine
+        chains[chain.name] = chain
+    members = {layer.name for chain in chains.values() for layer in chain.layers}
+    return [chains.get(layer.name, layer) for layer in qgraph.layers
+            if layer.name not in members or layer.name in chains]
 
 
 DEFAULT_CLOCK = 150.0  # MHz, for unrolled layers of a plan without a board
@@ -673,12 +760,12 @@ def _board_family(board):
     return get_board(board).family
 
 
-def _pinned(qgraph, folding, target, ports):
+def _pinned(units, folding, target, ports):
     """The layers the user sized, as :class:`LayerPlan`; ``target`` picks their input lanes,
     ``ports`` (the DSP's signed operand widths) the products a packed multiplier holds."""
-    pinned = {}
+    pinned, by_name = {}, {unit.name: unit for unit in units}
     for name, value in folding.items():
-        layer = qgraph[name]
+        layer = by_name[name]
         engine_name, _, _, kind = _parse_pin(layer, value)
         engine = _legal_engine(layer, engine_name)
         fold = legal_folding(layer, value, engine)
@@ -712,11 +799,11 @@ def _pinned_kind(layer, engine, fold, kind, ports):
     return kind, pack
 
 
-def _fill(qgraph, pinned, target):
-    """Every layer's plan: the pinned ones, and the cheapest folding within ``target`` cycles
-    for the others."""
+def _fill(units, pinned, target):
+    """Every planned layer's plan (``units``: the layers, a shared engine's chain as one):
+    the pinned ones, and the cheapest folding within ``target`` cycles for the others."""
     layers = []
-    for layer in qgraph.layers:
+    for layer in units:
         if layer.name in pinned:
             layers.append(pinned[layer.name])
             continue

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from .errors import HwgenError
+from .errors import DoesNotFit, HwgenError
 from .packing import DSP_PORTS
 from .plan import (DEFAULT_MAX_UTILIZATION, ENGINES, KINDS, LayerPlan, Plan, _cycles, _fill,
                    _in_lanes_options, _kind, _options, choose_pack)
@@ -64,7 +64,7 @@ def _layer_options(layer, engine, target):
 AUTO_UNROLL_WEIGHTS = 8192
 
 
-def _catalog(qgraph, pinned, board, kinds, unroll_levels=None):
+def _catalog(units, pinned, board, kinds, unroll_levels=None):
     """Per layer, every ``(LayerPlan, modelled cost)`` it may take on ``board``: the pinned
     plan, or each folding, input-lane count and multiplier kind (of ``kinds``) of its default
     engine, and with ``unroll_levels`` (adder levels per stage) the unrolled engine where the
@@ -74,7 +74,7 @@ def _catalog(qgraph, pinned, board, kinds, unroll_levels=None):
 
     ports = DSP_PORTS[board.family]
     catalog = []
-    for layer in qgraph.layers:
+    for layer in units:
         if layer.name in pinned:
             options = [pinned[layer.name]]
         else:
@@ -212,7 +212,7 @@ def _lower_latency(plan, other, progress):
 
 
 def fit_board(qgraph, pinned, board, max_utilization, kinds, progress, unroll_levels=None,
-              goal="throughput"):
+              goal="throughput", units=None):
     """The plan with the shortest achievable interval whose modelled resources fit ``board``.
 
     Feasibility only grows with the interval (every layer keeps its options and gains
@@ -222,6 +222,9 @@ def fit_board(qgraph, pinned, board, max_utilization, kinds, progress, unroll_le
     (:func:`_fit_with_fifos`), and only then does the search step to longer intervals.
     ``unroll_levels`` (``unroll="auto"``) adds the unrolled engine to the layers' options.
 
+    ``units`` are the planned layers (default ``qgraph.layers``; a chain of dense layers on a
+    shared engine is one, see :mod:`hwgen.plan_sequential`).
+
     ``goal="latency"`` keeps that interval and then selects for the latency instead of the
     headroom (see :func:`_select`), keeping that plan where the accelerator's latency
     (:func:`hwgen.hw.accelerator.plan_latency`) is lower than the headroom plan's."""
@@ -230,7 +233,8 @@ def fit_board(qgraph, pinned, board, max_utilization, kinds, progress, unroll_le
 
     board = get_board(board)
     limits = _limits(board, max_utilization)
-    catalog = _catalog(qgraph, pinned, board, kinds, unroll_levels)
+    units = qgraph.layers if units is None else units
+    catalog = _catalog(units, pinned, board, kinds, unroll_levels)
     candidates = _achievable_cycles(catalog, pinned)
     selections = {}
 
@@ -257,11 +261,11 @@ def fit_board(qgraph, pinned, board, max_utilization, kinds, progress, unroll_le
                 progress(f"folding for {board.name}: II {plan.initiation_interval} cycles, "
                          f"bottleneck {plan.bottleneck}")
             return plan
-    smallest = estimate(Plan(qgraph, _fill(qgraph, pinned, candidates[-1]), board), board)
+    smallest = estimate(Plan(qgraph, _fill(units, pinned, candidates[-1]), board), board)
     over = {resource: (smallest.totals[resource], limits[resource])
             for resource in limits if smallest.totals[resource] > limits[resource]}
     detail = "; ".join(f"{resource.upper()} needs {used}, the limit is {limit} "
                        f"({used - limit} over)" for resource, (used, limit) in over.items())
-    raise HwgenError(f"{qgraph.name} does not fit {board.name} even at its smallest folding"
+    raise DoesNotFit(f"{qgraph.name} does not fit {board.name} even at its smallest folding"
                      f"{' (with the pinned layers)' if pinned else ''}: {detail}; lower the bit "
                      "widths, pin smaller engines, or pick a larger board")

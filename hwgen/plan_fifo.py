@@ -16,7 +16,7 @@ _FIFO_MARGIN = 4
 def lead_elements(layer):
     """Input elements a layer needs beyond those of an output before it can emit it, plus two
     pixels of buffering."""
-    if layer.op in ("dense", "argmax"):
+    if layer.op in ("dense", "argmax", "chain"):
         return layer.in_features
     if layer.op in ("add", "activation", "concat"):
         return layer.shape[-1]
@@ -190,5 +190,5 @@ def _between(plan, tensor, name):
         if current == tensor or current == qgraph.input_name or current in found:
             continue
         found[current] = plan[current]
-        stack.extend(qgraph[current].inputs)
+        stack.extend(plan[current].layer.inputs)
     return list(found.values())

@@ -136,7 +136,12 @@ def test_board_folding_keeps_pins_and_reports_overflow():
     assert plan.initiation_interval == plan["fc1"].cycles      # the pin sets the pace
     with pytest.raises(HwgenError, match=r"does not fit tiny even at its smallest folding: "
                                          r"DSP needs 6, the limit is 5 \(1 over\)"):
-        make_plan(qgraph, board=_board(dsps=5), multiplier_kinds="dsp", max_utilization=1)
+        make_plan(qgraph, board=_board(dsps=5), multiplier_kinds="dsp", max_utilization=1,
+                  engine="dataflow")
+    # By default the planner then shares one engine among the dense layers, and that fits.
+    shared = make_plan(qgraph, board=_board(dsps=5), multiplier_kinds="dsp", max_utilization=1)
+    assert [p.engine for p in shared.layers] == ["sequential"]
+    assert shared.cost().totals["dsp"] <= 5
     with pytest.raises(HwgenError, match="not both"):
         make_plan(qgraph, multipliers=8, board="ulx3s_85f")
 

@@ -28,6 +28,10 @@ def make_block(layer_plan, *, target="generic", link=(0, True)):
         from .mac_unit import MacUnit
         return MacUnit(layer, layer_plan.pe, layer_plan.simd, target=target,
                        multiplier=layer_plan.multiplier, pack=layer_plan.pack)
+    if engine == "sequential":
+        from .sequential import SequentialEngine
+        return SequentialEngine(layer.layers, layer_plan.pe, target=target,
+                                multiplier=layer_plan.multiplier)
     if engine == "unrolled" and layer.op == "conv":
         from .conv import ConvLayer
         return ConvLayer(layer, "unrolled", in_lanes=layer_plan.in_lanes,

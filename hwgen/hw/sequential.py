@@ -40,7 +40,8 @@ from .requant import Requant, code_shape
 from .rom import WeightRom, weight_rom
 from .stream import frame_layout
 
-__all__ = ["SequentialEngine", "check_chain", "shared_code_shape"]
+__all__ = ["SequentialEngine", "check_chain", "drain_cycles", "requant_table",
+           "shared_code_shape"]
 
 # Stages from a step's issue to its accumulation, besides the multiplier's: the buffer read
 # and the operand register (the weight ROM's two registers line up with them), accumulate.
@@ -76,6 +77,24 @@ def shared_code_shape(layers):
     outputs needs (an unsigned code takes one bit more)."""
     quants = [layers[0].input] + [layer.output for layer in layers]
     return signed(max(quant.bits + (not quant.signed) for quant in quants))
+
+
+def requant_table(layers, pe):
+    """``(depth, width)`` of the shared requant's parameter table (read asynchronously, so
+    it is logic, not block RAM): a word per channel of the chain, padded to groups of ``pe``."""
+    layers = check_chain(layers)
+    requant = Requant(_SharedRequant.of(layers, pe, shared_code_shape(layers)), 1)
+    layout, words, _, _ = requant._table()
+    return len(words), layout.size
+
+
+def drain_cycles(layers, pe, multiplier="dsp"):
+    """Cycles between a layer's last step and the next layer's first on the engine over
+    ``layers``: the buffer read and operand register, the multiplier, the accumulate, the
+    group's ``pe`` sums into the requant one per cycle, the requant, the write."""
+    widths = (max(layer.weight_bits for layer in layers), shared_code_shape(layers).width)
+    return (_READ_STAGES + multiplier_latency(multiplier, 1, widths) + 1 + pe
+            + Requant.latency_of(layers[0]) + 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,11 +222,8 @@ class SequentialEngine(wiring.Component):
     @property
     def drain(self):
         """Cycles from a layer's last step to the first step of the next (or the output's
-        first read): the buffer read and operand register, the multiplier, the accumulate,
-        the group's ``pe`` sums into the requant one per cycle, the requant, the write."""
-        widths = (self._weight_bits, self._shape.width)
-        return (_READ_STAGES + multiplier_latency(self._kind, 1, widths) + 1 + self._pe
-                + Requant.latency_of(self._layers[0]) + 1)
+        first read): :func:`drain_cycles`."""
+        return drain_cycles(self._layers, self._pe, self._kind)
 
     @property
     def cycles_per_frame(self):

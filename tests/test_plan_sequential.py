@@ -1,0 +1,109 @@
+"""Planning the layer-sequential engine: which dense layers form a chain, how the engine is
+sized (multipliers, pins, the board search) and when the board search falls back to it; the
+cycle model against the engine's own, the cost and energy models, the CLI."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hwgen
+from hwgen.cli import main
+from hwgen.errors import DoesNotFit, HwgenError
+from hwgen.hw.sequential import SequentialEngine
+from hwgen.plan_board import _limits
+from hwgen.plan_sequential import Chain, dense_chains, sequential_cycles
+from hw_layers import quantized_mlp
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _lenet(bits="w8a8"):
+    calib = np.load(EXAMPLES / "cnn" / "calib.npz")
+    return hwgen.quantize(hwgen.load(EXAMPLES / "cnn" / "lenet.onnx"), calib["x"], bits)
+
+
+def test_dense_chains():
+    qgraph = quantized_mlp(np.random.default_rng(0), [8, 6, 5, 4], "w4a4")
+    (chain,) = dense_chains(qgraph)
+    assert [layer.name for layer in chain.layers] == ["fc1", "fc2", "fc3"]
+    assert (chain.name, chain.inputs, chain.out_features) == ("fc3", ("input",), 4)
+    assert chain.macs == 8 * 6 + 6 * 5 + 5 * 4
+    lenet = _lenet()
+    assert [[layer.name for layer in c.layers] for c in dense_chains(lenet)] == [["fc1", "fc2"]]
+
+
+def test_multipliers_size_the_shared_engine():
+    qgraph = quantized_mlp(np.random.default_rng(1), [12, 10, 8, 5], "w8a8")
+    plan = hwgen.make_plan(qgraph, engine="sequential", multipliers=4)
+    (shared,) = plan.layers
+    assert (shared.engine, shared.pe, shared.multipliers, shared.out_lanes) == \
+        ("sequential", 4, 4, 1)
+    assert isinstance(shared.layer, Chain)
+    engine = SequentialEngine(shared.layer.layers, 4)
+    assert shared.cycles == engine.cycles_per_frame == plan.initiation_interval
+    assert sequential_cycles(shared.layer, 4, "lut") == SequentialEngine(
+        shared.layer.layers, 4, multiplier="lut").cycles_per_frame
+    # At most the chain's smallest input (8) multipliers.
+    assert hwgen.make_plan(qgraph, engine="sequential", multipliers=32).layers[0].pe == 8
+    assert "fc1…fc3" in str(plan)
+
+
+def test_pins():
+    qgraph = quantized_mlp(np.random.default_rng(2), [12, 10, 8, 5], "w8a8")
+    plan = hwgen.make_plan(qgraph, {"fc3": "sequential:3:lut"})
+    assert plan.layers[0].describe() == "sequential:3:lut"
+    with pytest.raises(HwgenError, match="takes pe from 1 to 8, not 9"):
+        hwgen.make_plan(qgraph, {"fc3": "sequential:9"})
+    with pytest.raises(HwgenError, match="sized by its multipliers"):
+        hwgen.make_plan(qgraph, {"fc3": "sequential:2x3"})
+    with pytest.raises(HwgenError, match="pin that engine by its last layer"):
+        hwgen.make_plan(qgraph, {"fc2": "2x5"}, engine="sequential")
+    with pytest.raises(HwgenError, match="cannot build 'dsp-packed'"):
+        hwgen.make_plan(qgraph, {"fc3": "sequential:2:dsp-packed"})
+    with pytest.raises(HwgenError, match="engine must be one of"):
+        hwgen.make_plan(qgraph, engine="tpu")
+    # A chain whose last layer is pinned to a dataflow engine stays dataflow.
+    mixed = hwgen.make_plan(qgraph, {"fc3": "1x2"}, engine="sequential")
+    assert [p.engine for p in mixed.layers] == ["mac"] * 3
+
+
+def test_board_search_falls_back_to_the_shared_engine():
+    """LeNet at w8a8 does not fit an iCEBreaker with an engine per layer; the planner then
+    puts its classifier on a shared engine and the plan fits, within the limits."""
+    qgraph = _lenet()
+    with pytest.raises(DoesNotFit, match="does not fit icebreaker"):
+        hwgen.make_plan(qgraph, board="icebreaker", engine="dataflow")
+    messages = []
+    plan = hwgen.make_plan(qgraph, board="icebreaker", progress=messages.append)
+    assert plan.layers[-1].engine == "sequential"
+    assert any("go on shared sequential engines" in message for message in messages)
+    limits = _limits(plan.board, hwgen.plan.DEFAULT_MAX_UTILIZATION)
+    assert all(plan.cost().totals[r] <= limits[r] for r in limits)
+    shared = hwgen.estimate_energy(plan).layers[-1]
+    assert shared.name == "fc2" and shared.arithmetic > 0 and shared.memory > 0
+
+
+def test_cost_counts_the_shared_engine():
+    """DSPs: one per multiplier and the one requant lane's two partial products; the weight
+    ROM holds one word of pe weights per step."""
+    qgraph = quantized_mlp(np.random.default_rng(3), [64, 48, 24, 10], "w8a8")
+    plan = hwgen.make_plan(qgraph, engine="sequential", multipliers=8)
+    cost = plan.cost("ulx3s_85f").layers[0]
+    assert cost.dsp == 8 + 2
+    lut = hwgen.make_plan(qgraph, {"fc3": "sequential:8:lut"}).cost("ulx3s_85f").layers[0]
+    assert lut.dsp == 2 and lut.lut > cost.lut
+
+
+def test_cli_engine_sequential(tmp_path, capsys):
+    model = EXAMPLES / "digits_mlp" / "digits_mlp.onnx"
+    calib = EXAMPLES / "digits_mlp" / "calib.npz"
+    out = tmp_path / "out"
+    assert main(["build", str(model), "--calib", str(calib), "--engine", "sequential",
+                 "--multipliers", "6", "-o", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    (layer,) = manifest["layers"]
+    assert layer["engine"] == "sequential" and layer["pe"] == 6
+    assert len(layer["layers"]) == 3
+    assert manifest["initiation_interval"] == layer["cycles_per_frame"]
