@@ -60,8 +60,9 @@ from .errors import DoesNotFit, HwgenError
 from .graph import module_name
 from . import plan_fifo
 from .packing import DEFAULT_PORTS, DSP_PORTS, check_kind, max_pack, packing
-from .plan_sequential import (check_sequential_pe, dense_chains, sequential_cycles,
-                              sequential_pes)
+from .plan_sequential import (check_sequential_pe, dense_chains, plan_units,
+                              sequential_cycles, sequential_pes)
+from .plan_unrolled import DEFAULT_CLOCK, levels, unrolled_names, with_levels
 
 __all__ = ["Folding", "LayerPlan", "Plan", "make_plan", "parse_folding", "legal_folding",
            "divisors", "ENGINES", "KINDS", "multiplier_packing", "choose_pack",
@@ -584,7 +585,7 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
         raise HwgenError(f"engine must be one of {', '.join(map(str, ENGINE_CHOICES))}, not "
                          f"{engine!r}")
     folding = parse_folding(folding)
-    folding.update({name: "unrolled" for name in _unrolled_names(qgraph, unroll)})
+    folding.update({name: "unrolled" for name in unrolled_names(qgraph, unroll)})
     kinds = _allowed_kinds(multiplier_kinds)
     names = [layer.name for layer in qgraph.layers]
     folding = {name if name in names else module_name(name): value
@@ -605,10 +606,10 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
         raise HwgenError("--unroll auto lets the board search choose which layers to unroll: "
                          "give a board (--board), or name the layers (--unroll fc1,conv2)")
 
-    def plan_units(sequential):
-        units = _units(qgraph, folding, sequential)
+    def plan_with(sequential):
+        units = plan_units(qgraph, folding, sequential)
         ports = DSP_PORTS[_board_family(board)] if board is not None else DEFAULT_PORTS
-        pinned = _with_levels(_pinned(units, folding, target, ports), board, clock)
+        pinned = with_levels(_pinned(units, folding, target, ports), board, clock)
         if board is None:
             # Without a board a shared engine gets the multipliers asked for.
             pinned.update({unit.name: LayerPlan(unit, "sequential", Folding(min(
@@ -617,7 +618,7 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
         if board is not None:
             from .plan_board import fit_board
             return fit_board(qgraph, pinned, board, max_utilization, kinds, progress,
-                             unroll_levels=_levels(board, clock) if auto else None, goal=goal,
+                             unroll_levels=levels(board, clock) if auto else None, goal=goal,
                              units=units)
         pace = target
         if pinned:
@@ -628,7 +629,7 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
     shared = engine == "sequential" or any(str(value).startswith("sequential")
                                            for value in folding.values())
     try:
-        return plan_units(shared)
+        return plan_with(shared)
     except DoesNotFit:
         chains = [chain for chain in dense_chains(qgraph)
                   if not any(layer.name in folding for layer in chain.layers)]
@@ -638,7 +639,7 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
             progress(f"the dataflow plan does not fit {_board_name(board)}: the dense layers "
                      f"({'; '.join(chain.describe() for chain in chains)}) go on shared "
                      "sequential engines")
-        return plan_units(True)
+        return plan_with(True)
 
 
 # ``make_plan``'s engine choices: None (dataflow engines, with a board the dense layers on a
@@ -652,94 +653,8 @@ def _board_name(board):
     return get_board(board).name
 
 
-def _units(qgraph, folding, sequential):
-    """The layers to plan: ``qgraph``'s, and with ``sequential`` each chain of dense layers
-    (:func:`~hwgen.plan_sequential.dense_chains`) whose layers ``folding`` does not pin
-    otherwise as one :class:`~hwgen.plan_sequential.Chain`, where its last layer was."""
-    if not sequential:
-        return list(qgraph.layers)
-    chains = {}
-    for chain in dense_chains(qgraph):
-        inner = [layer.name for layer in chain.layers[:-1] if layer.name in folding]
-        if inner:
-            raise HwgenError(f"folding pins {', '.join(map(repr, inner))}, which the shared "
-                             f"sequential engine over {chain.describe()} computes: pin that "
-                             f"engine by its last layer ('{chain.name}=sequential:8'), or "
-                             "plan without --engine sequential")
-        if chain.name in folding and not str(folding[chain.name]).startswith("sequential"):
-            continue  # the user pinned the chain's last layer to a dataflow engine
-        chains[chain.name] = chain
-    members = {layer.name for chain in chains.values() for layer in chain.layers}
-    return [chains.get(layer.name, layer) for layer in qgraph.layers
-            if layer.name not in members or layer.name in chains]
-
-
-DEFAULT_CLOCK = 150.0  # MHz, for unrolled layers of a plan without a board
-
 # What the board search selects for at the shortest interval (see make_plan).
 GOALS = ("throughput", "latency")
-
-
-def _unrolled_names(qgraph, unroll):
-    """The dense and conv layers ``unroll`` names (``"all"``: every one of them; ``"auto"``:
-    none here, the board search chooses)."""
-    if unroll is None or unroll == [] or unroll == "" or unroll in ("auto", ["auto"]):
-        return []
-    unrollable = [layer.name for layer in qgraph.layers if layer.op in ("dense", "conv")]
-    if unroll == "all" or unroll == ["all"]:
-        if not unrollable:
-            raise HwgenError("--unroll all: the model has no dense or conv layer (only those "
-                             "unroll)")
-        return unrollable
-    names = [n.strip() for n in unroll.split(",")] if isinstance(unroll, str) else list(unroll)
-    result = []
-    for name in filter(None, names):
-        try:
-            layer = qgraph[name]
-        except HwgenError:
-            raise HwgenError(f"--unroll names {name!r}, which is no layer; the layers that "
-                             f"unroll are: {', '.join(unrollable) or 'none'}") from None
-        if layer.op not in ("dense", "conv"):
-            raise HwgenError(f"--unroll {name!r}: only dense and conv layers unroll, not "
-                             f"{layer.op} layers; those are: {', '.join(unrollable)}")
-        result.append(layer.name)
-    return result
-
-
-def _with_levels(pinned, board, clock):
-    """The unrolled layers of ``pinned`` with their adder levels per stage for ``clock`` MHz
-    (default: the board's target clock) on the board's family."""
-    from .hw.unrolled import check_unrollable
-
-    if not any(p.engine == "unrolled" for p in pinned.values()):
-        return pinned
-    levels = _levels(board, clock)
-    result = {}
-    for name, plan in pinned.items():
-        if plan.engine == "unrolled":
-            check_unrollable(plan.layer)
-            plan = dataclasses.replace(plan, levels=levels)
-        result[name] = plan
-    return result
-
-
-def _levels(board, clock):
-    """Adder levels per pipeline stage of unrolled layers at ``clock`` MHz (default: the
-    board's target clock, or :data:`DEFAULT_CLOCK`) on the board's family."""
-    from .hw.unrolled import levels_for
-
-    family = "generic"
-    if board is not None:
-        from .board import get_board
-        board = get_board(board)
-        family = _ADDER_FAMILY.get(board.family, "generic")
-        clock = clock if clock is not None else board.target_mhz
-    return levels_for(DEFAULT_CLOCK if clock is None else clock, family)
-
-
-# The adder-delay family (hwgen.hw.unrolled.ADDER_NS) of each board family.
-_ADDER_FAMILY = {"xc7": "xilinx-7", "xcup": "xilinx-ultrascale", "ecp5": "ecp5",
-                 "ice40": "ice40"}
 
 
 def _allowed_kinds(kinds):

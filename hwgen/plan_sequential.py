@@ -15,7 +15,7 @@ import math
 from .errors import HwgenError
 from .reference import Rounding
 
-__all__ = ["Chain", "dense_chains", "sequential_cycles", "sequential_pes"]
+__all__ = ["Chain", "dense_chains", "plan_units", "sequential_cycles", "sequential_pes"]
 
 # The most multipliers the board search gives a shared engine: beyond, a dataflow plan of the
 # same multipliers is the better design.
@@ -119,3 +119,25 @@ def check_sequential_pe(chain, pe):
         raise HwgenError(f"layer {chain.name!r}: a sequential engine over {chain.describe()} "
                          f"takes pe from 1 to {legal[-1]}, not {pe}")
     return pe
+
+
+def plan_units(qgraph, folding, sequential):
+    """The layers to plan: ``qgraph``'s, and with ``sequential`` each chain of dense layers
+    (:func:`dense_chains`) whose layers ``folding`` does not pin
+    otherwise as one :class:`Chain`, where its last layer was."""
+    if not sequential:
+        return list(qgraph.layers)
+    chains = {}
+    for chain in dense_chains(qgraph):
+        inner = [layer.name for layer in chain.layers[:-1] if layer.name in folding]
+        if inner:
+            raise HwgenError(f"folding pins {', '.join(map(repr, inner))}, which the shared "
+                             f"sequential engine over {chain.describe()} computes: pin that "
+                             f"engine by its last layer ('{chain.name}=sequential:8'), or "
+                             "plan without --engine sequential")
+        if chain.name in folding and not str(folding[chain.name]).startswith("sequential"):
+            continue  # the user pinned the chain's last layer to a dataflow engine
+        chains[chain.name] = chain
+    members = {layer.name for chain in chains.values() for layer in chain.layers}
+    return [chains.get(layer.name, layer) for layer in qgraph.layers
+            if layer.name not in members or layer.name in chains]
