@@ -12,6 +12,8 @@ after its last layer, reading its first layer's input), planned as one
 import dataclasses
 import math
 
+import numpy as np
+
 from .errors import HwgenError
 from .reference import Rounding
 
@@ -23,9 +25,87 @@ MAX_PE = 64
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
+class SharedOp:
+    """One layer as the shared engine computes it: per output pixel and group of ``pe``
+    output channels, ``window`` steps over the input window ``(ky, kx, c)``, channels fastest.
+    ``lanewise`` (a depthwise conv, an average pool): lane ``p`` reads channel ``g·pe + p`` of
+    each window position itself; otherwise (dense, conv) one input code per step goes to every
+    lane. A dense layer is a 1×1 image; ``unit``: every weight is 1 (pools, whose zero point
+    the bias takes off, ``−kh·kw·zp``)."""
+
+    layer: object
+    in_shape: tuple
+    out_shape: tuple
+    kernel: tuple
+    stride: tuple
+    pads: tuple        # top, left
+    lanewise: bool
+    unit: bool
+
+    @classmethod
+    def of(cls, layer):
+        if layer.op == "dense":
+            return cls(layer, (1, 1, layer.in_features), (1, 1, layer.out_features), (1, 1),
+                       (1, 1), (0, 0), False, False)
+        if layer.op == "conv":
+            return cls(layer, tuple(layer.in_shape), tuple(layer.out_shape), layer.kernel,
+                       tuple(layer.stride), tuple(layer.pads[:2]), layer.depthwise, False)
+        if layer.op in ("avgpool", "global_avgpool"):
+            return cls(layer, tuple(layer.in_shape), tuple(layer.out_shape),
+                       tuple(layer.kernel), tuple(layer.stride), tuple(layer.pads[:2]), True,
+                       True)
+        raise HwgenError(f"the sequential engine computes dense, conv and average-pool "
+                         f"layers, not {layer.op} ({layer.name!r})")
+
+    channel_loop = property(lambda self: 1 if self.lanewise else self.in_shape[2])
+    window = property(lambda self: self.kernel[0] * self.kernel[1] * self.channel_loop)
+    pixels = property(lambda self: self.out_shape[0] * self.out_shape[1])
+    out_channels = property(lambda self: self.out_shape[2])
+
+    def groups(self, pe):
+        return math.ceil(self.out_channels / pe)
+
+    def steps(self, pe):
+        return self.pixels * self.groups(pe) * self.window
+
+    def weight_words(self, pe):
+        """The ROM words of this layer, per group and window step ``pe`` weights (none for
+        ``unit``)."""
+        if self.unit:
+            return []
+        layer = self.layer
+        weight = np.asarray(layer.weight, np.int64).reshape(
+            self.out_channels, self.kernel[0], self.kernel[1], -1)
+        padded = np.zeros((self.groups(pe) * pe,) + weight.shape[1:], np.int64)
+        padded[:self.out_channels] = weight
+        words = []
+        for group in range(self.groups(pe)):
+            block = padded[group * pe:(group + 1) * pe].reshape(pe, -1)
+            words.extend([int(v) for v in block[:, step]] for step in range(self.window))
+        return words
+
+    @property
+    def bias(self):
+        layer = self.layer
+        if self.unit:
+            return np.full(self.out_channels, -self.kernel[0] * self.kernel[1]
+                           * layer.input.zero_point, np.int64)
+        return np.asarray(layer.bias, np.int64)
+
+    @property
+    def sum_bound(self):
+        """The largest ``|Σ w·q|`` of a window (the bias is added in the requant)."""
+        layer = self.layer
+        code = max(abs(layer.input.lo), abs(layer.input.hi))
+        if self.unit:
+            return self.kernel[0] * self.kernel[1] * code
+        return int(np.abs(layer.weight).reshape(self.out_channels, -1).sum(axis=1).max()) * code
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Chain:
-    """Dense layers, each reading the one before and read by nothing else, as one planned
-    unit: the shared engine's layers."""
+    """Layers the shared engine computes one after another (see :func:`dense_chains`), each
+    reading the one before and read by nothing else, as one planned unit."""
 
     layers: tuple
 
@@ -34,20 +114,24 @@ class Chain:
     inputs = property(lambda self: self.layers[0].inputs)
     input = property(lambda self: self.layers[0].input)
     output = property(lambda self: self.layers[-1].output)
-    in_features = property(lambda self: self.layers[0].in_features)
-    out_features = property(lambda self: self.layers[-1].out_features)
+    ops = property(lambda self: tuple(SharedOp.of(layer) for layer in self.layers))
+    in_features = property(lambda self: math.prod(self.ops[0].in_shape))
+    out_features = property(lambda self: math.prod(self.ops[-1].out_shape))
     macs = property(lambda self: sum(layer.macs for layer in self.layers))
-    weight_bits = property(lambda self: max(layer.weight_bits for layer in self.layers))
+    weight_bits = property(lambda self: max(getattr(layer, "weight_bits", 2)
+                                            for layer in self.layers))
     act_bits = property(lambda self: max(layer.act_bits for layer in self.layers))
-    acc_bits = property(lambda self: max(layer.acc_bits for layer in self.layers))
-    multiplier_bits = property(lambda self: max(layer.multiplier_bits for layer in self.layers))
+    acc_bits = property(lambda self: max(op.sum_bound for op in self.ops).bit_length() + 1)
+    multiplier_bits = property(lambda self: max(
+        max(int(np.max(op.layer.multiplier)), 1).bit_length() for op in self.ops))
     rounding = property(lambda self: self.layers[0].rounding)
     relu = property(lambda self: self.layers[-1].relu)
-    out_shape = property(lambda self: (self.out_features,))
+    out_shape = property(lambda self: self.layers[-1].out_shape if self.layers[-1].op != "dense"
+                         else (self.layers[-1].out_features,))
 
     @property
     def weights(self):
-        return sum(layer.weight.size for layer in self.layers)
+        return sum(layer.weight.size for layer in self.layers if hasattr(layer, "weight"))
 
     @property
     def code_bits(self):
@@ -56,16 +140,21 @@ class Chain:
         return max(quant.bits + (not quant.signed) for quant in quants)
 
     def groups(self, pe):
-        return [math.ceil(layer.out_features / pe) for layer in self.layers]
+        """Output words per layer (pixels × groups of ``pe`` channels)."""
+        return [op.pixels * op.groups(pe) for op in self.ops]
 
     def steps(self, pe):
-        """Compute steps per frame on ``pe`` multipliers: ``Σ ⌈out/pe⌉ · in``."""
-        return sum(groups * layer.in_features
-                   for groups, layer in zip(self.groups(pe), self.layers))
+        """Compute steps per frame on ``pe`` multipliers."""
+        return sum(op.steps(pe) for op in self.ops)
+
+    def weight_words(self, pe):
+        return sum(len(op.weight_words(pe)) for op in self.ops)
 
     def bank_words(self, pe):
         """Words of ``pe`` codes in each of the two activation banks."""
-        return max([math.ceil(self.in_features / pe)] + self.groups(pe))
+        first = self.ops[0]
+        return max([first.in_shape[0] * first.in_shape[1] * math.ceil(first.in_shape[2] / pe)]
+                   + self.groups(pe))
 
     def describe(self):
         return " → ".join(layer.name for layer in self.layers)
@@ -98,9 +187,10 @@ def dense_chains(qgraph):
 
 
 def sequential_pes(chain):
-    """The ``pe`` values a chain's engine can take: 1 up to its smallest input (the requant
-    takes a group's sums one per cycle while the next computes), at most :data:`MAX_PE`."""
-    return list(range(1, min(min(layer.in_features for layer in chain.layers), MAX_PE) + 1))
+    """The ``pe`` values a chain's engine can take: 1 up to its smallest window (the requant
+    takes a group's sums one per cycle while the next group computes), at most
+    :data:`MAX_PE`."""
+    return list(range(1, min(min(op.window for op in chain.ops), MAX_PE) + 1))
 
 
 def sequential_cycles(chain, pe, multiplier="dsp"):

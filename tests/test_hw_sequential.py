@@ -127,3 +127,51 @@ def test_errors():
     with pytest.raises(HwgenError, match="'dsp' or 'lut'"):
         SequentialEngine(layers, 2, multiplier="dsp-packed")
     assert shared_code_shape(layers).width == 9  # unsigned 8-bit codes take a sign bit
+
+
+def _cnn(rng, bits, *, pool="gap"):
+    """A small quantized CNN the shared engine computes whole: a padded strided conv, a
+    depthwise 3×3, a pointwise conv, a global or a padded average pool or none, a dense
+    classifier (reading a 1×1 image, or a whole image as one window)."""
+    from hwgen.graph import Graph
+    from hwgen.quantize import quantize
+    graph = Graph("cnn")
+    x = graph.input((7, 6, 3))
+    x = graph.relu(graph.conv2d(x, rng.normal(size=(5, 3, 2, 3)), rng.normal(size=5),
+                                stride=(2, 1), padding=(1, 0, 1, 1), name="stem"))
+    x = graph.relu(graph.conv2d(x, rng.normal(size=(5, 3, 3, 1)), rng.normal(size=5),
+                                padding=1, groups=5, name="dw"))
+    x = graph.conv2d(x, rng.normal(size=(6, 1, 1, 5)), rng.normal(size=6), name="pw")
+    if pool == "gap":
+        x = graph.global_avgpool(x, name="gap")
+    elif pool == "avg":
+        x = graph.avgpool(x, 2, stride=1, padding=(0, 0, 1, 0), name="pool")
+    x = graph.flatten(x, name="flat")
+    size = int(np.prod(graph[x].shape))
+    graph.dense(x, rng.normal(size=(4, size)), rng.normal(size=4), name="fc")
+    calibration = rng.normal(size=(32, 7, 6, 3))
+    return quantize(graph, calibration, bits)
+
+
+@pytest.mark.parametrize("bits,pe,pool", [("w8a8", 3, "gap"), ("w4a4", 2, "avg"),
+                                          ("w3a7", 5, "gap"), ("w6a5", 4, "none")])
+def test_cnn_on_the_shared_engine(bits, pe, pool):
+    """Convolutions (padded, strided, depthwise, pointwise), average pools and a dense
+    classifier all on one engine: every code equals ``run_integer``'s under stalls, and the
+    frames leave at the modelled interval without them."""
+    rng = np.random.default_rng(pe)
+    qgraph = _cnn(rng, bits, pool=pool)
+    layers = [layer for layer in qgraph.layers]
+    images = random_codes(rng, qgraph.input, 4, 7 * 6 * 3).reshape(4, 7, 6, 3)
+    expected = run_integer(qgraph, images.reshape(4, -1)).reshape(4, -1)
+    dut = SequentialEngine(layers, pe)
+    monitor = StreamMonitor(dut.o, 4 * expected.shape[1], rng=rng, stall=0.3)
+    driver = StreamDriver(dut.i, frames_to_beats(images.reshape(4, -1), 1), rng=rng, gap=0.2)
+    run(dut, driver, monitor)
+    np.testing.assert_array_equal(beats_to_frames(monitor.beats, expected.shape[1]), expected)
+    steady = SequentialEngine(layers, pe)
+    monitor = StreamMonitor(steady.o, 3 * expected.shape[1])
+    driver = StreamDriver(steady.i, frames_to_beats(images[:3].reshape(3, -1), 1))
+    run(steady, driver, monitor)
+    last_out = monitor.times[expected.shape[1] - 1::expected.shape[1]]
+    assert np.diff(last_out).tolist() == [steady.cycles_per_frame] * 2

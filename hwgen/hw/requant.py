@@ -73,6 +73,9 @@ class Requant(wiring.Component):
         The pipeline advances every cycle and ``i.ready`` is 1: the caller guarantees that
         ``o`` takes every beat it offers (an output FIFO with credits, see
         :func:`~hwgen.hw.stream.credit_output`), so no clock enable fans out from ``o.ready``.
+    indexed : bool
+        The table word of a beat is the ``index`` input, given with the beat, instead of the
+        block's own count of beats (a shared engine whose beats revisit channels).
 
     Members
     -------
@@ -90,9 +93,10 @@ class Requant(wiring.Component):
     def latency(self):
         return self.latency_of(self._layer)
 
-    def __init__(self, layer, lanes, *, target="generic", free_running=False):
+    def __init__(self, layer, lanes, *, target="generic", free_running=False, indexed=False):
         self._target = check_target(target)
         self._free_running = bool(free_running)
+        self._indexed = bool(indexed)
         self._lanes = operator.index(lanes)
         channels = len(layer.bias)
         if self._lanes < 1 or channels % self._lanes:
@@ -103,10 +107,13 @@ class Requant(wiring.Component):
             raise ValueError("FLOAT32_ORT requantization needs shifts of at least 1")
         self._acc_shape = signed(layer.acc_bits)
         self._code_shape = code_shape(layer.output)
-        super().__init__({
+        members = {
             "i": In(stream.Signature(frame_layout(self._acc_shape, self._lanes))),
             "o": Out(stream.Signature(frame_layout(self._code_shape, self._lanes))),
-        })
+        }
+        if self._indexed:
+            members["index"] = In(range(max(self._groups, 2)))
+        super().__init__(members)
 
     def _table(self):
         """The parameter ROM: its word layout and one word per beat of a frame."""
@@ -158,7 +165,7 @@ class Requant(wiring.Component):
                      self.i.ready.eq(en)]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += group.eq(Mux(group == self._groups - 1, 0, group + 1))
-        m.d.comb += params.addr.eq(group)
+        m.d.comb += params.addr.eq(self.index if self._indexed else group)
 
         # The parameters, valid and last travel with the data, one register per stage.
         stage_params = [params.data]

@@ -33,6 +33,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import HwgenError
+from ..plan_sequential import SharedOp
 from ..reference import Rounding
 from .dsp import check_target
 from .multiplier import multiplier_latency, multiply_kind
@@ -48,28 +49,35 @@ __all__ = ["SequentialEngine", "check_chain", "drain_cycles", "requant_table",
 _READ_STAGES = 2
 
 
-def check_chain(layers):
-    """``layers`` as a tuple, if they form a chain the engine computes: dense layers, each
-    reading the one before, one rounding mode other than onnxruntime's float32; else
-    :class:`HwgenError` naming the layer."""
+def check_chain(layers, in_shape=None):
+    """The :class:`~hwgen.plan_sequential.SharedOp` of each of ``layers``, if they form a
+    chain the engine computes: dense, conv and average-pool layers, each reading the one
+    before alone (a dense layer behind an image reads it as a window over the whole image),
+    one rounding mode other than onnxruntime's float32; else :class:`HwgenError` naming the
+    layer. ``in_shape``: the first layer's input as ``(H, W, C)`` (default: its own)."""
     layers = tuple(layers)
     if not layers:
         raise HwgenError("the sequential engine needs at least one layer")
+    ops = []
     for index, layer in enumerate(layers):
-        if layer.op != "dense":
-            raise HwgenError(f"the sequential engine computes dense layers, not {layer.op} "
-                             f"({layer.name!r})")
-        if index and (tuple(layer.inputs) != (layers[index - 1].name,)
-                      or layer.in_features != layers[index - 1].out_features):
+        op = SharedOp.of(layer)
+        previous = ops[-1].out_shape if ops else in_shape
+        if index and tuple(layer.inputs) != (layers[index - 1].name,):
             raise HwgenError(f"layer {layer.name!r} does not read {layers[index - 1].name!r} "
                              "alone: the sequential engine computes a chain")
+        if previous is not None and tuple(previous) != op.in_shape:
+            if layer.op != "dense" or math.prod(previous) != layer.in_features:
+                raise HwgenError(f"layer {layer.name!r} reads {previous}, not its "
+                                 f"{op.in_shape}")
+            op = dataclasses.replace(op, in_shape=tuple(previous), kernel=tuple(previous[:2]))
         if layer.rounding is Rounding.FLOAT32_ORT:
             raise HwgenError(f"layer {layer.name!r} requantizes with onnxruntime's float32 "
                              "rounding, which the sequential engine does not build")
         if layer.rounding is not layers[0].rounding:
             raise HwgenError(f"layers {layers[0].name!r} and {layer.name!r} round differently; "
                              "the sequential engine's one requant unit needs one mode")
-    return layers
+        ops.append(op)
+    return tuple(ops)
 
 
 def shared_code_shape(layers):
@@ -81,9 +89,9 @@ def shared_code_shape(layers):
 
 def requant_table(layers, pe):
     """``(depth, width)`` of the shared requant's parameter table (read asynchronously, so
-    it is logic, not block RAM): a word per channel of the chain, padded to groups of ``pe``."""
-    layers = check_chain(layers)
-    requant = Requant(_SharedRequant.of(layers, pe, shared_code_shape(layers)), 1)
+    it is logic, not block RAM): a word per channel of every layer, padded to groups of
+    ``pe``."""
+    requant = Requant(_SharedRequant.of(check_chain(layers), pe, shared_code_shape(layers)), 1)
     layout, words, _, _ = requant._table()
     return len(words), layout.size
 
@@ -92,9 +100,13 @@ def drain_cycles(layers, pe, multiplier="dsp"):
     """Cycles between a layer's last step and the next layer's first on the engine over
     ``layers``: the buffer read and operand register, the multiplier, the accumulate, the
     group's ``pe`` sums into the requant one per cycle, the requant, the write."""
-    widths = (max(layer.weight_bits for layer in layers), shared_code_shape(layers).width)
+    widths = (_weight_bits(layers), shared_code_shape(layers).width)
     return (_READ_STAGES + multiplier_latency(multiplier, 1, widths) + 1 + pe
             + Requant.latency_of(layers[0]) + 1)
+
+
+def _weight_bits(layers):
+    return max(getattr(layer, "weight_bits", 2) for layer in layers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,58 +140,70 @@ class _SharedRequant:
     negative_fraction: np.ndarray = None
 
     @classmethod
-    def of(cls, layers, pe, shape):
-        def padded(layer, values):
-            values = np.broadcast_to(np.asarray(values, dtype=np.int64), layer.out_features)
-            return np.concatenate([values, np.zeros(-layer.out_features % pe, np.int64)])
+    def of(cls, ops, pe, shape):
+        def padded(op, values):
+            values = np.broadcast_to(np.asarray(values, dtype=np.int64), op.out_channels)
+            return np.concatenate([values, np.zeros(-op.out_channels % pe, np.int64)])
 
         def column(get):
-            return np.concatenate([padded(layer, get(layer)) for layer in layers])
+            return np.concatenate([padded(op, get(op.layer, op)) for op in ops])
 
+        def field(layer, name):
+            return getattr(layer, name, None)
+
+        layers = [op.layer for op in ops]
         optional = {}
-        if any(layer.negative_multiplier is not None for layer in layers):
+        if any(field(layer, "negative_multiplier") is not None for layer in layers):
             optional["negative_multiplier"] = column(
-                lambda layer: layer.multiplier if layer.negative_multiplier is None
+                lambda layer, _: layer.multiplier if field(layer, "negative_multiplier") is None
                 else layer.negative_multiplier)
-        if any(layer.bias_fraction is not None for layer in layers):
+        if any(field(layer, "bias_fraction") is not None for layer in layers):
             optional["bias_fraction"] = column(
-                lambda layer: 0 if layer.bias_fraction is None else layer.bias_fraction)
-        if any(layer.negative_fraction is not None for layer in layers):
+                lambda layer, _: 0 if field(layer, "bias_fraction") is None
+                else layer.bias_fraction)
+        if any(field(layer, "negative_fraction") is not None for layer in layers):
             optional["negative_fraction"] = column(
-                lambda layer: layer.negative_fraction if layer.negative_fraction is not None
-                else 0 if layer.bias_fraction is None else layer.bias_fraction)
+                lambda layer, _: layer.negative_fraction
+                if field(layer, "negative_fraction") is not None
+                else 0 if field(layer, "bias_fraction") is None else layer.bias_fraction)
         return cls(
-            bias=column(lambda layer: layer.bias), multiplier=column(lambda layer: layer.multiplier),
-            shift=column(lambda layer: layer.shift), clamp_lo=column(lambda layer: layer.clamp_lo),
-            clamp_hi=column(lambda layer: layer.clamp_hi),
-            zero_point=column(lambda layer: layer.output.zero_point),
+            bias=column(lambda _, op: op.bias),
+            multiplier=column(lambda layer, _: layer.multiplier),
+            shift=column(lambda layer, _: layer.shift),
+            clamp_lo=column(lambda layer, _: layer.clamp_lo),
+            clamp_hi=column(lambda layer, _: layer.clamp_hi),
+            zero_point=column(lambda layer, _: layer.output.zero_point),
             output=_Codes(shape.width),
-            acc_bits=max(layer.acc_bits for layer in layers), rounding=layers[0].rounding,
-            **optional)
+            acc_bits=max(op.sum_bound for op in ops).bit_length() + 1,
+            rounding=layers[0].rounding, **optional)
 
 
 class SequentialEngine(wiring.Component):
-    """A chain of dense ``layers`` on one array of ``pe`` multipliers and a one-lane requant
-    unit, layer after layer (see the module doc), bit-exact with
-    :func:`hwgen.reference.run_integer` over the chain.
+    """A chain of ``layers`` (dense, conv, depthwise conv, average pools) on one array of
+    ``pe`` multipliers and a one-lane requant unit, layer after layer (see the module doc),
+    bit-exact with :func:`hwgen.reference.run_integer` over the chain.
 
     Cycles per frame (input always valid, ``o`` always ready) are :attr:`cycles_per_frame`:
-    ``in`` (load) ``+ Σ_l ⌈out_l/pe⌉ · in_l`` (compute) ``+ n · drain + out`` (output)
-    ``+ 1``; the next frame's load starts the cycle after its last output code has gone. Stalls on ``i``
-    hold the load, stalls on ``o`` hold the output; compute never waits.
+    the input's codes (load) ``+`` :attr:`steps` (compute) ``+ n ·`` :attr:`drain` ``+`` the
+    output's codes ``+ 1``; the next frame's load starts the cycle after its last output code
+    has gone. Stalls on ``i`` hold the load, stalls on ``o`` hold the output; compute never
+    waits.
 
     Parameters
     ----------
-    layers : sequence of QDense
+    layers : sequence of QDense, QConv or QPool (average)
         A chain (:func:`check_chain`).
     pe : int
-        Multipliers, one output channel each per step; at most the smallest ``in_features``
-        of the chain (the requant takes a group's sums one per cycle while the next group
+        Multipliers, one output channel each per step; at most the smallest window of the
+        chain (the requant takes a group's sums one per cycle while the next group
         computes).
     target : str
         ``"generic"`` or ``"ecp5"`` (see :mod:`hwgen.hw.dsp`).
     multiplier : str
         ``"dsp"`` (default) or ``"lut"`` (see :mod:`hwgen.hw.multiplier`).
+    in_shape : tuple, optional
+        The first layer's input ``(H, W, C)`` if it is not its own (a dense layer reading an
+        image).
 
     Members
     -------
@@ -187,23 +211,25 @@ class SequentialEngine(wiring.Component):
     o : Out(stream.Signature(frame_layout(code_shape(layers[-1].output), 1)))
     """
 
-    def __init__(self, layers, pe, *, target="generic", multiplier="dsp"):
-        self._layers = check_chain(layers)
+    def __init__(self, layers, pe, *, target="generic", multiplier="dsp", in_shape=None):
+        self._layers = tuple(layers)
+        self._ops = check_chain(self._layers, in_shape)
         self._pe = operator.index(pe)
-        smallest = min(layer.in_features for layer in self._layers)
+        smallest = min(op.window for op in self._ops)
         if not 1 <= self._pe <= smallest:
             raise HwgenError(f"the sequential engine's pe must be from 1 to {smallest} (the "
-                             f"chain's smallest input), not {pe}")
+                             f"chain's smallest window), not {pe}")
         if multiplier not in ("dsp", "lut"):
             raise HwgenError(f"the sequential engine builds 'dsp' or 'lut' multipliers, not "
                              f"{multiplier!r}")
         self._target = check_target(target)
         self._kind = multiplier
         self._shape = shared_code_shape(self._layers)
-        self._weight_bits = max(layer.weight_bits for layer in self._layers)
-        self._groups = [math.ceil(layer.out_features / self._pe) for layer in self._layers]
-        self._bank_words = max([math.ceil(self._layers[0].in_features / self._pe)]
-                               + self._groups)
+        self._weight_bits = _weight_bits(self._layers)
+        first = self._ops[0]
+        self._bank_words = max(
+            [first.in_shape[0] * first.in_shape[1] * math.ceil(first.in_shape[2] / self._pe)]
+            + [op.pixels * op.groups(self._pe) for op in self._ops])
         super().__init__({
             "i": In(stream.Signature(frame_layout(code_shape(self._layers[0].input), 1))),
             "o": Out(stream.Signature(frame_layout(code_shape(self._layers[-1].output), 1))),
@@ -212,12 +238,13 @@ class SequentialEngine(wiring.Component):
     layers = property(lambda self: self._layers)
     pe = property(lambda self: self._pe)
     multiplier = property(lambda self: self._kind)
+    in_codes = property(lambda self: math.prod(self._ops[0].in_shape))
+    out_codes = property(lambda self: math.prod(self._ops[-1].out_shape))
 
     @property
     def steps(self):
-        """Compute steps per frame: ``Σ_l ⌈out_l/pe⌉ · in_l``."""
-        return sum(groups * layer.in_features
-                   for groups, layer in zip(self._groups, self._layers))
+        """Compute steps per frame: per layer, output pixels × groups × window."""
+        return sum(op.steps(self._pe) for op in self._ops)
 
     @property
     def drain(self):
@@ -228,144 +255,236 @@ class SequentialEngine(wiring.Component):
     @property
     def cycles_per_frame(self):
         """Cycles between frames in steady state (see the class doc)."""
-        return (self._layers[0].in_features + self.steps + len(self._layers) * self.drain
-                + self._layers[-1].out_features + 1)
+        return (self.in_codes + self.steps + len(self._layers) * self.drain + self.out_codes
+                + 1)
 
     @property
     def latency(self):
         """Cycles from the transfer of a frame's last input code to the transfer of its last
         output code, ``o`` always ready."""
-        return self.cycles_per_frame - self._layers[0].in_features
+        return self.cycles_per_frame - self.in_codes
 
     def weight_words(self):
-        """The weight ROM: per step of the schedule (layer, group, input), ``pe`` weights."""
-        words = []
-        for groups, layer in zip(self._groups, self._layers):
-            weight = np.zeros((groups * self._pe, layer.in_features), np.int64)
-            weight[:layer.out_features] = layer.weight
-            for group in range(groups):
-                rows = weight[group * self._pe:(group + 1) * self._pe]
-                words.extend([int(v) for v in rows[:, k]] for k in range(layer.in_features))
-        return words
+        """The weight ROM: per layer, group and window step ``pe`` weights (pools none)."""
+        words = [word for op in self._ops for word in op.weight_words(self._pe)]
+        return words or [[0] * self._pe]
 
+    def _constants(self):
+        """Per layer, the constants its loops and addresses take."""
+        pe, base, channel = self._pe, 0, 0
+        rows = []
+        for op in self._ops:
+            height, width, channels = op.in_shape
+            words = math.ceil(channels / pe)
+            (kh, kw), (sy, sx), (top, left) = op.kernel, op.stride, op.pads
+            rows.append(dict(
+                height=height, width=width, loop=op.channel_loop, kh=kh, kw=kw,
+                out_width=op.out_shape[1], out_height=op.out_shape[0], groups=op.groups(pe),
+                lanewise=int(op.lanewise), unit=int(op.unit), zero=op.layer.input.zero_point,
+                base=base, channel=channel, top=-top, left=-left, cw=words,
+                down=(width - kw + 1) * words, step_x=sx * words, step_y=sy * width * words,
+                origin=(-top * width - left) * words, sx=sx, sy=sy,
+                out_words=op.pixels * op.groups(pe)))
+            base += len(op.weight_words(pe))
+            channel += op.groups(pe) * pe
+        return rows
     def elaborate(self, platform):
         m = Module()
-        pe, shape, layers = self._pe, self._shape, self._layers
-        count, bank = len(layers), self._bank_words
+        pe, shape, ops = self._pe, self._shape, self._ops
+        count, bank = len(ops), self._bank_words
         word = data.ArrayLayout(shape, pe)
         m.submodules.buffer = buffer = memory.Memory(shape=word, depth=2 * bank, init=[])
         write, read = buffer.write_port(), buffer.read_port()
-        in_features = Array(Const(layer.in_features) for layer in layers)
-        groups = Array(Const(value) for value in self._groups)
+        rows = self._constants()
+        const = {name: _table([row[name] for row in rows]) for name in rows[0]}
         phase = Signal(range(3))
 
-        # Load: the input codes, pe to a word, into bank 0.
-        loaded, load_lane, load_word = _Position(m, "load", layers[0].in_features, pe)
+        # Load: the input's codes (HWC, channels fastest), pe channels of a pixel to a word,
+        # into bank 0.
+        first = ops[0]
+        loaded = _Position(m, "loaded", self.in_codes, 1)
+        load_c, load_lane, _ = _Position(m, "load_c", first.in_shape[2], pe)
+        load_word = Signal(range(bank + 1))
         accepted, incoming = Signal(), Signal(word)
         m.d.comb += [self.i.ready.eq(phase == _LOAD), accepted.eq(self.i.valid & self.i.ready)]
         _insert(m, incoming, _Position.held(m, "assembling", word, accepted, incoming),
                 load_lane, self.i.payload.data[0])
         last_input = loaded.last
+        load_write = accepted & ((load_lane == pe - 1) | load_c.last)
         loaded.advance(accepted)
+        load_c.advance(accepted)
+        with m.If(load_write):
+            m.d.sync += load_word.eq(Mux(last_input, 0, load_word + 1))
         with m.If(accepted & last_input):
             m.d.sync += phase.eq(_COMPUTE)
 
-        # Compute: one step per cycle while a layer runs (input k of group g of layer l).
+        # Compute: one step per cycle while a layer runs. Loops, innermost first: the window's
+        # channels c, columns kx and rows ky, the group g of pe output channels, the output
+        # column ox and row oy. (iy, ix) is the input pixel of the step, pix its word address
+        # (without the channel word), origin the address of the window's first pixel.
         layer = Signal(range(count))
-        k, k_lane, k_word = _Position(m, "k", max(l.in_features for l in layers), pe,
-                                      length=in_features[layer])
-        group = Signal(range(max(self._groups)))
-        step = Signal(range(self.steps + 1))
+        c, c_lane, c_word = _Position(m, "c", max(op.channel_loop for op in ops), pe,
+                                      length=const["loop"][layer])
+        counters = {name: Signal(range(max(max(row[limit] for row in rows), 2)), name=name)
+                    for name, limit in (("kx", "kw"), ("ky", "kh"), ("g", "groups"),
+                                        ("ox", "out_width"), ("oy", "out_height"))}
+        kx, ky, g, ox, oy = counters.values()
+        reach = max(2 * bank, max(abs(row["origin"]) + 1 for row in rows),
+                    max(max(row["height"], row["width"]) for row in rows) + 2)
+        address = signed(reach.bit_length() + 2)
+        iy0, ix0, iy, ix = (Signal(address, name=name) for name in ("iy0", "ix0", "iy", "ix"))
+        origin, row_origin, pix = (Signal(address, name=name)
+                                   for name in ("origin", "row_origin", "pix"))
+        wstep = Signal(range(max(len(self.weight_words()), 2)))
+        channel = Signal(range(max(sum(row["groups"] for row in rows) * pe, 2)))
         running, waiting = Signal(), Signal()
         written = Signal(range(count + 1))  # layers of this frame whose outputs are written
-        last_group = group == groups[layer] - 1
-        k.advance(running)
+        last = {name: counter == const[limit][layer] - 1 for (name, counter), limit in zip(
+            counters.items(), ("kw", "kh", "groups", "out_width", "out_height"))}
+        window_end = c.last & last["kx"] & last["ky"]
+
+        def start(index):
+            """The counters' values at the start of layer ``index``."""
+            return [layer.eq(index), running.eq(1), wstep.eq(const["base"][index]),
+                    channel.eq(const["channel"][index]),
+                    iy0.eq(const["top"][index]), iy.eq(const["top"][index]),
+                    ix0.eq(const["left"][index]), ix.eq(const["left"][index]),
+                    origin.eq(const["origin"][index]), row_origin.eq(const["origin"][index]),
+                    pix.eq(const["origin"][index])]
+
+        c.advance(running)
         with m.If(running):
-            m.d.sync += step.eq(step + 1)
-            with m.If(k.last):
-                m.d.sync += group.eq(Mux(last_group, 0, group + 1))
-                with m.If(last_group):
-                    m.d.sync += [running.eq(0), waiting.eq(1)]
+            m.d.sync += wstep.eq(wstep + 1)
+            with m.If(c.last):
+                with m.If(~last["kx"]):
+                    m.d.sync += [kx.eq(kx + 1), ix.eq(ix + 1), pix.eq(pix + const["cw"][layer])]
+                with m.Elif(~last["ky"]):
+                    m.d.sync += [kx.eq(0), ky.eq(ky + 1), iy.eq(iy + 1), ix.eq(ix0),
+                                 pix.eq(pix + const["down"][layer])]
+                with m.Elif(~last["g"]):
+                    m.d.sync += [kx.eq(0), ky.eq(0), g.eq(g + 1), iy.eq(iy0), ix.eq(ix0),
+                                 pix.eq(origin), channel.eq(channel + pe)]
+                with m.Else():
+                    m.d.sync += [kx.eq(0), ky.eq(0), g.eq(0), wstep.eq(const["base"][layer]),
+                                 channel.eq(const["channel"][layer])]
+                    step_x, step_y = const["step_x"][layer], const["step_y"][layer]
+                    with m.If(~last["ox"]):
+                        m.d.sync += [ox.eq(ox + 1), ix0.eq(ix0 + const["sx"][layer]),
+                                     ix.eq(ix0 + const["sx"][layer]), iy.eq(iy0),
+                                     origin.eq(origin + step_x), pix.eq(origin + step_x)]
+                    with m.Elif(~last["oy"]):
+                        m.d.sync += [ox.eq(0), oy.eq(oy + 1), iy0.eq(iy0 + const["sy"][layer]),
+                                     iy.eq(iy0 + const["sy"][layer]),
+                                     ix0.eq(const["left"][layer]), ix.eq(const["left"][layer]),
+                                     row_origin.eq(row_origin + step_y),
+                                     origin.eq(row_origin + step_y),
+                                     pix.eq(row_origin + step_y)]
+                    with m.Else():
+                        m.d.sync += [ox.eq(0), oy.eq(0), running.eq(0), waiting.eq(1)]
         with m.If(accepted & last_input):
-            m.d.sync += [running.eq(1), layer.eq(0), step.eq(0), written.eq(0)]
+            m.d.sync += [*start(0), written.eq(0)]
         with m.If(waiting & (written == layer + 1)):
             m.d.sync += waiting.eq(0)
             with m.If(layer == count - 1):
                 m.d.sync += phase.eq(_OUTPUT)
             with m.Else():
-                m.d.sync += [layer.eq(layer + 1), running.eq(1)]
+                m.d.sync += start(layer + 1)
 
-        # Operands, two registers behind the issue like the weight ROM's words: the input
-        # code from bank l mod 2, broadcast to every multiplier.
-        out, out_lane, out_word = _Position(m, "out", layers[-1].out_features, pe)
+        # Operands, two registers behind the issue like the weight ROM's words: the step's
+        # input word from bank l mod 2; one code of it for every lane, or lane p's own code
+        # (lanewise); the input zero point where the window leaves the image.
+        out_c, out_lane, _ = _Position(m, "out_c", ops[-1].out_shape[2], pe)
+        out_count = _Position(m, "out_count", self.out_codes, 1)
+        out_word = Signal(range(bank + 1))
         output_en = Signal()
         source = Mux(layer[0], bank, 0) if count > 1 else 0
+        lanewise = const["lanewise"][layer]
         m.d.comb += [
-            read.addr.eq(Mux(phase == _OUTPUT, (count % 2) * bank + out_word, source + k_word)),
+            read.addr.eq(Mux(phase == _OUTPUT, (count % 2) * bank + out_word,
+                             source + pix + Mux(lanewise, g, c_word))),
             read.en.eq(Mux(phase == _OUTPUT, output_en, 1)),
         ]
-        read_lane, operand = Signal.like(k_lane), Signal(shape)
-        m.d.sync += [read_lane.eq(k_lane), operand.eq(_select(m, read.data, read_lane, shape))]
+        outside = ((iy < 0) | (iy >= const["height"][layer])
+                   | (ix < 0) | (ix >= const["width"][layer]))
+        read_lane, read_pad = Signal.like(c_lane), Signal()
+        m.d.sync += [read_lane.eq(c_lane), read_pad.eq(outside)]
+        selected = _select(m, read.data, read_lane, shape)
+        operands = [Signal(shape, name=f"operand{lane}") for lane in range(pe)]
+        for lane, operand in enumerate(operands):
+            m.d.sync += operand.eq(Mux(read_pad, const["zero"][layer],
+                                       Mux(lanewise, read.data[lane], selected)))
         assert WeightRom.latency == _READ_STAGES
-        weights = weight_rom(m, "weights", data.ArrayLayout(signed(self._weight_bits), pe),
-                             self.weight_words(), step, target=self._target)
+        weight_shape = signed(self._weight_bits)
+        weights = weight_rom(m, "weights", data.ArrayLayout(weight_shape, pe),
+                             self.weight_words(), wstep, target=self._target)
 
-        # Flags travel with the step: valid, first and last input of a group.
-        flags = data.StructLayout({"valid": 1, "first": 1, "last": 1})
+        # Flags travel with the step: valid, first and last step of a window, the requant
+        # table's word of the group's first channel.
+        flags = data.StructLayout({"valid": 1, "first": 1, "last": 1,
+                                   "channel": len(channel)})
         widths = (self._weight_bits, shape.width)
         stages = [Signal(flags, name=f"flags{index}")
                   for index in range(_READ_STAGES + multiplier_latency(self._kind, 1, widths))]
-        m.d.sync += [stages[0].valid.eq(running), stages[0].first.eq(k == 0),
-                     stages[0].last.eq(k.last)]
+        m.d.sync += [stages[0].valid.eq(running),
+                     stages[0].first.eq((c == 0) & (kx == 0) & (ky == 0)),
+                     stages[0].last.eq(window_end), stages[0].channel.eq(channel)]
         m.d.sync += [later.eq(earlier) for earlier, later in zip(stages, stages[1:])]
         arrived = stages[-1]
-        acc_shape = signed(max(layer_.acc_bits for layer_ in layers))
+        acc_shape = signed(max(op.sum_bound for op in ops).bit_length() + 1)
         sums = [Signal(acc_shape, name=f"acc{lane}") for lane in range(pe)]
+        unit = const["unit"][layer]
         for lane, total in enumerate(sums):
-            product = multiply_kind(m, self._kind, weights[lane], operand, 1,
+            weight = Signal(weight_shape, name=f"weight{lane}")
+            m.d.comb += weight.eq(Mux(unit, 1, weights[lane]))
+            product = multiply_kind(m, self._kind, weight, operands[lane], 1,
                                     target=self._target, name=f"mul{lane}")[0]
             with m.If(arrived.valid):
                 m.d.sync += total.eq(Mux(arrived.first, 0, total) + product)
         finished = Signal()  # the sums hold a whole group
-        m.d.sync += finished.eq(arrived.valid & arrived.last)
+        finished_channel = Signal.like(channel)
+        m.d.sync += [finished.eq(arrived.valid & arrived.last),
+                     finished_channel.eq(arrived.channel)]
 
-        # The group's sums into the one-lane requant, one per cycle.
+        # The group's sums into the one-lane requant, one per cycle, each with its channel.
         m.submodules.requant = requant = Requant(
-            _SharedRequant.of(layers, pe, shape), 1, target=self._target, free_running=True)
+            _SharedRequant.of(ops, pe, shape), 1, target=self._target, free_running=True,
+            indexed=True)
         queue = [Signal(acc_shape, name=f"queue{lane}") for lane in range(pe)]
-        left = Signal(range(pe + 1))
-        m.d.comb += [requant.i.valid.eq(left != 0), requant.i.payload.data[0].eq(queue[0])]
+        left, index = Signal(range(pe + 1)), Signal.like(channel)
+        m.d.comb += [requant.i.valid.eq(left != 0), requant.i.payload.data[0].eq(queue[0]),
+                     requant.index.eq(index)]
         with m.If(finished):
-            m.d.sync += [*(q.eq(total) for q, total in zip(queue, sums)), left.eq(pe)]
+            m.d.sync += [*(q.eq(total) for q, total in zip(queue, sums)), left.eq(pe),
+                         index.eq(finished_channel)]
         with m.Elif(left != 0):
-            m.d.sync += [*(q.eq(n) for q, n in zip(queue, queue[1:])), left.eq(left - 1)]
+            m.d.sync += [*(q.eq(n) for q, n in zip(queue, queue[1:])), left.eq(left - 1),
+                         index.eq(index + 1)]
 
-        # Write back: pe codes to a word, word g of bank (l + 1) mod 2.
-        w_layer, w_group, w_lane = (Signal(range(count)), Signal(range(max(self._groups))),
-                                    Signal(range(pe)))
+        # Write back: pe codes to a word, the layer's words in order into bank (l + 1) mod 2.
+        w_layer, w_word, w_lane = (Signal(range(count)), Signal(range(bank + 1)),
+                                   Signal(range(pe)))
         result, complete = requant.o.valid, Signal(word)
         _insert(m, complete, _Position.held(m, "collected", word, result, complete), w_lane,
                 requant.o.payload.data[0])
         word_done = result & (w_lane == pe - 1)
-        layer_done = word_done & (w_group == groups[w_layer] - 1)
+        layer_done = word_done & (w_word == const["out_words"][w_layer] - 1)
         with m.If(result):
             m.d.sync += w_lane.eq(Mux(w_lane == pe - 1, 0, w_lane + 1))
         with m.If(word_done):
-            m.d.sync += w_group.eq(Mux(layer_done, 0, w_group + 1))
+            m.d.sync += w_word.eq(Mux(layer_done, 0, w_word + 1))
         with m.If(layer_done):
             m.d.sync += [w_layer.eq(Mux(w_layer == count - 1, 0, w_layer + 1)),
                          written.eq(written + 1)]
         target_bank = Mux(w_layer[0], 0, bank) if count > 1 else bank
         loading = phase == _LOAD
         m.d.comb += [
-            write.en.eq(Mux(loading, accepted & ((load_lane == pe - 1) | last_input),
-                            word_done)),
-            write.addr.eq(Mux(loading, load_word, target_bank + w_group)),
+            write.en.eq(Mux(loading, load_write, word_done)),
+            write.addr.eq(Mux(loading, load_word, target_bank + w_word)),
             write.data.eq(Mux(loading, incoming, complete)),
         ]
 
-        # Output: the last layer's codes from its bank, one per beat; the read port holds its
-        # data while o stalls.
+        # Output: the last layer's codes (HWC) from its bank, one per beat; the read port
+        # holds its data while o stalls.
         pending, sent, code_lane, code_last = Signal(), Signal(), Signal.like(out_lane), Signal()
         m.d.comb += [
             output_en.eq((phase == _OUTPUT) & ~sent & (~self.o.valid | self.o.ready)),
@@ -373,16 +492,28 @@ class SequentialEngine(wiring.Component):
             self.o.payload.data[0].eq(_select(m, read.data, code_lane, shape)),
             self.o.payload.last.eq(code_last),
         ]
-        out.advance(output_en)
+        out_c.advance(output_en)
+        out_count.advance(output_en)
+        with m.If(output_en & ((out_lane == pe - 1) | out_c.last)):
+            m.d.sync += out_word.eq(Mux(out_count.last, 0, out_word + 1))
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += pending.eq(0)
             with m.If(code_last):
                 m.d.sync += [sent.eq(0), phase.eq(_LOAD)]
         with m.If(output_en):
-            m.d.sync += [pending.eq(1), code_lane.eq(out_lane), code_last.eq(out.last)]
-            with m.If(out.last):
+            m.d.sync += [pending.eq(1), code_lane.eq(out_lane), code_last.eq(out_count.last)]
+            with m.If(out_count.last):
                 m.d.sync += sent.eq(1)
         return m
+
+
+def _table(values):
+    """Per-layer constants as an Array indexed by a layer signal: signed where any is
+    negative."""
+    low, high = min(values), max(values)
+    shape = signed(max(abs(low), abs(high)).bit_length() + 1) if low < 0 else \
+        range(max(high + 1, 2))
+    return Array(Const(int(v), shape) for v in values)
 
 
 _LOAD, _COMPUTE, _OUTPUT = range(3)
