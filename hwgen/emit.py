@@ -81,7 +81,8 @@ def build_manifest(plan, top, latency):
         if layer.op == "chain":  # a shared sequential engine's layers
             record["layers"] = [member.name for member in layer.layers]
             record["weight_memory_bits"] = sum(member.weight.size * member.weight_bits
-                                               for member in layer.layers)
+                                               for member in layer.layers
+                                               if hasattr(member, "weight"))
         if layer.op == "activation":
             record["function"] = describe(layer.function, layer.params)
             record["table_bits"] = layer.table.size * layer.output.bits

@@ -60,7 +60,7 @@ from .errors import DoesNotFit, HwgenError
 from .graph import module_name
 from . import plan_fifo
 from .packing import DEFAULT_PORTS, DSP_PORTS, check_kind, max_pack, packing
-from .plan_sequential import (check_sequential_pe, dense_chains, plan_units,
+from .plan_sequential import (SHARED_OPS, check_sequential_pe, dense_chains, plan_units,
                               sequential_cycles, sequential_pes)
 from .plan_unrolled import DEFAULT_CLOCK, levels, unrolled_names, with_levels
 
@@ -572,10 +572,11 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
     lower.
 
     ``engine``: ``None`` (the default) plans a dataflow engine per layer, and with a
-    ``board`` puts the dense layers on shared layer-sequential engines
-    (:mod:`hwgen.plan_sequential`) when no dataflow plan fits; ``"dataflow"`` never shares;
-    ``"sequential"`` puts every chain of dense layers on one shared engine (the pin
-    ``"fc3=sequential:8"`` sizes the engine of the chain ending in ``fc3``)."""
+    ``board`` puts the dense layers, and then every chain of dense, conv and average-pool
+    layers, on shared layer-sequential engines (:mod:`hwgen.plan_sequential`) when no plan
+    fits; ``"dataflow"`` never shares; ``"sequential"`` puts every such chain on one shared
+    engine. The pin ``"fc3=sequential:8"`` sizes the engine of the chain ending in ``fc3``
+    (and without ``engine="sequential"`` shares only that chain's dense layers)."""
     if goal not in GOALS:
         raise HwgenError(f"goal must be one of {', '.join(GOALS)}, not {goal!r}")
     if goal != "throughput" and board is None:
@@ -606,8 +607,8 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
         raise HwgenError("--unroll auto lets the board search choose which layers to unroll: "
                          "give a board (--board), or name the layers (--unroll fc1,conv2)")
 
-    def plan_with(sequential):
-        units = plan_units(qgraph, folding, sequential)
+    def plan_with(ops, only_pinned=False):
+        units = plan_units(qgraph, folding, ops, only_pinned)
         ports = DSP_PORTS[_board_family(board)] if board is not None else DEFAULT_PORTS
         pinned = with_levels(_pinned(units, folding, target, ports), board, clock)
         if board is None:
@@ -626,25 +627,36 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
             pace = max([target] + [plan.cycles for plan in pinned.values()])
         return Plan(qgraph, _fill(units, pinned, pace))
 
-    shared = engine == "sequential" or any(str(value).startswith("sequential")
-                                           for value in folding.values())
+    if engine == "sequential":
+        return plan_with(SHARED_OPS)
+    if any(str(value).startswith("sequential") for value in folding.values()):
+        return plan_with(("dense",), only_pinned=True)
     try:
-        return plan_with(shared)
-    except DoesNotFit:
-        chains = [chain for chain in dense_chains(qgraph)
-                  if not any(layer.name in folding for layer in chain.layers)]
-        if engine is not None or not chains:
+        return plan_with(())
+    except DoesNotFit as error:
+        if engine is not None or board is None:
             raise
+        failure = error
+    # No dataflow plan fits: share the dense layers, then every layer a shared engine computes.
+    for ops, what in ((("dense",), "the dense layers"), (SHARED_OPS, "the layers")):
+        chains = [chain for chain in dense_chains(qgraph, ops)
+                  if not any(layer.name in folding for layer in chain.layers)]
+        if not chains:
+            continue
         if progress:
-            progress(f"the dataflow plan does not fit {_board_name(board)}: the dense layers "
+            progress(f"no plan fits {_board_name(board)} yet: {what} "
                      f"({'; '.join(chain.describe() for chain in chains)}) go on shared "
                      "sequential engines")
-        return plan_with(True)
+        try:
+            return plan_with(ops)
+        except DoesNotFit as error:
+            failure = error
+    raise failure
 
 
-# ``make_plan``'s engine choices: None (dataflow engines, with a board the dense layers on a
-# shared engine when those do not fit), "dataflow" (never shared), "sequential" (every chain
-# of dense layers on a shared engine).
+# ``make_plan``'s engine choices: None (dataflow engines; with a board, shared engines when
+# those do not fit), "dataflow" (never shared), "sequential" (every chain the shared engine
+# computes on one).
 ENGINE_CHOICES = (None, "dataflow", "sequential")
 
 

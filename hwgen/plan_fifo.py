@@ -44,9 +44,14 @@ def fifo_depth(plan, tensor, consumer):
     pipeline's initiation interval is its slowest engine's (without it, measured intervals
     came out 12–13 % above the model on the example CNNs). Vectors need none (a MAC unit
     double-buffers its whole input), except a burst that a lane converter narrows
-    (:func:`_burst_beats`).
+    (:func:`_burst_beats`). A shared sequential engine gets a whole frame in front (it
+    loads its input only between computations).
     """
     shape = plan.qgraph.shape_of(tensor)
+    if plan[consumer].engine == "sequential" and tensor != plan.qgraph.input_name:
+        # A shared engine takes its input only between frames' computations: a frame of
+        # FIFO lets its producer run on meanwhile.
+        return math.prod(shape) // lanes_of(plan, tensor) + _FIFO_MARGIN
     skip = skip_fifo_depth(plan, tensor, consumer)
     pad_run = _pad_run_codes(plan, tensor, consumer)
     pad_run = math.ceil(pad_run / lanes_of(plan, tensor)) + _FIFO_MARGIN if pad_run else 0

@@ -17,7 +17,8 @@ import numpy as np
 from .errors import HwgenError
 from .reference import Rounding
 
-__all__ = ["Chain", "dense_chains", "plan_units", "sequential_cycles", "sequential_pes"]
+__all__ = ["Chain", "SharedOp", "SHARED_OPS", "dense_chains", "plan_units", "sequential_cycles",
+           "sequential_pes"]
 
 # The most multipliers the board search gives a shared engine: beyond, a dataflow plan of the
 # same multipliers is the better design.
@@ -160,20 +161,33 @@ class Chain:
         return " → ".join(layer.name for layer in self.layers)
 
 
+# The ops a shared engine computes; ``make_plan``'s fallback first shares only the dense ones.
+SHARED_OPS = ("dense", "conv", "avgpool", "global_avgpool")
+
+
+def _shareable(layer, ops):
+    return (layer.op in ops and layer.rounding is not Rounding.FLOAT32_ORT
+            and getattr(layer, "kind", "") != "max")
+
+
 def _joins(layer, previous, qgraph):
-    """Whether dense ``layer`` continues the chain that ends in ``previous``."""
+    """Whether ``layer`` continues the chain that ends in ``previous``."""
     return (previous is not None and tuple(layer.inputs) == (previous.name,)
             and len(qgraph.consumers(previous.name)) == 1
             and layer.rounding is previous.rounding)
 
 
-def dense_chains(qgraph):
-    """The chains of dense layers of ``qgraph``, each as a :class:`Chain`: maximal runs of
-    dense layers in which every layer reads the one before, alone, and that one feeds nothing
-    else, with one rounding mode; layers with onnxruntime's float32 rounding stay out."""
+def dense_chains(qgraph, ops=("dense",)):
+    """The chains of ``qgraph``'s layers of ``ops`` (default dense; :data:`SHARED_OPS` for
+    all a shared engine computes), each as a :class:`Chain`: maximal runs of such layers in
+    which every layer reads the one before, alone, and that one feeds nothing else, with one
+    rounding mode; layers with onnxruntime's float32 rounding stay out."""
     chains, current = [], []
     for layer in qgraph.layers:
-        if layer.op != "dense" or layer.rounding is Rounding.FLOAT32_ORT:
+        if not _shareable(layer, ops):
+            if current:
+                chains.append(Chain(tuple(current)))
+            current = []
             continue
         if current and _joins(layer, current[-1], qgraph):
             current.append(layer)
@@ -211,14 +225,18 @@ def check_sequential_pe(chain, pe):
     return pe
 
 
-def plan_units(qgraph, folding, sequential):
-    """The layers to plan: ``qgraph``'s, and with ``sequential`` each chain of dense layers
-    (:func:`dense_chains`) whose layers ``folding`` does not pin
-    otherwise as one :class:`Chain`, where its last layer was."""
-    if not sequential:
+def plan_units(qgraph, folding, ops, only_pinned=False):
+    """The layers to plan: ``qgraph``'s, with each chain of layers of ``ops``
+    (:func:`dense_chains`) whose layers ``folding`` does not pin otherwise as one
+    :class:`Chain`, where its last layer was (``only_pinned``: only the chains whose last
+    layer is pinned ``"sequential…"``)."""
+    if not ops:
         return list(qgraph.layers)
     chains = {}
-    for chain in dense_chains(qgraph):
+    for chain in dense_chains(qgraph, ops):
+        pin = str(folding.get(chain.name, ""))
+        if only_pinned and not pin.startswith("sequential"):
+            continue
         inner = [layer.name for layer in chain.layers[:-1] if layer.name in folding]
         if inner:
             raise HwgenError(f"folding pins {', '.join(map(repr, inner))}, which the shared "

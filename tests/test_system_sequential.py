@@ -39,13 +39,21 @@ def test_mlp_on_one_engine(bits, pe, tmp_path):
     assert stalled_free.latency == design.manifest["latency"]
 
 
-@pytest.mark.parametrize("model,bits", [("lenet", "w8a8"), ("dwsep", "w4a4")])
-def test_convolutions_then_a_shared_classifier(model, bits, tmp_path):
-    """Dataflow convolutions and pools, then the dense layers on one shared engine."""
+@pytest.mark.parametrize("model,bits,engines", [
+    ("lenet", "w8a8", ["sequential", "pool", "sequential", "pool", "sequential"]),
+    ("dwsep", "w4a4", ["sequential"]),
+    ("dwsep", "w6a6", ["systolic", "depthwise", "systolic", "gap", "sequential"]),
+])
+def test_cnns_on_shared_engines(model, bits, engines, tmp_path):
+    """CNNs on shared engines: LeNet's max pools stay dataflow between three shared
+    engines; the depthwise-separable model runs whole on one (stem, depthwise, pointwise,
+    global average pool, classifier), or only its classifier is shared."""
     graph = hwgen.load(EXAMPLES / f"{model}.onnx")
     calib = np.load(EXAMPLES / "calib.npz")
     qgraph = hwgen.quantize(graph, calib["x"], bits)
-    plan = hwgen.make_plan(qgraph, engine="sequential", multipliers=4)
-    engines = [p.engine for p in plan.layers]
-    assert engines[-1] == "sequential" and "mac" not in engines
+    if engines[0] == "sequential":
+        plan = hwgen.make_plan(qgraph, engine="sequential", multipliers=4)
+    else:
+        plan = hwgen.make_plan(qgraph, {"fc": "sequential:4"}, multipliers=16)
+    assert [p.engine for p in plan.layers] == engines
     _check(plan, calib["x"], tmp_path, frames=4)
