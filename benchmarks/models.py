@@ -32,3 +32,29 @@ def resnet8(seed=0):
     x = graph.flatten(graph.global_avgpool(x, name="pool"))
     graph.dense(x, rng.normal(size=(10, 64)) * 0.1, rng.normal(size=10) * 0.1, name="fc")
     return graph, rng.normal(size=(32, 32, 32, 3))
+
+
+def ds_cnn(seed=0):
+    """MLPerf Tiny's keyword-spotting DS-CNN (1×49×10 MFCC in, 12 out): a 10×4 conv of 64
+    channels at stride 2 (padding 5/1 top/left, 4/2 bottom/right: 25×5 out), four
+    depthwise-separable blocks (3×3 depthwise and 1×1 pointwise, 64 channels, ReLU after
+    each), global average pool, dense 12; about 23 k weights and 2.7 M MACs. Random weights,
+    He-scaled. Returns ``(graph, calibration inputs)``."""
+    rng = np.random.default_rng(seed)
+    graph = hwgen.Graph("ds_cnn")
+
+    def conv(x, channels, out_channels, kernel, stride, padding, groups, name):
+        per_group = channels // groups
+        weight = rng.normal(size=(out_channels, *kernel, per_group)) * np.sqrt(
+            2 / (kernel[0] * kernel[1] * per_group))
+        return graph.relu(graph.conv2d(x, weight, rng.normal(size=out_channels) * 0.1,
+                                       stride=stride, padding=padding, groups=groups,
+                                       name=name))
+
+    x = conv(graph.input((49, 10, 1)), 1, 64, (10, 4), (2, 2), (5, 1, 4, 2), 1, "conv1")
+    for block in range(1, 5):
+        x = conv(x, 64, 64, (3, 3), 1, 1, 64, f"dw{block}")
+        x = conv(x, 64, 64, (1, 1), 1, 0, 1, f"pw{block}")
+    x = graph.flatten(graph.global_avgpool(x, name="pool"))
+    graph.dense(x, rng.normal(size=(12, 64)) * 0.1, rng.normal(size=12) * 0.1, name="fc")
+    return graph, rng.normal(size=(64, 49, 10, 1))

@@ -110,8 +110,9 @@ class Board:
 
     @property
     def capacity(self):
-        """``{"lut", "ff", "dsp", "bram"}`` → how many the device has."""
-        return {"lut": self.luts, "ff": self.ffs, "dsp": self.dsps, "bram": self.brams}
+        """``{"lut", "ff", "dsp", "bram", "spram"}`` → how many the device has."""
+        return {"lut": self.luts, "ff": self.ffs, "dsp": self.dsps, "bram": self.brams,
+                "spram": self.sprams}
 
 
 def _read(resource):

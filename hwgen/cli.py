@@ -383,9 +383,11 @@ def build_parser():
                             "layer, from dsp, dsp-packed, lut (default all: 'dsp,dsp-packed,"
                             "lut'; 'dsp' builds one DSP per product everywhere)")
     build.add_argument("--target", choices=TARGETS,
-                       help="how multipliers are built: plain Verilog ('generic') or ECP5 "
-                            "MULT18X18D primitives with their registers ('ecp5'); default "
-                            "'ecp5' with an ECP5 --board, else 'generic'")
+                       help="which vendor primitives the Verilog instantiates: none "
+                            "('generic'), ECP5 MULT18X18D with their registers and DP16KD "
+                            "('ecp5'), iCE40 SB_SPRAM256KA for a shared engine's activations "
+                            "('ice40'); default: the --board's family where it is one of "
+                            "these, else 'generic'")
     build.add_argument("--argmax", action="store_true",
                        help="end the accelerator in an argmax unit: it outputs the class index "
                             "(an output Softmax/LogSoftmax/ArgMax is removed either way)")
@@ -466,7 +468,8 @@ def build_parser():
                          help="';'-separated: 'none', 'all', 'auto' (boards) or dense and "
                               "conv layers 'fc1,conv2'")
     explore.add_argument("--target", default="auto",
-                         help="comma-separated: auto, generic, ecp5 (how multipliers are built)")
+                         help="comma-separated: auto, generic, ecp5, ice40 (which vendor "
+                              "primitives the Verilog instantiates; auto: the board's)")
     explore.add_argument("--output-bits", type=int, default=8,
                          help="bits of the last layer's output codes (default 8)")
     explore.add_argument("--synth", action="store_true",

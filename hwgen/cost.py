@@ -43,7 +43,7 @@ from .reference import Rounding
 __all__ = ["FamilyModel", "FAMILY_MODELS", "LayerCost", "CostReport", "estimate",
            "layer_features", "product_dsps", "memory_blocks", "fabric_luts", "RESOURCES"]
 
-RESOURCES = ("lut", "ff", "dsp", "bram")
+RESOURCES = ("lut", "ff", "dsp", "bram", "spram")
 
 # The structural counts the LUT and FF models are linear in (see layer_features).
 FEATURES = ("layer", "adder_bits", "requant_bits", "lut_multiplier_bits", "logic_memory_bits",
@@ -266,8 +266,9 @@ def _weighted_parts(layer_plan):
 def _sequential_parts(layer_plan):
     """A shared layer-sequential engine (:class:`~hwgen.hw.sequential.SequentialEngine`): its
     ``pe`` multipliers at the chain's widest weights and shared code width, one requant lane,
-    the weight ROM (one word of ``pe`` weights per step), the two activation banks, the
-    accumulators and the queue into the requant."""
+    the weight ROM (per layer, group and window step one word of ``pe`` weights), the two
+    activation banks, the requant's table, the accumulators and the queue into the
+    requant."""
     chain, pe, kind = layer_plan.layer, layer_plan.pe, layer_plan.multiplier
     w, a, acc = chain.weight_bits, chain.code_bits, chain.acc_bits
     product_bits = w + a
@@ -281,7 +282,7 @@ def _sequential_parts(layer_plan):
         1, acc, max(_REQUANT_MULTIPLIER_BITS, chain.multiplier_bits))
     from .hw.sequential import requant_table
     depth, width = requant_table(chain.layers, pe)
-    memories = [("weights", chain.steps(pe), pe * w, 1),
+    memories = [("weights", max(chain.weight_words(pe), 1), pe * w, 1),
                 ("activations", 2 * chain.bank_words(pe), pe * a, 1),
                 ("requant table", depth, width, 1)]
     counters = 6 * max(chain.steps(pe), 2).bit_length()
@@ -441,8 +442,16 @@ def layer_features(layer_plan, family, plan=None, model=None):
         dsp += per_product * count
         if not per_product:
             lut_multiplier_bits += a_bits * b_bits * count
-    bram, logic_memory_bits = 0, 0
+    bram, logic_memory_bits, spram = 0, 0, 0
     for what, depth, width, count in parts.memories:
+        if what == "activations" and family == "ice40":
+            # A shared engine's banks go into SB_SPRAM256KA where they are large (the
+            # default target "ice40" builds them so).
+            from .hw.sequential import spram_count
+            sprams = spram_count(depth // 2, width)
+            if sprams:
+                spram += sprams * count
+                continue
         blocks = memory_blocks(depth, width, model, what)
         bram += blocks * count
         if not blocks:
@@ -452,7 +461,7 @@ def layer_features(layer_plan, family, plan=None, model=None):
                 "lut_multiplier_bits": lut_multiplier_bits,
                 "logic_memory_bits": logic_memory_bits, "register_bits": parts.register_bits,
                 "lut_array_bits": parts.lut_array_bits, "unrolled_bits": parts.unrolled_bits,
-                "pipeline_bits": parts.pipeline_bits}
+                "pipeline_bits": parts.pipeline_bits, "spram": spram}
     return dsp, bram, features
 
 
@@ -471,6 +480,7 @@ class LayerCost:
     bram: int
     cycles: int
     multiplier: str = ""
+    spram: int = 0
 
     def __getitem__(self, resource):
         return getattr(self, resource)
@@ -521,23 +531,26 @@ class CostReport:
                          for resource, (used, available) in self.overflow.items())
 
     def table(self):
-        """A per-layer text table with totals and the board's capacity."""
-        header = ("layer", "engine", "folding", "kind", "bits", "mult", "LUT", "FF", "DSP",
-                  "BRAM", "cycles")
+        """A per-layer text table with totals and the board's capacity (SPRAM only where the
+        board has or the design uses some)."""
+        totals = self.totals
+        shown = [resource for resource in RESOURCES
+                 if resource != "spram" or self.capacity["spram"] or totals["spram"]]
+        header = ("layer", "engine", "folding", "kind", "bits", "mult",
+                  *(resource.upper() for resource in shown), "cycles")
         rows = [header] + [
             (layer.name, layer.engine, layer.folding, layer.multiplier, layer.bits,
-             str(layer.multipliers), str(layer.lut), str(layer.ff), str(layer.dsp),
-             str(layer.bram), str(layer.cycles))
+             str(layer.multipliers), *(str(layer[resource]) for resource in shown),
+             str(layer.cycles))
             for layer in self.layers]
-        totals = self.totals
         rows.append(("total", "", "", "", "",
                      str(sum(layer.multipliers for layer in self.layers)),
-                     *(str(totals[resource]) for resource in RESOURCES),
+                     *(str(totals[resource]) for resource in shown),
                      str(self.initiation_interval)))
         rows.append((self.board.name, "", "", "", "", "",
-                     *(f"{self.capacity[resource]}" for resource in RESOURCES), ""))
+                     *(f"{self.capacity[resource]}" for resource in shown), ""))
         rows.append(("used", "", "", "", "", "",
-                     *(f"{self.utilization[resource]:.0%}" for resource in RESOURCES), ""))
+                     *(f"{self.utilization[resource]:.0%}" for resource in shown), ""))
         widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
         return "\n".join("  ".join(cell.rjust(width) if column >= 5 else cell.ljust(width)
                                    for column, (cell, width) in enumerate(zip(row, widths)))
@@ -583,7 +596,7 @@ def layer_cost(layer_plan, board, plan=None):
                              + model.lut_unrolled * features["unrolled_bits"]),
                      _linear(model.ff, features, features["pipeline_bits"]), dsp, bram,
                      layer_plan.cycles,
-                     layer_plan.multiplier_label)
+                     layer_plan.multiplier_label, features["spram"])
 
 
 def estimate(plan, board):

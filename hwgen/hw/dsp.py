@@ -20,11 +20,13 @@ from amaranth.lib.wiring import In, Out
 from ..errors import HwgenError
 
 __all__ = ["TARGETS", "check_target", "Multiplier", "multiply", "simulation_models",
-           "ECP5_MULT18X18D_MODEL"]
+           "ECP5_MULT18X18D_MODEL", "ICE40_SPRAM_MODEL"]
 
-# What a design can be generated for: "generic" (plain Verilog, every tool and simulator) or
-# "ecp5" (Lattice ECP5 DSP primitives, whose simulation models hwgen supplies).
-TARGETS = ("generic", "ecp5")
+# What a design can be generated for: "generic" (plain Verilog, every tool and simulator),
+# "ecp5" (Lattice ECP5 DSP and block-RAM primitives) or "ice40" (iCE40 UltraPlus
+# SB_SPRAM256KA single-port RAMs for a shared engine's activations); hwgen supplies the
+# primitives' simulation models.
+TARGETS = ("generic", "ecp5", "ice40")
 
 # The operand width of one ECP5 sysDSP multiplier.
 _ECP5_OPERAND_BITS = 18
@@ -150,12 +152,18 @@ def multiply(m, a, b, en, *, target, name):
 ECP5_MULT18X18D_MODEL = (importlib.resources.files("hwgen.rtl_templates")
                          / "MULT18X18D.v").read_text(encoding="utf-8")
 
+# The iCE40 UltraPlus single-port RAM as the shared engine uses it (hwgen.hw.sequential).
+ICE40_SPRAM_MODEL = (importlib.resources.files("hwgen.rtl_templates")
+                     / "SB_SPRAM256KA.v").read_text(encoding="utf-8")
+
+
 def simulation_models(verilog):
     """``{primitive: Verilog model}`` of the vendor primitives the Verilog text ``verilog``
     instantiates (those :class:`Multiplier` and :class:`hwgen.hw.rom.WeightRom` use), for a
     Verilog simulator to compile with it; empty for a generic design."""
     from .rom import ECP5_DP16KD_MODEL
 
-    models = {"MULT18X18D": ECP5_MULT18X18D_MODEL, "DP16KD": ECP5_DP16KD_MODEL}
+    models = {"MULT18X18D": ECP5_MULT18X18D_MODEL, "DP16KD": ECP5_DP16KD_MODEL,
+              "SB_SPRAM256KA": ICE40_SPRAM_MODEL}
     return {name: model for name, model in models.items()
             if re.search(rf"^\s*{name}\s*(#|\w)", verilog, flags=re.M)}

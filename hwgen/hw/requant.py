@@ -11,7 +11,7 @@ from ..reference import Rounding
 from .dsp import check_target, multiply
 from .stream import credit_output, frame_layout
 
-__all__ = ["Requant", "code_shape", "requant_output"]
+__all__ = ["Requant", "code_shape", "parameter_table", "requant_output"]
 
 # The multiply splits ``acc + bias`` at this bit: the low part times ``M`` (at most 16 bits,
 # see :func:`~hwgen.quantize.scale_to_multiplier`) fits one 18×18 DSP, so each partial product
@@ -116,41 +116,8 @@ class Requant(wiring.Component):
         super().__init__(members)
 
     def _table(self):
-        """The parameter ROM: its word layout and one word per beat of a frame."""
-        layer, lanes = self._layer, self._lanes
-        shifts = np.asarray(layer.shift, dtype=np.int64)
-        half = (np.int64(1) << shifts) >> 1
-        if layer.rounding is Rounding.FLOOR:
-            half = np.zeros_like(half)
-        elif layer.rounding in (Rounding.HALF_EVEN, Rounding.FLOAT32_ORT):
-            half = np.where(shifts > 0, half - 1, 0)
-        fields = {
-            "bias": (signed(_signed_bits(layer.bias)), layer.bias),
-            "multiplier": (unsigned(max(int(max(layer.multiplier)).bit_length(), 1)),
-                           layer.multiplier),
-        }
-        negative = getattr(layer, "negative_multiplier", None)
-        if negative is not None:
-            fields["negative"] = (unsigned(max(int(max(negative)).bit_length(), 1)), negative)
-        for name in ("bias_fraction", "negative_fraction"):
-            values = getattr(layer, name, None)
-            if values is not None:
-                fields[name] = (signed(_signed_bits(values)), values)
-        if np.any(shifts != shifts[0]):
-            fields["shift"] = (unsigned(max(int(shifts.max()).bit_length(), 1)), shifts)
-            fields["half"] = (unsigned(max(int(half.max()).bit_length(), 1)), half)
-        if np.ndim(layer.clamp_lo):
-            # Per-channel clamp ends and zero points (a shared engine's table over its
-            # layers' channels): lo − zp and hi − zp, as _clamp_range computes them.
-            zero = np.asarray(layer.zero_point, dtype=np.int64)
-            for name, values in (("low", np.asarray(layer.clamp_lo) - zero),
-                                 ("high", np.asarray(layer.clamp_hi) - zero), ("zero", zero)):
-                fields[name] = (signed(_signed_bits(values)), values)
-        layout = data.StructLayout({name: data.ArrayLayout(shape, lanes)
-                                    for name, (shape, _) in fields.items()})
-        words = [{name: [int(v) for v in values[group * lanes:(group + 1) * lanes]]
-                  for name, (_, values) in fields.items()} for group in range(self._groups)]
-        return layout, words, int(shifts[0]), int(half[0])
+        """The parameter ROM (:func:`parameter_table`)."""
+        return parameter_table(self._layer, self._lanes)
 
     def elaborate(self, platform):
         m = Module()
@@ -314,6 +281,45 @@ class Requant(wiring.Component):
         layer = self._layer
         zero_point = layer.output.zero_point
         return layer.clamp_lo - zero_point, layer.clamp_hi - zero_point, zero_point
+
+
+def parameter_table(layer, lanes):
+    """A :class:`Requant`'s parameter ROM over ``lanes`` channels per beat: its word layout,
+    one word per beat of a frame, and the common shift and rounding constant (used where
+    every channel has the same shift)."""
+    shifts = np.asarray(layer.shift, dtype=np.int64)
+    half = (np.int64(1) << shifts) >> 1
+    if layer.rounding is Rounding.FLOOR:
+        half = np.zeros_like(half)
+    elif layer.rounding in (Rounding.HALF_EVEN, Rounding.FLOAT32_ORT):
+        half = np.where(shifts > 0, half - 1, 0)
+    fields = {
+        "bias": (signed(_signed_bits(layer.bias)), layer.bias),
+        "multiplier": (unsigned(max(int(max(layer.multiplier)).bit_length(), 1)),
+                       layer.multiplier),
+    }
+    negative = getattr(layer, "negative_multiplier", None)
+    if negative is not None:
+        fields["negative"] = (unsigned(max(int(max(negative)).bit_length(), 1)), negative)
+    for name in ("bias_fraction", "negative_fraction"):
+        values = getattr(layer, name, None)
+        if values is not None:
+            fields[name] = (signed(_signed_bits(values)), values)
+    if np.any(shifts != shifts[0]):
+        fields["shift"] = (unsigned(max(int(shifts.max()).bit_length(), 1)), shifts)
+        fields["half"] = (unsigned(max(int(half.max()).bit_length(), 1)), half)
+    if np.ndim(layer.clamp_lo):
+        # Per-channel clamp ends and zero points (a shared engine's table over its
+        # layers' channels): lo − zp and hi − zp, as _clamp_range computes them.
+        zero = np.asarray(layer.zero_point, dtype=np.int64)
+        for name, values in (("low", np.asarray(layer.clamp_lo) - zero),
+                             ("high", np.asarray(layer.clamp_hi) - zero), ("zero", zero)):
+            fields[name] = (signed(_signed_bits(values)), values)
+    layout = data.StructLayout({name: data.ArrayLayout(shape, lanes)
+                                for name, (shape, _) in fields.items()})
+    words = [{name: [int(v) for v in values[group * lanes:(group + 1) * lanes]]
+              for name, (_, values) in fields.items()} for group in range(len(layer.bias) // lanes)]
+    return layout, words, int(shifts[0]), int(half[0])
 
 
 def requant_output(m, o, layer, lanes, depth, *, target):

@@ -28,7 +28,7 @@ import math
 import operator
 
 import numpy as np
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -37,12 +37,12 @@ from ..plan_sequential import SharedOp
 from ..reference import Rounding
 from .dsp import check_target
 from .multiplier import multiplier_latency, multiply_kind
-from .requant import Requant, code_shape
+from .requant import Requant, code_shape, parameter_table
 from .rom import WeightRom, weight_rom
 from .stream import frame_layout
 
 __all__ = ["SequentialEngine", "check_chain", "drain_cycles", "requant_table",
-           "shared_code_shape"]
+           "shared_code_shape", "spram_count"]
 
 # Stages from a step's issue to its accumulation, besides the multiplier's: the buffer read
 # and the operand register (the weight ROM's two registers line up with them), accumulate.
@@ -91,8 +91,8 @@ def requant_table(layers, pe):
     """``(depth, width)`` of the shared requant's parameter table (read asynchronously, so
     it is logic, not block RAM): a word per channel of every layer, padded to groups of
     ``pe``."""
-    requant = Requant(_SharedRequant.of(check_chain(layers), pe, shared_code_shape(layers)), 1)
-    layout, words, _, _ = requant._table()
+    layout, words, _, _ = parameter_table(
+        _SharedRequant.of(check_chain(layers), pe, shared_code_shape(layers)), 1)
     return len(words), layout.size
 
 
@@ -293,8 +293,7 @@ class SequentialEngine(wiring.Component):
         pe, shape, ops = self._pe, self._shape, self._ops
         count, bank = len(ops), self._bank_words
         word = data.ArrayLayout(shape, pe)
-        m.submodules.buffer = buffer = memory.Memory(shape=word, depth=2 * bank, init=[])
-        write, read = buffer.write_port(), buffer.read_port()
+        read, write = _banks(m, word, bank, self._target)
         rows = self._constants()
         const = {name: _table([row[name] for row in rows]) for name in rows[0]}
         phase = Signal(range(3))
@@ -399,13 +398,14 @@ class SequentialEngine(wiring.Component):
         output_en = Signal()
         source = Mux(layer[0], bank, 0) if count > 1 else 0
         lanewise = const["lanewise"][layer]
+        outside = ((iy < 0) | (iy >= const["height"][layer])
+                   | (ix < 0) | (ix >= const["width"][layer]))
         m.d.comb += [
             read.addr.eq(Mux(phase == _OUTPUT, (count % 2) * bank + out_word,
                              source + pix + Mux(lanewise, g, c_word))),
-            read.en.eq(Mux(phase == _OUTPUT, output_en, 1)),
+            # Only real reads: a single-port bank may be written in the same cycle.
+            read.en.eq(Mux(phase == _OUTPUT, output_en, running & ~outside)),
         ]
-        outside = ((iy < 0) | (iy >= const["height"][layer])
-                   | (ix < 0) | (ix >= const["width"][layer]))
         read_lane, read_pad = Signal.like(c_lane), Signal()
         m.d.sync += [read_lane.eq(c_lane), read_pad.eq(outside)]
         selected = _select(m, read.data, read_lane, shape)
@@ -517,6 +517,66 @@ def _table(values):
 
 
 _LOAD, _COMPUTE, _OUTPUT = range(3)
+
+# The iCE40 UltraPlus single-port RAM: 16384 words of 16 bits.
+SPRAM_WORDS, SPRAM_BITS = 16384, 16
+# From this many bits a bank goes into SB_SPRAM256KA on target "ice40" (four EBRs' worth);
+# smaller ones stay in block RAM.
+SPRAM_MIN_BITS = 16384
+
+
+def spram_count(bank_words, width):
+    """``SB_SPRAM256KA`` the two activation banks of ``bank_words`` words of ``width`` bits
+    take on target ``"ice40"``: ``2·⌈width/16⌉``, or 0 where they stay in block RAM (too
+    small, or deeper than a single-port RAM)."""
+    if bank_words * width < SPRAM_MIN_BITS or bank_words > SPRAM_WORDS:
+        return 0
+    return 2 * math.ceil(width / SPRAM_BITS)
+
+
+@dataclasses.dataclass
+class _Port:
+    addr: object
+    en: object
+    data: object
+
+
+def _banks(m, word, bank, target):
+    """The activation buffer's read and write ports: one RAM of two banks of ``bank``
+    words, or on target ``"ice40"`` (where :func:`spram_count` says so) one set of
+    ``SB_SPRAM256KA`` per bank, each single-port: the engine never reads and writes one bank
+    in the same cycle (load writes bank 0 alone; layer l reads one bank and writes the other;
+    the output only reads). Both read with one cycle of latency and hold the data while the
+    read enable is low."""
+    if target != "ice40" or not spram_count(bank, word.size):
+        m.submodules.buffer = buffer = memory.Memory(shape=word, depth=2 * bank, init=[])
+        return buffer.read_port(), buffer.write_port()
+    read = _Port(Signal(range(2 * bank)), Signal(), Signal(word))
+    write = _Port(Signal(range(2 * bank)), Signal(), Signal(word))
+    chunks = math.ceil(word.size / SPRAM_BITS)
+    read_high, write_high = read.addr >= bank, write.addr >= bank
+    selected = Signal()  # the bank the read data comes from
+    with m.If(read.en):
+        m.d.sync += selected.eq(read_high)
+    outputs = []
+    stored = write.data.as_value()
+    for index in range(2):
+        reading = read.en & (read_high == index)
+        writing = write.en & (write_high == index)
+        local = Signal(range(SPRAM_WORDS), name=f"bank{index}_address")
+        m.d.comb += local.eq(Mux(writing, write.addr - index * bank, read.addr - index * bank))
+        bank_out = []
+        for chunk in range(chunks):
+            out = Signal(SPRAM_BITS, name=f"bank{index}_data{chunk}")
+            m.submodules[f"bank{index}_spram{chunk}"] = Instance(
+                "SB_SPRAM256KA", i_ADDRESS=local,
+                i_DATAIN=stored[chunk * SPRAM_BITS:(chunk + 1) * SPRAM_BITS],
+                i_MASKWREN=0b1111, i_WREN=writing, i_CHIPSELECT=writing | reading,
+                i_CLOCK=ClockSignal(), i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1, o_DATAOUT=out)
+            bank_out.append(out)
+        outputs.append(Cat(*bank_out))
+    m.d.comb += read.data.eq(Mux(selected, outputs[1], outputs[0])[:word.size])
+    return read, write
 
 
 class _Position:

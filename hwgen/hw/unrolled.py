@@ -25,7 +25,6 @@ one pipeline: a layer's outputs may leave unregistered into the next, which cont
 
 import dataclasses
 import functools
-import math
 
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
