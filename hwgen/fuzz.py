@@ -52,6 +52,7 @@ class FuzzCase:
     weight_granularity: str
     folding: dict
     stall: float
+    engine: str = None  # make_plan's engine: "sequential" shares every chain it can
 
     def describe(self):
         ops = " ".join(layer.op for layer in self.graph.layers()[1:])
@@ -283,7 +284,8 @@ def random_case(seed):
         folding[layer_plan.name] = pin
     stall = float(rng.choice([0.0, 0.1, 0.3, 0.5]))
     folding.update(_unrolled_convs(seed, qgraph, folding))
-    return dataclasses.replace(case, folding=folding, stall=stall)
+    engine, folding = _shared_chains(seed, qgraph, folding)
+    return dataclasses.replace(case, folding=folding, stall=stall, engine=engine)
 
 
 # Convolutions of at most this many weights may be unrolled by the fuzzer.
@@ -306,6 +308,50 @@ def _unrolled_convs(seed, qgraph, folding):
     return chosen
 
 
+# The first seed that may share engines: the seeds logged before (benchmarks/fuzz_log.jsonl)
+# keep their designs, so their reproducers stay valid.
+SHARED_FROM_SEED = 3140
+
+
+def _shared_chains(seed, qgraph, folding):
+    """``(engine, folding)``: one design in ten runs every chain a shared sequential engine
+    computes on one (``engine="sequential"``), one in five has each dense chain pinned to a
+    shared engine (in both, of random size and multiplier kind, replacing the chains' own
+    pins); drawn from a stream of their own, as :func:`_unrolled_convs`, from seed
+    :data:`SHARED_FROM_SEED` on."""
+    from .plan_sequential import SHARED_OPS, dense_chains, sequential_pes
+
+    if seed < SHARED_FROM_SEED:
+        return None, folding
+    rng = np.random.default_rng([seed, 23])
+    draw = rng.random()
+    if draw < 0.1:
+        chains = dense_chains(qgraph, SHARED_OPS)
+        members = {layer.name for chain in chains for layer in chain.layers}
+        kept = {name: pin for name, pin in folding.items() if name not in members}
+        kept.update({chain.name: f"sequential:{int(rng.choice(sequential_pes(chain)))}:"
+                                 f"{rng.choice(['dsp', 'lut'])}" for chain in chains})
+        try:
+            make_plan(qgraph, kept, engine="sequential")
+        except HwgenError:
+            return None, folding
+        return "sequential", kept
+    if draw >= 0.3:
+        return None, folding
+    chosen = dict(folding)
+    for chain in dense_chains(qgraph):
+        pes = sequential_pes(chain)
+        pin = f"sequential:{int(rng.choice(pes))}:{rng.choice(['dsp', 'lut'])}"
+        trial = {name: value for name, value in chosen.items()
+                 if name not in {layer.name for layer in chain.layers}}
+        try:
+            make_plan(qgraph, {**trial, chain.name: pin})
+        except HwgenError:
+            continue
+        chosen = {**trial, chain.name: pin}
+    return None, chosen
+
+
 # -- running --------------------------------------------------------------------------------------
 
 def build_case(case, codes=_CODES):
@@ -313,7 +359,7 @@ def build_case(case, codes=_CODES):
     :data:`_CYCLE_BUDGET` simulated cycles."""
     from .emit import generate
 
-    plan = make_plan(case.quantize(), case.folding)
+    plan = make_plan(case.quantize(), case.folding, engine=case.engine)
     stress = 1.0 / (1.0 - case.stall) ** 2
     out_features = int(np.prod(plan.qgraph.shape_of(plan.layers[-1].name)))
     frames = min(codes / out_features,

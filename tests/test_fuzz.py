@@ -10,7 +10,7 @@ from hwgen.plan import make_plan
 
 
 def _plan(case):
-    return make_plan(case.quantize(), case.folding)
+    return make_plan(case.quantize(), case.folding, engine=case.engine)
 
 
 def test_a_seed_is_one_design():
@@ -59,7 +59,19 @@ def test_a_narrowed_pool_burst_gets_a_fifo():
     the edge gets a FIFO of those beats, so the pool never stalls its input."""
     from hwgen.plan import make_plan
     case = random_case(3059)
-    plan = make_plan(case.quantize(), case.folding)
+    plan = make_plan(case.quantize(), case.folding, engine=case.engine)
     assert plan["gap0"].engine == "gap" and plan["gap0"].out_lanes == 2
     assert plan["dense0"].in_lanes == 1
     assert plan.fifo_depth("gap0", "dense0") == 4
+
+
+def test_later_seeds_share_engines():
+    """From seed 3140 on, some designs put their dense chains (or every chain) on shared
+    sequential engines; earlier seeds keep the designs the log recorded."""
+    from hwgen.fuzz import SHARED_FROM_SEED
+    shared = [seed for seed in range(SHARED_FROM_SEED, SHARED_FROM_SEED + 40)
+              if any(p.engine == "sequential" for p in _plan(random_case(seed)).layers)]
+    assert len(shared) >= 4, shared
+    assert random_case(3167).engine == "sequential"
+    assert all(p.engine != "sequential" for seed in (11, 3059)
+               for p in _plan(random_case(seed)).layers)
