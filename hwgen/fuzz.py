@@ -319,14 +319,14 @@ def _shared_chains(seed, qgraph, folding):
     shared engine (in both, of random size and multiplier kind, replacing the chains' own
     pins); drawn from a stream of their own, as :func:`_unrolled_convs`, from seed
     :data:`SHARED_FROM_SEED` on."""
-    from .plan_sequential import SHARED_OPS, dense_chains, sequential_pes
+    from .plan_sequential import SHARED_OPS, shared_chains, sequential_pes
 
     if seed < SHARED_FROM_SEED:
         return None, folding
     rng = np.random.default_rng([seed, 23])
     draw = rng.random()
     if draw < 0.1:
-        chains = dense_chains(qgraph, SHARED_OPS)
+        chains = shared_chains(qgraph, SHARED_OPS)
         members = {layer.name for chain in chains for layer in chain.layers}
         kept = {name: pin for name, pin in folding.items() if name not in members}
         kept.update({chain.name: f"sequential:{int(rng.choice(sequential_pes(chain)))}:"
@@ -339,7 +339,7 @@ def _shared_chains(seed, qgraph, folding):
     if draw >= 0.3:
         return None, folding
     chosen = dict(folding)
-    for chain in dense_chains(qgraph):
+    for chain in shared_chains(qgraph):
         pes = sequential_pes(chain)
         pin = f"sequential:{int(rng.choice(pes))}:{rng.choice(['dsp', 'lut'])}"
         trial = {name: value for name, value in chosen.items()

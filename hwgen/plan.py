@@ -60,7 +60,7 @@ from .errors import DoesNotFit, HwgenError
 from .graph import module_name
 from . import plan_fifo
 from .packing import DEFAULT_PORTS, DSP_PORTS, check_kind, max_pack, packing
-from .plan_sequential import (SHARED_OPS, check_sequential_pe, dense_chains, plan_units,
+from .plan_sequential import (SHARED_OPS, check_sequential_pe, shared_chains, plan_units,
                               sequential_cycles, sequential_pes)
 from .plan_unrolled import DEFAULT_CLOCK, levels, unrolled_names, with_levels
 
@@ -88,7 +88,7 @@ ENGINES = {
     "argmax": ("argmax",),
     "concat": ("concat",),
     "upsample": ("upsample",),
-    "chain": ("sequential",),  # dense layers sharing one engine (hwgen.plan_sequential)
+    "chain": ("sequential",),  # layers sharing one engine (hwgen.plan_sequential)
 }
 
 
@@ -611,16 +611,15 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
         units = plan_units(qgraph, folding, ops, only_pinned)
         ports = DSP_PORTS[_board_family(board)] if board is not None else DEFAULT_PORTS
         pinned = with_levels(_pinned(units, folding, target, ports), board, clock)
-        if board is None:
-            # Without a board a shared engine gets the multipliers asked for.
-            pinned.update({unit.name: LayerPlan(unit, "sequential", Folding(min(
-                multipliers, sequential_pes(unit)[-1]), 1), 1) for unit in units
-                if unit.op == "chain" and unit.name not in pinned})
         if board is not None:
             from .plan_board import fit_board
             return fit_board(qgraph, pinned, board, max_utilization, kinds, progress,
                              unroll_levels=levels(board, clock) if auto else None, goal=goal,
                              units=units)
+        # Without a board a shared engine gets the multipliers asked for.
+        pinned.update({unit.name: LayerPlan(unit, "sequential", Folding(min(
+            multipliers, sequential_pes(unit)[-1]), 1), 1) for unit in units
+            if unit.op == "chain" and unit.name not in pinned})
         pace = target
         if pinned:
             # Engines the user sized set the pace; the others need not be faster.
@@ -638,13 +637,15 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
             raise
         failure = error
     # No dataflow plan fits: share the dense layers, then every layer a shared engine computes.
+    from .board import get_board
+    board_name = get_board(board).name
     for ops, what in ((("dense",), "the dense layers"), (SHARED_OPS, "the layers")):
-        chains = [chain for chain in dense_chains(qgraph, ops)
+        chains = [chain for chain in shared_chains(qgraph, ops)
                   if not any(layer.name in folding for layer in chain.layers)]
         if not chains:
             continue
         if progress:
-            progress(f"no plan fits {_board_name(board)} yet: {what} "
+            progress(f"no plan fits {board_name} yet: {what} "
                      f"({'; '.join(chain.describe() for chain in chains)}) go on shared "
                      "sequential engines")
         try:
@@ -658,11 +659,6 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
 # those do not fit), "dataflow" (never shared), "sequential" (every chain the shared engine
 # computes on one).
 ENGINE_CHOICES = (None, "dataflow", "sequential")
-
-
-def _board_name(board):
-    from .board import get_board
-    return get_board(board).name
 
 
 # What the board search selects for at the shortest interval (see make_plan).

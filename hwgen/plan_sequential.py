@@ -1,15 +1,18 @@
-"""The layer-sequential engine in the plan: chains of dense layers that share one array of
-MACs (:mod:`hwgen.hw.sequential`), for boards too small for an engine per layer.
+"""The layer-sequential engine in the plan: chains of dense, conv and average-pool layers
+that share one array of MACs (:mod:`hwgen.hw.sequential`), for boards too small for an
+engine per layer.
 
-``make_plan(engine="sequential")`` (``hwgen build --engine sequential``) puts every chain of
-dense layers (:func:`dense_chains`) on one shared engine each, the other layers on their
-dataflow engines; with a ``board`` and the default ``engine=None`` the planner does so by
-itself when the dataflow plan does not fit. In the plan a chain is one :class:`Chain` (named
-after its last layer, reading its first layer's input), planned as one
-:class:`~hwgen.plan.LayerPlan` of engine ``"sequential"`` whose folding is ``pe × 1``.
+``make_plan(engine="sequential")`` (``hwgen build --engine sequential``) puts every chain
+(:func:`shared_chains`) on one shared engine each, the other layers on their dataflow
+engines; with a ``board`` and the default ``engine=None`` the planner does so by itself when
+no dataflow plan fits. In the plan a chain is one :class:`Chain` (named after its last layer,
+reading its first layer's input), planned as one :class:`~hwgen.plan.LayerPlan` of engine
+``"sequential"`` whose folding is ``pe × 1``. :func:`shared_ops` is how the engine sees the
+chain's layers, for the plan's cycle and cost models and for the hardware alike.
 """
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -17,8 +20,8 @@ import numpy as np
 from .errors import HwgenError
 from .reference import Rounding
 
-__all__ = ["Chain", "SharedOp", "SHARED_OPS", "dense_chains", "plan_units", "sequential_cycles",
-           "sequential_pes"]
+__all__ = ["Chain", "SharedOp", "SHARED_OPS", "shared_chains", "shared_ops", "plan_units",
+           "sequential_cycles", "sequential_pes", "code_bits", "weight_bits"]
 
 # The most multipliers the board search gives a shared engine: beyond, a dataflow plan of the
 # same multipliers is the better design.
@@ -69,6 +72,10 @@ class SharedOp:
     def steps(self, pe):
         return self.pixels * self.groups(pe) * self.window
 
+    def weight_count(self, pe):
+        """Words of :meth:`weight_words`: per group, one per window step (none for ``unit``)."""
+        return 0 if self.unit else self.groups(pe) * self.window
+
     def weight_words(self, pe):
         """The ROM words of this layer, per group and window step ``pe`` weights (none for
         ``unit``)."""
@@ -103,9 +110,53 @@ class SharedOp:
         return int(np.abs(layer.weight).reshape(self.out_channels, -1).sum(axis=1).max()) * code
 
 
+def shared_ops(layers):
+    """The :class:`SharedOp` of each of ``layers``, if they form a chain the shared engine
+    computes: dense, conv and average-pool layers, each reading the one before alone (a dense
+    layer behind an image reads it as one window over the whole image), one rounding mode
+    other than onnxruntime's float32; else :class:`HwgenError` naming the layer."""
+    layers = tuple(layers)
+    if not layers:
+        raise HwgenError("the sequential engine needs at least one layer")
+    ops = []
+    for index, layer in enumerate(layers):
+        op = SharedOp.of(layer)
+        if index:
+            previous = ops[-1].out_shape
+            if tuple(layer.inputs) != (layers[index - 1].name,):
+                raise HwgenError(f"layer {layer.name!r} does not read "
+                                 f"{layers[index - 1].name!r} alone: the sequential engine "
+                                 "computes a chain")
+            if previous != op.in_shape:
+                if layer.op != "dense" or math.prod(previous) != layer.in_features:
+                    raise HwgenError(f"layer {layer.name!r} reads {previous}, not its "
+                                     f"{op.in_shape}")
+                op = dataclasses.replace(op, in_shape=previous, kernel=previous[:2])
+        if layer.rounding is Rounding.FLOAT32_ORT:
+            raise HwgenError(f"layer {layer.name!r} requantizes with onnxruntime's float32 "
+                             "rounding, which the sequential engine does not build")
+        if layer.rounding is not layers[0].rounding:
+            raise HwgenError(f"layers {layers[0].name!r} and {layer.name!r} round differently; "
+                             "the sequential engine's one requant unit needs one mode")
+        ops.append(op)
+    return tuple(ops)
+
+
+def code_bits(layers):
+    """Bits of the codes the shared engine's buffer holds: signed, as wide as every code of
+    the chain's input and outputs needs (an unsigned code takes one bit more)."""
+    quants = [layers[0].input] + [layer.output for layer in layers]
+    return max(quant.bits + (not quant.signed) for quant in quants)
+
+
+def weight_bits(layers):
+    """The chain's widest weights (a pool's unit weight takes 2 bits)."""
+    return max(getattr(layer, "weight_bits", 2) for layer in layers)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Chain:
-    """Layers the shared engine computes one after another (see :func:`dense_chains`), each
+    """Layers the shared engine computes one after another (see :func:`shared_chains`), each
     reading the one before and read by nothing else, as one planned unit."""
 
     layers: tuple
@@ -115,12 +166,11 @@ class Chain:
     inputs = property(lambda self: self.layers[0].inputs)
     input = property(lambda self: self.layers[0].input)
     output = property(lambda self: self.layers[-1].output)
-    ops = property(lambda self: tuple(SharedOp.of(layer) for layer in self.layers))
     in_features = property(lambda self: math.prod(self.ops[0].in_shape))
     out_features = property(lambda self: math.prod(self.ops[-1].out_shape))
     macs = property(lambda self: sum(layer.macs for layer in self.layers))
-    weight_bits = property(lambda self: max(getattr(layer, "weight_bits", 2)
-                                            for layer in self.layers))
+    weight_bits = property(lambda self: weight_bits(self.layers))
+    code_bits = property(lambda self: code_bits(self.layers))
     act_bits = property(lambda self: max(layer.act_bits for layer in self.layers))
     acc_bits = property(lambda self: max(op.sum_bound for op in self.ops).bit_length() + 1)
     multiplier_bits = property(lambda self: max(
@@ -130,15 +180,10 @@ class Chain:
     out_shape = property(lambda self: self.layers[-1].out_shape if self.layers[-1].op != "dense"
                          else (self.layers[-1].out_features,))
 
-    @property
-    def weights(self):
-        return sum(layer.weight.size for layer in self.layers if hasattr(layer, "weight"))
-
-    @property
-    def code_bits(self):
-        """Width of the shared code shape (:func:`hwgen.hw.sequential.shared_code_shape`)."""
-        quants = [self.input] + [layer.output for layer in self.layers]
-        return max(quant.bits + (not quant.signed) for quant in quants)
+    @functools.cached_property
+    def ops(self):
+        """:func:`shared_ops` of the layers (computed once)."""
+        return shared_ops(self.layers)
 
     def groups(self, pe):
         """Output words per layer (pixels × groups of ``pe`` channels)."""
@@ -149,7 +194,8 @@ class Chain:
         return sum(op.steps(pe) for op in self.ops)
 
     def weight_words(self, pe):
-        return sum(len(op.weight_words(pe)) for op in self.ops)
+        """Words of the weight ROM on ``pe`` multipliers."""
+        return sum(op.weight_count(pe) for op in self.ops)
 
     def bank_words(self, pe):
         """Words of ``pe`` codes in each of the two activation banks."""
@@ -177,7 +223,7 @@ def _joins(layer, previous, qgraph):
             and layer.rounding is previous.rounding)
 
 
-def dense_chains(qgraph, ops=("dense",)):
+def shared_chains(qgraph, ops=("dense",)):
     """The chains of ``qgraph``'s layers of ``ops`` (default dense; :data:`SHARED_OPS` for
     all a shared engine computes), each as a :class:`Chain`: maximal runs of such layers in
     which every layer reads the one before, alone, and that one feeds nothing else, with one
@@ -227,13 +273,13 @@ def check_sequential_pe(chain, pe):
 
 def plan_units(qgraph, folding, ops, only_pinned=False):
     """The layers to plan: ``qgraph``'s, with each chain of layers of ``ops``
-    (:func:`dense_chains`) whose layers ``folding`` does not pin otherwise as one
+    (:func:`shared_chains`) whose layers ``folding`` does not pin otherwise as one
     :class:`Chain`, where its last layer was (``only_pinned``: only the chains whose last
     layer is pinned ``"sequential…"``)."""
     if not ops:
         return list(qgraph.layers)
     chains = {}
-    for chain in dense_chains(qgraph, ops):
+    for chain in shared_chains(qgraph, ops):
         pin = str(folding.get(chain.name, ""))
         if only_pinned and not pin.startswith("sequential"):
             continue

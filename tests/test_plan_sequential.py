@@ -13,7 +13,7 @@ from hwgen.cli import main
 from hwgen.errors import DoesNotFit, HwgenError
 from hwgen.hw.sequential import SequentialEngine
 from hwgen.plan_board import _limits
-from hwgen.plan_sequential import Chain, dense_chains, sequential_cycles
+from hwgen.plan_sequential import Chain, shared_chains, sequential_cycles
 from hw_layers import quantized_mlp
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -26,12 +26,12 @@ def _lenet(bits="w8a8"):
 
 def test_dense_chains():
     qgraph = quantized_mlp(np.random.default_rng(0), [8, 6, 5, 4], "w4a4")
-    (chain,) = dense_chains(qgraph)
+    (chain,) = shared_chains(qgraph)
     assert [layer.name for layer in chain.layers] == ["fc1", "fc2", "fc3"]
     assert (chain.name, chain.inputs, chain.out_features) == ("fc3", ("input",), 4)
     assert chain.macs == 8 * 6 + 6 * 5 + 5 * 4
     lenet = _lenet()
-    assert [[layer.name for layer in c.layers] for c in dense_chains(lenet)] == [["fc1", "fc2"]]
+    assert [[layer.name for layer in c.layers] for c in shared_chains(lenet)] == [["fc1", "fc2"]]
 
 
 def test_multipliers_size_the_shared_engine():

@@ -1,18 +1,19 @@
 """The layer-sequential engine: one array of MACs and one requant unit compute a chain of
-dense layers one after another (a TPU-style shared engine), for boards too small for an
-engine per layer.
+dense, conv and average-pool layers one after another (a TPU-style shared engine), for
+boards too small for an engine per layer.
 
 A frame goes through three phases, one after the other:
 
-1. **load**: the input codes arrive one per beat and are written, ``pe`` to a word, into the
-   activation buffer's bank 0;
+1. **load**: the input codes (HWC) arrive one per beat and are written, ``pe`` channels of a
+   pixel to a word, into the activation buffer's bank 0;
 2. **compute**: layer ``l`` reads its input from bank ``l mod 2`` and writes its output to the
-   other. Its ``⌈out/pe⌉`` groups of ``pe`` output channels each take ``in`` steps: a step
-   reads one input code (broadcast to the ``pe`` multipliers) and one word of ``pe`` weights
-   from the weight ROM, whose words follow the schedule (layer, group, input), so its address
-   is one counter over the frame. A finished group's ``pe`` sums go, one per cycle, through a
-   one-lane :class:`~hwgen.hw.requant.Requant` whose table holds every layer's channels in
-   schedule order (bias, multiplier, shift, clamp ends and zero point per channel), and are
+   other. Per output pixel, each group of ``pe`` output channels takes one step per window
+   position ``(ky, kx, c)`` (:class:`~hwgen.plan_sequential.SharedOp`): a step reads one input
+   word (one code of it broadcast to the ``pe`` multipliers, or, lane-wise, each lane's own)
+   and one word of ``pe`` weights from the weight ROM, whose words follow the schedule
+   (layer, group, window). A finished group's ``pe`` sums go, one per cycle, through a
+   one-lane :class:`~hwgen.hw.requant.Requant` indexed by channel, whose table holds every
+   layer's channels (bias, multiplier, shift, clamp ends and zero point per channel), and are
    written back ``pe`` codes to a word. The next layer starts the cycle after the last word
    of this one is written (the drain, :attr:`SequentialEngine.drain`);
 3. **output**: the last layer's codes leave one per beat on ``o``, from its bank.
@@ -33,7 +34,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import HwgenError
-from ..plan_sequential import SharedOp
+from ..plan_sequential import Chain, code_bits, sequential_cycles, shared_ops, weight_bits
 from ..reference import Rounding
 from .dsp import check_target
 from .multiplier import multiplier_latency, multiply_kind
@@ -41,7 +42,7 @@ from .requant import Requant, code_shape, parameter_table
 from .rom import WeightRom, weight_rom
 from .stream import frame_layout
 
-__all__ = ["SequentialEngine", "check_chain", "drain_cycles", "requant_table",
+__all__ = ["SequentialEngine", "drain_cycles", "requant_table",
            "shared_code_shape", "spram_count"]
 
 # Stages from a step's issue to its accumulation, besides the multiplier's: the buffer read
@@ -49,42 +50,9 @@ __all__ = ["SequentialEngine", "check_chain", "drain_cycles", "requant_table",
 _READ_STAGES = 2
 
 
-def check_chain(layers, in_shape=None):
-    """The :class:`~hwgen.plan_sequential.SharedOp` of each of ``layers``, if they form a
-    chain the engine computes: dense, conv and average-pool layers, each reading the one
-    before alone (a dense layer behind an image reads it as a window over the whole image),
-    one rounding mode other than onnxruntime's float32; else :class:`HwgenError` naming the
-    layer. ``in_shape``: the first layer's input as ``(H, W, C)`` (default: its own)."""
-    layers = tuple(layers)
-    if not layers:
-        raise HwgenError("the sequential engine needs at least one layer")
-    ops = []
-    for index, layer in enumerate(layers):
-        op = SharedOp.of(layer)
-        previous = ops[-1].out_shape if ops else in_shape
-        if index and tuple(layer.inputs) != (layers[index - 1].name,):
-            raise HwgenError(f"layer {layer.name!r} does not read {layers[index - 1].name!r} "
-                             "alone: the sequential engine computes a chain")
-        if previous is not None and tuple(previous) != op.in_shape:
-            if layer.op != "dense" or math.prod(previous) != layer.in_features:
-                raise HwgenError(f"layer {layer.name!r} reads {previous}, not its "
-                                 f"{op.in_shape}")
-            op = dataclasses.replace(op, in_shape=tuple(previous), kernel=tuple(previous[:2]))
-        if layer.rounding is Rounding.FLOAT32_ORT:
-            raise HwgenError(f"layer {layer.name!r} requantizes with onnxruntime's float32 "
-                             "rounding, which the sequential engine does not build")
-        if layer.rounding is not layers[0].rounding:
-            raise HwgenError(f"layers {layers[0].name!r} and {layer.name!r} round differently; "
-                             "the sequential engine's one requant unit needs one mode")
-        ops.append(op)
-    return tuple(ops)
-
-
 def shared_code_shape(layers):
-    """The buffer's code shape: signed, as wide as every code of the chain's input and
-    outputs needs (an unsigned code takes one bit more)."""
-    quants = [layers[0].input] + [layer.output for layer in layers]
-    return signed(max(quant.bits + (not quant.signed) for quant in quants))
+    """The buffer's code shape: signed, :func:`~hwgen.plan_sequential.code_bits` wide."""
+    return signed(code_bits(layers))
 
 
 def requant_table(layers, pe):
@@ -92,7 +60,7 @@ def requant_table(layers, pe):
     it is logic, not block RAM): a word per channel of every layer, padded to groups of
     ``pe``."""
     layout, words, _, _ = parameter_table(
-        _SharedRequant.of(check_chain(layers), pe, shared_code_shape(layers)), 1)
+        _SharedRequant.of(shared_ops(layers), pe, shared_code_shape(layers)), 1)
     return len(words), layout.size
 
 
@@ -100,13 +68,9 @@ def drain_cycles(layers, pe, multiplier="dsp"):
     """Cycles between a layer's last step and the next layer's first on the engine over
     ``layers``: the buffer read and operand register, the multiplier, the accumulate, the
     group's ``pe`` sums into the requant one per cycle, the requant, the write."""
-    widths = (_weight_bits(layers), shared_code_shape(layers).width)
+    widths = (weight_bits(layers), code_bits(layers))
     return (_READ_STAGES + multiplier_latency(multiplier, 1, widths) + 1 + pe
             + Requant.latency_of(layers[0]) + 1)
-
-
-def _weight_bits(layers):
-    return max(getattr(layer, "weight_bits", 2) for layer in layers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,18 +156,16 @@ class SequentialEngine(wiring.Component):
     Parameters
     ----------
     layers : sequence of QDense, QConv or QPool (average)
-        A chain (:func:`check_chain`).
+        A chain (:func:`~hwgen.plan_sequential.shared_ops`).
     pe : int
         Multipliers, one output channel each per step; at most the smallest window of the
         chain (the requant takes a group's sums one per cycle while the next group
         computes).
     target : str
-        ``"generic"`` or ``"ecp5"`` (see :mod:`hwgen.hw.dsp`).
+        One of :data:`hwgen.hw.dsp.TARGETS`; ``"ice40"`` puts large activation banks into
+        ``SB_SPRAM256KA`` (:func:`spram_count`).
     multiplier : str
         ``"dsp"`` (default) or ``"lut"`` (see :mod:`hwgen.hw.multiplier`).
-    in_shape : tuple, optional
-        The first layer's input ``(H, W, C)`` if it is not its own (a dense layer reading an
-        image).
 
     Members
     -------
@@ -211,9 +173,10 @@ class SequentialEngine(wiring.Component):
     o : Out(stream.Signature(frame_layout(code_shape(layers[-1].output), 1)))
     """
 
-    def __init__(self, layers, pe, *, target="generic", multiplier="dsp", in_shape=None):
-        self._layers = tuple(layers)
-        self._ops = check_chain(self._layers, in_shape)
+    def __init__(self, layers, pe, *, target="generic", multiplier="dsp"):
+        self._chain = Chain(tuple(layers))
+        self._layers = self._chain.layers
+        self._ops = self._chain.ops
         self._pe = operator.index(pe)
         smallest = min(op.window for op in self._ops)
         if not 1 <= self._pe <= smallest:
@@ -225,11 +188,8 @@ class SequentialEngine(wiring.Component):
         self._target = check_target(target)
         self._kind = multiplier
         self._shape = shared_code_shape(self._layers)
-        self._weight_bits = _weight_bits(self._layers)
-        first = self._ops[0]
-        self._bank_words = max(
-            [first.in_shape[0] * first.in_shape[1] * math.ceil(first.in_shape[2] / self._pe)]
-            + [op.pixels * op.groups(self._pe) for op in self._ops])
+        self._weight_bits = self._chain.weight_bits
+        self._bank_words = self._chain.bank_words(self._pe)
         super().__init__({
             "i": In(stream.Signature(frame_layout(code_shape(self._layers[0].input), 1))),
             "o": Out(stream.Signature(frame_layout(code_shape(self._layers[-1].output), 1))),
@@ -238,13 +198,13 @@ class SequentialEngine(wiring.Component):
     layers = property(lambda self: self._layers)
     pe = property(lambda self: self._pe)
     multiplier = property(lambda self: self._kind)
-    in_codes = property(lambda self: math.prod(self._ops[0].in_shape))
-    out_codes = property(lambda self: math.prod(self._ops[-1].out_shape))
+    in_codes = property(lambda self: self._chain.in_features)
+    out_codes = property(lambda self: self._chain.out_features)
 
     @property
     def steps(self):
         """Compute steps per frame: per layer, output pixels × groups × window."""
-        return sum(op.steps(self._pe) for op in self._ops)
+        return self._chain.steps(self._pe)
 
     @property
     def drain(self):
@@ -254,9 +214,9 @@ class SequentialEngine(wiring.Component):
 
     @property
     def cycles_per_frame(self):
-        """Cycles between frames in steady state (see the class doc)."""
-        return (self.in_codes + self.steps + len(self._layers) * self.drain + self.out_codes
-                + 1)
+        """Cycles between frames in steady state (see the class doc):
+        :func:`~hwgen.plan_sequential.sequential_cycles`."""
+        return sequential_cycles(self._chain, self._pe, self._kind)
 
     @property
     def latency(self):
@@ -285,7 +245,7 @@ class SequentialEngine(wiring.Component):
                 down=(width - kw + 1) * words, step_x=sx * words, step_y=sy * width * words,
                 origin=(-top * width - left) * words, sx=sx, sy=sy,
                 out_words=op.pixels * op.groups(pe)))
-            base += len(op.weight_words(pe))
+            base += op.weight_count(pe)
             channel += op.groups(pe) * pe
         return rows
     def elaborate(self, platform):
@@ -306,7 +266,7 @@ class SequentialEngine(wiring.Component):
         load_word = Signal(range(bank + 1))
         accepted, incoming = Signal(), Signal(word)
         m.d.comb += [self.i.ready.eq(phase == _LOAD), accepted.eq(self.i.valid & self.i.ready)]
-        _insert(m, incoming, _Position.held(m, "assembling", word, accepted, incoming),
+        _insert(m, incoming, _held(m, "assembling", word, accepted, incoming),
                 load_lane, self.i.payload.data[0])
         last_input = loaded.last
         load_write = accepted & ((load_lane == pe - 1) | load_c.last)
@@ -334,7 +294,8 @@ class SequentialEngine(wiring.Component):
         iy0, ix0, iy, ix = (Signal(address, name=name) for name in ("iy0", "ix0", "iy", "ix"))
         origin, row_origin, pix = (Signal(address, name=name)
                                    for name in ("origin", "row_origin", "pix"))
-        wstep = Signal(range(max(len(self.weight_words()), 2)))
+        weight_words = self.weight_words()
+        wstep = Signal(range(max(len(weight_words), 2)))
         channel = Signal(range(max(sum(row["groups"] for row in rows) * pe, 2)))
         running, waiting = Signal(), Signal()
         written = Signal(range(count + 1))  # layers of this frame whose outputs are written
@@ -416,7 +377,7 @@ class SequentialEngine(wiring.Component):
         assert WeightRom.latency == _READ_STAGES
         weight_shape = signed(self._weight_bits)
         weights = weight_rom(m, "weights", data.ArrayLayout(weight_shape, pe),
-                             self.weight_words(), wstep, target=self._target)
+                             weight_words, wstep, target=self._target)
 
         # Flags travel with the step: valid, first and last step of a window, the requant
         # table's word of the group's first channel.
@@ -426,7 +387,7 @@ class SequentialEngine(wiring.Component):
         stages = [Signal(flags, name=f"flags{index}")
                   for index in range(_READ_STAGES + multiplier_latency(self._kind, 1, widths))]
         m.d.sync += [stages[0].valid.eq(running),
-                     stages[0].first.eq((c == 0) & (kx == 0) & (ky == 0)),
+                     stages[0].first.eq((c.value == 0) & (kx == 0) & (ky == 0)),
                      stages[0].last.eq(window_end), stages[0].channel.eq(channel)]
         m.d.sync += [later.eq(earlier) for earlier, later in zip(stages, stages[1:])]
         arrived = stages[-1]
@@ -464,7 +425,7 @@ class SequentialEngine(wiring.Component):
         w_layer, w_word, w_lane = (Signal(range(count)), Signal(range(bank + 1)),
                                    Signal(range(pe)))
         result, complete = requant.o.valid, Signal(word)
-        _insert(m, complete, _Position.held(m, "collected", word, result, complete), w_lane,
+        _insert(m, complete, _held(m, "collected", word, result, complete), w_lane,
                 requant.o.payload.data[0])
         word_done = result & (w_lane == pe - 1)
         layer_done = word_done & (w_word == const["out_words"][w_layer] - 1)
@@ -595,11 +556,6 @@ class _Position:
     def __iter__(self):
         return iter((self, self.lane, self.word))
 
-    def __eq__(self, other):
-        return self.value == other
-
-    __hash__ = None
-
     def advance(self, en):
         lane_end = self.lane == self._lanes - 1
         with self._m.If(en):
@@ -610,13 +566,13 @@ class _Position:
                                    self.lane.eq(Mux(lane_end, 0, self.lane + 1)),
                                    self.word.eq(self.word + lane_end)]
 
-    @staticmethod
-    def held(m, name, layout, en, value):
-        """A register of ``layout`` taking ``value`` when ``en``."""
-        register = Signal(layout, name=name)
-        with m.If(en):
-            m.d.sync += register.eq(value)
-        return register
+
+def _held(m, name, layout, en, value):
+    """A register of ``layout`` taking ``value`` when ``en``."""
+    register = Signal(layout, name=name)
+    with m.If(en):
+        m.d.sync += register.eq(value)
+    return register
 
 
 def _insert(m, result, word, lane, code):
