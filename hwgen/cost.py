@@ -119,7 +119,7 @@ FAMILY_MODELS = {
 FAMILY_MODELS["xcup"] = dataclasses.replace(FAMILY_MODELS["xc7"], dsp_a=27)
 
 # Memories read asynchronously, which stay in logic whatever their size.
-_LOGIC_MEMORIES = {"requant table"}
+_LOGIC_MEMORIES = {"requant layers"}
 
 _REQUANT_MULTIPLIER_BITS = 16   # M < 2^16, unsigned (see hwgen.hw.requant)
 _REQUANT_LOW_BITS = 17
@@ -281,10 +281,11 @@ def _sequential_parts(layer_plan):
     requant_products, requant_bits = _requant(
         1, acc, max(_REQUANT_MULTIPLIER_BITS, chain.multiplier_bits))
     from .hw.sequential import requant_table
-    depth, width = requant_table(chain.layers, pe)
+    table = requant_table(chain.layers, pe)
     memories = [("weights", max(chain.weight_words(pe), 1), pe * w, 1),
-                ("activations", 2 * chain.bank_words(pe), pe * a, 1),
-                ("requant table", depth, width, 1)]
+                ("activations", 2 * chain.bank_words(pe), pe * chain.stored_bits, 1),
+                ("requant table", len(table.channel_words), table.channel_bits, 1),
+                ("requant layers", len(table.layer_words), table.layer_bits, 1)]
     counters = 6 * max(chain.steps(pe), 2).bit_length()
     adders = pe * acc + counters
     registers = multiplier_registers + 2 * pe * acc + 3 * pe * a + counters

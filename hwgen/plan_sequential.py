@@ -21,7 +21,8 @@ from .errors import HwgenError
 from .reference import Rounding
 
 __all__ = ["Chain", "SharedOp", "SHARED_OPS", "shared_chains", "shared_ops", "plan_units",
-           "sequential_cycles", "sequential_pes", "code_bits", "weight_bits"]
+           "sequential_cycles", "sequential_pes", "code_bits", "stored_bits",
+           "result_apart", "weight_bits", "RESULT_CODES"]
 
 # The most multipliers the board search gives a shared engine: beyond, a dataflow plan of the
 # same multipliers is the better design.
@@ -149,6 +150,31 @@ def code_bits(layers):
     return max(quant.bits + (not quant.signed) for quant in quants)
 
 
+# A chain's result of at most this many codes, wider than every code its layers read, is
+# kept in registers of its own (:func:`result_apart`), so it does not widen the banks.
+RESULT_CODES = 64
+
+
+def _out_codes(layer):
+    return layer.out_features if layer.op == "dense" else math.prod(layer.out_shape)
+
+
+def result_apart(layers):
+    """Whether the chain's result goes to registers of its own, not to a bank: its codes are
+    wider than every code the layers read and there are at most :data:`RESULT_CODES` of them
+    (a classifier's logits after narrow hidden layers)."""
+    read = max(layer.input.bits for layer in layers)
+    return layers[-1].output.bits > read and _out_codes(layers[-1]) <= RESULT_CODES
+
+
+def stored_bits(layers):
+    """Bits a code takes in the shared engine's buffer: the widest code the layers read, and
+    the result's unless it is kept apart (:func:`result_apart`); each is stored at its own
+    width (the engine extends it by its layer's signedness as it reads it)."""
+    read = max(layer.input.bits for layer in layers)
+    return read if result_apart(layers) else max(read, layers[-1].output.bits)
+
+
 def weight_bits(layers):
     """The chain's widest weights (a pool's unit weight takes 2 bits)."""
     return max(getattr(layer, "weight_bits", 2) for layer in layers)
@@ -171,6 +197,8 @@ class Chain:
     macs = property(lambda self: sum(layer.macs for layer in self.layers))
     weight_bits = property(lambda self: weight_bits(self.layers))
     code_bits = property(lambda self: code_bits(self.layers))
+    stored_bits = property(lambda self: stored_bits(self.layers))
+    result_apart = property(lambda self: result_apart(self.layers))
     act_bits = property(lambda self: max(layer.act_bits for layer in self.layers))
     acc_bits = property(lambda self: max(op.sum_bound for op in self.ops).bit_length() + 1)
     multiplier_bits = property(lambda self: max(

@@ -74,6 +74,23 @@ def test_chain_is_bit_exact_under_stalls(widths, pe):
     _simulate(layers, pe, codes, seed=pe, gap=0.3, stall=0.3)
 
 
+@pytest.mark.parametrize("pe", [3, 4])
+def test_wide_result_kept_apart(pe):
+    """Narrow hidden codes and a wide result (a classifier's 8-bit logits after 4-bit
+    layers): the banks hold 4-bit codes, the result its own registers; every code exact."""
+    from hwgen.plan_sequential import result_apart, stored_bits
+    rng = np.random.default_rng(40 + pe)
+    layers = _chain(rng, [6, 5, 8, 7],
+                    [(4, 4, True, 4, False), (3, 4, False, 3, True), (4, 3, True, 8, True)])
+    assert result_apart(layers) and stored_bits(layers) == 4
+    # Not apart when the result is not the widest, or too long to keep in registers.
+    assert not result_apart(layers[:2]) and stored_bits(layers[:2]) == 4
+    long = _chain(rng, [6, 65], [(4, 4, True, 8, True)])
+    assert not result_apart(long) and stored_bits(long) == 8
+    codes = random_codes(rng, layers[0].input, 5, 6)
+    _simulate(layers, pe, codes, seed=pe, gap=0.3, stall=0.4)
+
+
 @pytest.mark.parametrize("rounding", [Rounding.HALF_UP, Rounding.HALF_EVEN, Rounding.FLOOR])
 def test_rounding_modes_and_extremes(rounding):
     """Every rounding mode the engine builds, on inputs at the ends of their range."""

@@ -1,9 +1,10 @@
 """Requantization: accumulators → output codes, per DESIGN.md's integer contract."""
 
+import dataclasses
 import operator
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -11,7 +12,8 @@ from ..reference import Rounding
 from .dsp import check_target, multiply
 from .stream import credit_output, frame_layout
 
-__all__ = ["Requant", "code_shape", "parameter_table", "requant_output"]
+__all__ = ["IndexedTables", "Requant", "code_shape", "indexed_tables", "parameter_table",
+           "requant_output", "rounding_half"]
 
 # The multiply splits ``acc + bias`` at this bit: the low part times ``M`` (at most 16 bits,
 # see :func:`~hwgen.quantize.scale_to_multiplier`) fits one 18×18 DSP, so each partial product
@@ -75,7 +77,10 @@ class Requant(wiring.Component):
         :func:`~hwgen.hw.stream.credit_output`), so no clock enable fans out from ``o.ready``.
     indexed : bool
         The table word of a beat is the ``index`` input, given with the beat, instead of the
-        block's own count of beats (a shared engine whose beats revisit channels).
+        block's own count of beats (a shared engine whose beats revisit channels), and
+        ``layer`` (``layer.layer_of[index]``) comes with it: the fields that vary within a
+        layer are a block-RAM ROM read synchronously (one more stage), the others per layer
+        constants, the rounding constant computed from the shift (:func:`indexed_tables`).
 
     Members
     -------
@@ -84,14 +89,14 @@ class Requant(wiring.Component):
     """
 
     @staticmethod
-    def latency_of(layer):
+    def latency_of(layer, indexed=False):
         """8 cycles, 9 for ``Rounding.FLOAT32_ORT`` (the float32 band takes a stage of its
-        own)."""
-        return 8 + (layer.rounding is Rounding.FLOAT32_ORT)
+        own), one more ``indexed`` (the table is read synchronously)."""
+        return 8 + (layer.rounding is Rounding.FLOAT32_ORT) + bool(indexed)
 
     @property
     def latency(self):
-        return self.latency_of(self._layer)
+        return self.latency_of(self._layer, self._indexed)
 
     def __init__(self, layer, lanes, *, target="generic", free_running=False, indexed=False):
         self._target = check_target(target)
@@ -113,6 +118,7 @@ class Requant(wiring.Component):
         }
         if self._indexed:
             members["index"] = In(range(max(self._groups, 2)))
+            members["layer"] = In(range(max(int(np.max(layer.layer_of)) + 1, 2)))
         super().__init__(members)
 
     def _table(self):
@@ -122,22 +128,28 @@ class Requant(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lanes = self._lanes
-        layout, words, common_shift, common_half = self._table()
-        m.submodules.table = table = memory.Memory(shape=layout, depth=self._groups, init=words)
-        params = table.read_port(domain="comb")
-
-        group = Signal(range(self._groups))
         en = Signal()
         m.d.comb += [en.eq(1 if self._free_running else ~self.o.valid | self.o.ready),
                      self.i.ready.eq(en)]
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += group.eq(Mux(group == self._groups - 1, 0, group + 1))
-        m.d.comb += params.addr.eq(self.index if self._indexed else group)
+        if self._indexed:
+            layout, first_params, beat, common_shift, common_half = self._indexed_table(m, en)
+        else:
+            layout, words, common_shift, common_half = self._table()
+            m.submodules.table = table = memory.Memory(shape=layout, depth=self._groups,
+                                                       init=words)
+            params = table.read_port(domain="comb")
+            group = Signal(range(self._groups))
+            with m.If(self.i.valid & self.i.ready):
+                m.d.sync += group.eq(Mux(group == self._groups - 1, 0, group + 1))
+            m.d.comb += params.addr.eq(group)
+            first_params, beat = params.data, Cat(self.i.valid, self.i.payload)
 
         # The parameters, valid and last travel with the data, one register per stage.
-        stage_params = [params.data]
-        stage_flags = [Cat(self.i.valid, self.i.payload.last)]
-        for stage in range(self.latency - 1):
+        beat = data.View(data.StructLayout({"valid": 1, "payload": self.i.payload.shape()}),
+                         beat)
+        stage_params = [first_params]
+        stage_flags = [Cat(beat.valid, beat.payload.last)]
+        for stage in range(self.latency_of(self._layer) - 1):  # after the first stage
             delayed_params = Signal(layout, name=f"params{stage}")
             delayed_flags = Signal(2, name=f"flags{stage}")
             with m.If(en):
@@ -198,7 +210,7 @@ class Requant(wiring.Component):
                                self._half(stage_params[5], lane, common_half) + parity)
             with m.If(en):
                 m.d.sync += [
-                    total.eq(self.i.payload.data[lane] + params.data.bias[lane]),
+                    total.eq(beat.payload.data[lane] + first_params.bias[lane]),
                     product.eq((high_product << low_bits) + low_product + fraction),
                     rounded.eq(rounding_in + constant),
                     shifted.eq(self._shift(rounded, stage_params[5 + late], lane,
@@ -210,6 +222,32 @@ class Requant(wiring.Component):
                         Mux(below, final_low, Mux(above, final_high, narrow)) + zero_point),
                 ]
         return m
+
+    def _indexed_table(self, m, en):
+        """An indexed requant's first stage: the beat registered while the channel table
+        (block RAM) reads the word of ``index``; beside it the layer's constants (of the
+        registered ``layer``) and the rounding constant from the shift. Returns the layout,
+        the parameters and the beat (valid and payload) of that stage, the common shift and
+        half."""
+        tables = indexed_tables(self._layer)
+        m.submodules.table = table = memory.Memory(
+            shape=tables.channel_layout, depth=len(tables.channel_words),
+            init=tables.channel_words)
+        port = table.read_port(domain="sync")
+        layer, beat = Signal.like(self.layer), Signal(1 + len(self.i.payload.as_value()))
+        m.d.comb += [port.addr.eq(self.index), port.en.eq(en)]
+        with m.If(en):
+            m.d.sync += [layer.eq(self.layer), beat.eq(Cat(self.i.valid, self.i.payload))]
+        params = Signal(tables.layout)
+        for name, _ in tables.channel_layout:
+            m.d.comb += params[name].eq(port.data[name])
+        for name, field in tables.layer_layout:
+            values = Array(Const(word[name][0], field.shape.elem_shape)
+                           for word in tables.layer_words)
+            m.d.comb += params[name][0].eq(values[layer])
+        if tables.derived_half:
+            m.d.comb += params.half[0].eq(rounding_half(params.shift[0], self._layer.rounding))
+        return tables.layout, params, beat, tables.common_shift, tables.common_half
 
     @staticmethod
     def _fraction(m, total, en, params, lane, layout):
@@ -287,12 +325,86 @@ def parameter_table(layer, lanes):
     """A :class:`Requant`'s parameter ROM over ``lanes`` channels per beat: its word layout,
     one word per beat of a frame, and the common shift and rounding constant (used where
     every channel has the same shift)."""
+    fields, shift, half = _parameter_fields(layer)
+    layout = _layout(fields, lanes)
+    return layout, _words(fields, lanes, len(layer.bias)), shift, half
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexedTables:
+    """An indexed :class:`Requant`'s parameters (a shared engine's, one lane): the fields that
+    vary within a layer in ``channel_words`` (a block-RAM ROM, read synchronously), those
+    constant per layer in ``layer_words`` (a few constants, logic), and the rounding constant
+    ``half`` computed from the shift where the shift varies (``derived_half``); ``layout``
+    is the word every stage of the requant sees, all fields together."""
+
+    layout: data.StructLayout
+    channel_layout: data.StructLayout
+    channel_words: list
+    layer_layout: data.StructLayout
+    layer_words: list
+    common_shift: int
+    common_half: int
+    derived_half: bool
+
+    @property
+    def channel_bits(self):
+        return self.channel_layout.size
+
+    @property
+    def layer_bits(self):
+        return self.layer_layout.size
+
+
+def indexed_tables(layer):
+    """:class:`IndexedTables` of ``layer``, which gives ``layer_of``: the index, per channel,
+    of the layer the channel belongs to."""
+    fields, shift, half = _parameter_fields(layer)
+    owner = np.asarray(layer.layer_of)
+    layers = int(owner.max()) + 1
+    first = np.array([np.flatnonzero(owner == index)[0] for index in range(layers)])
+
+    def per_layer(values):
+        return np.array_equal(np.asarray(values)[first][owner], values)
+
+    derived = "half" in fields and not per_layer(fields["half"][1])
+    channel = {name: field for name, field in fields.items()
+               if not per_layer(field[1]) and name != "half"}
+    common = {name: (shape, np.asarray(values)[first]) for name, (shape, values)
+              in fields.items() if name not in channel and not (derived and name == "half")}
+    if not channel:  # a table of one bit: block RAM wants a word
+        channel = {"bias": fields["bias"]}
+    return IndexedTables(
+        _layout(fields, 1), _layout(channel, 1), _words(channel, 1, len(layer.bias)),
+        _layout(common, 1), _words(common, 1, layers), shift, half, derived)
+
+
+def rounding_half(shift, rounding):
+    """The rounding constant of a shift of ``shift`` bits (numbers or an Amaranth value):
+    ``2^(n−1)`` half up, ``2^(n−1) − 1`` half to even (0 at ``n = 0``), 0 floor."""
+    one = np.int64(1) if isinstance(shift, (int, np.integer, np.ndarray)) else Const(1)
+    if rounding is Rounding.FLOOR:
+        return 0 * shift
+    if rounding in (Rounding.HALF_EVEN, Rounding.FLOAT32_ORT):
+        return ((one << shift) - 1) >> 1
+    return (one << shift) >> 1
+
+
+def _layout(fields, lanes):
+    return data.StructLayout({name: data.ArrayLayout(shape, lanes)
+                              for name, (shape, _) in fields.items()})
+
+
+def _words(fields, lanes, channels):
+    return [{name: [int(v) for v in values[group * lanes:(group + 1) * lanes]]
+             for name, (_, values) in fields.items()} for group in range(channels // lanes)]
+
+
+def _parameter_fields(layer):
+    """The parameter fields of ``layer`` (``{name: (shape, values per channel)}``), the first
+    channel's shift and rounding constant."""
     shifts = np.asarray(layer.shift, dtype=np.int64)
-    half = (np.int64(1) << shifts) >> 1
-    if layer.rounding is Rounding.FLOOR:
-        half = np.zeros_like(half)
-    elif layer.rounding in (Rounding.HALF_EVEN, Rounding.FLOAT32_ORT):
-        half = np.where(shifts > 0, half - 1, 0)
+    half = rounding_half(shifts, layer.rounding)
     fields = {
         "bias": (signed(_signed_bits(layer.bias)), layer.bias),
         "multiplier": (unsigned(max(int(max(layer.multiplier)).bit_length(), 1)),
@@ -315,11 +427,7 @@ def parameter_table(layer, lanes):
         for name, values in (("low", np.asarray(layer.clamp_lo) - zero),
                              ("high", np.asarray(layer.clamp_hi) - zero), ("zero", zero)):
             fields[name] = (signed(_signed_bits(values)), values)
-    layout = data.StructLayout({name: data.ArrayLayout(shape, lanes)
-                                for name, (shape, _) in fields.items()})
-    words = [{name: [int(v) for v in values[group * lanes:(group + 1) * lanes]]
-              for name, (_, values) in fields.items()} for group in range(len(layer.bias) // lanes)]
-    return layout, words, int(shifts[0]), int(half[0])
+    return fields, int(shifts[0]), int(half[0])
 
 
 def requant_output(m, o, layer, lanes, depth, *, target):

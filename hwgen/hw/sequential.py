@@ -18,10 +18,12 @@ A frame goes through three phases, one after the other:
    of this one is written (the drain, :attr:`SequentialEngine.drain`);
 3. **output**: the last layer's codes leave one per beat on ``o``, from its bank.
 
-Codes live in the buffer at one shape for every layer (:func:`shared_code_shape`, signed, as
-wide as the widest code), so the multipliers see each layer's codes as the values they are.
-Padding channels (a layer whose outputs ``pe`` does not divide) have zero weights and a zero
-clamp range; nothing reads them.
+Codes live in the buffer at their own width, in fields as wide as the widest code
+(:func:`~hwgen.plan_sequential.stored_bits`); as a layer reads them it extends them by its
+input's signedness to one shape for every layer (:func:`shared_code_shape`, signed), so the
+multipliers see each layer's codes as the values they are.
+Padding channels (a layer whose outputs ``pe`` does not divide) have zero weights and their
+layer's last channel's requant parameters; nothing reads them.
 """
 
 import dataclasses
@@ -29,7 +31,8 @@ import math
 import operator
 
 import numpy as np
-from amaranth.hdl import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed
+from amaranth.hdl import (Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed,
+                          unsigned)
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -38,16 +41,17 @@ from ..plan_sequential import Chain, code_bits, sequential_cycles, shared_ops, w
 from ..reference import Rounding
 from .dsp import check_target
 from .multiplier import multiplier_latency, multiply_kind
-from .requant import Requant, code_shape, parameter_table
+from .requant import Requant, code_shape, indexed_tables
 from .rom import WeightRom, weight_rom
 from .stream import frame_layout
 
 __all__ = ["SequentialEngine", "drain_cycles", "requant_table",
            "shared_code_shape", "spram_count"]
 
-# Stages from a step's issue to its accumulation, besides the multiplier's: the buffer read
-# and the operand register (the weight ROM's two registers line up with them), accumulate.
-_READ_STAGES = 2
+# Stages from a step's issue to its multiplier, besides the multiplier's: the address
+# register, the buffer read and the operand register (the weight ROM's address register and
+# its two registers line up with them).
+_READ_STAGES = 3
 
 
 def shared_code_shape(layers):
@@ -56,21 +60,21 @@ def shared_code_shape(layers):
 
 
 def requant_table(layers, pe):
-    """``(depth, width)`` of the shared requant's parameter table (read asynchronously, so
-    it is logic, not block RAM): a word per channel of every layer, padded to groups of
-    ``pe``."""
-    layout, words, _, _ = parameter_table(
-        _SharedRequant.of(shared_ops(layers), pe, shared_code_shape(layers)), 1)
-    return len(words), layout.size
+    """The shared requant's parameters (:class:`~hwgen.hw.requant.IndexedTables`): a word
+    per channel of every layer, padded to groups of ``pe``, of the fields that vary within
+    a layer (block RAM), and a word per layer of the others (logic)."""
+    return indexed_tables(
+        _SharedRequant.of(shared_ops(layers), pe, shared_code_shape(layers)))
 
 
 def drain_cycles(layers, pe, multiplier="dsp"):
     """Cycles between a layer's last step and the next layer's first on the engine over
-    ``layers``: the buffer read and operand register, the multiplier, the accumulate, the
-    group's ``pe`` sums into the requant one per cycle, the requant, the write."""
+    ``layers``: the address register, the buffer read and operand register, the multiplier,
+    the accumulate, the group's ``pe`` sums into the requant one per cycle, the requant, the
+    write."""
     widths = (weight_bits(layers), code_bits(layers))
     return (_READ_STAGES + multiplier_latency(multiplier, 1, widths) + 1 + pe
-            + Requant.latency_of(layers[0]) + 1)
+            + Requant.latency_of(layers[0], indexed=True) + 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,12 +106,13 @@ class _SharedRequant:
     negative_multiplier: np.ndarray = None
     bias_fraction: np.ndarray = None
     negative_fraction: np.ndarray = None
+    layer_of: np.ndarray = None
 
     @classmethod
     def of(cls, ops, pe, shape):
         def padded(op, values):
             values = np.broadcast_to(np.asarray(values, dtype=np.int64), op.out_channels)
-            return np.concatenate([values, np.zeros(-op.out_channels % pe, np.int64)])
+            return np.pad(values, (0, -op.out_channels % pe), mode="edge")
 
         def column(get):
             return np.concatenate([padded(op, get(op.layer, op)) for op in ops])
@@ -139,7 +144,9 @@ class _SharedRequant:
             zero_point=column(lambda layer, _: layer.output.zero_point),
             output=_Codes(shape.width),
             acc_bits=max(op.sum_bound for op in ops).bit_length() + 1,
-            rounding=layers[0].rounding, **optional)
+            rounding=layers[0].rounding,
+            layer_of=np.concatenate([padded(op, index) for index, op in enumerate(ops)]),
+            **optional)
 
 
 class SequentialEngine(wiring.Component):
@@ -188,6 +195,7 @@ class SequentialEngine(wiring.Component):
         self._target = check_target(target)
         self._kind = multiplier
         self._shape = shared_code_shape(self._layers)
+        self._forms = sorted({(op.layer.input.bits, op.layer.input.signed) for op in self._ops})
         self._weight_bits = self._chain.weight_bits
         self._bank_words = self._chain.bank_words(self._pe)
         super().__init__({
@@ -244,7 +252,8 @@ class SequentialEngine(wiring.Component):
                 base=base, channel=channel, top=-top, left=-left, cw=words,
                 down=(width - kw + 1) * words, step_x=sx * words, step_y=sy * width * words,
                 origin=(-top * width - left) * words, sx=sx, sy=sy,
-                out_words=op.pixels * op.groups(pe)))
+                out_words=op.pixels * op.groups(pe),
+                form=self._forms.index((op.layer.input.bits, op.layer.input.signed))))
             base += op.weight_count(pe)
             channel += op.groups(pe) * pe
         return rows
@@ -252,7 +261,7 @@ class SequentialEngine(wiring.Component):
         m = Module()
         pe, shape, ops = self._pe, self._shape, self._ops
         count, bank = len(ops), self._bank_words
-        word = data.ArrayLayout(shape, pe)
+        word = data.ArrayLayout(unsigned(self._chain.stored_bits), pe)
         read, write = _banks(m, word, bank, self._target)
         rows = self._constants()
         const = {name: _table([row[name] for row in rows]) for name in rows[0]}
@@ -281,9 +290,15 @@ class SequentialEngine(wiring.Component):
         # channels c, columns kx and rows ky, the group g of pe output channels, the output
         # column ox and row oy. (iy, ix) is the input pixel of the step, pix its word address
         # (without the channel word), origin the address of the window's first pixel.
+        # The running layer's constants are registers loaded as it starts (no multiplexer
+        # from the layer number on the per-step paths); loop ends as last indices.
         layer = Signal(range(count))
+        held = {name: Signal.like(values[0], name=f"held_{name}")
+                for name, values in const.items()}
+        limits = ("loop", "kw", "kh", "groups", "out_width", "out_height")
+        ends = {name: Signal.like(const[name][0], name=f"end_{name}") for name in limits}
         c, c_lane, c_word = _Position(m, "c", max(op.channel_loop for op in ops), pe,
-                                      length=const["loop"][layer])
+                                      end=ends["loop"])
         counters = {name: Signal(range(max(max(row[limit] for row in rows), 2)), name=name)
                     for name, limit in (("kx", "kw"), ("ky", "kh"), ("g", "groups"),
                                         ("ox", "out_width"), ("oy", "out_height"))}
@@ -299,8 +314,8 @@ class SequentialEngine(wiring.Component):
         channel = Signal(range(max(sum(row["groups"] for row in rows) * pe, 2)))
         running, waiting = Signal(), Signal()
         written = Signal(range(count + 1))  # layers of this frame whose outputs are written
-        last = {name: counter == const[limit][layer] - 1 for (name, counter), limit in zip(
-            counters.items(), ("kw", "kh", "groups", "out_width", "out_height"))}
+        last = {name: counter == ends[limit] for (name, counter), limit in zip(
+            counters.items(), limits[1:])}
         window_end = c.last & last["kx"] & last["ky"]
 
         def start(index):
@@ -310,32 +325,34 @@ class SequentialEngine(wiring.Component):
                     iy0.eq(const["top"][index]), iy.eq(const["top"][index]),
                     ix0.eq(const["left"][index]), ix.eq(const["left"][index]),
                     origin.eq(const["origin"][index]), row_origin.eq(const["origin"][index]),
-                    pix.eq(const["origin"][index])]
+                    pix.eq(const["origin"][index]),
+                    *(held[name].eq(const[name][index]) for name in const),
+                    *(ends[name].eq(const[name][index] - 1) for name in limits)]
 
         c.advance(running)
         with m.If(running):
             m.d.sync += wstep.eq(wstep + 1)
             with m.If(c.last):
                 with m.If(~last["kx"]):
-                    m.d.sync += [kx.eq(kx + 1), ix.eq(ix + 1), pix.eq(pix + const["cw"][layer])]
+                    m.d.sync += [kx.eq(kx + 1), ix.eq(ix + 1), pix.eq(pix + held["cw"])]
                 with m.Elif(~last["ky"]):
                     m.d.sync += [kx.eq(0), ky.eq(ky + 1), iy.eq(iy + 1), ix.eq(ix0),
-                                 pix.eq(pix + const["down"][layer])]
+                                 pix.eq(pix + held["down"])]
                 with m.Elif(~last["g"]):
                     m.d.sync += [kx.eq(0), ky.eq(0), g.eq(g + 1), iy.eq(iy0), ix.eq(ix0),
                                  pix.eq(origin), channel.eq(channel + pe)]
                 with m.Else():
-                    m.d.sync += [kx.eq(0), ky.eq(0), g.eq(0), wstep.eq(const["base"][layer]),
-                                 channel.eq(const["channel"][layer])]
-                    step_x, step_y = const["step_x"][layer], const["step_y"][layer]
+                    m.d.sync += [kx.eq(0), ky.eq(0), g.eq(0), wstep.eq(held["base"]),
+                                 channel.eq(held["channel"])]
+                    step_x, step_y = held["step_x"], held["step_y"]
                     with m.If(~last["ox"]):
-                        m.d.sync += [ox.eq(ox + 1), ix0.eq(ix0 + const["sx"][layer]),
-                                     ix.eq(ix0 + const["sx"][layer]), iy.eq(iy0),
+                        m.d.sync += [ox.eq(ox + 1), ix0.eq(ix0 + held["sx"]),
+                                     ix.eq(ix0 + held["sx"]), iy.eq(iy0),
                                      origin.eq(origin + step_x), pix.eq(origin + step_x)]
                     with m.Elif(~last["oy"]):
-                        m.d.sync += [ox.eq(0), oy.eq(oy + 1), iy0.eq(iy0 + const["sy"][layer]),
-                                     iy.eq(iy0 + const["sy"][layer]),
-                                     ix0.eq(const["left"][layer]), ix.eq(const["left"][layer]),
+                        m.d.sync += [ox.eq(0), oy.eq(oy + 1), iy0.eq(iy0 + held["sy"]),
+                                     iy.eq(iy0 + held["sy"]),
+                                     ix0.eq(held["left"]), ix.eq(held["left"]),
                                      row_origin.eq(row_origin + step_y),
                                      origin.eq(row_origin + step_y),
                                      pix.eq(row_origin + step_y)]
@@ -350,50 +367,64 @@ class SequentialEngine(wiring.Component):
             with m.Else():
                 m.d.sync += start(layer + 1)
 
-        # Operands, two registers behind the issue like the weight ROM's words: the step's
+        # Operands, three registers behind the issue like the weight ROM's words: the step's
         # input word from bank l mod 2; one code of it for every lane, or lane p's own code
         # (lanewise); the input zero point where the window leaves the image.
         out_c, out_lane, _ = _Position(m, "out_c", ops[-1].out_shape[2], pe)
         out_count = _Position(m, "out_count", self.out_codes, 1)
         out_word = Signal(range(bank + 1))
         output_en = Signal()
-        source = Mux(layer[0], bank, 0) if count > 1 else 0
-        lanewise = const["lanewise"][layer]
-        outside = ((iy < 0) | (iy >= const["height"][layer])
-                   | (ix < 0) | (ix >= const["width"][layer]))
-        m.d.comb += [
-            read.addr.eq(Mux(phase == _OUTPUT, (count % 2) * bank + out_word,
-                             source + pix + Mux(lanewise, g, c_word))),
+        lanewise = held["lanewise"]
+        outside = ((iy < 0) | (iy >= held["height"])
+                   | (ix < 0) | (ix >= held["width"]))
+        # A step's buffer address and read enable are registered (the read is a cycle behind
+        # the issue, its data two, the operand three), so the counters' compares and adders
+        # end in flip-flops, not in the RAMs' pins.
+        step_addr, step_bank, step_read = Signal.like(read.addr), Signal(), Signal()
+        step_lane, step_pad = Signal.like(c_lane), Signal()
+        m.d.sync += [
+            step_addr.eq(pix + Mux(lanewise, g, c_word)),
+            step_bank.eq(layer[0] if count > 1 else 0),
             # Only real reads: a single-port bank may be written in the same cycle.
-            read.en.eq(Mux(phase == _OUTPUT, output_en, running & ~outside)),
+            step_read.eq(running & ~outside), step_lane.eq(c_lane), step_pad.eq(outside),
+        ]
+        m.d.comb += [
+            read.bank.eq(Mux(phase == _OUTPUT, count % 2, step_bank)),
+            read.addr.eq(Mux(phase == _OUTPUT, out_word, step_addr)),
+            read.en.eq(Mux(phase == _OUTPUT, output_en, step_read)),
         ]
         read_lane, read_pad = Signal.like(c_lane), Signal()
-        m.d.sync += [read_lane.eq(c_lane), read_pad.eq(outside)]
-        selected = _select(m, read.data, read_lane, shape)
+        m.d.sync += [read_lane.eq(step_lane), read_pad.eq(step_pad)]
+        selected = _select(m, read.data, read_lane, word.elem_shape)
         operands = [Signal(shape, name=f"operand{lane}") for lane in range(pe)]
         for lane, operand in enumerate(operands):
-            m.d.sync += operand.eq(Mux(read_pad, const["zero"][layer],
-                                       Mux(lanewise, read.data[lane], selected)))
-        assert WeightRom.latency == _READ_STAGES
+            stored = Mux(lanewise, read.data[lane], selected)
+            forms = Array(stored[:bits].as_signed() if is_signed else stored[:bits]
+                          for bits, is_signed in self._forms)
+            m.d.sync += operand.eq(Mux(read_pad, held["zero"], forms[held["form"]]))
+        assert WeightRom.latency + 1 == _READ_STAGES
         weight_shape = signed(self._weight_bits)
+        weight_addr = Signal.like(wstep)
+        m.d.sync += weight_addr.eq(wstep)
         weights = weight_rom(m, "weights", data.ArrayLayout(weight_shape, pe),
-                             weight_words, wstep, target=self._target)
+                             weight_words, weight_addr, target=self._target)
 
         # Flags travel with the step: valid, first and last step of a window, the requant
         # table's word of the group's first channel.
         flags = data.StructLayout({"valid": 1, "first": 1, "last": 1,
-                                   "channel": len(channel)})
+                                   "channel": len(channel), "layer": len(layer)})
         widths = (self._weight_bits, shape.width)
         stages = [Signal(flags, name=f"flags{index}")
                   for index in range(_READ_STAGES + multiplier_latency(self._kind, 1, widths))]
         m.d.sync += [stages[0].valid.eq(running),
                      stages[0].first.eq((c.value == 0) & (kx == 0) & (ky == 0)),
-                     stages[0].last.eq(window_end), stages[0].channel.eq(channel)]
+                     stages[0].last.eq(window_end), stages[0].channel.eq(channel),
+                     stages[0].layer.eq(layer)]
         m.d.sync += [later.eq(earlier) for earlier, later in zip(stages, stages[1:])]
         arrived = stages[-1]
         acc_shape = signed(max(op.sum_bound for op in ops).bit_length() + 1)
         sums = [Signal(acc_shape, name=f"acc{lane}") for lane in range(pe)]
-        unit = const["unit"][layer]
+        unit = held["unit"]
         for lane, total in enumerate(sums):
             weight = Signal(weight_shape, name=f"weight{lane}")
             m.d.comb += weight.eq(Mux(unit, 1, weights[lane]))
@@ -402,21 +433,21 @@ class SequentialEngine(wiring.Component):
             with m.If(arrived.valid):
                 m.d.sync += total.eq(Mux(arrived.first, 0, total) + product)
         finished = Signal()  # the sums hold a whole group
-        finished_channel = Signal.like(channel)
+        finished_channel, finished_layer = Signal.like(channel), Signal.like(layer)
         m.d.sync += [finished.eq(arrived.valid & arrived.last),
-                     finished_channel.eq(arrived.channel)]
+                     finished_channel.eq(arrived.channel), finished_layer.eq(arrived.layer)]
 
         # The group's sums into the one-lane requant, one per cycle, each with its channel.
         m.submodules.requant = requant = Requant(
             _SharedRequant.of(ops, pe, shape), 1, target=self._target, free_running=True,
             indexed=True)
         queue = [Signal(acc_shape, name=f"queue{lane}") for lane in range(pe)]
-        left, index = Signal(range(pe + 1)), Signal.like(channel)
+        left, index, index_layer = Signal(range(pe + 1)), Signal.like(channel), Signal.like(layer)
         m.d.comb += [requant.i.valid.eq(left != 0), requant.i.payload.data[0].eq(queue[0]),
-                     requant.index.eq(index)]
+                     requant.index.eq(index), requant.layer.eq(index_layer)]
         with m.If(finished):
             m.d.sync += [*(q.eq(total) for q, total in zip(queue, sums)), left.eq(pe),
-                         index.eq(finished_channel)]
+                         index.eq(finished_channel), index_layer.eq(finished_layer)]
         with m.Elif(left != 0):
             m.d.sync += [*(q.eq(n) for q, n in zip(queue, queue[1:])), left.eq(left - 1),
                          index.eq(index + 1)]
@@ -424,8 +455,12 @@ class SequentialEngine(wiring.Component):
         # Write back: pe codes to a word, the layer's words in order into bank (l + 1) mod 2.
         w_layer, w_word, w_lane = (Signal(range(count)), Signal(range(bank + 1)),
                                    Signal(range(pe)))
-        result, complete = requant.o.valid, Signal(word)
-        _insert(m, complete, _held(m, "collected", word, result, complete), w_lane,
+        result = requant.o.valid
+        apart = self._chain.result_apart
+        out_field = unsigned(max(word.elem_shape.width, ops[-1].layer.output.bits))
+        collected = data.ArrayLayout(out_field, pe)
+        complete = Signal(collected)
+        _insert(m, complete, _held(m, "collected", collected, result, complete), w_lane,
                 requant.o.payload.data[0])
         word_done = result & (w_lane == pe - 1)
         layer_done = word_done & (w_word == const["out_words"][w_layer] - 1)
@@ -436,13 +471,25 @@ class SequentialEngine(wiring.Component):
         with m.If(layer_done):
             m.d.sync += [w_layer.eq(Mux(w_layer == count - 1, 0, w_layer + 1)),
                          written.eq(written + 1)]
-        target_bank = Mux(w_layer[0], 0, bank) if count > 1 else bank
         loading = phase == _LOAD
+        last_layer = w_layer == count - 1
         m.d.comb += [
-            write.en.eq(Mux(loading, load_write, word_done)),
-            write.addr.eq(Mux(loading, load_word, target_bank + w_word)),
-            write.data.eq(Mux(loading, incoming, complete)),
+            write.en.eq(Mux(loading, load_write, word_done & ~(apart & last_layer))),
+            write.bank.eq(~loading & (~w_layer[0] if count > 1 else 1)),
+            write.addr.eq(Mux(loading, load_word, w_word)),
+            write.data.eq(Mux(loading, incoming,
+                              Cat(code[:word.elem_shape.width] for code in complete))),
         ]
+        results = read.data
+        if apart:
+            # The result in registers of its own, read like a bank (one cycle, held).
+            kept = Array(Signal(collected, name=f"result{index}")
+                         for index in range(rows[-1]["out_words"]))
+            results = Signal(collected)
+            with m.If(word_done & last_layer):
+                m.d.sync += kept[w_word].eq(complete)
+            with m.If(output_en):
+                m.d.sync += results.eq(kept[out_word])
 
         # Output: the last layer's codes (HWC) from its bank, one per beat; the read port
         # holds its data while o stalls.
@@ -450,7 +497,7 @@ class SequentialEngine(wiring.Component):
         m.d.comb += [
             output_en.eq((phase == _OUTPUT) & ~sent & (~self.o.valid | self.o.ready)),
             self.o.valid.eq(pending),
-            self.o.payload.data[0].eq(_select(m, read.data, code_lane, shape)),
+            self.o.payload.data[0].eq(_select(m, results, code_lane, out_field)),
             self.o.payload.last.eq(code_last),
         ]
         out_c.advance(output_en)
@@ -497,6 +544,10 @@ def spram_count(bank_words, width):
 
 @dataclasses.dataclass
 class _Port:
+    """A port of the activation buffer: ``bank`` (0 or 1) and the ``addr`` within it, so no
+    adder or compare sits between the engine's counters and the RAMs."""
+
+    bank: object
     addr: object
     en: object
     data: object
@@ -509,23 +560,26 @@ def _banks(m, word, bank, target):
     in the same cycle (load writes bank 0 alone; layer l reads one bank and writes the other;
     the output only reads). Both read with one cycle of latency and hold the data while the
     read enable is low."""
+    read = _Port(Signal(), Signal(range(bank)), Signal(), Signal(word))
+    write = _Port(Signal(), Signal(range(bank)), Signal(), Signal(word))
     if target != "ice40" or not spram_count(bank, word.size):
         m.submodules.buffer = buffer = memory.Memory(shape=word, depth=2 * bank, init=[])
-        return buffer.read_port(), buffer.write_port()
-    read = _Port(Signal(range(2 * bank)), Signal(), Signal(word))
-    write = _Port(Signal(range(2 * bank)), Signal(), Signal(word))
+        ports = buffer.read_port(), buffer.write_port()
+        for port, inner in zip((read, write), ports):
+            m.d.comb += [inner.addr.eq(port.addr + Mux(port.bank, bank, 0)), inner.en.eq(port.en)]
+        m.d.comb += [read.data.eq(ports[0].data), ports[1].data.eq(write.data)]
+        return read, write
     chunks = math.ceil(word.size / SPRAM_BITS)
-    read_high, write_high = read.addr >= bank, write.addr >= bank
     selected = Signal()  # the bank the read data comes from
     with m.If(read.en):
-        m.d.sync += selected.eq(read_high)
+        m.d.sync += selected.eq(read.bank)
     outputs = []
     stored = write.data.as_value()
     for index in range(2):
-        reading = read.en & (read_high == index)
-        writing = write.en & (write_high == index)
+        reading = read.en & (read.bank == index)
+        writing = write.en & (write.bank == index)
         local = Signal(range(SPRAM_WORDS), name=f"bank{index}_address")
-        m.d.comb += local.eq(Mux(writing, write.addr - index * bank, read.addr - index * bank))
+        m.d.comb += local.eq(Mux(writing, write.addr, read.addr))
         bank_out = []
         for chunk in range(chunks):
             out = Signal(SPRAM_BITS, name=f"bank{index}_data{chunk}")
@@ -541,17 +595,17 @@ def _banks(m, word, bank, target):
 
 
 class _Position:
-    """A counter over ``length`` positions (a constant, or a signal) with its lane and word
-    among words of ``lanes``: three counters that advance together, so no division is
-    built. Unpacks as ``(position, lane, word)``."""
+    """A counter over ``most`` positions (or up to ``end``, a signal: the last index) with its
+    lane and word among words of ``lanes``: three counters that advance together, so no
+    division is built. Unpacks as ``(position, lane, word)``."""
 
-    def __init__(self, m, name, most, lanes, length=None):
+    def __init__(self, m, name, most, lanes, end=None):
         self._m = m
         self.value = Signal(range(max(most, 2)), name=name)
         self.lane = Signal(range(lanes), name=f"{name}_lane")
         self.word = Signal(range(max(math.ceil(most / lanes), 2)), name=f"{name}_word")
         self._lanes = lanes
-        self.last = self.value == (most if length is None else length) - 1
+        self.last = self.value == (most - 1 if end is None else end)
 
     def __iter__(self):
         return iter((self, self.lane, self.word))
