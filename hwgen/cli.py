@@ -22,7 +22,8 @@ from .api import load_inputs, load, load_labels as _labels, simulate
 from .emit import generate
 from .errors import HwgenError, HwgenWarning
 from .hw.dsp import TARGETS
-from .plan import DEFAULT_MAX_UTILIZATION, DEFAULT_MULTIPLIERS, make_plan
+from .plan import (DEFAULT_MAX_UTILIZATION, DEFAULT_MEMORY_UTILIZATION, DEFAULT_MULTIPLIERS,
+                   make_plan)
 from .precision import choose_bits
 from .precision_board import choose_bits_for_board
 from .qgraph import QGraph
@@ -188,7 +189,10 @@ def _warn_if_approximate(model, inputs):
 
 
 def _utilization(text):
-    """``--max-utilization``: one fraction, or ``lut=0.8,dsp=1`` per resource."""
+    """``--max-utilization``: one fraction, or ``lut=0.8,dsp=1`` per resource (``None``:
+    the defaults)."""
+    if text is None:
+        return None
     if "=" not in text:
         return _fraction(text)
     result = {}
@@ -373,11 +377,14 @@ def build_parser():
     build.add_argument("--board",
                        help="size the folding for this board (see `hwgen boards`): the "
                             "fastest plan whose modelled resources fit")
-    build.add_argument("--max-utilization", default=str(DEFAULT_MAX_UTILIZATION),
+    build.add_argument("--max-utilization",
                        help="with --board: the share of each resource the plan may use, "
                             "e.g. 0.9, 90%% or 'lut=0.7,dsp=1' (default "
-                            f"{DEFAULT_MAX_UTILIZATION:g}: the headroom place and route needs; "
-                            "resources a per-resource list leaves out get the default)")
+                            f"{DEFAULT_MAX_UTILIZATION:g} of LUTs, FFs and DSPs, the headroom "
+                            "place and route needs, "
+                            f"{DEFAULT_MEMORY_UTILIZATION['bram']:g} of block RAM, "
+                            f"{DEFAULT_MEMORY_UTILIZATION['spram']:g} of SPRAM; resources a "
+                            "per-resource list leaves out get the default)")
     build.add_argument("--multiplier-kinds", metavar="KINDS",
                        help="with --board: the multiplier kinds the board search may use per "
                             "layer, from dsp, dsp-packed, lut (default all: 'dsp,dsp-packed,"

@@ -43,8 +43,8 @@ With a ``board``, the rule instead maximizes throughput on that board (:mod:`hwg
 it searches the achievable initiation intervals (a binary search; feasibility grows with the
 interval), lets every unpinned layer take any folding and multiplier kind that meets the
 interval, and keeps the choice whose modelled resources (:func:`hwgen.cost.estimate`) fit
-within ``max_utilization`` (default :data:`DEFAULT_MAX_UTILIZATION`) of every resource of the
-board and leave the most headroom. The result is exact for the resource model: no shorter
+within ``max_utilization`` (default :func:`default_utilization`: 80 % of logic and DSPs, 95 %
+of block RAM, all SPRAM) of every resource of the board and leave the most headroom. The result is exact for the resource model: no shorter
 interval has a fitting plan. A model that does not fit even at its smallest folding is an
 error naming the resources that run out and by how much.
 """
@@ -66,14 +66,24 @@ from .plan_unrolled import DEFAULT_CLOCK, levels, unrolled_names, with_levels
 
 __all__ = ["Folding", "LayerPlan", "Plan", "make_plan", "parse_folding", "legal_folding",
            "divisors", "ENGINES", "KINDS", "multiplier_packing", "choose_pack",
-           "DEFAULT_MAX_UTILIZATION", "DEFAULT_CLOCK"]
+           "DEFAULT_MAX_UTILIZATION", "DEFAULT_MEMORY_UTILIZATION", "DEFAULT_CLOCK",
+           "default_utilization"]
 
 DEFAULT_MULTIPLIERS = 32
 
 # The share of each resource a board plan may use by default: place and route needs headroom
-# (a digits CNN sized to 150 of 156 MULT18X18D closed at 110 MHz on ULX3S, its DSP outputs
-# routed across the die). ``max_utilization`` overrides it.
+# in logic (a digits CNN sized to 150 of 156 MULT18X18D closed at 110 MHz on ULX3S, its DSP
+# outputs routed across the die); block RAM is sites of its own, so it keeps only a margin
+# for the model's error (MLPerf Tiny's DS-CNN on the iCEBreaker: 29 of 30 EBRs placed and
+# routed), and SPRAM, which hwgen instantiates itself and counts exactly, none.
+# ``max_utilization`` overrides it.
 DEFAULT_MAX_UTILIZATION = 0.8
+DEFAULT_MEMORY_UTILIZATION = {"bram": 0.95, "spram": 1.0}
+
+
+def default_utilization(resource):
+    """The share of ``resource`` a board plan may use unless told otherwise."""
+    return DEFAULT_MEMORY_UTILIZATION.get(resource, DEFAULT_MAX_UTILIZATION)
 
 # Engines each op can run on; the first is the default.
 ENGINES = {
@@ -540,17 +550,18 @@ def _in_lanes_options(layer, engine):
     return lambda folding: divisors(layer.in_shape[2])
 
 
-def make_plan(qgraph, folding=None, *, multipliers=None, board=None,
-              max_utilization=DEFAULT_MAX_UTILIZATION, multiplier_kinds=None, unroll=None,
+def make_plan(qgraph, folding=None, *, multipliers=None, board=None, max_utilization=None,
+              multiplier_kinds=None, unroll=None,
               clock=None, goal="throughput", engine=None, progress=None):
     """Plan ``qgraph``: user ``folding`` (see :func:`parse_folding`; an engine may be pinned as
     ``"systolic:6x5"``, and its multiplier kind as ``"systolic:6x5:lut"``) where given; the
     other layers follow the default rule sized so that the layer with the most MACs has about
     ``multipliers`` (default 32) multipliers, or, with a ``board`` (a name or
     :class:`~hwgen.board.Board`), the fastest plan whose modelled resources fit within
-    ``max_utilization`` (a fraction, or a dict per resource ``lut``/``ff``/``dsp``/``bram``;
-    default :data:`DEFAULT_MAX_UTILIZATION` of each, the headroom place and route needs) of
-    the board's (see the module doc).
+    ``max_utilization`` (a fraction for every resource, or a dict per resource
+    ``lut``/``ff``/``dsp``/``bram``/``spram``; by default, and for the resources a dict leaves
+    out, :func:`default_utilization`: 80 % of LUTs, flip-flops and DSPs, the headroom place
+    and route needs, 95 % of block RAM, all SPRAM) of the board's (see the module doc).
 
     Multiplier kinds: the default rule builds ``"dsp"`` multipliers; the board search picks,
     per layer, the folding and the kind among ``multiplier_kinds`` (default: every kind the

@@ -9,8 +9,8 @@ import numpy as np
 
 from .errors import DoesNotFit, HwgenError
 from .packing import DSP_PORTS
-from .plan import (DEFAULT_MAX_UTILIZATION, ENGINES, KINDS, LayerPlan, Plan, _cycles, _fill,
-                   _in_lanes_options, _kind, _options, choose_pack)
+from .plan import (ENGINES, KINDS, LayerPlan, Plan, _cycles, _fill, _in_lanes_options,
+                   _kind, _options, choose_pack, default_utilization)
 
 __all__ = ["fit_board", "AUTO_UNROLL_WEIGHTS"]
 
@@ -35,12 +35,14 @@ def _multiplier_options(layer, engine, pe, ports, kinds):
 
 def _limits(board, max_utilization):
     """Resource → the most the plan may use of ``board``."""
+    if max_utilization is None:
+        max_utilization = {}
     if isinstance(max_utilization, dict):
         unknown = set(max_utilization) - set(board.capacity)
         if unknown:
             raise HwgenError(f"max_utilization names {', '.join(sorted(unknown))}; the "
                              f"resources are {', '.join(board.capacity)}")
-        fractions = {resource: max_utilization.get(resource, DEFAULT_MAX_UTILIZATION)
+        fractions = {resource: max_utilization.get(resource, default_utilization(resource))
                      for resource in board.capacity}
     else:
         fractions = dict.fromkeys(board.capacity, float(max_utilization))

@@ -28,7 +28,7 @@ import time
 
 from .board import get_board
 from .errors import HwgenError
-from .plan import DEFAULT_MAX_UTILIZATION, make_plan
+from .plan import make_plan
 from .precision import (DEFAULT_CHOICES, DEFAULT_ROUNDS, _changes, _choice, _confirm,
                         _keep_base, _knapsack, _measure_point, _start_confirmed)
 from .precision_holdout import DEFAULT_CONFIDENCE, confirmed_search
@@ -134,7 +134,7 @@ def choose_bits_for_board(graph, x, y=None, *, board, min_fps=None, max_accuracy
                           calibration_method="minmax", percentile=99.99,
                           weight_granularity="channel", metric="auto", tolerance=0.05,
                           rounds=DEFAULT_ROUNDS, samples=DEFAULT_SAMPLES,
-                          max_utilization=DEFAULT_MAX_UTILIZATION, multiplier_kinds=None,
+                          max_utilization=None, multiplier_kinds=None,
                           holdout=None, confirm=None, confidence=DEFAULT_CONFIDENCE, seed=0,
                           progress=None):
     """Per-layer bits scored by the frames/s of the plan sized for ``board`` (see the module

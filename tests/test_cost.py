@@ -146,6 +146,18 @@ def test_board_folding_keeps_pins_and_reports_overflow():
         make_plan(qgraph, multipliers=8, board="ulx3s_85f")
 
 
+def test_default_utilization_keeps_headroom_in_logic():
+    """By default a board plan may use 80 % of LUTs, FFs and DSPs, 95 % of block RAM and all
+    SPRAM; a dict overrides only what it names, a fraction every resource."""
+    from hwgen.board import get_board
+    from hwgen.plan_board import _limits
+    board = get_board("icebreaker")   # 5,280 LUTs, 8 DSPs, 30 EBRs, 4 SPRAMs
+    assert _limits(board, None) == {"lut": 4224, "ff": 4224, "dsp": 6, "bram": 28, "spram": 4}
+    assert _limits(board, {"lut": 0.5})["lut"] == 2640
+    assert _limits(board, {"lut": 0.5})["bram"] == 28
+    assert _limits(board, 1) == board.capacity
+
+
 def test_max_utilization_limits_each_resource():
     qgraph = _mlp()
     full = make_plan(qgraph, board=_board(dsps=30))

@@ -259,7 +259,7 @@ def test_board_search_may_unroll():
     auto = hwgen.make_plan(qgraph, board="ulx3s_85f", unroll="auto")
     assert {p.name for p in auto.layers if p.engine == "unrolled"} >= {"depthwise", "pointwise"}
     assert auto.initiation_interval < folded.initiation_interval
-    limits = _limits(auto.board, hwgen.plan.DEFAULT_MAX_UTILIZATION)
+    limits = _limits(auto.board, None)
     assert all(auto.cost().totals[r] <= limits[r] for r in limits)
     assert all(p.engine != "unrolled" for p in folded.layers)
     with pytest.raises(HwgenError, match="--unroll auto lets the board search choose"):
@@ -295,7 +295,7 @@ def test_latency_goal_keeps_the_interval_and_lowers_the_latency():
     assert plan_latency(fast) < plan_latency(headroom)
     assert sum(p.cycles for p in fast.layers) < sum(p.cycles for p in headroom.layers)
     assert fast["fc"].engine == "unrolled"
-    limits = _limits(fast.board, hwgen.plan.DEFAULT_MAX_UTILIZATION)
+    limits = _limits(fast.board, None)
     assert all(fast.cost().totals[r] <= limits[r] for r in limits)
     with pytest.raises(HwgenError, match="goal must be one of throughput, latency"):
         hwgen.make_plan(qgraph, board="arty_a7_35t", goal="fast")
