@@ -583,7 +583,7 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None, max_utiliza
     lower.
 
     ``engine``: ``None`` (the default) plans a dataflow engine per layer, and with a
-    ``board`` puts the dense layers, and then every chain of dense, conv and average-pool
+    ``board`` puts the dense layers, and then every chain of dense, conv and pooling
     layers, on shared layer-sequential engines (:mod:`hwgen.plan_sequential`) when no plan
     fits; ``"dataflow"`` never shares; ``"sequential"`` puts every such chain on one shared
     engine. The pin ``"fc3=sequential:8"`` sizes the engine of the chain ending in ``fc3``

@@ -1,4 +1,4 @@
-"""The layer-sequential engine in the plan: chains of dense, conv and average-pool layers
+"""The layer-sequential engine in the plan: chains of dense, conv and pooling layers
 that share one array of MACs (:mod:`hwgen.hw.sequential`), for boards too small for an
 engine per layer.
 
@@ -33,10 +33,11 @@ MAX_PE = 64
 class SharedOp:
     """One layer as the shared engine computes it: per output pixel and group of ``pe``
     output channels, ``window`` steps over the input window ``(ky, kx, c)``, channels fastest.
-    ``lanewise`` (a depthwise conv, an average pool): lane ``p`` reads channel ``g·pe + p`` of
+    ``lanewise`` (a depthwise conv, a pool): lane ``p`` reads channel ``g·pe + p`` of
     each window position itself; otherwise (dense, conv) one input code per step goes to every
     lane. A dense layer is a 1×1 image; ``unit``: every weight is 1 (pools, whose zero point
-    the bias takes off, ``−kh·kw·zp``)."""
+    the bias takes off, ``−kh·kw·zp``); ``maximum``: the window's codes are compared, not
+    added (a max pool: pads hold the lowest code, the requant is the identity)."""
 
     layer: object
     in_shape: tuple
@@ -46,6 +47,7 @@ class SharedOp:
     pads: tuple        # top, left
     lanewise: bool
     unit: bool
+    maximum: bool = False
 
     @classmethod
     def of(cls, layer):
@@ -55,12 +57,12 @@ class SharedOp:
         if layer.op == "conv":
             return cls(layer, tuple(layer.in_shape), tuple(layer.out_shape), layer.kernel,
                        tuple(layer.stride), tuple(layer.pads[:2]), layer.depthwise, False)
-        if layer.op in ("avgpool", "global_avgpool"):
+        if layer.op in ("avgpool", "global_avgpool", "maxpool"):
             return cls(layer, tuple(layer.in_shape), tuple(layer.out_shape),
                        tuple(layer.kernel), tuple(layer.stride), tuple(layer.pads[:2]), True,
-                       True)
-        raise HwgenError(f"the sequential engine computes dense, conv and average-pool "
-                         f"layers, not {layer.op} ({layer.name!r})")
+                       True, layer.op == "maxpool")
+        raise HwgenError(f"the sequential engine computes dense, conv and pooling layers, "
+                         f"not {layer.op} ({layer.name!r})")
 
     channel_loop = property(lambda self: 1 if self.lanewise else self.in_shape[2])
     window = property(lambda self: self.kernel[0] * self.kernel[1] * self.channel_loop)
@@ -94,8 +96,16 @@ class SharedOp:
         return words
 
     @property
+    def pad_code(self):
+        """The code the window reads outside the image: the zero point, for a max pool the
+        lowest code."""
+        return self.layer.input.lo if self.maximum else self.layer.input.zero_point
+
+    @property
     def bias(self):
         layer = self.layer
+        if self.maximum:   # the requant adds the zero point back
+            return np.full(self.out_channels, -layer.output.zero_point, np.int64)
         if self.unit:
             return np.full(self.out_channels, -self.kernel[0] * self.kernel[1]
                            * layer.input.zero_point, np.int64)
@@ -106,6 +116,8 @@ class SharedOp:
         """The largest ``|Σ w·q|`` of a window (the bias is added in the requant)."""
         layer = self.layer
         code = max(abs(layer.input.lo), abs(layer.input.hi))
+        if self.maximum:
+            return code
         if self.unit:
             return self.kernel[0] * self.kernel[1] * code
         return int(np.abs(layer.weight).reshape(self.out_channels, -1).sum(axis=1).max()) * code
@@ -113,7 +125,7 @@ class SharedOp:
 
 def shared_ops(layers):
     """The :class:`SharedOp` of each of ``layers``, if they form a chain the shared engine
-    computes: dense, conv and average-pool layers, each reading the one before alone (a dense
+    computes: dense, conv and pooling layers, each reading the one before alone (a dense
     layer behind an image reads it as one window over the whole image), one rounding mode
     other than onnxruntime's float32; else :class:`HwgenError` naming the layer."""
     layers = tuple(layers)
@@ -136,11 +148,18 @@ def shared_ops(layers):
         if layer.rounding is Rounding.FLOAT32_ORT:
             raise HwgenError(f"layer {layer.name!r} requantizes with onnxruntime's float32 "
                              "rounding, which the sequential engine does not build")
-        if layer.rounding is not layers[0].rounding:
+        if layer.rounding is not chain_rounding(layers) and layer.op != "maxpool":
             raise HwgenError(f"layers {layers[0].name!r} and {layer.name!r} round differently; "
                              "the sequential engine's one requant unit needs one mode")
         ops.append(op)
     return tuple(ops)
+
+
+def chain_rounding(layers):
+    """The rounding of the chain's requant: its layers' (a max pool, which does not round,
+    takes any)."""
+    return next((layer.rounding for layer in layers if layer.op != "maxpool"),
+                layers[0].rounding)
 
 
 def code_bits(layers):
@@ -203,7 +222,7 @@ class Chain:
     acc_bits = property(lambda self: max(op.sum_bound for op in self.ops).bit_length() + 1)
     multiplier_bits = property(lambda self: max(
         max(int(np.max(op.layer.multiplier)), 1).bit_length() for op in self.ops))
-    rounding = property(lambda self: self.layers[0].rounding)
+    rounding = property(lambda self: chain_rounding(self.layers))
     relu = property(lambda self: self.layers[-1].relu)
     out_shape = property(lambda self: self.layers[-1].out_shape if self.layers[-1].op != "dense"
                          else (self.layers[-1].out_features,))
@@ -236,19 +255,19 @@ class Chain:
 
 
 # The ops a shared engine computes; ``make_plan``'s fallback first shares only the dense ones.
-SHARED_OPS = ("dense", "conv", "avgpool", "global_avgpool")
+SHARED_OPS = ("dense", "conv", "avgpool", "global_avgpool", "maxpool")
 
 
 def _shareable(layer, ops):
-    return (layer.op in ops and layer.rounding is not Rounding.FLOAT32_ORT
-            and getattr(layer, "kind", "") != "max")
+    return layer.op in ops and layer.rounding is not Rounding.FLOAT32_ORT
 
 
 def _joins(layer, previous, qgraph):
     """Whether ``layer`` continues the chain that ends in ``previous``."""
     return (previous is not None and tuple(layer.inputs) == (previous.name,)
             and len(qgraph.consumers(previous.name)) == 1
-            and layer.rounding is previous.rounding)
+            and (layer.op == "maxpool" or previous.op == "maxpool"
+                 or layer.rounding is previous.rounding))
 
 
 def shared_chains(qgraph, ops=("dense",)):

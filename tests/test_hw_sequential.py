@@ -148,7 +148,7 @@ def test_errors():
 
 def _cnn(rng, bits, *, pool="gap"):
     """A small quantized CNN the shared engine computes whole: a padded strided conv, a
-    depthwise 3×3, a pointwise conv, a global or a padded average pool or none, a dense
+    depthwise 3×3, a pointwise conv, a global or a padded average or max pool or none, a dense
     classifier (reading a 1×1 image, or a whole image as one window)."""
     from hwgen.graph import Graph
     from hwgen.quantize import quantize
@@ -163,6 +163,8 @@ def _cnn(rng, bits, *, pool="gap"):
         x = graph.global_avgpool(x, name="gap")
     elif pool == "avg":
         x = graph.avgpool(x, 2, stride=1, padding=(0, 0, 1, 0), name="pool")
+    elif pool == "max":   # padded: the pads hold the lowest code
+        x = graph.maxpool(x, 2, stride=1, padding=(1, 0, 0, 1), name="pool")
     x = graph.flatten(x, name="flat")
     size = int(np.prod(graph[x].shape))
     graph.dense(x, rng.normal(size=(4, size)), rng.normal(size=4), name="fc")
@@ -171,9 +173,10 @@ def _cnn(rng, bits, *, pool="gap"):
 
 
 @pytest.mark.parametrize("bits,pe,pool", [("w8a8", 3, "gap"), ("w4a4", 2, "avg"),
-                                          ("w3a7", 5, "gap"), ("w6a5", 4, "none")])
+                                          ("w3a7", 5, "gap"), ("w6a5", 4, "none"),
+                                          ("w5a6", 3, "max"), ("w8a3", 4, "max")])
 def test_cnn_on_the_shared_engine(bits, pe, pool):
-    """Convolutions (padded, strided, depthwise, pointwise), average pools and a dense
+    """Convolutions (padded, strided, depthwise, pointwise), average and max pools and a dense
     classifier all on one engine: every code equals ``run_integer``'s under stalls, and the
     frames leave at the modelled interval without them."""
     rng = np.random.default_rng(pe)

@@ -1,6 +1,6 @@
-"""System level for the layer-sequential engine: designs whose dense layers share one engine
-(an MLP alone; LeNet's and the depthwise-separable model's classifiers behind dataflow
-convolutions) built to Verilog, streamed through Verilator with random stalls, every output
+"""System level for the layer-sequential engine: designs whose layers share one engine (an
+MLP, LeNet and the depthwise-separable model whole, or that model's classifier behind
+dataflow convolutions) built to Verilog, streamed through Verilator with random stalls, every output
 code compared with the integer reference, and the measured interval and latency with the
 plan's cycle model."""
 
@@ -40,14 +40,14 @@ def test_mlp_on_one_engine(bits, pe, tmp_path):
 
 
 @pytest.mark.parametrize("model,bits,engines", [
-    ("lenet", "w8a8", ["sequential", "pool", "sequential", "pool", "sequential"]),
+    ("lenet", "w8a8", ["sequential"]),
     ("dwsep", "w4a4", ["sequential"]),
     ("dwsep", "w6a6", ["systolic", "depthwise", "systolic", "gap", "sequential"]),
 ])
 def test_cnns_on_shared_engines(model, bits, engines, tmp_path):
-    """CNNs on shared engines: LeNet's max pools stay dataflow between three shared
-    engines; the depthwise-separable model runs whole on one (stem, depthwise, pointwise,
-    global average pool, classifier), or only its classifier is shared."""
+    """CNNs on shared engines: LeNet runs whole on one (convs, max pools, classifier), so
+    does the depthwise-separable model (stem, depthwise, pointwise, global average pool,
+    classifier), or only its classifier is shared."""
     graph = hwgen.load(EXAMPLES / f"{model}.onnx")
     calib = np.load(EXAMPLES / "calib.npz")
     qgraph = hwgen.quantize(graph, calib["x"], bits)

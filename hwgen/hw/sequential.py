@@ -1,6 +1,6 @@
 """The layer-sequential engine: one array of MACs and one requant unit compute a chain of
-dense, conv and average-pool layers one after another (a TPU-style shared engine), for
-boards too small for an engine per layer.
+dense, conv and pooling layers one after another (a TPU-style shared engine), for boards too
+small for an engine per layer.
 
 A frame goes through three phases, one after the other:
 
@@ -37,7 +37,8 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import HwgenError
-from ..plan_sequential import Chain, code_bits, sequential_cycles, shared_ops, weight_bits
+from ..plan_sequential import (Chain, chain_rounding, code_bits, sequential_cycles, shared_ops,
+                               weight_bits)
 from ..reference import Rounding
 from .dsp import check_target
 from .multiplier import multiplier_latency, multiply_kind
@@ -144,13 +145,13 @@ class _SharedRequant:
             zero_point=column(lambda layer, _: layer.output.zero_point),
             output=_Codes(shape.width),
             acc_bits=max(op.sum_bound for op in ops).bit_length() + 1,
-            rounding=layers[0].rounding,
+            rounding=chain_rounding(layers),
             layer_of=np.concatenate([padded(op, index) for index, op in enumerate(ops)]),
             **optional)
 
 
 class SequentialEngine(wiring.Component):
-    """A chain of ``layers`` (dense, conv, depthwise conv, average pools) on one array of
+    """A chain of ``layers`` (dense, conv, depthwise conv, average and max pools) on one array of
     ``pe`` multipliers and a one-lane requant unit, layer after layer (see the module doc),
     bit-exact with :func:`hwgen.reference.run_integer` over the chain.
 
@@ -248,7 +249,8 @@ class SequentialEngine(wiring.Component):
             rows.append(dict(
                 height=height, width=width, loop=op.channel_loop, kh=kh, kw=kw,
                 out_width=op.out_shape[1], out_height=op.out_shape[0], groups=op.groups(pe),
-                lanewise=int(op.lanewise), unit=int(op.unit), zero=op.layer.input.zero_point,
+                lanewise=int(op.lanewise), unit=int(op.unit), maximum=int(op.maximum),
+                zero=op.pad_code,
                 base=base, channel=channel, top=-top, left=-left, cw=words,
                 down=(width - kw + 1) * words, step_x=sx * words, step_y=sy * width * words,
                 origin=(-top * width - left) * words, sx=sx, sy=sy,
@@ -431,7 +433,10 @@ class SequentialEngine(wiring.Component):
             product = multiply_kind(m, self._kind, weight, operands[lane], 1,
                                     target=self._target, name=f"mul{lane}")[0]
             with m.If(arrived.valid):
-                m.d.sync += total.eq(Mux(arrived.first, 0, total) + product)
+                # A max pool keeps the larger code (its weight is 1), the others add.
+                m.d.sync += total.eq(Mux(held["maximum"],
+                                         Mux(arrived.first | (product > total), product, total),
+                                         Mux(arrived.first, 0, total) + product))
         finished = Signal()  # the sums hold a whole group
         finished_channel, finished_layer = Signal.like(channel), Signal.like(layer)
         m.d.sync += [finished.eq(arrived.valid & arrived.last),
