@@ -121,6 +121,14 @@ FAMILY_MODELS["xcup"] = dataclasses.replace(FAMILY_MODELS["xc7"], dsp_a=27)
 # Memories read asynchronously, which stay in logic whatever their size.
 _LOGIC_MEMORIES = {"requant layers"}
 
+# A shared engine's sequencing (loop counters, addresses, the running layer's constants) in
+# LUT sites: a fixed part and one per layer after the first, and its requant table, where it
+# is too small for block RAM, as a multiplexer of constants (LUT sites per bit). Fitted to
+# yosys's iCE40 LUTs of five shared engines (1 to 11 layers: LeNet's and MLPerf Tiny's
+# DS-CNN's); the error after it is −17 % … +1 % (docs/resources.md).
+_SHARED_CONTROL_LUTS = (90, 85)
+_SHARED_TABLE_LUTS_PER_BIT = 0.32
+
 _REQUANT_MULTIPLIER_BITS = 16   # M < 2^16, unsigned (see hwgen.hw.requant)
 _REQUANT_LOW_BITS = 17
 
@@ -184,6 +192,7 @@ class _Parts:
     lut_array_bits: int = 0  # partial-product bits of hwgen's LUT multipliers
     unrolled_bits: int = 0   # adder bits of an unrolled layer's constant arithmetic
     pipeline_bits: int = 0   # its pipeline registers
+    control_luts: int = 0    # a shared engine's sequencing, in LUT sites (measured, iCE40)
 
 
 def _act_bits(quant):
@@ -289,7 +298,9 @@ def _sequential_parts(layer_plan):
     counters = 6 * max(chain.steps(pe), 2).bit_length()
     adders = pe * acc + counters
     registers = multiplier_registers + 2 * pe * acc + 3 * pe * a + counters
-    return products + requant_products, memories, adders, requant_bits, registers, array_bits
+    control = _SHARED_CONTROL_LUTS[0] + _SHARED_CONTROL_LUTS[1] * (len(chain.layers) - 1)
+    return (products + requant_products, memories, adders, requant_bits, registers, array_bits,
+            control)
 
 
 def _window_parts(layer_plan, lanes):
@@ -395,7 +406,7 @@ def _unrolled_parts(layer_plan):
 def _parts(layer_plan, plan):
     """The :class:`_Parts` of one layer, with the FIFOs on its input edges."""
     layer = layer_plan.layer
-    array_bits, unrolled_bits, pipeline_bits = 0, 0, 0
+    array_bits, unrolled_bits, pipeline_bits, control_luts = 0, 0, 0, 0
     if layer_plan.engine == "unrolled":
         memories, registers, netlist = _unrolled_parts(layer_plan)
         products, adders, requant_bits = [], 0, 0
@@ -405,8 +416,8 @@ def _parts(layer_plan, plan):
     elif layer_plan.engine in ("table", "argmax"):
         products, memories, adders, requant_bits, registers = _lookup_parts(layer_plan)
     elif layer_plan.engine == "sequential":
-        products, memories, adders, requant_bits, registers, array_bits = _sequential_parts(
-            layer_plan)
+        (products, memories, adders, requant_bits, registers, array_bits,
+         control_luts) = _sequential_parts(layer_plan)
     elif layer_plan.engine in ("mac", "systolic", "depthwise"):
         products, memories, adders, requant_bits, registers, array_bits = _weighted_parts(
             layer_plan)
@@ -428,7 +439,7 @@ def _parts(layer_plan, plan):
                 registers += 2 * (lanes * bits + 1)
     return _Parts(tuple(products), tuple(memories), int(adders), int(requant_bits),
                   int(registers), int(array_bits), unrolled_bits=int(unrolled_bits),
-                  pipeline_bits=int(pipeline_bits))
+                  pipeline_bits=int(pipeline_bits), control_luts=int(control_luts))
 
 
 def layer_features(layer_plan, family, plan=None, model=None):
@@ -444,6 +455,7 @@ def layer_features(layer_plan, family, plan=None, model=None):
         if not per_product:
             lut_multiplier_bits += a_bits * b_bits * count
     bram, logic_memory_bits, spram = 0, 0, 0
+    control_luts = parts.control_luts
     for what, depth, width, count in parts.memories:
         if what == "activations" and family == "ice40":
             # A shared engine's banks go into SB_SPRAM256KA where they are large (the
@@ -455,14 +467,17 @@ def layer_features(layer_plan, family, plan=None, model=None):
                 continue
         blocks = memory_blocks(depth, width, model, what)
         bram += blocks * count
-        if not blocks:
+        if not blocks and what == "requant table":
+            control_luts += _SHARED_TABLE_LUTS_PER_BIT * depth * width * count
+        elif not blocks:
             logic_memory_bits += depth * width * count
     features = {"layer": 1, "adder_bits": parts.adder_bits,
                 "requant_bits": parts.requant_bits,
                 "lut_multiplier_bits": lut_multiplier_bits,
                 "logic_memory_bits": logic_memory_bits, "register_bits": parts.register_bits,
                 "lut_array_bits": parts.lut_array_bits, "unrolled_bits": parts.unrolled_bits,
-                "pipeline_bits": parts.pipeline_bits, "spram": spram}
+                "pipeline_bits": parts.pipeline_bits, "spram": spram,
+                "control_luts": control_luts}
     return dsp, bram, features
 
 
@@ -594,7 +609,8 @@ def layer_cost(layer_plan, board, plan=None):
                      _bits_label(layer_plan.layer), layer_plan.multipliers,
                      _linear(model.lut, features,
                              model.lut_array * features["lut_array_bits"]
-                             + model.lut_unrolled * features["unrolled_bits"]),
+                             + model.lut_unrolled * features["unrolled_bits"]
+                             + features["control_luts"]),
                      _linear(model.ff, features, features["pipeline_bits"]), dsp, bram,
                      layer_plan.cycles,
                      layer_plan.multiplier_label, features["spram"])
