@@ -295,6 +295,7 @@ class SequentialEngine(wiring.Component):
         # The running layer's constants are registers loaded as it starts (no multiplexer
         # from the layer number on the per-step paths); loop ends as last indices.
         layer = Signal(range(count))
+        following = Signal(range(count + 1))  # layer + 1, a register of its own
         held = {name: Signal.like(values[0], name=f"held_{name}")
                 for name, values in const.items()}
         limits = ("loop", "kw", "kh", "groups", "out_width", "out_height")
@@ -316,58 +317,75 @@ class SequentialEngine(wiring.Component):
         channel = Signal(range(max(sum(row["groups"] for row in rows) * pe, 2)))
         running, waiting = Signal(), Signal()
         written = Signal(range(count + 1))  # layers of this frame whose outputs are written
-        last = {name: counter == ends[limit] for (name, counter), limit in zip(
-            counters.items(), limits[1:])}
+        # Whether each counter is at its loop's end, registered: set as the counter steps
+        # onto its last index, so no compare sits on the loops' enable paths.
+        limit_of = dict(zip(counters, limits[1:]))
+        last = {name: Signal(name=f"{name}_last") for name in counters}
+
+        def up(name):
+            counter = counters[name]
+            return [counter.eq(counter + 1), last[name].eq(counter + 1 == ends[limit_of[name]])]
+
+        def zero(*names):
+            return [statement for name in names for statement in
+                    (counters[name].eq(0), last[name].eq(ends[limit_of[name]] == 0))]
+
+        single = {name: _table([int(row[limit] == 1) for row in rows])
+                  for name, limit in limit_of.items()}
+        single["c"] = _table([int(row["loop"] == 1) for row in rows])
         window_end = c.last & last["kx"] & last["ky"]
 
         def start(index):
             """The counters' values at the start of layer ``index``."""
-            return [layer.eq(index), running.eq(1), wstep.eq(const["base"][index]),
+            return [layer.eq(index), following.eq(index + 1), running.eq(1),
+                    wstep.eq(const["base"][index]),
                     channel.eq(const["channel"][index]),
                     iy0.eq(const["top"][index]), iy.eq(const["top"][index]),
                     ix0.eq(const["left"][index]), ix.eq(const["left"][index]),
                     origin.eq(const["origin"][index]), row_origin.eq(const["origin"][index]),
                     pix.eq(const["origin"][index]),
                     *(held[name].eq(const[name][index]) for name in const),
-                    *(ends[name].eq(const[name][index] - 1) for name in limits)]
+                    *(ends[name].eq(const[name][index] - 1) for name in limits),
+                    *(last[name].eq(single[name][index]) for name in counters),
+                    c.last.eq(single["c"][index])]
 
         c.advance(running)
         with m.If(running):
             m.d.sync += wstep.eq(wstep + 1)
             with m.If(c.last):
                 with m.If(~last["kx"]):
-                    m.d.sync += [kx.eq(kx + 1), ix.eq(ix + 1), pix.eq(pix + held["cw"])]
+                    m.d.sync += [*up("kx"), ix.eq(ix + 1), pix.eq(pix + held["cw"])]
                 with m.Elif(~last["ky"]):
-                    m.d.sync += [kx.eq(0), ky.eq(ky + 1), iy.eq(iy + 1), ix.eq(ix0),
+                    m.d.sync += [*zero("kx"), *up("ky"), iy.eq(iy + 1), ix.eq(ix0),
                                  pix.eq(pix + held["down"])]
                 with m.Elif(~last["g"]):
-                    m.d.sync += [kx.eq(0), ky.eq(0), g.eq(g + 1), iy.eq(iy0), ix.eq(ix0),
+                    m.d.sync += [*zero("kx", "ky"), *up("g"), iy.eq(iy0), ix.eq(ix0),
                                  pix.eq(origin), channel.eq(channel + pe)]
                 with m.Else():
-                    m.d.sync += [kx.eq(0), ky.eq(0), g.eq(0), wstep.eq(held["base"]),
+                    m.d.sync += [*zero("kx", "ky", "g"), wstep.eq(held["base"]),
                                  channel.eq(held["channel"])]
                     step_x, step_y = held["step_x"], held["step_y"]
                     with m.If(~last["ox"]):
-                        m.d.sync += [ox.eq(ox + 1), ix0.eq(ix0 + held["sx"]),
+                        m.d.sync += [*up("ox"), ix0.eq(ix0 + held["sx"]),
                                      ix.eq(ix0 + held["sx"]), iy.eq(iy0),
                                      origin.eq(origin + step_x), pix.eq(origin + step_x)]
                     with m.Elif(~last["oy"]):
-                        m.d.sync += [ox.eq(0), oy.eq(oy + 1), iy0.eq(iy0 + held["sy"]),
+                        m.d.sync += [*zero("ox"), *up("oy"), iy0.eq(iy0 + held["sy"]),
                                      iy.eq(iy0 + held["sy"]),
                                      ix0.eq(held["left"]), ix.eq(held["left"]),
                                      row_origin.eq(row_origin + step_y),
                                      origin.eq(row_origin + step_y),
                                      pix.eq(row_origin + step_y)]
                     with m.Else():
-                        m.d.sync += [ox.eq(0), oy.eq(0), running.eq(0), waiting.eq(1)]
+                        m.d.sync += [*zero("ox", "oy"), running.eq(0), waiting.eq(1)]
         with m.If(accepted & last_input):
             m.d.sync += [*start(0), written.eq(0)]
-        with m.If(waiting & (written == layer + 1)):
+        with m.If(waiting & (written == following)):
             m.d.sync += waiting.eq(0)
-            with m.If(layer == count - 1):
+            with m.If(following == count):
                 m.d.sync += phase.eq(_OUTPUT)
             with m.Else():
-                m.d.sync += start(layer + 1)
+                m.d.sync += start(following)
 
         # Operands, three registers behind the issue like the weight ROM's words: the step's
         # input word from bank l mod 2; one code of it for every lane, or lane p's own code
@@ -467,14 +485,18 @@ class SequentialEngine(wiring.Component):
         complete = Signal(collected)
         _insert(m, complete, _held(m, "collected", collected, result, complete), w_lane,
                 requant.o.payload.data[0])
+        # The layer's last word, a register loaded as the layer before it finishes.
+        last_words = [row["out_words"] - 1 for row in rows]
+        w_end = Signal(range(max(max(last_words) + 1, 2)), init=last_words[0])
         word_done = result & (w_lane == pe - 1)
-        layer_done = word_done & (w_word == const["out_words"][w_layer] - 1)
+        layer_done = word_done & (w_word == w_end)
         with m.If(result):
             m.d.sync += w_lane.eq(Mux(w_lane == pe - 1, 0, w_lane + 1))
         with m.If(word_done):
             m.d.sync += w_word.eq(Mux(layer_done, 0, w_word + 1))
         with m.If(layer_done):
-            m.d.sync += [w_layer.eq(Mux(w_layer == count - 1, 0, w_layer + 1)),
+            next_layer = Mux(w_layer == count - 1, 0, w_layer + 1)
+            m.d.sync += [w_layer.eq(next_layer), w_end.eq(_table(last_words)[next_layer]),
                          written.eq(written + 1)]
         loading = phase == _LOAD
         last_layer = w_layer == count - 1
@@ -610,7 +632,10 @@ class _Position:
         self.lane = Signal(range(lanes), name=f"{name}_lane")
         self.word = Signal(range(max(math.ceil(most / lanes), 2)), name=f"{name}_word")
         self._lanes = lanes
-        self.last = self.value == (most - 1 if end is None else end)
+        # Whether the position is the last, registered (a signal ``end`` changes only while
+        # the counter stands at 0, and whoever changes it sets ``last`` too).
+        self._end = most - 1 if end is None else end
+        self.last = Signal(name=f"{name}_last", init=int(end is None and most == 1))
 
     def __iter__(self):
         return iter((self, self.lane, self.word))
@@ -619,11 +644,13 @@ class _Position:
         lane_end = self.lane == self._lanes - 1
         with self._m.If(en):
             with self._m.If(self.last):
-                self._m.d.sync += [self.value.eq(0), self.lane.eq(0), self.word.eq(0)]
+                self._m.d.sync += [self.value.eq(0), self.lane.eq(0), self.word.eq(0),
+                                   self.last.eq(self._end == 0)]
             with self._m.Else():
                 self._m.d.sync += [self.value.eq(self.value + 1),
                                    self.lane.eq(Mux(lane_end, 0, self.lane + 1)),
-                                   self.word.eq(self.word + lane_end)]
+                                   self.word.eq(self.word + lane_end),
+                                   self.last.eq(self.value + 1 == self._end)]
 
 
 def _held(m, name, layout, en, value):
