@@ -26,6 +26,7 @@ import hwgen
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import models  # noqa: E402
+from report import table  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BOARD = "icebreaker"
@@ -92,15 +93,6 @@ def bench(label, make, bits, engine, folder, *, simulate, synth, bitstream):
         row.update({"bitstream": f"{built.size:,} B", "clock MHz": built.clock_mhz,
                     "inf/s on board": f"{built.clock_mhz * 1e6 / plan.initiation_interval:,.0f}"})
     return row
-
-
-def table(rows):
-    keys = list(dict.fromkeys(key for row in rows for key in row))
-    widths = {key: max(len(key), *(len(str(row.get(key, ""))) for row in rows)) for key in keys}
-    lines = ["  ".join(f"{key:>{widths[key]}}" for key in keys)]
-    lines += ["  ".join(f"{str(row.get(key, '')):>{widths[key]}}" for key in keys)
-              for row in rows]
-    return "\n".join(lines)
 
 
 def main():

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import hwgen
+from report import table
 
 SIZES = (16, 64, 32, 32, 5)
 
@@ -69,15 +70,6 @@ def bench(prune, board, clock, synth, folder):
                     "yosys DSP": result.totals["dsp"],
                     "synth s": f"{sum(result.seconds.values()):.0f}"})
     return row
-
-
-def table(rows):
-    keys = list(dict.fromkeys(key for row in rows for key in row))
-    widths = {key: max(len(key), *(len(str(row.get(key, ""))) for row in rows)) for key in keys}
-    lines = ["  ".join(f"{key:>{widths[key]}}" for key in keys)]
-    lines += ["  ".join(f"{str(row.get(key, '')):>{widths[key]}}" for key in keys)
-              for row in rows]
-    return "\n".join(lines)
 
 
 def main():

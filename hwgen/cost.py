@@ -125,7 +125,7 @@ _LOGIC_MEMORIES = {"requant layers"}
 # LUT sites: a fixed part and one per layer after the first, and its requant table, where it
 # is too small for block RAM, as a multiplexer of constants (LUT sites per bit). Fitted to
 # yosys's iCE40 LUTs of five shared engines (1 to 11 layers: LeNet's and MLPerf Tiny's
-# DS-CNN's); the error after it is −35 % … +1 % (docs/resources.md).
+# DS-CNN's); docs/resources.md gives the error.
 _SHARED_CONTROL_LUTS = (90, 85)
 _SHARED_TABLE_LUTS_PER_BIT = 0.32
 # On iCE40 a flip-flop without a LUT of its own takes a logic cell: nextpnr's cells of a shared

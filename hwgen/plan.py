@@ -45,8 +45,9 @@ interval), lets every unpinned layer take any folding and multiplier kind that m
 interval, and keeps the choice whose modelled resources (:func:`hwgen.cost.estimate`) fit
 within ``max_utilization`` (default :func:`default_utilization`: 80 % of logic and DSPs, 95 %
 of block RAM, all SPRAM) of every resource of the board and leave the most headroom. The
-result is exact for the resource model: no shorter interval has a fitting plan. A model that does not fit even at its smallest folding is an
-error naming the resources that run out and by how much.
+result is exact for the resource model: no shorter interval has a fitting plan. A model that
+does not fit even at its smallest folding is an error naming the resources that run out and
+by how much.
 """
 
 import dataclasses

@@ -174,16 +174,13 @@ def code_bits(layers):
 RESULT_CODES = 64
 
 
-def _out_codes(layer):
-    return layer.out_features if layer.op == "dense" else math.prod(layer.out_shape)
-
-
 def result_apart(layers):
     """Whether the chain's result goes to registers of its own, not to a bank: its codes are
     wider than every code the layers read and there are at most :data:`RESULT_CODES` of them
     (a classifier's logits after narrow hidden layers)."""
     read = max(layer.input.bits for layer in layers)
-    return layers[-1].output.bits > read and _out_codes(layers[-1]) <= RESULT_CODES
+    return (layers[-1].output.bits > read
+            and math.prod(SharedOp.of(layers[-1]).out_shape) <= RESULT_CODES)
 
 
 def stored_bits(layers):

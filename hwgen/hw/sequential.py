@@ -18,10 +18,11 @@ A frame goes through three phases, one after the other:
    of this one is written (the drain, :attr:`SequentialEngine.drain`);
 3. **output**: the last layer's codes leave one per beat on ``o``, from its bank.
 
-Codes live in the buffer at their own width, in fields as wide as the widest code
-(:func:`~hwgen.plan_sequential.stored_bits`); as a layer reads them it extends them by its
-input's signedness to one shape for every layer (:func:`shared_code_shape`, signed), so the
-multipliers see each layer's codes as the values they are.
+Codes live in the buffer at their own width, in fields as wide as the widest code the layers
+read (:func:`~hwgen.plan_sequential.stored_bits`; a wider short result has registers of its
+own); as a layer reads them it extends them by its input's signedness to one shape for every
+layer (:func:`shared_code_shape`, signed), so the multipliers see each layer's codes as the
+values they are.
 Padding channels (a layer whose outputs ``pe`` does not divide) have zero weights and their
 layer's last channel's requant parameters; nothing reads them.
 """
