@@ -277,12 +277,12 @@ def _weighted_parts(layer_plan):
 
 def _sequential_parts(layer_plan):
     """A shared layer-sequential engine (:class:`~hwgen.hw.sequential.SequentialEngine`): its
-    ``pe`` multipliers at the chain's widest weights and shared code width, one requant lane,
-    the weight ROM (per layer, group and window step one word of ``pe`` weights), the two
-    activation banks, the requant's table, the accumulators and the queue into the
-    requant."""
+    ``pe`` multipliers at the chain's widest weight operand and shared code width, one requant
+    lane, the weight ROM (per layer, group and window step one word of ``pe`` weights), the
+    activation banks (:attr:`~hwgen.plan_sequential.Chain.slots`), the requant's table, the
+    accumulators and the queue into the requant."""
     chain, pe, kind = layer_plan.layer, layer_plan.pe, layer_plan.multiplier
-    w, a, acc = chain.weight_bits, chain.code_bits, chain.acc_bits
+    w, a, acc = chain.operand_bits, chain.code_bits, chain.acc_bits
     product_bits = w + a
     if kind == "lut":
         products, array_bits = [], pe * w * a
@@ -294,8 +294,9 @@ def _sequential_parts(layer_plan):
         1, acc, max(_REQUANT_MULTIPLIER_BITS, chain.multiplier_bits))
     from .hw.sequential import requant_table
     table = requant_table(chain.layers, pe)
-    memories = [("weights", max(chain.weight_words(pe), 1), pe * w, 1),
-                ("activations", 2 * chain.bank_words(pe), pe * chain.stored_bits, 1),
+    memories = [("weights", max(chain.weight_words(pe), 1), pe * chain.weight_bits, 1),
+                ("activations", chain.slots.count * chain.bank_words(pe),
+                 pe * chain.stored_bits, 1),
                 ("requant table", len(table.channel_words), table.channel_bits, 1),
                 ("requant layers", len(table.layer_words), table.layer_bits, 1)]
     counters = 6 * max(chain.steps(pe), 2).bit_length()
@@ -464,7 +465,8 @@ def layer_features(layer_plan, family, plan=None, model=None):
             # A shared engine's banks go into SB_SPRAM256KA where they are large (the
             # default target "ice40" builds them so).
             from .hw.sequential import spram_count
-            sprams = spram_count(depth // 2, width)
+            banks = layer_plan.layer.slots.count
+            sprams = spram_count(depth // banks, width, banks)
             if sprams:
                 spram += sprams * count
                 continue

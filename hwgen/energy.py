@@ -239,7 +239,7 @@ def _arithmetic(layer_plan, model):
         return 0, 0, netlist.adder_bits * _vectors(layer_plan)
     if engine == "sequential":
         # Every step multiplies one code by pe weights, padding channels included.
-        pe, w, a = layer_plan.pe, layer.weight_bits, layer.code_bits
+        pe, w, a = layer_plan.pe, layer.operand_bits, layer.code_bits
         products = layer.steps(pe) * pe * w * a
         hard = layer_plan.multiplier != "lut" and _hard(w, a, model, w + a)
         hard_bits, soft_bits, adds = _requant_ops(sum(layer.groups(pe)) * pe, layer.acc_bits,

@@ -14,15 +14,16 @@ chain's layers, for the plan's cycle and cost models and for the hardware alike.
 import dataclasses
 import functools
 import math
+import operator
 
 import numpy as np
 
 from .errors import HwgenError
 from .reference import Rounding
 
-__all__ = ["Chain", "SharedOp", "SHARED_OPS", "shared_chains", "shared_ops", "plan_units",
-           "sequential_cycles", "sequential_pes", "code_bits", "stored_bits",
-           "result_apart", "weight_bits", "RESULT_CODES"]
+__all__ = ["Chain", "SharedOp", "Slots", "SHARED_OPS", "buffer_slots", "shared_chains",
+           "shared_ops", "plan_units", "sequential_cycles", "sequential_pes", "code_bits",
+           "stored_bits", "result_apart", "weight_bits", "operand_bits", "RESULT_CODES"]
 
 # The most multipliers the board search gives a shared engine: beyond, a dataflow plan of the
 # same multipliers is the better design.
@@ -37,7 +38,10 @@ class SharedOp:
     each window position itself; otherwise (dense, conv) one input code per step goes to every
     lane. A dense layer is a 1×1 image; ``unit``: every weight is 1 (pools, whose zero point
     the bias takes off, ``−kh·kw·zp``); ``maximum``: the window's codes are compared, not
-    added (a max pool: pads hold the lowest code, the requant is the identity)."""
+    added (a max pool: pads hold the lowest code, the requant is the identity); ``add``: an
+    elementwise add, lane-wise over a window of two steps, the first reading its input ``a``,
+    the second ``b``, their weights its multipliers ``M_a`` and ``M_b`` (per-layer constants,
+    not words of the ROM), the bias ``−(M_a·zp_a + M_b·zp_b)``, the requant's multiplier 1."""
 
     layer: object
     in_shape: tuple
@@ -48,9 +52,13 @@ class SharedOp:
     lanewise: bool
     unit: bool
     maximum: bool = False
+    add: bool = False
 
     @classmethod
     def of(cls, layer):
+        if layer.op == "add":
+            shape = tuple(layer.shape) if len(layer.shape) == 3 else (1, 1, layer.shape[-1])
+            return cls(layer, shape, shape, (1, 1), (1, 1), (0, 0), True, False, add=True)
         if layer.op == "dense":
             return cls(layer, (1, 1, layer.in_features), (1, 1, layer.out_features), (1, 1),
                        (1, 1), (0, 0), False, False)
@@ -61,11 +69,17 @@ class SharedOp:
             return cls(layer, tuple(layer.in_shape), tuple(layer.out_shape),
                        tuple(layer.kernel), tuple(layer.stride), tuple(layer.pads[:2]), True,
                        True, layer.op == "maxpool")
-        raise HwgenError(f"the sequential engine computes dense, conv and pooling layers, "
-                         f"not {layer.op} ({layer.name!r})")
+        raise HwgenError(f"the sequential engine computes dense, conv, pooling and add "
+                         f"layers, not {layer.op} ({layer.name!r})")
 
-    channel_loop = property(lambda self: 1 if self.lanewise else self.in_shape[2])
+    channel_loop = property(lambda self: 2 if self.add else 1 if self.lanewise
+                            else self.in_shape[2])
     window = property(lambda self: self.kernel[0] * self.kernel[1] * self.channel_loop)
+
+    def loop(self, pe):
+        """The channel loop the engine counts on ``pe`` multipliers: an add's two steps and
+        idle ones up to ``pe`` (the requant takes a group's ``pe`` sums one per cycle)."""
+        return max(self.channel_loop, pe) if self.add else self.channel_loop
     pixels = property(lambda self: self.out_shape[0] * self.out_shape[1])
     out_channels = property(lambda self: self.out_shape[2])
 
@@ -73,16 +87,17 @@ class SharedOp:
         return math.ceil(self.out_channels / pe)
 
     def steps(self, pe):
-        return self.pixels * self.groups(pe) * self.window
+        return self.pixels * self.groups(pe) * self.kernel[0] * self.kernel[1] * self.loop(pe)
 
     def weight_count(self, pe):
-        """Words of :meth:`weight_words`: per group, one per window step (none for ``unit``)."""
-        return 0 if self.unit else self.groups(pe) * self.window
+        """Words of :meth:`weight_words`: per group, one per window step (none for ``unit``
+        and ``add``)."""
+        return 0 if self.unit or self.add else self.groups(pe) * self.window
 
     def weight_words(self, pe):
         """The ROM words of this layer, per group and window step ``pe`` weights (none for
-        ``unit``)."""
-        if self.unit:
+        ``unit`` and ``add``)."""
+        if self.unit or self.add:
             return []
         layer = self.layer
         weight = np.asarray(layer.weight, np.int64).reshape(
@@ -102,8 +117,27 @@ class SharedOp:
         return self.layer.input.lo if self.maximum else self.layer.input.zero_point
 
     @property
+    def inputs(self):
+        """The quantizations of the codes the layer reads, in its steps' order."""
+        layer = self.layer
+        return (layer.input_a, layer.input_b) if self.add else (layer.input,)
+
+    @property
+    def add_weights(self):
+        """An add's two weights, ``(M_a, M_b)`` (``(0, 0)`` for the other ops)."""
+        return (self.layer.multiplier_a, self.layer.multiplier_b) if self.add else (0, 0)
+
+    # The requant's multiplier and shift: an add's sum carries its multipliers already.
+    multiplier = property(lambda self: 1 if self.add else self.layer.multiplier)
+    shift = property(lambda self: self.layer.shift)
+
+    @property
     def bias(self):
         layer = self.layer
+        if self.add:
+            weight_a, weight_b = self.add_weights
+            return np.full(self.out_channels, -weight_a * layer.input_a.zero_point
+                           - weight_b * layer.input_b.zero_point, np.int64)
         if self.maximum:   # the requant adds the zero point back
             return np.full(self.out_channels, -layer.output.zero_point, np.int64)
         if self.unit:
@@ -115,6 +149,9 @@ class SharedOp:
     def sum_bound(self):
         """The largest ``|Σ w·q|`` of a window (the bias is added in the requant)."""
         layer = self.layer
+        if self.add:
+            return sum(weight * max(abs(quant.lo), abs(quant.hi))
+                       for weight, quant in zip(self.add_weights, self.inputs))
         code = max(abs(layer.input.lo), abs(layer.input.hi))
         if self.maximum:
             return code
@@ -125,34 +162,80 @@ class SharedOp:
 
 def shared_ops(layers):
     """The :class:`SharedOp` of each of ``layers``, if they form a chain the shared engine
-    computes: dense, conv and pooling layers, each reading the one before alone (a dense
-    layer behind an image reads it as one window over the whole image), one rounding mode
-    other than onnxruntime's float32; else :class:`HwgenError` naming the layer."""
+    computes: dense, conv, pooling and add layers in an order that computes them, the first
+    reading one tensor (the chain's input), each later one that input or outputs of layers
+    before it (a dense layer behind an image reads it as one window over the whole image),
+    every output but the last read within the chain, one rounding mode other than
+    onnxruntime's float32; else :class:`HwgenError` naming the layer."""
     layers = tuple(layers)
     if not layers:
         raise HwgenError("the sequential engine needs at least one layer")
+    if len(layers[0].inputs) != 1:
+        raise HwgenError(f"layer {layers[0].name!r} reads {len(layers[0].inputs)} tensors: the "
+                         "first layer of a shared engine reads one, the engine's input")
+    shapes = {layers[0].inputs[0]: SharedOp.of(layers[0]).in_shape}
     ops = []
-    for index, layer in enumerate(layers):
-        op = SharedOp.of(layer)
-        if index:
-            previous = ops[-1].out_shape
-            if tuple(layer.inputs) != (layers[index - 1].name,):
-                raise HwgenError(f"layer {layer.name!r} does not read "
-                                 f"{layers[index - 1].name!r} alone: the sequential engine "
-                                 "computes a chain")
-            if previous != op.in_shape:
-                if layer.op != "dense" or math.prod(previous) != layer.in_features:
-                    raise HwgenError(f"layer {layer.name!r} reads {previous}, not its "
-                                     f"{op.in_shape}")
-                op = dataclasses.replace(op, in_shape=previous, kernel=previous[:2])
+    for layer in layers:
+        op = _reading(SharedOp.of(layer), shapes)
         if layer.rounding is Rounding.FLOAT32_ORT:
             raise HwgenError(f"layer {layer.name!r} requantizes with onnxruntime's float32 "
                              "rounding, which the sequential engine does not build")
         if layer.rounding is not chain_rounding(layers) and layer.op != "maxpool":
             raise HwgenError(f"layers {layers[0].name!r} and {layer.name!r} round differently; "
                              "the sequential engine's one requant unit needs one mode")
+        shapes[layer.name] = op.out_shape
         ops.append(op)
+    read = {tensor for layer in layers for tensor in layer.inputs}
+    unread = [layer.name for layer in layers[:-1] if layer.name not in read]
+    if unread:
+        raise HwgenError(f"no layer of the chain reads {unread[0]!r}: only the last layer's "
+                         "output leaves a shared engine")
     return tuple(ops)
+
+
+def _reading(op, shapes):
+    """``op`` as it reads the tensors of ``shapes`` (the chain's so far, by name): a dense
+    layer behind an image reads it whole as one window."""
+    layer = op.layer
+    if layer.name in shapes:
+        raise HwgenError(f"layer {layer.name!r} appears twice in the chain")
+    missing = [tensor for tensor in layer.inputs if tensor not in shapes]
+    if missing:
+        raise HwgenError(f"layer {layer.name!r} reads {missing[0]!r}, which the chain does not "
+                         "compute before it: the layers of a shared engine read its input or "
+                         "the layers before them")
+    read = [shapes[tensor] for tensor in layer.inputs]
+    if any(shape != op.in_shape for shape in read):
+        if layer.op != "dense" or math.prod(read[0]) != layer.in_features:
+            raise HwgenError(f"layer {layer.name!r} reads {read[0]}, not its {op.in_shape}")
+        op = dataclasses.replace(op, in_shape=read[0], kernel=read[0][:2])
+    return op
+
+
+@dataclasses.dataclass(frozen=True)
+class Slots:
+    """Where a shared engine keeps its tensors, in banks of the activation buffer: per layer
+    the banks it reads (in its inputs' order) and the one it writes, and how many banks."""
+
+    reads: tuple
+    writes: tuple
+    count: int
+
+
+def buffer_slots(layers):
+    """The :class:`Slots` of a chain: its input is loaded into bank 0; each layer writes the
+    lowest bank holding nothing that it or a later layer reads (a plain chain takes two, in
+    turn; a residual block three)."""
+    last_read = {tensor: index for index, layer in enumerate(layers) for tensor in layer.inputs}
+    bank_of = {layers[0].inputs[0]: 0}
+    reads, writes = [], []
+    for index, layer in enumerate(layers):
+        busy = {bank_of[tensor] for tensor in layer.inputs} | {
+            bank for tensor, bank in bank_of.items() if last_read.get(tensor, -1) > index}
+        writes.append(min(set(range(len(busy) + 1)) - busy))
+        reads.append(tuple(bank_of[tensor] for tensor in layer.inputs))
+        bank_of[layer.name] = writes[-1]
+    return Slots(tuple(reads), tuple(writes), max(writes) + 1)
 
 
 def chain_rounding(layers):
@@ -178,7 +261,7 @@ def result_apart(layers):
     """Whether the chain's result goes to registers of its own, not to a bank: its codes are
     wider than every code the layers read and there are at most :data:`RESULT_CODES` of them
     (a classifier's logits after narrow hidden layers)."""
-    read = max(layer.input.bits for layer in layers)
+    read = _read_bits(layers)
     return (layers[-1].output.bits > read
             and math.prod(SharedOp.of(layers[-1]).out_shape) <= RESULT_CODES)
 
@@ -187,13 +270,25 @@ def stored_bits(layers):
     """Bits a code takes in the shared engine's buffer: the widest code the layers read, and
     the result's unless it is kept apart (:func:`result_apart`); each is stored at its own
     width (the engine extends it by its layer's signedness as it reads it)."""
-    read = max(layer.input.bits for layer in layers)
+    read = _read_bits(layers)
     return read if result_apart(layers) else max(read, layers[-1].output.bits)
 
 
+def _read_bits(layers):
+    """The widest code the layers read."""
+    return max(quant.bits for op in map(SharedOp.of, layers) for quant in op.inputs)
+
+
 def weight_bits(layers):
-    """The chain's widest weights (a pool's unit weight takes 2 bits)."""
+    """The chain's widest weights in the ROM (a pool's unit weight takes 2 bits)."""
     return max(getattr(layer, "weight_bits", 2) for layer in layers)
+
+
+def operand_bits(layers):
+    """The width of the multipliers' weight operand: the ROM's weights, or an add's
+    multipliers where wider (unsigned, so one bit more)."""
+    return max([weight_bits(layers)] + [max(SharedOp.of(layer).add_weights).bit_length() + 1
+                                        for layer in layers if layer.op == "add"])
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -212,13 +307,14 @@ class Chain:
     out_features = property(lambda self: math.prod(self.ops[-1].out_shape))
     macs = property(lambda self: sum(layer.macs for layer in self.layers))
     weight_bits = property(lambda self: weight_bits(self.layers))
+    operand_bits = property(lambda self: operand_bits(self.layers))
     code_bits = property(lambda self: code_bits(self.layers))
     stored_bits = property(lambda self: stored_bits(self.layers))
     result_apart = property(lambda self: result_apart(self.layers))
     act_bits = property(lambda self: max(layer.act_bits for layer in self.layers))
     acc_bits = property(lambda self: max(op.sum_bound for op in self.ops).bit_length() + 1)
     multiplier_bits = property(lambda self: max(
-        max(int(np.max(op.layer.multiplier)), 1).bit_length() for op in self.ops))
+        max(int(np.max(op.multiplier)), 1).bit_length() for op in self.ops))
     rounding = property(lambda self: chain_rounding(self.layers))
     relu = property(lambda self: self.layers[-1].relu)
     out_shape = property(lambda self: self.layers[-1].out_shape if self.layers[-1].op != "dense"
@@ -228,6 +324,11 @@ class Chain:
     def ops(self):
         """:func:`shared_ops` of the layers (computed once)."""
         return shared_ops(self.layers)
+
+    @functools.cached_property
+    def slots(self):
+        """:func:`buffer_slots` of the layers (computed once)."""
+        return buffer_slots(self.layers)
 
     def groups(self, pe):
         """Output words per layer (pixels × groups of ``pe`` channels)."""
@@ -242,7 +343,7 @@ class Chain:
         return sum(op.weight_count(pe) for op in self.ops)
 
     def bank_words(self, pe):
-        """Words of ``pe`` codes in each of the two activation banks."""
+        """Words of ``pe`` codes in each bank of the activation buffer (:attr:`slots`)."""
         first = self.ops[0]
         return max([first.in_shape[0] * first.in_shape[1] * math.ceil(first.in_shape[2] / pe)]
                    + self.groups(pe))
@@ -252,49 +353,71 @@ class Chain:
 
 
 # The ops a shared engine computes; ``make_plan``'s fallback first shares only the dense ones.
-SHARED_OPS = ("dense", "conv", "avgpool", "global_avgpool", "maxpool")
+SHARED_OPS = ("dense", "conv", "avgpool", "global_avgpool", "maxpool", "add")
 
 
 def _shareable(layer, ops):
     return layer.op in ops and layer.rounding is not Rounding.FLOAT32_ORT
 
 
-def _joins(layer, previous, qgraph):
-    """Whether ``layer`` continues the chain that ends in ``previous``."""
-    return (previous is not None and tuple(layer.inputs) == (previous.name,)
-            and len(qgraph.consumers(previous.name)) == 1
-            and (layer.op == "maxpool" or previous.op == "maxpool"
-                 or layer.rounding is previous.rounding))
+def _joins(layer, current):
+    """Whether ``layer`` can continue the run of layers ``current``: it reads only the run's
+    input and outputs, and rounds like the run (a max pool, which does not round, joins any)."""
+    known = {current[0].inputs[0]} | {previous.name for previous in current}
+    rounds = [previous.rounding for previous in current if previous.op != "maxpool"]
+    return (set(layer.inputs) <= known and layer.name not in known
+            and (layer.op == "maxpool" or not rounds or layer.rounding is rounds[0]))
+
+
+def _closed(run, qgraph):
+    """How many of the run's first layers form a chain: the most whose outputs but the last's
+    no layer after them reads."""
+    inside = set()
+    for index in range(len(run), 1, -1):
+        inside = {layer.name for layer in run[:index]}
+        if all(set(map(operator.attrgetter("name"), qgraph.consumers(layer.name))) <= inside
+               for layer in run[:index - 1]):
+            return index
+    return 1
 
 
 def shared_chains(qgraph, ops=("dense",)):
     """The chains of ``qgraph``'s layers of ``ops`` (default dense; :data:`SHARED_OPS` for
-    all a shared engine computes), each as a :class:`Chain`: maximal runs of such layers in
-    which every layer reads the one before, alone, and that one feeds nothing else, with one
-    rounding mode; layers with onnxruntime's float32 rounding stay out."""
-    chains, current = [], []
-    for layer in qgraph.layers:
-        if not _shareable(layer, ops):
-            if current:
-                chains.append(Chain(tuple(current)))
-            current = []
+    all a shared engine computes), each as a :class:`Chain`: maximal runs of such layers, in
+    the graph's order, whose first reads one tensor and each later one that tensor or outputs
+    of the run (a residual block: its convolutions and the add of the skip), and whose outputs
+    but the last nothing outside reads, with one rounding mode; layers with onnxruntime's
+    float32 rounding stay out."""
+    chains, layers, index, run = [], list(qgraph.layers), 0, []
+    while index < len(layers) or run:
+        layer = layers[index] if index < len(layers) else None
+        if run and layer is not None and _shareable(layer, ops) and _joins(layer, run):
+            run.append(layer)
+            index += 1
             continue
-        if current and _joins(layer, current[-1], qgraph):
-            current.append(layer)
+        if run:  # close the run; the layers after its chain are looked at again
+            length = _closed(run, qgraph)
+            chains.append(Chain(tuple(run[:length])))
+            index -= len(run) - length
+            run = []
             continue
-        if current:
-            chains.append(Chain(tuple(current)))
-        current = [layer]
-    if current:
-        chains.append(Chain(tuple(current)))
+        if _shareable(layer, ops) and len(layer.inputs) == 1:
+            run = [layer]
+        index += 1
     return chains
 
 
+def largest_pe(ops):
+    """The most multipliers an engine over ``ops`` takes: its smallest window but an add's
+    (the requant takes a group's sums one per cycle while the next group computes; an add
+    waits for it)."""
+    return min([op.window for op in ops if not op.add] or [MAX_PE])
+
+
 def sequential_pes(chain):
-    """The ``pe`` values a chain's engine can take: 1 up to its smallest window (the requant
-    takes a group's sums one per cycle while the next group computes), at most
+    """The ``pe`` values a chain's engine can take: 1 up to :func:`largest_pe`, at most
     :data:`MAX_PE`."""
-    return list(range(1, min(min(op.window for op in chain.ops), MAX_PE) + 1))
+    return list(range(1, min(largest_pe(chain.ops), MAX_PE) + 1))
 
 
 def sequential_cycles(chain, pe, multiplier="dsp"):

@@ -134,8 +134,14 @@ def test_errors():
     layers = _chain(rng, [6, 5, 3], WIDTHS[0][:2])
     with pytest.raises(HwgenError, match="pe must be from 1 to 5"):
         SequentialEngine(layers, 6)
-    with pytest.raises(HwgenError, match="does not read 'fc0' alone"):
+    with pytest.raises(HwgenError, match="'fc0' appears twice"):
         SequentialEngine([layers[0], layers[0]], 2)
+    with pytest.raises(HwgenError, match="reads 'elsewhere', which the chain does not compute"):
+        SequentialEngine([layers[0], dataclasses.replace(layers[1], inputs=("elsewhere",))], 2)
+    square = _chain(rng, [6, 6, 3], WIDTHS[0][:2])
+    with pytest.raises(HwgenError, match="no layer of the chain reads 'fc0'"):
+        SequentialEngine([square[0], dataclasses.replace(
+            square[1], inputs=square[0].inputs, input=square[0].input)], 2)
     with pytest.raises(HwgenError, match="round differently"):
         SequentialEngine([layers[0], dataclasses.replace(
             layers[1], rounding=Rounding.FLOOR)], 2)
@@ -195,3 +201,58 @@ def test_cnn_on_the_shared_engine(bits, pe, pool):
     run(steady, driver, monitor)
     last_out = monitor.times[expected.shape[1] - 1::expected.shape[1]]
     assert np.diff(last_out).tolist() == [steady.cycles_per_frame] * 2
+
+
+def _residual(rng, bits):
+    """A small quantized ResNet the shared engine computes whole: a stem, a block with the
+    identity on the skip path, a strided block with a 1×1 conv on it (read after the block's
+    convs, from the block's input), a global average pool and a dense classifier."""
+    from hwgen.graph import Graph
+    from hwgen.quantize import quantize
+    graph = Graph("resnet")
+
+    def conv(x, channels, out, kernel, stride, name):
+        return graph.conv2d(x, rng.normal(size=(out, kernel, kernel, channels)),
+                            rng.normal(size=out) * 0.3, stride=stride, padding=kernel // 2,
+                            name=name)
+
+    x = graph.relu(conv(graph.input((6, 5, 2)), 2, 3, 3, 1, "stem"))
+    y = conv(graph.relu(conv(x, 3, 3, 3, 1, "b1_conv1")), 3, 3, 3, 1, "b1_conv2")
+    x = graph.relu(graph.add(y, x, name="b1_add"))
+    y = conv(graph.relu(conv(x, 3, 4, 3, 2, "b2_conv1")), 4, 4, 3, 1, "b2_conv2")
+    x = graph.add(y, conv(x, 3, 4, 1, 2, "b2_skip"), name="b2_add")
+    x = graph.flatten(graph.global_avgpool(x, name="gap"), name="flat")
+    graph.dense(x, rng.normal(size=(3, 4)), rng.normal(size=3), name="fc")
+    return quantize(graph, rng.normal(size=(32, 6, 5, 2)), bits)
+
+
+@pytest.mark.parametrize("bits,pe,multiplier", [("w8a8", 2, "dsp"), ("w4a4", 3, "lut"),
+                                                ("w3a6", 1, "dsp")])
+def test_residual_blocks_on_the_shared_engine(bits, pe, multiplier):
+    """Residual adds on the engine: each add reads its two inputs from their banks (three
+    banks: the block's input stays while its convs run), weighs them by its multipliers and
+    requantizes; every code equals ``run_integer``'s under stalls, frames leave at the
+    modelled interval without them, and the first ``latency`` cycles after its last input."""
+    from hwgen.plan_sequential import buffer_slots
+    rng = np.random.default_rng(pe + len(bits))
+    qgraph = _residual(rng, bits)
+    layers = list(qgraph.layers)
+    slots = buffer_slots(layers)
+    assert slots.count == 3
+    names = [layer.name for layer in layers]
+    b1 = names.index("b1_add")
+    assert slots.reads[b1] == (slots.writes[b1 - 1], slots.writes[0])  # conv2's and the stem's
+    images = random_codes(rng, qgraph.input, 4, 6 * 5 * 2)
+    expected = run_integer(qgraph, images).reshape(4, -1)
+    dut = SequentialEngine(layers, pe, multiplier=multiplier)
+    monitor = StreamMonitor(dut.o, 4 * 3, rng=rng, stall=0.3)
+    driver = StreamDriver(dut.i, frames_to_beats(images, 1), rng=rng, gap=0.2)
+    run(dut, driver, monitor)
+    np.testing.assert_array_equal(beats_to_frames(monitor.beats, 3), expected)
+    steady = SequentialEngine(layers, pe, multiplier=multiplier)
+    monitor = StreamMonitor(steady.o, 3 * 3)
+    driver = StreamDriver(steady.i, frames_to_beats(images[:3], 1))
+    run(steady, driver, monitor)
+    last_out = monitor.times[2::3]
+    assert np.diff(last_out).tolist() == [steady.cycles_per_frame] * 2
+    assert last_out[0] - driver.times[6 * 5 * 2 - 1] == steady.latency

@@ -34,6 +34,23 @@ def test_dense_chains():
     assert [[layer.name for layer in c.layers] for c in shared_chains(lenet)] == [["fc1", "fc2"]]
 
 
+def test_residual_chains():
+    """With adds shared, the residual model is one chain whose block input stays in a third
+    bank; without them the chains end where a tensor leaves for the add."""
+    from hwgen.plan_sequential import SHARED_OPS
+    calib = np.load(EXAMPLES / "cnn" / "calib.npz")
+    qgraph = hwgen.quantize(hwgen.load(EXAMPLES / "cnn" / "resnet.onnx"), calib["x"], "w8a8")
+    (chain,) = shared_chains(qgraph, SHARED_OPS)
+    assert [layer.name for layer in chain.layers] == ["stem", "conv1", "conv2", "add", "gap",
+                                                      "fc"]
+    assert chain.slots.count == 3
+    assert chain.slots.reads[3] == (chain.slots.writes[0], chain.slots.writes[2])
+    without = [op for op in SHARED_OPS if op != "add"]
+    assert [[layer.name for layer in c.layers] for c in shared_chains(qgraph, without)] == \
+        [["stem"], ["conv1", "conv2"], ["gap", "fc"]]
+    assert [c.slots.count for c in shared_chains(qgraph, without)] == [2, 2, 2]
+
+
 def test_multipliers_size_the_shared_engine():
     qgraph = quantized_mlp(np.random.default_rng(1), [12, 10, 8, 5], "w8a8")
     plan = hwgen.make_plan(qgraph, engine="sequential", multipliers=4)

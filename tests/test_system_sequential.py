@@ -43,11 +43,13 @@ def test_mlp_on_one_engine(bits, pe, tmp_path):
     ("lenet", "w8a8", ["sequential"]),
     ("dwsep", "w4a4", ["sequential"]),
     ("dwsep", "w6a6", ["systolic", "depthwise", "systolic", "gap", "sequential"]),
+    ("resnet", "w4a4", ["sequential"]),
 ])
 def test_cnns_on_shared_engines(model, bits, engines, tmp_path):
     """CNNs on shared engines: LeNet runs whole on one (convs, max pools, classifier), so
     does the depthwise-separable model (stem, depthwise, pointwise, global average pool,
-    classifier), or only its classifier is shared."""
+    classifier) and the residual model (its add reads the block's input from a third bank),
+    or only the depthwise-separable model's classifier is shared."""
     graph = hwgen.load(EXAMPLES / f"{model}.onnx")
     calib = np.load(EXAMPLES / "calib.npz")
     qgraph = hwgen.quantize(graph, calib["x"], bits)

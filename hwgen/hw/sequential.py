@@ -1,21 +1,25 @@
 """The layer-sequential engine: one array of MACs and one requant unit compute a chain of
-dense, conv and pooling layers one after another (a TPU-style shared engine), for boards too
-small for an engine per layer.
+dense, conv, pooling and add layers one after another (a TPU-style shared engine), for boards
+too small for an engine per layer.
 
 A frame goes through three phases, one after the other:
 
 1. **load**: the input codes (HWC) arrive one per beat and are written, ``pe`` channels of a
    pixel to a word, into the activation buffer's bank 0;
-2. **compute**: layer ``l`` reads its input from bank ``l mod 2`` and writes its output to the
-   other. Per output pixel, each group of ``pe`` output channels takes one step per window
-   position ``(ky, kx, c)`` (:class:`~hwgen.plan_sequential.SharedOp`): a step reads one input
-   word (one code of it broadcast to the ``pe`` multipliers, or, lane-wise, each lane's own)
-   and one word of ``pe`` weights from the weight ROM, whose words follow the schedule
-   (layer, group, window). A finished group's ``pe`` sums go, one per cycle, through a
-   one-lane :class:`~hwgen.hw.requant.Requant` indexed by channel, whose table holds every
-   layer's channels (bias, multiplier, shift, clamp ends and zero point per channel), and are
-   written back ``pe`` codes to a word. The next layer starts the cycle after the last word
-   of this one is written (the drain, :attr:`SequentialEngine.drain`);
+2. **compute**: each layer reads its inputs from their banks and writes its output to a bank
+   neither it nor a later layer still reads (:func:`~hwgen.plan_sequential.buffer_slots`: two
+   banks in turn for a plain chain, three for residual blocks, whose input waits for the
+   block's add). Per output pixel, each group of ``pe`` output channels takes one step per
+   window position ``(ky, kx, c)`` (:class:`~hwgen.plan_sequential.SharedOp`): a step reads
+   one input word (one code of it broadcast to the ``pe`` multipliers, or, lane-wise, each
+   lane's own) and one word of ``pe`` weights from the weight ROM, whose words follow the
+   schedule (layer, group, window); an add takes two lane-wise steps, its input ``a``'s codes
+   times ``M_a``, then ``b``'s times ``M_b`` (idle steps before them up to ``pe``). A
+   finished group's ``pe`` sums go, one per cycle, through a one-lane
+   :class:`~hwgen.hw.requant.Requant` indexed by channel, whose table holds every layer's
+   channels (bias, multiplier, shift, clamp ends and zero point per channel), and are written
+   back ``pe`` codes to a word. The next layer starts the cycle after the last word of this
+   one is written (the drain, :attr:`SequentialEngine.drain`);
 3. **output**: the last layer's codes leave one per beat on ``o``, from its bank.
 
 Codes live in the buffer at their own width, in fields as wide as the widest code the layers
@@ -38,8 +42,8 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import HwgenError
-from ..plan_sequential import (Chain, chain_rounding, code_bits, sequential_cycles, shared_ops,
-                               weight_bits)
+from ..plan_sequential import (Chain, chain_rounding, code_bits, largest_pe, operand_bits,
+                               sequential_cycles, shared_ops)
 from ..reference import Rounding
 from .dsp import check_target
 from .multiplier import multiplier_latency, multiply_kind
@@ -74,7 +78,7 @@ def drain_cycles(layers, pe, multiplier="dsp"):
     ``layers``: the address register, the buffer read and operand register, the multiplier,
     the accumulate, the group's ``pe`` sums into the requant one per cycle, the requant, the
     write."""
-    widths = (weight_bits(layers), code_bits(layers))
+    widths = (operand_bits(layers), code_bits(layers))
     return (_READ_STAGES + multiplier_latency(multiplier, 1, widths) + 1 + pe
             + Requant.latency_of(layers[0], indexed=True) + 1)
 
@@ -139,8 +143,8 @@ class _SharedRequant:
                 else 0 if field(layer, "bias_fraction") is None else layer.bias_fraction)
         return cls(
             bias=column(lambda _, op: op.bias),
-            multiplier=column(lambda layer, _: layer.multiplier),
-            shift=column(lambda layer, _: layer.shift),
+            multiplier=column(lambda _, op: op.multiplier),
+            shift=column(lambda _, op: op.shift),
             clamp_lo=column(lambda layer, _: layer.clamp_lo),
             clamp_hi=column(lambda layer, _: layer.clamp_hi),
             zero_point=column(lambda layer, _: layer.output.zero_point),
@@ -152,9 +156,9 @@ class _SharedRequant:
 
 
 class SequentialEngine(wiring.Component):
-    """A chain of ``layers`` (dense, conv, depthwise conv, average and max pools) on one array of
-    ``pe`` multipliers and a one-lane requant unit, layer after layer (see the module doc),
-    bit-exact with :func:`hwgen.reference.run_integer` over the chain.
+    """A chain of ``layers`` (dense, conv, depthwise conv, average and max pools, adds) on one
+    array of ``pe`` multipliers and a one-lane requant unit, layer after layer (see the module
+    doc), bit-exact with :func:`hwgen.reference.run_integer` over the chain.
 
     Cycles per frame (input always valid, ``o`` always ready) are :attr:`cycles_per_frame`:
     the input's codes (load) ``+`` :attr:`steps` (compute) ``+ n ·`` :attr:`drain` ``+`` the
@@ -164,7 +168,7 @@ class SequentialEngine(wiring.Component):
 
     Parameters
     ----------
-    layers : sequence of QDense, QConv or QPool (average)
+    layers : sequence of QDense, QConv, QPool or QAdd
         A chain (:func:`~hwgen.plan_sequential.shared_ops`).
     pe : int
         Multipliers, one output channel each per step; at most the smallest window of the
@@ -187,7 +191,7 @@ class SequentialEngine(wiring.Component):
         self._layers = self._chain.layers
         self._ops = self._chain.ops
         self._pe = operator.index(pe)
-        smallest = min(op.window for op in self._ops)
+        smallest = largest_pe(self._ops)
         if not 1 <= self._pe <= smallest:
             raise HwgenError(f"the sequential engine's pe must be from 1 to {smallest} (the "
                              f"chain's smallest window), not {pe}")
@@ -197,8 +201,10 @@ class SequentialEngine(wiring.Component):
         self._target = check_target(target)
         self._kind = multiplier
         self._shape = shared_code_shape(self._layers)
-        self._forms = sorted({(op.layer.input.bits, op.layer.input.signed) for op in self._ops})
+        self._forms = sorted({(quant.bits, quant.signed) for op in self._ops
+                              for quant in op.inputs})
         self._weight_bits = self._chain.weight_bits
+        self._slots = self._chain.slots
         self._bank_words = self._chain.bank_words(self._pe)
         super().__init__({
             "i": In(stream.Signature(frame_layout(code_shape(self._layers[0].input), 1))),
@@ -243,20 +249,23 @@ class SequentialEngine(wiring.Component):
         """Per layer, the constants its loops and addresses take."""
         pe, base, channel = self._pe, 0, 0
         rows = []
-        for op in self._ops:
+        for op, reads in zip(self._ops, self._slots.reads):
+            forms = [self._forms.index((quant.bits, quant.signed)) for quant in op.inputs]
             height, width, channels = op.in_shape
             words = math.ceil(channels / pe)
             (kh, kw), (sy, sx), (top, left) = op.kernel, op.stride, op.pads
             rows.append(dict(
-                height=height, width=width, loop=op.channel_loop, kh=kh, kw=kw,
+                height=height, width=width, loop=op.loop(pe), kh=kh, kw=kw,
                 out_width=op.out_shape[1], out_height=op.out_shape[0], groups=op.groups(pe),
                 lanewise=int(op.lanewise), unit=int(op.unit), maximum=int(op.maximum),
                 zero=op.pad_code,
                 base=base, channel=channel, top=-top, left=-left, cw=words,
                 down=(width - kw + 1) * words, step_x=sx * words, step_y=sy * width * words,
                 origin=(-top * width - left) * words, sx=sx, sy=sy,
-                out_words=op.pixels * op.groups(pe),
-                form=self._forms.index((op.layer.input.bits, op.layer.input.signed))))
+                out_words=op.pixels * op.groups(pe), form=forms[0], form_b=forms[-1],
+                add=int(op.add), first_step=op.loop(pe) - op.channel_loop if op.add else 0,
+                weight_a=op.add_weights[0], weight_b=op.add_weights[1],
+                bank_a=reads[0], bank_b=reads[-1]))
             base += op.weight_count(pe)
             channel += op.groups(pe) * pe
         return rows
@@ -265,7 +274,7 @@ class SequentialEngine(wiring.Component):
         pe, shape, ops = self._pe, self._shape, self._ops
         count, bank = len(ops), self._bank_words
         word = data.ArrayLayout(unsigned(self._chain.stored_bits), pe)
-        read, write = _banks(m, word, bank, self._target)
+        read, write = _banks(m, word, bank, self._slots.count, self._target)
         rows = self._constants()
         const = {name: _table([row[name] for row in rows]) for name in rows[0]}
         phase = Signal(range(3))
@@ -301,7 +310,7 @@ class SequentialEngine(wiring.Component):
                 for name, values in const.items()}
         limits = ("loop", "kw", "kh", "groups", "out_width", "out_height")
         ends = {name: Signal.like(const[name][0], name=f"end_{name}") for name in limits}
-        c, c_lane, c_word = _Position(m, "c", max(op.channel_loop for op in ops), pe,
+        c, c_lane, c_word = _Position(m, "c", max(op.loop(pe) for op in ops), pe,
                                       end=ends["loop"])
         counters = {name: Signal(range(max(max(row[limit] for row in rows), 2)), name=name)
                     for name, limit in (("kx", "kw"), ("ky", "kh"), ("g", "groups"),
@@ -401,45 +410,55 @@ class SequentialEngine(wiring.Component):
         # A step's buffer address and read enable are registered (the read is a cycle behind
         # the issue, its data two, the operand three), so the counters' compares and adders
         # end in flip-flops, not in the RAMs' pins.
-        step_addr, step_bank, step_read = Signal.like(read.addr), Signal(), Signal()
-        step_lane, step_pad = Signal.like(c_lane), Signal()
+        # An add's second step reads its input b, from its own bank, in its own form.
+        step_addr, step_bank, step_read = Signal.like(read.addr), Signal.like(read.bank), Signal()
+        step_lane, step_pad, step_second = Signal.like(c_lane), Signal(), Signal()
+        # An add's loop is idle steps up to pe, then a and b: b is the loop's last step.
+        second = held["add"] & c.last
+        idle = c.value < held["first_step"]
         m.d.sync += [
             step_addr.eq(pix + Mux(lanewise, g, c_word)),
-            step_bank.eq(layer[0] if count > 1 else 0),
+            step_bank.eq(Mux(second, held["bank_b"], held["bank_a"])), step_second.eq(second),
             # Only real reads: a single-port bank may be written in the same cycle.
-            step_read.eq(running & ~outside), step_lane.eq(c_lane), step_pad.eq(outside),
+            step_read.eq(running & ~outside & ~idle), step_lane.eq(c_lane), step_pad.eq(outside),
         ]
         m.d.comb += [
-            read.bank.eq(Mux(phase == _OUTPUT, count % 2, step_bank)),
+            read.bank.eq(Mux(phase == _OUTPUT, self._slots.writes[-1], step_bank)),
             read.addr.eq(Mux(phase == _OUTPUT, out_word, step_addr)),
             read.en.eq(Mux(phase == _OUTPUT, output_en, step_read)),
         ]
-        read_lane, read_pad = Signal.like(c_lane), Signal()
-        m.d.sync += [read_lane.eq(step_lane), read_pad.eq(step_pad)]
+        read_lane, read_pad, read_second = Signal.like(c_lane), Signal(), Signal()
+        m.d.sync += [read_lane.eq(step_lane), read_pad.eq(step_pad), read_second.eq(step_second)]
         selected = _select(m, read.data, read_lane, word.elem_shape)
         operands = [Signal(shape, name=f"operand{lane}") for lane in range(pe)]
+        form = Mux(read_second, held["form_b"], held["form"])
         for lane, operand in enumerate(operands):
             stored = Mux(lanewise, read.data[lane], selected)
             forms = Array(stored[:bits].as_signed() if is_signed else stored[:bits]
                           for bits, is_signed in self._forms)
-            m.d.sync += operand.eq(Mux(read_pad, held["zero"], forms[held["form"]]))
+            m.d.sync += operand.eq(Mux(read_pad, held["zero"], forms[form]))
+        operand_second = Signal()
+        m.d.sync += operand_second.eq(read_second)
         assert WeightRom.latency + 1 == _READ_STAGES
         weight_shape = signed(self._weight_bits)
         weight_addr = Signal.like(wstep)
         m.d.sync += weight_addr.eq(wstep)
         weights = weight_rom(m, "weights", data.ArrayLayout(weight_shape, pe),
                              weight_words, weight_addr, target=self._target)
+        add_weight = Mux(operand_second, held["weight_b"], held["weight_a"])
 
         # Flags travel with the step: valid, first and last step of a window, the requant
         # table's word of the group's first channel.
         flags = data.StructLayout({"valid": 1, "first": 1, "last": 1,
                                    "channel": len(channel), "layer": len(layer)})
-        widths = (self._weight_bits, shape.width)
+        operand_shape = signed(self._chain.operand_bits)
+        widths = (operand_shape.width, shape.width)
         stages = [Signal(flags, name=f"flags{index}")
                   for index in range(_READ_STAGES + multiplier_latency(self._kind, 1, widths))]
-        m.d.sync += [stages[0].valid.eq(running),
-                     stages[0].first.eq((c.value == 0) & (kx == 0) & (ky == 0)),
-                     stages[0].last.eq(window_end), stages[0].channel.eq(channel),
+        m.d.sync += [stages[0].valid.eq(running & ~idle),
+                     stages[0].first.eq((c.value == held["first_step"]) & (kx == 0) & (ky == 0)),
+                     stages[0].last.eq(window_end),
+                     stages[0].channel.eq(channel),
                      stages[0].layer.eq(layer)]
         m.d.sync += [later.eq(earlier) for earlier, later in zip(stages, stages[1:])]
         arrived = stages[-1]
@@ -447,8 +466,8 @@ class SequentialEngine(wiring.Component):
         sums = [Signal(acc_shape, name=f"acc{lane}") for lane in range(pe)]
         unit = held["unit"]
         for lane, total in enumerate(sums):
-            weight = Signal(weight_shape, name=f"weight{lane}")
-            m.d.comb += weight.eq(Mux(unit, 1, weights[lane]))
+            weight = Signal(operand_shape, name=f"weight{lane}")
+            m.d.comb += weight.eq(Mux(unit, 1, Mux(held["add"], add_weight, weights[lane])))
             product = multiply_kind(m, self._kind, weight, operands[lane], 1,
                                     target=self._target, name=f"mul{lane}")[0]
             with m.If(arrived.valid):
@@ -489,6 +508,8 @@ class SequentialEngine(wiring.Component):
         # The layer's last word, a register loaded as the layer before it finishes.
         last_words = [row["out_words"] - 1 for row in rows]
         w_end = Signal(range(max(max(last_words) + 1, 2)), init=last_words[0])
+        writes = self._slots.writes
+        w_bank = Signal.like(write.bank, init=writes[0])
         word_done = result & (w_lane == pe - 1)
         layer_done = word_done & (w_word == w_end)
         with m.If(result):
@@ -498,12 +519,12 @@ class SequentialEngine(wiring.Component):
         with m.If(layer_done):
             next_layer = Mux(w_layer == count - 1, 0, w_layer + 1)
             m.d.sync += [w_layer.eq(next_layer), w_end.eq(_table(last_words)[next_layer]),
-                         written.eq(written + 1)]
+                         w_bank.eq(_table(writes)[next_layer]), written.eq(written + 1)]
         loading = phase == _LOAD
         last_layer = w_layer == count - 1
         m.d.comb += [
             write.en.eq(Mux(loading, load_write, word_done & ~(apart & last_layer))),
-            write.bank.eq(~loading & (~w_layer[0] if count > 1 else 1)),
+            write.bank.eq(Mux(loading, 0, w_bank)),
             write.addr.eq(Mux(loading, load_word, w_word)),
             write.data.eq(Mux(loading, incoming,
                               Cat(code[:word.elem_shape.width] for code in complete))),
@@ -561,19 +582,19 @@ SPRAM_WORDS, SPRAM_BITS = 16384, 16
 SPRAM_MIN_BITS = 16384
 
 
-def spram_count(bank_words, width):
-    """``SB_SPRAM256KA`` the two activation banks of ``bank_words`` words of ``width`` bits
-    take on target ``"ice40"``: ``2·⌈width/16⌉``, or 0 where they stay in block RAM (too
-    small, or deeper than a single-port RAM)."""
+def spram_count(bank_words, width, banks=2):
+    """``SB_SPRAM256KA`` the ``banks`` activation banks of ``bank_words`` words of ``width``
+    bits take on target ``"ice40"``: ``banks·⌈width/16⌉``, or 0 where they stay in block RAM
+    (too small, or deeper than a single-port RAM)."""
     if bank_words * width < SPRAM_MIN_BITS or bank_words > SPRAM_WORDS:
         return 0
-    return 2 * math.ceil(width / SPRAM_BITS)
+    return banks * math.ceil(width / SPRAM_BITS)
 
 
 @dataclasses.dataclass
 class _Port:
-    """A port of the activation buffer: ``bank`` (0 or 1) and the ``addr`` within it, so no
-    adder or compare sits between the engine's counters and the RAMs."""
+    """A port of the activation buffer: ``bank`` (which of them) and the ``addr`` within it,
+    so no adder or compare sits between the engine's counters and the RAMs."""
 
     bank: object
     addr: object
@@ -581,29 +602,30 @@ class _Port:
     data: object
 
 
-def _banks(m, word, bank, target):
-    """The activation buffer's read and write ports: one RAM of two banks of ``bank``
+def _banks(m, word, bank, banks, target):
+    """The activation buffer's read and write ports: one RAM of ``banks`` banks of ``bank``
     words, or on target ``"ice40"`` (where :func:`spram_count` says so) one set of
     ``SB_SPRAM256KA`` per bank, each single-port: the engine never reads and writes one bank
-    in the same cycle (load writes bank 0 alone; layer l reads one bank and writes the other;
-    the output only reads). Both read with one cycle of latency and hold the data while the
-    read enable is low."""
-    read = _Port(Signal(), Signal(range(bank)), Signal(), Signal(word))
-    write = _Port(Signal(), Signal(range(bank)), Signal(), Signal(word))
-    if target != "ice40" or not spram_count(bank, word.size):
-        m.submodules.buffer = buffer = memory.Memory(shape=word, depth=2 * bank, init=[])
+    in the same cycle (load writes bank 0 alone; a layer writes a bank it does not read,
+    :func:`~hwgen.plan_sequential.buffer_slots`; the output only reads). Both read with one
+    cycle of latency and hold the data while the read enable is low."""
+    read = _Port(Signal(range(banks)), Signal(range(bank)), Signal(), Signal(word))
+    write = _Port(Signal(range(banks)), Signal(range(bank)), Signal(), Signal(word))
+    if target != "ice40" or not spram_count(bank, word.size, banks):
+        m.submodules.buffer = buffer = memory.Memory(shape=word, depth=banks * bank, init=[])
         ports = buffer.read_port(), buffer.write_port()
+        offsets = Array(Const(index * bank, range(banks * bank)) for index in range(banks))
         for port, inner in zip((read, write), ports):
-            m.d.comb += [inner.addr.eq(port.addr + Mux(port.bank, bank, 0)), inner.en.eq(port.en)]
+            m.d.comb += [inner.addr.eq(port.addr + offsets[port.bank]), inner.en.eq(port.en)]
         m.d.comb += [read.data.eq(ports[0].data), ports[1].data.eq(write.data)]
         return read, write
     chunks = math.ceil(word.size / SPRAM_BITS)
-    selected = Signal()  # the bank the read data comes from
+    selected = Signal(range(banks))  # the bank the read data comes from
     with m.If(read.en):
         m.d.sync += selected.eq(read.bank)
     outputs = []
     stored = write.data.as_value()
-    for index in range(2):
+    for index in range(banks):
         reading = read.en & (read.bank == index)
         writing = write.en & (write.bank == index)
         local = Signal(range(SPRAM_WORDS), name=f"bank{index}_address")
@@ -618,7 +640,7 @@ def _banks(m, word, bank, target):
                 i_CLOCK=ClockSignal(), i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1, o_DATAOUT=out)
             bank_out.append(out)
         outputs.append(Cat(*bank_out))
-    m.d.comb += read.data.eq(Mux(selected, outputs[1], outputs[0])[:word.size])
+    m.d.comb += read.data.eq(Array(outputs)[selected][:word.size])
     return read, write
 
 
