@@ -108,14 +108,14 @@ def rows(plan, record, family):
     """``[(features, lut, ff, dsp, bram)]``: per layer when the hierarchy survived, else one
     row for the whole design (harness excluded)."""
     names = [layer_plan.name for layer_plan in plan.layers]
-    per_layer = {name: {"lut": 0, "ff": 0, "dsp": 0, "bram": 0} for name in names}
+    per_layer = {name: dict.fromkeys(cost.RESOURCES, 0) for name in names}
     kept = False
     for block, counts in record.get("layers", {}).items():
         name = owner(block, names)
         if name is None:
             continue
         for resource in per_layer[name]:
-            value = logic_luts(counts, family) if resource == "lut" else counts[resource]
+            value = logic_luts(counts, family) if resource == "lut" else counts.get(resource, 0)
             per_layer[name][resource] += value
         kept = kept or any(counts[r] for r in ("lut", "ff"))
     modelled = {p.name: cost.layer_features(p, family, plan) for p in plan.layers}

@@ -47,7 +47,7 @@ RESOURCES = ("lut", "ff", "dsp", "bram", "spram")
 
 # The structural counts the LUT and FF models are linear in (see layer_features).
 FEATURES = ("layer", "adder_bits", "requant_bits", "lut_multiplier_bits", "logic_memory_bits",
-            "register_bits")
+            "register_bits", "window")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +69,10 @@ class FamilyModel:
         bit. Fitted on one design each: ECP5 1.35 (nextpnr's count of a 64→32 w6a6 layer),
         Xilinx 0.66 (yosys ``synth_xilinx`` of the pruned jet tagger, LUT6 absorbing small
         adders); iCE40 is not measured (1.0, one LUT per carry bit).
+    ff_cells : LUT sites per flip-flop beyond the LUTs. An iCE40 logic cell holds one LUT
+        and one flip-flop, and nextpnr packs only some flip-flops beside a LUT of their own,
+        so the cells are the LUTs plus this fraction of the flip-flops (fitted to nextpnr's
+        packing, see docs/resources.md); 0 where flip-flops have sites of their own.
     """
 
     dsp_a: int
@@ -82,6 +86,7 @@ class FamilyModel:
     ff: dict
     lut_array: float = 0.0
     lut_unrolled: float = 1.0
+    ff_cells: float = 0.0
 
 
 _DP16KD = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
@@ -94,26 +99,26 @@ FAMILY_MODELS = {
     "ecp5": FamilyModel(18, 18, 2, 0, _DP16KD, 2, 4096,
                         lut={"layer": 135.1, "adder_bits": 0.0, "requant_bits": 5.123,
                              "lut_multiplier_bits": 0.0, "logic_memory_bits": 0.1953,
-                             "register_bits": 0.2169},
+                             "register_bits": 0.2169, "window": 0.0},
                         ff={"layer": 0.0, "adder_bits": 0.0, "requant_bits": 9.223,
                             "lut_multiplier_bits": 0.0, "logic_memory_bits": 0.1621,
-                            "register_bits": 0.5841},
+                            "register_bits": 0.5841, "window": 0.0},
                         lut_array=2.116, lut_unrolled=1.353),
     "ice40": FamilyModel(16, 16, 2, 11, _SB_RAM40, 8, 64,
-                         lut={"layer": 180.5, "adder_bits": 0.0, "requant_bits": 6.148,
-                              "lut_multiplier_bits": 0.6437, "logic_memory_bits": 0.1464,
-                              "register_bits": 0.4481},
-                         ff={"layer": 0.0, "adder_bits": 0.0, "requant_bits": 9.994,
-                             "lut_multiplier_bits": 0.0, "logic_memory_bits": 0.032,
-                             "register_bits": 0.8668},
-                         lut_array=2.036),
+                         lut={"layer": 0.0, "adder_bits": 5.643, "requant_bits": 10.97,
+                              "lut_multiplier_bits": 0.0045, "logic_memory_bits": 0.371,
+                              "register_bits": 0.0101, "window": 350.4},
+                         ff={"layer": 0.0, "adder_bits": 5.103, "requant_bits": 9.805,
+                             "lut_multiplier_bits": 0.0, "logic_memory_bits": 0.4512,
+                             "register_bits": 0.2192, "window": 420.6},
+                         lut_array=2.036, ff_cells=0.563),
     "xc7": FamilyModel(25, 18, 2, 9, _RAMB36, 128, 8192,
                        lut={"layer": 336.4, "adder_bits": 0.0, "requant_bits": 0.0,
                             "lut_multiplier_bits": 0.1378, "logic_memory_bits": 0.0221,
-                            "register_bits": 0.361},
+                            "register_bits": 0.361, "window": 0.0},
                        ff={"layer": 204.2, "adder_bits": 2.034, "requant_bits": 5.352,
                            "lut_multiplier_bits": 0.3646, "logic_memory_bits": 0.0,
-                           "register_bits": 0.0},
+                           "register_bits": 0.0, "window": 0.0},
                        lut_array=1.454, lut_unrolled=0.66),
 }
 FAMILY_MODELS["xcup"] = dataclasses.replace(FAMILY_MODELS["xc7"], dsp_a=27)
@@ -128,9 +133,6 @@ _LOGIC_MEMORIES = {"requant layers"}
 # DS-CNN's); docs/resources.md gives the error.
 _SHARED_CONTROL_LUTS = (90, 85)
 _SHARED_TABLE_LUTS_PER_BIT = 0.32
-# On iCE40 a flip-flop without a LUT of its own takes a logic cell: nextpnr's cells of a shared
-# engine exceed yosys's LUTs by 0.6 flip-flops (DS-CNN, LeNet), 0.9 of the modelled ones.
-_ICE40_SHARED_FF_CELLS = 0.9
 
 _REQUANT_MULTIPLIER_BITS = 16   # M < 2^16, unsigned (see hwgen.hw.requant)
 _REQUANT_LOW_BITS = 17
@@ -480,6 +482,7 @@ def layer_features(layer_plan, family, plan=None, model=None):
                 "requant_bits": parts.requant_bits,
                 "lut_multiplier_bits": lut_multiplier_bits,
                 "logic_memory_bits": logic_memory_bits, "register_bits": parts.register_bits,
+                "window": int(any(what == "line buffer" for what, *_ in parts.memories)),
                 "lut_array_bits": parts.lut_array_bits, "unrolled_bits": parts.unrolled_bits,
                 "pipeline_bits": parts.pipeline_bits, "spram": spram,
                 "control_luts": control_luts}
@@ -611,8 +614,7 @@ def layer_cost(layer_plan, board, plan=None):
     model = FAMILY_MODELS[board.family]
     folding = layer_plan.describe().partition(":")[2].partition(":")[0]
     ff = _linear(model.ff, features, features["pipeline_bits"])
-    cells = (_ICE40_SHARED_FF_CELLS * ff
-             if board.family == "ice40" and layer_plan.engine == "sequential" else 0)
+    cells = model.ff_cells * ff
     return LayerCost(layer_plan.name, layer_plan.engine, folding,
                      _bits_label(layer_plan.layer), layer_plan.multipliers,
                      _linear(model.lut, features,
