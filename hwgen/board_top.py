@@ -3,7 +3,10 @@
 :func:`build_bitstream` wraps ``OUT/<top>.v`` (instantiated as a Verilog black box) in
 :class:`BoardTop`, an Amaranth design for the board's amaranth-boards platform, and builds it
 with that platform's open-source flow (yosys, nextpnr, icepack/ecppack, all from YoWASP) into
-``OUT/synth/bitstream/``. The design runs at the board's oscillator clock.
+``OUT/synth/bitstream/``. On iCE40 the design runs on a PLL's clock (:class:`Ice40Pll`,
+``SB_PLL40_PAD`` from the board's oscillator): the fastest the placed design meets, found by
+building it at the oscillator first, or the one asked for; elsewhere it runs at the
+oscillator.
 
 Byte protocol (8N1, :data:`DEFAULT_BAUD` baud unless told otherwise, no flow control):
 
@@ -31,7 +34,8 @@ import os
 from pathlib import Path
 
 from amaranth.build import ResourceError
-from amaranth.hdl import Cat, ClockSignal, Elaboratable, Instance, Module, ResetInserter, Signal
+from amaranth.hdl import (Cat, ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module,
+                          ResetInserter, Signal)
 from amaranth.lib import io, stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -40,7 +44,8 @@ from .board import get_board
 from .errors import HwgenError
 
 __all__ = ["DEFAULT_BAUD", "UARTReceiver", "UARTTransmitter", "CodePacker", "CodeUnpacker",
-           "UARTBridge", "BoardTop", "BitstreamResult", "build_bitstream"]
+           "UARTBridge", "BoardTop", "BitstreamResult", "Ice40Pll", "ice40_pll",
+           "build_bitstream"]
 
 DEFAULT_BAUD = 115200
 
@@ -306,10 +311,51 @@ class UARTBridge(wiring.Component):
         return m
 
 
+@dataclasses.dataclass(frozen=True)
+class Ice40Pll:
+    """An iCE40 PLL in simple feedback (``SB_PLL40_PAD``): the reference divided by
+    ``divr + 1`` (the phase detector's input, 10–133 MHz), multiplied by ``divf + 1`` in the VCO
+    (533–1066 MHz), divided by ``2^divq``: ``out = ref·(divf + 1) / ((divr + 1)·2^divq)``,
+    16–275 MHz (Lattice's iCE40 sysCLOCK PLL design guide)."""
+
+    reference_mhz: float
+    divr: int
+    divf: int
+    divq: int
+
+    pfd_mhz = property(lambda self: self.reference_mhz / (self.divr + 1))
+    vco_mhz = property(lambda self: self.pfd_mhz * (self.divf + 1))
+    mhz = property(lambda self: self.vco_mhz / 2 ** self.divq)
+
+    @property
+    def filter_range(self):
+        """The loop filter's setting for the phase detector's frequency."""
+        return 1 + sum(self.pfd_mhz >= edge for edge in (17, 26, 44, 66, 101))
+
+
+def ice40_pll(reference_mhz, most_mhz):
+    """The :class:`Ice40Pll` from ``reference_mhz`` with the highest output of at most
+    ``most_mhz``; :class:`HwgenError` where none is (below 16 MHz)."""
+    best = None
+    for divr in range(16):
+        for divq in range(1, 7):
+            for divf in range(128):
+                pll = Ice40Pll(float(reference_mhz), divr, divf, divq)
+                if (10 <= pll.pfd_mhz <= 133 and 533 <= pll.vco_mhz <= 1066
+                        and 16 <= pll.mhz <= min(most_mhz, 275)
+                        and (best is None or pll.mhz > best.mhz)):
+                    best = pll
+    if best is None:
+        raise HwgenError(f"an iCE40 PLL from {reference_mhz:g} MHz makes 16 to 275 MHz, "
+                         f"nothing at or below {most_mhz:g} MHz")
+    return best
+
+
 class BoardTop(Elaboratable):
     """The accelerator ``top`` (a Verilog black box the platform must have been given with
-    ``add_file``) behind a :class:`UARTBridge` on the platform's ``uart`` 0, clocked by the
-    platform's default clock at ``baud`` baud.
+    ``add_file``) behind a :class:`UARTBridge` on the platform's ``uart`` 0 at ``baud`` baud,
+    clocked by the platform's default clock or, given ``pll`` (an :class:`Ice40Pll`), by that
+    PLL from it (held in reset until the PLL locks).
 
     Parameters
     ----------
@@ -318,14 +364,35 @@ class BoardTop(Elaboratable):
     manifest : dict
         The design's ``manifest.json`` (ports, input shape).
     baud : int
+    pll : Ice40Pll or None
     """
 
-    def __init__(self, top, manifest, baud=DEFAULT_BAUD):
+    def __init__(self, top, manifest, baud=DEFAULT_BAUD, pll=None):
         self._top, self._manifest, self._baud = top, manifest, int(baud)
+        self._pll = pll
+
+    def _clock(self, m, platform):
+        """The design's clock in Hz, and whether it runs (the PLL has locked)."""
+        if self._pll is None:
+            return platform.default_clk_frequency, Const(1)
+        pll, clock = self._pll, Signal(name="pll_clk")
+        locked, stable = Signal(name="pll_locked"), Signal(name="pll_stable")
+        m.domains.sync = ClockDomain("sync")
+        pad = platform.request(platform.default_clk, 0, dir="-")
+        m.submodules.pll = Instance(
+            "SB_PLL40_PAD", p_FEEDBACK_PATH="SIMPLE", p_PLLOUT_SELECT="GENCLK",
+            p_DIVR=Const(pll.divr, 4), p_DIVF=Const(pll.divf, 7), p_DIVQ=Const(pll.divq, 3),
+            p_FILTER_RANGE=Const(pll.filter_range, 3), i_PACKAGEPIN=pad.io, i_RESETB=1,
+            i_BYPASS=0, o_PLLOUTGLOBAL=clock, o_LOCK=locked)
+        # nextpnr derives the output's clock constraint from the pad's and the settings.
+        m.d.comb += ClockSignal("sync").eq(clock)
+        m.submodules.lock_sync = FFSynchronizer(locked, stable)
+        return pll.mhz * 1e6, stable
 
     def elaborate(self, platform):
         m = Module()
-        divisor = round(platform.default_clk_frequency / self._baud)
+        frequency, running = self._clock(m, platform)
+        divisor = round(frequency / self._baud)
         uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
         m.submodules.rx_buffer = rx_buffer = io.Buffer("i", uart.rx)
         m.submodules.tx_buffer = tx_buffer = io.Buffer("o", uart.tx)
@@ -344,7 +411,7 @@ class BoardTop(Elaboratable):
         with m.If(~power_on.all()):
             m.d.sync += power_on.eq(power_on + 1)
         reset = Signal()
-        m.d.comb += reset.eq((~power_on.all()) | button)
+        m.d.comb += reset.eq((~power_on.all()) | button | ~running)
 
         m.submodules.bridge = bridge = ResetInserter(reset)(UARTBridge(
             self._manifest, divisor))
@@ -373,7 +440,7 @@ class BitstreamResult:
     seconds : float
         Wall-clock time of the build (yosys, nextpnr, packing).
     clock_mhz : float
-        The board's oscillator, which the design runs at.
+        The clock the design runs at: the board's oscillator, or an iCE40 PLL's.
     fmax_mhz : float or None
         nextpnr's maximum frequency of the design's clock.
     baud : int
@@ -396,7 +463,7 @@ class BitstreamResult:
     def summary(self):
         timing = "" if self.fmax_mhz is None else (
             f"; fmax {self.fmax_mhz:.1f} MHz ("
-            f"{'meets' if self.fmax_mhz >= self.clock_mhz else 'MISSES'} the board's "
+            f"{'meets' if self.fmax_mhz >= self.clock_mhz else 'MISSES'} its "
             f"{self.clock_mhz:g} MHz clock)")
         return (f"bitstream for {self.board}: {self.path} ({self.size:,} bytes) in "
                 f"{self.seconds:.1f} s{timing}\nUART {self.baud} baud 8N1: send "
@@ -424,19 +491,30 @@ _TOOLS = {"ice40": ("yosys", "nextpnr-ice40", "icepack"),
 _EXTENSIONS = {"ice40": ".bin", "ecp5": ".bit"}
 
 
-def build_bitstream(design_dir, board, *, baud=DEFAULT_BAUD, progress=None):
+# The first PLL clock tried: this much of the oscillator build's fmax (the placement changes
+# with the clock).
+_PLL_MARGIN = 0.95
+
+
+def build_bitstream(design_dir, board, *, baud=DEFAULT_BAUD, clock_mhz=None, progress=None):
     """Build the bitstream of the design in ``design_dir`` behind ``board``'s UART (see the
     module docstring) into ``OUT/synth/bitstream/``; returns a :class:`BitstreamResult`.
 
     On iCE40 multipliers go to the DSP blocks (``synth_ice40 -dsp``); a design with more
-    multipliers than the device has DSP blocks is built again with every multiplier in LUTs."""
-    from .synth import _tool, parse_nextpnr_log
-
+    multipliers than the device has DSP blocks is built again with every multiplier in LUTs.
+    On iCE40 the design runs on a PLL: at the highest clock of at most ``clock_mhz``, or, by
+    default, at the fastest it meets: built at the oscillator, then on a PLL at
+    :data:`_PLL_MARGIN` of that build's fmax, then once more at the fmax it reached, kept
+    where nextpnr says it meets its clock (else the oscillator build is built again)."""
     board = get_board(board)
     _platform(board)   # the board's own errors come before the design's
     if board.family not in _TOOLS:
         raise HwgenError(f"board {board.name!r}: no open-source bitstream flow for the "
                          f"{board.family} family (only iCE40 and ECP5)")
+    if clock_mhz is not None and board.family != "ice40":
+        raise HwgenError(f"--clock with --bitstream sets an iCE40 PLL; {board.name}'s "
+                         f"bitstream runs at its {board.clock_mhz:g} MHz oscillator")
+    pll = None if clock_mhz is None else ice40_pll(board.clock_mhz, clock_mhz)
     out = Path(design_dir)
     manifest_path = out / "manifest.json"
     if not manifest_path.is_file():
@@ -444,57 +522,104 @@ def build_bitstream(design_dir, board, *, baud=DEFAULT_BAUD, progress=None):
                          "create one with `hwgen build`")
     manifest = json.loads(manifest_path.read_text())
     _frame_beats(manifest)   # before any Elaboratable exists, so an error leaves none unused
-    name = f"{manifest['top']}_{board.name}"
-    build_dir = out / "synth" / "bitstream"
-    build_dir.mkdir(parents=True, exist_ok=True)
-    bitstream = build_dir / (name + _EXTENSIONS[board.family])
-    # Amaranth's build script takes each tool's path from an environment variable named after
-    # the tool (YOSYS, NEXTPNR_ICE40, ICEPACK, ...): point them at the YoWASP executables.
-    from amaranth._toolchain import tool_env_var
-    env = dict(os.environ)
-    env.update({tool_env_var(tool): _tool(tool) for tool in _TOOLS[board.family]})
+    build = _Build(board, manifest, out, baud, progress)
+    built = build(pll)
+    if clock_mhz is None and board.family == "ice40" and built.fmax_mhz:
+        built = _faster(build, built)
+    return dataclasses.replace(built, seconds=round(build.seconds, 2),
+                               notes=build.notes + built.notes)
 
-    seconds, notes = 0.0, []
-    for synth_opts in (["-dsp", ""] if board.family == "ice40" else [""]):
-        bitstream.unlink(missing_ok=True)
-        status, elapsed = _build_once(board, manifest, out, name, build_dir, baud, synth_opts,
-                                      env, progress)
-        seconds += elapsed
-        if status == 0 and bitstream.is_file():
+
+def _faster(build, slow):
+    """The build on the fastest PLL clock that meets timing, from the oscillator build
+    ``slow`` (see :func:`build_bitstream`), or ``slow`` built again."""
+    most = slow.fmax_mhz * _PLL_MARGIN
+    for _ in range(2):
+        if most <= slow.clock_mhz:
             break
-        log = (build_dir / "build.log").read_text(errors="replace").splitlines()
-        reason = next((line for line in log if line.startswith("ERROR")),
-                      f"the build script exited with status {status}")
-        if synth_opts and "ICESTORM_DSP" in reason:
-            notes.append(f"more multipliers than the {board.dsps} DSP blocks: built again with "
-                         "the multipliers in LUTs")
-            continue
-        raise HwgenError(f"bitstream build for {board.name} failed: {reason}; see "
-                         f"{build_dir / 'build.log'}")
-    timing = build_dir / f"{name}.tim"
-    clocks = parse_nextpnr_log(timing.read_text())["fmax"] if timing.is_file() else None
-    return BitstreamResult(board=board.name, path=bitstream, size=bitstream.stat().st_size,
-                           seconds=round(seconds, 2), clock_mhz=board.clock_mhz,
-                           fmax_mhz=min(clocks.values()) if clocks else None, baud=int(baud),
-                           bytes_in=_frame_bytes(manifest, "input"),
-                           bytes_out=_frame_bytes(manifest, "output"), notes=notes)
+        pll = ice40_pll(slow.clock_mhz, most)
+        if pll.mhz <= slow.clock_mhz:
+            break
+        built = build(pll)
+        if built.fmax_mhz and built.fmax_mhz >= pll.mhz:
+            return dataclasses.replace(built, notes=[
+                f"clocked by the iCE40 PLL at {pll.mhz:g} MHz from the {slow.clock_mhz:g} MHz "
+                f"oscillator (the oscillator build's fmax: {slow.fmax_mhz:.1f} MHz)"])
+        most = min(built.fmax_mhz or 0, pll.mhz - 0.5)
+    rebuilt = build(None)
+    return dataclasses.replace(rebuilt, notes=[
+        "no PLL clock above the oscillator met timing: runs at the oscillator"])
 
 
-def _build_once(board, manifest, out, name, build_dir, baud, synth_opts, env, progress):
-    """One run of the platform's build script (a platform builds once, so a fresh one)."""
-    from .synth import _run
+class _Build:
+    """Builds of one design for one board, at the oscillator (``pll=None``) or on a PLL,
+    adding up their time and notes."""
 
-    platform = _platform(board)
-    platform.add_file(manifest["verilog"], (out / manifest["verilog"]).read_text())
-    overrides = {"nextpnr_opts": "--timing-allow-fail"}
-    if synth_opts:
-        overrides["synth_opts"] = synth_opts
-    plan = platform.build(BoardTop(manifest["top"], manifest, baud), name=name,
-                          build_dir=str(build_dir), do_build=False, **overrides)
-    plan.extract(str(build_dir))
-    luts = board.family == "ice40" and not synth_opts
-    label = f"bitstream ({board.name}{', multipliers in LUTs' if luts else ''})"
-    return _run(["sh", f"build_{name}.sh"], build_dir, label, progress, "build.log", env)
+    def __init__(self, board, manifest, out, baud, progress):
+        from amaranth._toolchain import tool_env_var
+
+        from .synth import _tool
+
+        self.board, self.manifest, self.out, self.baud = board, manifest, out, baud
+        self.progress, self.seconds, self.notes = progress, 0.0, []
+        self.name = f"{manifest['top']}_{board.name}"
+        self.build_dir = out / "synth" / "bitstream"
+        self.build_dir.mkdir(parents=True, exist_ok=True)
+        # Amaranth's build script takes each tool's path from an environment variable named
+        # after the tool (YOSYS, NEXTPNR_ICE40, ICEPACK, ...): point them at YoWASP's.
+        self.env = dict(os.environ)
+        self.env.update({tool_env_var(tool): _tool(tool) for tool in _TOOLS[board.family]})
+
+    def __call__(self, pll):
+        from .synth import parse_nextpnr_log
+
+        board, build_dir = self.board, self.build_dir
+        bitstream = build_dir / (self.name + _EXTENSIONS[board.family])
+        for synth_opts in (["-dsp", ""] if board.family == "ice40" else [""]):
+            bitstream.unlink(missing_ok=True)
+            status, elapsed = self._once(synth_opts, pll)
+            self.seconds += elapsed
+            if status == 0 and bitstream.is_file():
+                break
+            log = (build_dir / "build.log").read_text(errors="replace").splitlines()
+            reason = next((line for line in log if line.startswith("ERROR")),
+                          f"the build script exited with status {status}")
+            if synth_opts and "ICESTORM_DSP" in reason:
+                note = (f"more multipliers than the {board.dsps} DSP blocks: built again with "
+                        "the multipliers in LUTs")
+                if note not in self.notes:
+                    self.notes.append(note)
+                continue
+            raise HwgenError(f"bitstream build for {board.name} failed: {reason}; see "
+                             f"{build_dir / 'build.log'}")
+        timing = build_dir / f"{self.name}.tim"
+        clocks = parse_nextpnr_log(timing.read_text())["fmax"] if timing.is_file() else None
+        return BitstreamResult(
+            board=board.name, path=bitstream, size=bitstream.stat().st_size,
+            seconds=round(self.seconds, 2),
+            clock_mhz=board.clock_mhz if pll is None else pll.mhz,
+            fmax_mhz=min(clocks.values()) if clocks else None, baud=int(self.baud),
+            bytes_in=_frame_bytes(self.manifest, "input"),
+            bytes_out=_frame_bytes(self.manifest, "output"), notes=[])
+
+    def _once(self, synth_opts, pll):
+        """One run of the platform's build script (a platform builds once, so a fresh one)."""
+        from .synth import _run
+
+        board, manifest, name = self.board, self.manifest, self.name
+        platform = _platform(board)
+        platform.add_file(manifest["verilog"], (self.out / manifest["verilog"]).read_text())
+        overrides = {"nextpnr_opts": "--timing-allow-fail"}
+        if synth_opts:
+            overrides["synth_opts"] = synth_opts
+        plan = platform.build(BoardTop(manifest["top"], manifest, self.baud, pll), name=name,
+                              build_dir=str(self.build_dir), do_build=False, **overrides)
+        plan.extract(str(self.build_dir))
+        luts = board.family == "ice40" and not synth_opts
+        clock = "" if pll is None else f", PLL {pll.mhz:g} MHz"
+        label = f"bitstream ({board.name}{', multipliers in LUTs' if luts else ''}{clock})"
+        return _run(["sh", f"build_{name}.sh"], self.build_dir, label, self.progress,
+                    "build.log", self.env)
 
 
 def _frame_bytes(manifest, which):

@@ -247,7 +247,8 @@ def cmd_synth(args):
     from .synth import synthesize
     if args.bitstream:
         from .board_top import build_bitstream
-        result = build_bitstream(args.design, args.board, baud=args.baud, progress=_progress)
+        result = build_bitstream(args.design, args.board, baud=args.baud,
+                                 clock_mhz=args.clock, progress=_progress)
         print(result.summary())
         return 0
     result = synthesize(args.design, args.board, clock_mhz=args.clock,
@@ -421,7 +422,9 @@ def build_parser():
     synth.add_argument("design", help="a folder written by `hwgen build`")
     synth.add_argument("--board", required=True, help="a board profile (see `hwgen boards`)")
     synth.add_argument("--clock", type=float,
-                       help="place-and-route target in MHz (default: the board's)")
+                       help="place-and-route target in MHz (default: the board's); with "
+                            "--bitstream on iCE40 the PLL's clock (default: the fastest the "
+                            "placed design meets)")
     synth.add_argument("--no-pnr", action="store_true", help="stop after yosys")
     synth.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed")
     synth.add_argument("--bitstream", action="store_true",

@@ -3,6 +3,7 @@ byte ↔ code packing, the whole bridge around a stand-in accelerator), the erro
 without a bitstream flow and, marked slow, an iCEBreaker bitstream of a tiny MLP."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,8 +13,8 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 import hwgen
-from hwgen.board_top import (CodePacker, CodeUnpacker, UARTBridge, UARTReceiver,
-                             UARTTransmitter, build_bitstream)
+from hwgen.board_top import (BoardTop, CodePacker, CodeUnpacker, UARTBridge, UARTReceiver,
+                             UARTTransmitter, build_bitstream, ice40_pll)
 from hwgen.cli import main
 from hwgen.errors import HwgenError
 from hw_layers import tiny_mlp_plan
@@ -280,6 +281,45 @@ def test_bridge_round_trip_through_a_stand_in_accelerator(bits, lanes):
                                                codes.reshape(-1, lanes)[:, ::-1].ravel()]
 
 
+# icepll's (IceStorm) settings for these: reference MHz, wanted MHz → DIVR, DIVF, DIVQ, FILTER_RANGE.
+ICEPLL = [(12, 30, (0, 79, 5, 1)), (16, 50, (0, 49, 4, 1)), (48, 25, (2, 49, 5, 1)),
+          (96, 20, (2, 19, 5, 3))]
+
+
+@pytest.mark.parametrize("reference, wanted, settings", ICEPLL)
+def test_ice40_pll_settings_agree_with_icepll(reference, wanted, settings):
+    pll = ice40_pll(reference, wanted)
+    assert (pll.divr, pll.divf, pll.divq, pll.filter_range) == settings
+    assert pll.mhz == wanted
+
+
+def test_ice40_pll_takes_the_highest_clock_at_most_the_one_asked():
+    pll = ice40_pll(12, 38.8)   # the DS-CNN's fmax on the iCEBreaker
+    assert pll.mhz == 38.25 and (pll.divr, pll.divf, pll.divq) == (0, 50, 4)
+    assert 533 <= pll.vco_mhz <= 1066 and 10 <= pll.pfd_mhz <= 133
+    with pytest.raises(HwgenError, match="16 to 275 MHz, nothing at or below 15"):
+        ice40_pll(12, 15)
+
+
+def test_board_top_on_a_pll():
+    """On a PLL the bitstream's logic runs on SB_PLL40_PAD's output from the oscillator's pad
+    (whose constraint nextpnr carries through the PLL's settings)."""
+    from amaranth_boards.icebreaker import ICEBreakerPlatform
+    pll = ice40_pll(12, 30)
+    platform = ICEBreakerPlatform()
+    plan = platform.build(BoardTop("stand_in", _manifest(8, 1, 4), 115200, pll), name="top",
+                          do_build=False)
+    netlist = plan.files["top.il"]
+    assert "cell \\SB_PLL40_PAD" in netlist and "connect \\PACKAGEPIN" in netlist
+    assert "DIVR 4'0000" in netlist and "DIVF 7'1001111" in netlist and "DIVQ 3'101" in netlist
+    assert "set_frequency clk12_0__io 12.0" in plan.files["top.pcf"]
+
+
+def test_pll_clock_only_on_ice40(tmp_path):
+    with pytest.raises(HwgenError, match="sets an iCE40 PLL"):
+        build_bitstream(tmp_path, "ulx3s_85f", clock_mhz=50)
+
+
 @pytest.mark.parametrize("board, message", [
     ("pynq_z2", "no amaranth-boards platform"),
     ("orangecrab_25f", "no UART resource"),
@@ -313,3 +353,8 @@ def test_icebreaker_bitstream_of_a_tiny_mlp(tmp_path, capsys):
     assert "send 8 bytes per frame, receive 4" in printed   # 8 4-bit codes in, 4 8-bit out
     log = (out / "synth" / "bitstream" / "tiny_icebreaker.tim").read_text()
     assert "ICESTORM_DSP" in log and "Max frequency" in log
+    # On the PLL at the fastest clock the placed design meets (nextpnr's own figures).
+    clock = float(re.search(r"clocked by the iCE40 PLL at ([\d.]+) MHz", printed).group(1))
+    assert clock > 12 and f"Derived frequency constraint of {clock:.1f} MHz" in log
+    fmax = max(float(f) for f in re.findall(r"Max frequency for clock .*?: ([\d.]+) MHz", log))
+    assert fmax >= clock
