@@ -52,13 +52,15 @@ def _engines(plan):
                              for lp in plan.layers}))
 
 
-def bench(label, make, bits, engine, folder, *, simulate, synth, bitstream):
+def bench(label, make, bits, engine, folder, *, simulate, synth, bitstream, board=BOARD):
+    """One row: plan ``make()``'s model at ``bits`` for ``board``, then simulate, place and
+    build it as asked."""
     graph, x = make()
     started = time.process_time()
     qgraph = hwgen.quantize(graph, x, bits)
     row = {"model": label, "bits": bits, "--engine": engine or "-"}
     try:
-        plan = hwgen.make_plan(qgraph, board=BOARD, engine=engine)
+        plan = hwgen.make_plan(qgraph, board=board, engine=engine)
     except hwgen.HwgenError as error:
         row["plan"] = f"does not fit: {str(error).split(': ', 1)[-1][:90]}"
         return row
@@ -68,7 +70,7 @@ def bench(label, make, bits, engine, folder, *, simulate, synth, bitstream):
                 "model LUT/FF/DSP/EBR/SPRAM": "/".join(str(cost[r]) for r in
                                                        ("lut", "ff", "dsp", "bram", "spram"))})
     design = hwgen.generate(plan, x, frames=3)
-    out = design.write(Path(folder) / f"{label.replace(' ', '_')}-{bits}-{engine}")
+    out = design.write(Path(folder) / f"{label.replace(' ', '_')}-{bits}-{engine}-{board}")
     row["build s"] = f"{time.process_time() - started:.1f}"
     if simulate:
         result = hwgen.simulate(out, stall=0.2, seed=1)
@@ -78,7 +80,7 @@ def bench(label, make, bits, engine, folder, *, simulate, synth, bitstream):
                     "sim s": f"{result.build_seconds + result.sim_seconds:.0f}"})
     if synth:
         from hwgen.synth import synthesize
-        result = synthesize(out, BOARD)
+        result = synthesize(out, board)
         totals = result.totals
         row.update({"LUT/FF/DSP/EBR/SPRAM": "/".join(str(totals.get(r, 0)) for r in
                                                      ("lut", "ff", "dsp", "bram", "spram")),
@@ -89,18 +91,24 @@ def bench(label, make, bits, engine, folder, *, simulate, synth, bitstream):
                     "synth s": f"{sum(result.seconds.values()):.0f}"})
     if bitstream:
         from hwgen.board_top import build_bitstream
-        built = build_bitstream(out, BOARD)
+        built = build_bitstream(out, board)
         row.update({"bitstream": f"{built.size:,} B", "clock MHz": built.clock_mhz,
                     "inf/s on board": f"{built.clock_mhz * 1e6 / plan.initiation_interval:,.0f}"})
     return row
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(description, only):
+    """The options the board benchmarks share: ``--no-sim``, ``--no-synth``, ``--only``."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("--no-sim", action="store_true", help="skip the Verilator simulation")
     parser.add_argument("--no-synth", action="store_true", help="skip yosys and nextpnr")
+    parser.add_argument("--only", help=only)
+    return parser
+
+
+def main():
+    parser = arguments(__doc__, "only the models whose label contains this")
     parser.add_argument("--bitstream", action="store_true", help="also build the bitstream")
-    parser.add_argument("--only", help="only the models whose label contains this")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as folder:
