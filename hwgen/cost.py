@@ -607,11 +607,12 @@ def _linear(coefficients, features, extra=0.0):
     return max(0, round(sum(coefficients[name] * features[name] for name in FEATURES) + extra))
 
 
-def layer_cost(layer_plan, board, plan=None):
-    """The :class:`LayerCost` of one planned layer on ``board`` (a name or Board)."""
+def layer_cost(layer_plan, board, plan=None, model=None):
+    """The :class:`LayerCost` of one planned layer on ``board`` (a name or Board), by the
+    family's :class:`FamilyModel` or a given one."""
     board = get_board(board)
-    dsp, bram, features = layer_features(layer_plan, board.family, plan)
-    model = FAMILY_MODELS[board.family]
+    model = model or FAMILY_MODELS[board.family]
+    dsp, bram, features = layer_features(layer_plan, board.family, plan, model)
     folding = layer_plan.describe().partition(":")[2].partition(":")[0]
     ff = _linear(model.ff, features, features["pipeline_bits"])
     cells = model.ff_cells * ff
