@@ -72,7 +72,8 @@ class FamilyModel:
     ff_cells : LUT sites per flip-flop beyond the LUTs. An iCE40 logic cell holds one LUT
         and one flip-flop, and nextpnr packs only some flip-flops beside a LUT of their own,
         so the cells are the LUTs plus this fraction of the flip-flops (fitted to nextpnr's
-        packing, see docs/resources.md); 0 where flip-flops have sites of their own.
+        packing by ``benchmarks/ice40_cells.py --fit``, see docs/resources.md); 0 where
+        flip-flops have sites of their own.
     """
 
     dsp_a: int
@@ -93,7 +94,8 @@ _DP16KD = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 _SB_RAM40 = ((2048, 2), (1024, 4), (512, 8), (256, 16))
 _RAMB36 = ((32768, 1), (16384, 2), (8192, 4), (4096, 9), (2048, 18), (1024, 36), (512, 72))
 
-# Coefficients fitted by benchmarks/calibrate_cost.py on eight example designs (see
+# Coefficients fitted by benchmarks/calibrate_cost.py on eight example designs, iCE40's LUT, FF
+# and ff_cells by benchmarks/ice40_cells.py --fit on ten iCEBreaker designs (see
 # docs/resources.md for the data and the error they leave).
 FAMILY_MODELS = {
     "ecp5": FamilyModel(18, 18, 2, 0, _DP16KD, 2, 4096,
@@ -607,11 +609,12 @@ def _linear(coefficients, features, extra=0.0):
     return max(0, round(sum(coefficients[name] * features[name] for name in FEATURES) + extra))
 
 
-def layer_cost(layer_plan, board, plan=None):
-    """The :class:`LayerCost` of one planned layer on ``board`` (a name or Board)."""
+def layer_cost(layer_plan, board, plan=None, model=None):
+    """The :class:`LayerCost` of one planned layer on ``board`` (a name or Board), by the
+    family's :class:`FamilyModel` or a given one."""
     board = get_board(board)
-    dsp, bram, features = layer_features(layer_plan, board.family, plan)
-    model = FAMILY_MODELS[board.family]
+    model = model or FAMILY_MODELS[board.family]
+    dsp, bram, features = layer_features(layer_plan, board.family, plan, model)
     folding = layer_plan.describe().partition(":")[2].partition(":")[0]
     ff = _linear(model.ff, features, features["pipeline_bits"])
     cells = model.ff_cells * ff
