@@ -6,10 +6,11 @@
 Per row as ``hwgen build --board B [--engine sequential]`` plans it: the default plan (an
 engine per layer where that fits, else the residual blocks on one shared layer-sequential
 engine, adds included) or every layer on the shared engine. Then, as in
-``benchmarks/ice40.py``: the modelled resources, the Verilator simulation of 3 frames under
-random stalls against the integer reference (codes, mismatches, measured cycles per frame), and
-yosys (+ nextpnr on ECP5: fmax and frames/s at fmax; Xilinx gets yosys's counts only). A shared
-ResNet-8 frame takes 0.8 M cycles: its simulation takes a few CPU minutes.
+``benchmarks/ice40.py``: the modelled resources, the Verilator simulation of 3 frames (8 for
+dataflow plans) under random stalls against the integer reference (codes, mismatches, measured
+cycles per frame), and yosys (+ nextpnr on ECP5: fmax and frames/s at fmax; Xilinx gets yosys's
+counts only). A shared ResNet-8 frame takes 0.8 M cycles: its simulation takes a few CPU
+minutes.
 """
 
 import sys
