@@ -333,22 +333,31 @@ class Ice40Pll:
         return 1 + sum(self.pfd_mhz >= edge for edge in (17, 26, 44, 66, 101))
 
 
-def ice40_pll(reference_mhz, most_mhz):
-    """The :class:`Ice40Pll` from ``reference_mhz`` with the highest output of at most
-    ``most_mhz``; :class:`HwgenError` where none is (below 16 MHz)."""
-    best = None
+def _ice40_plls(reference_mhz):
+    """Every setting of an iCE40 PLL from ``reference_mhz`` within the part's limits."""
     for divr in range(16):
         for divq in range(1, 7):
             for divf in range(128):
                 pll = Ice40Pll(float(reference_mhz), divr, divf, divq)
                 if (10 <= pll.pfd_mhz <= 133 and 533 <= pll.vco_mhz <= 1066
-                        and 16 <= pll.mhz <= min(most_mhz, 275)
-                        and (best is None or pll.mhz > best.mhz)):
-                    best = pll
-    if best is None:
-        raise HwgenError(f"an iCE40 PLL from {reference_mhz:g} MHz makes 16 to 275 MHz, "
-                         f"nothing at or below {most_mhz:g} MHz")
-    return best
+                        and 16 <= pll.mhz <= 275):
+                    yield pll
+
+
+def ice40_pll(reference_mhz, most_mhz):
+    """The :class:`Ice40Pll` from ``reference_mhz`` (10–133 MHz) with the highest output of
+    at most ``most_mhz`` (the first such setting, lowest ``divr`` first); :class:`HwgenError`
+    where there is none."""
+    if not 10 <= reference_mhz <= 133:
+        raise HwgenError(f"an iCE40 PLL takes a reference of 10 to 133 MHz, not "
+                         f"{reference_mhz:g} MHz")
+    plls = list(_ice40_plls(reference_mhz))
+    below = [pll for pll in plls if pll.mhz <= most_mhz]
+    if not below:
+        lowest = min(pll.mhz for pll in plls)
+        raise HwgenError(f"an iCE40 PLL from {reference_mhz:g} MHz makes {lowest:g} MHz at the "
+                         f"least, nothing at or below {most_mhz:g} MHz")
+    return max(below, key=lambda pll: pll.mhz)
 
 
 class BoardTop(Elaboratable):
@@ -408,7 +417,9 @@ class BoardTop(Elaboratable):
         # configuration), so the accelerator's synchronous reset comes from a counter of our own
         # that starts at zero with the bitstream.
         power_on = Signal(4, reset_less=True)
-        with m.If(~power_on.all()):
+        with m.If(~running):   # counts from the PLL's lock
+            m.d.sync += power_on.eq(0)
+        with m.Elif(~power_on.all()):
             m.d.sync += power_on.eq(power_on + 1)
         reset = Signal()
         m.d.comb += reset.eq((~power_on.all()) | button | ~running)
@@ -512,9 +523,12 @@ def build_bitstream(design_dir, board, *, baud=DEFAULT_BAUD, clock_mhz=None, pro
         raise HwgenError(f"board {board.name!r}: no open-source bitstream flow for the "
                          f"{board.family} family (only iCE40 and ECP5)")
     if clock_mhz is not None and board.family != "ice40":
-        raise HwgenError(f"--clock with --bitstream sets an iCE40 PLL; {board.name}'s "
+        raise HwgenError(f"a bitstream's clock (--clock) sets an iCE40 PLL; {board.name}'s "
                          f"bitstream runs at its {board.clock_mhz:g} MHz oscillator")
-    pll = None if clock_mhz is None else ice40_pll(board.clock_mhz, clock_mhz)
+    if clock_mhz is not None and clock_mhz < board.clock_mhz:
+        raise HwgenError(f"a bitstream for {board.name} runs at {board.clock_mhz:g} MHz at the "
+                         f"least (its oscillator), not {clock_mhz:g}")
+    pll = None if clock_mhz is None else _pll_at_most(board.clock_mhz, clock_mhz)
     out = Path(design_dir)
     manifest_path = out / "manifest.json"
     if not manifest_path.is_file():
@@ -526,28 +540,46 @@ def build_bitstream(design_dir, board, *, baud=DEFAULT_BAUD, clock_mhz=None, pro
     built = build(pll)
     if clock_mhz is None and board.family == "ice40" and built.fmax_mhz:
         built = _faster(build, built)
+    elif clock_mhz is not None:
+        built = dataclasses.replace(built, notes=[
+            f"runs at the {board.clock_mhz:g} MHz oscillator: the PLL makes nothing above it "
+            f"at most {clock_mhz:g} MHz" if pll is None else
+            f"clocked by the iCE40 PLL at {pll.mhz:g} MHz (at most the {clock_mhz:g} asked) "
+            f"from the {board.clock_mhz:g} MHz oscillator"])
     return dataclasses.replace(built, seconds=round(build.seconds, 2),
                                notes=build.notes + built.notes)
 
 
+def _pll_at_most(reference_mhz, most_mhz):
+    """:func:`ice40_pll`, or ``None`` (the oscillator) where no PLL clock above the reference
+    is at most ``most_mhz``."""
+    try:
+        pll = ice40_pll(reference_mhz, most_mhz)
+    except HwgenError:
+        return None
+    return pll if pll.mhz > reference_mhz else None
+
+
 def _faster(build, slow):
     """The build on the fastest PLL clock that meets timing, from the oscillator build
-    ``slow`` (see :func:`build_bitstream`), or ``slow`` built again."""
-    most = slow.fmax_mhz * _PLL_MARGIN
+    ``slow`` (see :func:`build_bitstream`): ``slow`` itself where no PLL clock above the
+    oscillator is below its fmax, else up to two PLL builds, or ``slow`` built again where
+    neither meets its clock."""
+    pll = _pll_at_most(slow.clock_mhz, slow.fmax_mhz * _PLL_MARGIN)
+    if pll is None:
+        return dataclasses.replace(slow, notes=[
+            f"runs at the {slow.clock_mhz:g} MHz oscillator: no PLL clock above it is below "
+            f"its fmax of {slow.fmax_mhz:.1f} MHz"])
     for _ in range(2):
-        if most <= slow.clock_mhz:
-            break
-        pll = ice40_pll(slow.clock_mhz, most)
-        if pll.mhz <= slow.clock_mhz:
-            break
         built = build(pll)
         if built.fmax_mhz and built.fmax_mhz >= pll.mhz:
             return dataclasses.replace(built, notes=[
                 f"clocked by the iCE40 PLL at {pll.mhz:g} MHz from the {slow.clock_mhz:g} MHz "
                 f"oscillator (the oscillator build's fmax: {slow.fmax_mhz:.1f} MHz)"])
-        most = min(built.fmax_mhz or 0, pll.mhz - 0.5)
-    rebuilt = build(None)
-    return dataclasses.replace(rebuilt, notes=[
+        pll = _pll_at_most(slow.clock_mhz, min(built.fmax_mhz or 0, pll.mhz - 0.5))
+        if pll is None:
+            break
+    return dataclasses.replace(build(None), notes=[
         "no PLL clock above the oscillator met timing: runs at the oscillator"])
 
 
@@ -562,6 +594,8 @@ class _Build:
 
         self.board, self.manifest, self.out, self.baud = board, manifest, out, baud
         self.progress, self.seconds, self.notes = progress, 0.0, []
+        # Multipliers into DSP blocks, else (once they overflow) into LUTs for every build.
+        self.synth_options = ["-dsp", ""] if board.family == "ice40" else [""]
         self.name = f"{manifest['top']}_{board.name}"
         self.build_dir = out / "synth" / "bitstream"
         self.build_dir.mkdir(parents=True, exist_ok=True)
@@ -575,7 +609,7 @@ class _Build:
 
         board, build_dir = self.board, self.build_dir
         bitstream = build_dir / (self.name + _EXTENSIONS[board.family])
-        for synth_opts in (["-dsp", ""] if board.family == "ice40" else [""]):
+        for synth_opts in list(self.synth_options):
             bitstream.unlink(missing_ok=True)
             status, elapsed = self._once(synth_opts, pll)
             self.seconds += elapsed
@@ -589,6 +623,7 @@ class _Build:
                         "the multipliers in LUTs")
                 if note not in self.notes:
                     self.notes.append(note)
+                self.synth_options.remove(synth_opts)
                 continue
             raise HwgenError(f"bitstream build for {board.name} failed: {reason}; see "
                              f"{build_dir / 'build.log'}")

@@ -14,7 +14,6 @@ chain's layers, for the plan's cycle and cost models and for the hardware alike.
 import dataclasses
 import functools
 import math
-import operator
 
 import numpy as np
 
@@ -75,13 +74,13 @@ class SharedOp:
     channel_loop = property(lambda self: 2 if self.add else 1 if self.lanewise
                             else self.in_shape[2])
     window = property(lambda self: self.kernel[0] * self.kernel[1] * self.channel_loop)
+    pixels = property(lambda self: self.out_shape[0] * self.out_shape[1])
+    out_channels = property(lambda self: self.out_shape[2])
 
     def loop(self, pe):
         """The channel loop the engine counts on ``pe`` multipliers: an add's two steps and
         idle ones up to ``pe`` (the requant takes a group's ``pe`` sums one per cycle)."""
         return max(self.channel_loop, pe) if self.add else self.channel_loop
-    pixels = property(lambda self: self.out_shape[0] * self.out_shape[1])
-    out_channels = property(lambda self: self.out_shape[2])
 
     def groups(self, pe):
         return math.ceil(self.out_channels / pe)
@@ -293,8 +292,9 @@ def operand_bits(layers):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Chain:
-    """Layers the shared engine computes one after another (see :func:`shared_chains`), each
-    reading the one before and read by nothing else, as one planned unit."""
+    """Layers the shared engine computes one after another (see :func:`shared_chains`): the
+    first reading the chain's input, each later one that input or outputs of layers before it,
+    only the last one's output read outside; as one planned unit."""
 
     layers: tuple
 
@@ -375,7 +375,7 @@ def _closed(run, qgraph):
     inside = set()
     for index in range(len(run), 1, -1):
         inside = {layer.name for layer in run[:index]}
-        if all(set(map(operator.attrgetter("name"), qgraph.consumers(layer.name))) <= inside
+        if all({consumer.name for consumer in qgraph.consumers(layer.name)} <= inside
                for layer in run[:index - 1]):
             return index
     return 1

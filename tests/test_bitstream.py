@@ -13,8 +13,9 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 import hwgen
-from hwgen.board_top import (BoardTop, CodePacker, CodeUnpacker, UARTBridge, UARTReceiver,
-                             UARTTransmitter, build_bitstream, ice40_pll)
+from hwgen.board_top import (BitstreamResult, BoardTop, CodePacker, CodeUnpacker, UARTBridge,
+                             UARTReceiver, UARTTransmitter, _faster, build_bitstream,
+                             ice40_pll)
 from hwgen.cli import main
 from hwgen.errors import HwgenError
 from hw_layers import tiny_mlp_plan
@@ -281,7 +282,7 @@ def test_bridge_round_trip_through_a_stand_in_accelerator(bits, lanes):
                                                codes.reshape(-1, lanes)[:, ::-1].ravel()]
 
 
-# icepll's (IceStorm) settings for these: reference MHz, wanted MHz → DIVR, DIVF, DIVQ, FILTER_RANGE.
+# icepll's (IceStorm) settings: reference MHz, wanted MHz → DIVR, DIVF, DIVQ, FILTER_RANGE.
 ICEPLL = [(12, 30, (0, 79, 5, 1)), (16, 50, (0, 49, 4, 1)), (48, 25, (2, 49, 5, 1)),
           (96, 20, (2, 19, 5, 3))]
 
@@ -297,8 +298,45 @@ def test_ice40_pll_takes_the_highest_clock_at_most_the_one_asked():
     pll = ice40_pll(12, 38.8)   # the DS-CNN's fmax on the iCEBreaker
     assert pll.mhz == 38.25 and (pll.divr, pll.divf, pll.divq) == (0, 50, 4)
     assert 533 <= pll.vco_mhz <= 1066 and 10 <= pll.pfd_mhz <= 133
-    with pytest.raises(HwgenError, match="16 to 275 MHz, nothing at or below 15"):
+    with pytest.raises(HwgenError, match="makes 16.125 MHz at the least, nothing at or below 15"):
         ice40_pll(12, 15)
+    with pytest.raises(HwgenError, match="reference of 10 to 133 MHz, not 8"):
+        ice40_pll(8, 50)
+
+
+def _result(clock, fmax):
+    return BitstreamResult(board="icebreaker", path=None, size=0, seconds=0.0, clock_mhz=clock,
+                           fmax_mhz=fmax, baud=115200, bytes_in=1, bytes_out=1, notes=[])
+
+
+class _FakeBuild:
+    """Stands in for the bitstream builds: the fmax each clock (None: the oscillator)
+    reaches, and the clocks built."""
+
+    def __init__(self, fmax):
+        self.fmax, self.clocks = fmax, []
+
+    def __call__(self, pll):
+        clock = 12.0 if pll is None else pll.mhz
+        self.clocks.append(None if pll is None else clock)
+        return _result(clock, self.fmax(clock))
+
+
+@pytest.mark.parametrize("slow_fmax, fmax, clocks, clock", [
+    (40.0, lambda clock: 39.0, [37.5], 37.5),                 # meets at 95 % of 40 MHz
+    (40.0, lambda clock: 36.0 if clock > 37 else 37.0, [37.5, 36.0], 36.0),  # once lower
+    (40.0, lambda clock: clock - 1 if clock > 12 else 40.0, [37.5, 36.0, None], 12.0),  # never
+    (16.5, lambda clock: 16.5, [], 12.0),                     # none below 15.7 MHz
+    (12.5, lambda clock: 12.5, [], 12.0),
+])
+def test_fastest_pll_clock_that_meets_timing(slow_fmax, fmax, clocks, clock):
+    """From the oscillator build's fmax: a PLL at 95 % of it, once more lower where the
+    placed design misses that, else the oscillator (built again only where a PLL build
+    replaced its files)."""
+    build = _FakeBuild(fmax)
+    built = _faster(build, _result(12.0, slow_fmax))
+    assert build.clocks == clocks and built.clock_mhz == clock
+    assert built.notes and ("PLL at" in built.notes[0]) == (clock > 12)
 
 
 def test_board_top_on_a_pll():
@@ -315,9 +353,11 @@ def test_board_top_on_a_pll():
     assert "set_frequency clk12_0__io 12.0" in plan.files["top.pcf"]
 
 
-def test_pll_clock_only_on_ice40(tmp_path):
+def test_pll_clock_only_on_ice40_and_not_below_the_oscillator(tmp_path):
     with pytest.raises(HwgenError, match="sets an iCE40 PLL"):
         build_bitstream(tmp_path, "ulx3s_85f", clock_mhz=50)
+    with pytest.raises(HwgenError, match="runs at 12 MHz at the least"):
+        build_bitstream(tmp_path, "icebreaker", clock_mhz=10)
 
 
 @pytest.mark.parametrize("board, message", [
@@ -356,5 +396,6 @@ def test_icebreaker_bitstream_of_a_tiny_mlp(tmp_path, capsys):
     # On the PLL at the fastest clock the placed design meets (nextpnr's own figures).
     clock = float(re.search(r"clocked by the iCE40 PLL at ([\d.]+) MHz", printed).group(1))
     assert clock > 12 and f"Derived frequency constraint of {clock:.1f} MHz" in log
-    fmax = max(float(f) for f in re.findall(r"Max frequency for clock .*?: ([\d.]+) MHz", log))
+    fmax = min(float(f) for f in re.findall(r"Max frequency for clock .*?: ([\d.]+) MHz",
+                                             log.split("Info: Routing")[-1]))
     assert fmax >= clock

@@ -203,10 +203,11 @@ def test_cnn_on_the_shared_engine(bits, pe, pool):
     assert np.diff(last_out).tolist() == [steady.cycles_per_frame] * 2
 
 
-def _residual(rng, bits):
+def _residual(rng, bits, rounding=Rounding.HALF_UP, leaky=False):
     """A small quantized ResNet the shared engine computes whole: a stem, a block with the
-    identity on the skip path, a strided block with a 1×1 conv on it (read after the block's
-    convs, from the block's input), a global average pool and a dense classifier."""
+    identity on the skip path (its first conv with a LeakyReLU where ``leaky``), a strided
+    block with a 1×1 conv on it (read after the block's convs, from the block's input), a
+    global average pool and a dense classifier."""
     from hwgen.graph import Graph
     from hwgen.quantize import quantize
     graph = Graph("resnet")
@@ -217,25 +218,31 @@ def _residual(rng, bits):
                             name=name)
 
     x = graph.relu(conv(graph.input((6, 5, 2)), 2, 3, 3, 1, "stem"))
-    y = conv(graph.relu(conv(x, 3, 3, 3, 1, "b1_conv1")), 3, 3, 3, 1, "b1_conv2")
+    first = conv(x, 3, 3, 3, 1, "b1_conv1")
+    first = graph.activation(first, "leaky_relu", (0.1,)) if leaky else graph.relu(first)
+    y = conv(first, 3, 3, 3, 1, "b1_conv2")
     x = graph.relu(graph.add(y, x, name="b1_add"))
     y = conv(graph.relu(conv(x, 3, 4, 3, 2, "b2_conv1")), 4, 4, 3, 1, "b2_conv2")
     x = graph.add(y, conv(x, 3, 4, 1, 2, "b2_skip"), name="b2_add")
     x = graph.flatten(graph.global_avgpool(x, name="gap"), name="flat")
     graph.dense(x, rng.normal(size=(3, 4)), rng.normal(size=3), name="fc")
-    return quantize(graph, rng.normal(size=(32, 6, 5, 2)), bits)
+    return quantize(graph, rng.normal(size=(32, 6, 5, 2)), bits, rounding=rounding)
 
 
-@pytest.mark.parametrize("bits,pe,multiplier", [("w8a8", 2, "dsp"), ("w4a4", 3, "lut"),
-                                                ("w3a6", 1, "dsp")])
-def test_residual_blocks_on_the_shared_engine(bits, pe, multiplier):
+@pytest.mark.parametrize("bits,pe,multiplier,rounding,leaky", [
+    ("w8a8", 2, "dsp", Rounding.HALF_UP, False), ("w4a4", 3, "lut", Rounding.HALF_EVEN, True),
+    ("w3a6", 1, "dsp", Rounding.FLOOR, False)])
+def test_residual_blocks_on_the_shared_engine(bits, pe, multiplier, rounding, leaky):
     """Residual adds on the engine: each add reads its two inputs from their banks (three
     banks: the block's input stays while its convs run), weighs them by its multipliers and
-    requantizes; every code equals ``run_integer``'s under stalls, frames leave at the
-    modelled interval without them, and the first ``latency`` cycles after its last input."""
+    requantizes (every rounding mode; a LeakyReLU's slope beside them); every code equals
+    ``run_integer``'s under stalls, frames leave at the modelled interval without them, and
+    the first ``latency`` cycles after its last input."""
     from hwgen.plan_sequential import buffer_slots
     rng = np.random.default_rng(pe + len(bits))
-    qgraph = _residual(rng, bits)
+    qgraph = _residual(rng, bits, rounding, leaky)
+    assert leaky == any(getattr(layer, "negative_multiplier", None) is not None
+                        for layer in qgraph.layers)
     layers = list(qgraph.layers)
     slots = buffer_slots(layers)
     assert slots.count == 3

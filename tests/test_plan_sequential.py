@@ -149,3 +149,22 @@ def test_spram_counts():
     assert wide.cost("icebreaker").totals["spram"] == 4
     assert wide.cost("ulx3s_85f").totals["spram"] == 0
     assert "SPRAM" in str(wide.cost("icebreaker")) and "SPRAM" not in str(wide.cost("ulx3s_85f"))
+
+
+def test_residual_banks_in_spram():
+    """A residual block's three banks each take their SB_SPRAM256KA on iCE40, as the cost
+    model counts them and the engine instantiates them."""
+    from amaranth.back import rtlil
+    graph = hwgen.Graph("block")
+    rng = np.random.default_rng(6)
+    x = graph.input((32, 32, 4))
+    y = graph.conv2d(x, rng.normal(size=(4, 3, 3, 4)), np.zeros(4), padding=1, name="conv")
+    graph.add(y, x, name="add")
+    qgraph = hwgen.quantize(graph, rng.normal(size=(8, 32, 32, 4)), "w4a4", output_bits=4)
+    plan = hwgen.make_plan(qgraph, engine="sequential", multipliers=4)
+    (chain,) = (layer.layer for layer in plan.layers)
+    # 1024 words of 4 codes of 4 bits a bank: 16 kbit, one 16-bit SPRAM wide, three banks.
+    assert chain.slots.count == 3 and chain.bank_words(4) == 1024
+    assert plan.cost("icebreaker").totals["spram"] == 3
+    text = rtlil.convert(SequentialEngine(chain.layers, 4, target="ice40"))
+    assert text.count("cell \\SB_SPRAM256KA") == 3

@@ -130,7 +130,7 @@ class _SharedRequant:
         optional = {}
         if any(field(layer, "negative_multiplier") is not None for layer in layers):
             optional["negative_multiplier"] = column(
-                lambda layer, _: layer.multiplier if field(layer, "negative_multiplier") is None
+                lambda layer, op: op.multiplier if field(layer, "negative_multiplier") is None
                 else layer.negative_multiplier)
         if any(field(layer, "bias_fraction") is not None for layer in layers):
             optional["bias_fraction"] = column(
@@ -241,7 +241,8 @@ class SequentialEngine(wiring.Component):
         return self.cycles_per_frame - self.in_codes
 
     def weight_words(self):
-        """The weight ROM: per layer, group and window step ``pe`` weights (pools none)."""
+        """The weight ROM: per layer, group and window step ``pe`` weights (pools and adds
+        none)."""
         words = [word for op in self._ops for word in op.weight_words(self._pe)]
         return words or [[0] * self._pe]
 
@@ -398,7 +399,7 @@ class SequentialEngine(wiring.Component):
                 m.d.sync += start(following)
 
         # Operands, three registers behind the issue like the weight ROM's words: the step's
-        # input word from bank l mod 2; one code of it for every lane, or lane p's own code
+        # input word from its bank; one code of it for every lane, or lane p's own code
         # (lanewise); the input zero point where the window leaves the image.
         out_c, out_lane, _ = _Position(m, "out_c", ops[-1].out_shape[2], pe)
         out_count = _Position(m, "out_count", self.out_codes, 1)
@@ -495,7 +496,7 @@ class SequentialEngine(wiring.Component):
             m.d.sync += [*(q.eq(n) for q, n in zip(queue, queue[1:])), left.eq(left - 1),
                          index.eq(index + 1)]
 
-        # Write back: pe codes to a word, the layer's words in order into bank (l + 1) mod 2.
+        # Write back: pe codes to a word, the layer's words in order into the layer's bank.
         w_layer, w_word, w_lane = (Signal(range(count)), Signal(range(bank + 1)),
                                    Signal(range(pe)))
         result = requant.o.valid
