@@ -5,6 +5,7 @@ interval and latency with the plan's cycle model.
     python benchmarks/fuzz.py --start 0 --count 50 [--log benchmarks/fuzz_log.jsonl]
     python benchmarks/fuzz.py --seed 457          # rerun one case, keep its design folder
     python benchmarks/fuzz.py --summary           # totals of the log, across sessions
+    python benchmarks/fuzz.py --shared --start 0 --count 20   # every chain on shared engines
 
 Each case is a pure function of its seed (:mod:`hwgen.fuzz`): random graphs with every engine,
 bits 2–16, random legal foldings and multiplier kinds, skewed calibration, random stalls. Per
@@ -12,7 +13,8 @@ case a line: the layers, frames, codes compared, mismatches, predicted and measu
 latency. A failing case (a mismatch, a protocol error or a cycle-model error) leaves a
 reproducer in ``--failures`` (its outcome, its seed's rerun command and the design files).
 Outcomes are appended to ``--log`` so a campaign can run across sessions; seeds already in the
-log are skipped.
+log are skipped. ``--shared`` puts every chain a shared layer-sequential engine computes
+(residual blocks included) on one, in its own log (``fuzz_shared_log.jsonl``).
 """
 
 import argparse
@@ -27,6 +29,7 @@ from hwgen.fuzz import FuzzOutcome, random_case, run_case, save_reproducer
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_LOG = HERE / "fuzz_log.jsonl"
+SHARED_LOG = HERE / "fuzz_shared_log.jsonl"
 DEFAULT_FAILURES = HERE / "fuzz_failures"
 
 HEADER = (f"{'seed':>6} {'frames':>6} {'codes':>7} {'mism':>4} {'II pred':>7} {'II meas':>8} "
@@ -73,7 +76,7 @@ def summarize(outcomes):
     ]
 
 
-def run(seeds, log, failures, keep=False):
+def run(seeds, log, failures, keep=False, shared=False):
     done = read_log(log) if log else {}
     print(HEADER, flush=True)
     outcomes = []
@@ -81,14 +84,14 @@ def run(seeds, log, failures, keep=False):
         if seed in done and not keep:
             continue
         try:
-            case = random_case(seed)
+            case = random_case(seed, shared=shared)
         except HwgenError as error:  # a random graph the quantizer rejects is not a failure
             print(f"{seed:>6} generator: {error}", flush=True)
             continue
         with tempfile.TemporaryDirectory(prefix=f"hwgen-fuzz-{seed}-") as folder:
             outcome = run_case(case, folder)
             if keep or not (outcome.passed or outcome.rejected):
-                where = save_reproducer(case, outcome, folder, failures)
+                where = save_reproducer(case, outcome, folder, failures, shared=shared)
                 print(f"       reproducer: {where}", flush=True)
         print(_line(outcome), flush=True)
         outcomes.append(outcome)
@@ -103,19 +106,24 @@ def main(argv=None):
     parser.add_argument("--start", type=int, default=0, help="first seed")
     parser.add_argument("--count", type=int, default=20, help="seeds to run")
     parser.add_argument("--seed", type=int, help="run this one seed and keep its design folder")
-    parser.add_argument("--log", type=Path, default=DEFAULT_LOG,
-                        help=f"outcomes appended here; seeds in it are skipped (default {DEFAULT_LOG})")
+    parser.add_argument("--log", type=Path,
+                        help="outcomes appended here; seeds in it are skipped (default "
+                             f"{DEFAULT_LOG}, with --shared {SHARED_LOG})")
+    parser.add_argument("--shared", action="store_true",
+                        help="every chain on shared layer-sequential engines")
     parser.add_argument("--failures", type=Path, default=DEFAULT_FAILURES,
                         help="reproducers of failing cases go here")
     parser.add_argument("--summary", action="store_true", help="print the log's totals only")
     args = parser.parse_args(argv)
+    args.log = args.log or (SHARED_LOG if args.shared else DEFAULT_LOG)
     if args.summary:
         print("\n".join(summarize(read_log(args.log).values())))
         return 0
     if args.seed is not None:
-        outcomes = run([args.seed], None, args.failures, keep=True)
+        outcomes = run([args.seed], None, args.failures, keep=True, shared=args.shared)
     else:
-        outcomes = run(range(args.start, args.start + args.count), args.log, args.failures)
+        outcomes = run(range(args.start, args.start + args.count), args.log, args.failures,
+                       shared=args.shared)
     print("\nthis run: " + "\n          ".join(summarize(outcomes)))
     if args.log and args.seed is None:
         print("whole log: " + "\n           ".join(summarize(read_log(args.log).values())))

@@ -253,8 +253,10 @@ def _random_pin(rng, layer_plan):
     return None
 
 
-def random_case(seed):
-    """The case of ``seed``: a random graph, its bits, pins, data and stall rate."""
+def random_case(seed, shared=False):
+    """The case of ``seed``: a random graph, its bits, pins, data and stall rate; ``shared``:
+    every chain a shared engine computes on one (a campaign of the shared engine: the graph,
+    bits and data are the seed's, the engines not)."""
     rng = np.random.default_rng(seed)
     graph = Graph(f"fuzz{seed}")
     x, in_shape = (_cnn if rng.random() < 0.75 else _mlp)(rng, graph)
@@ -284,7 +286,7 @@ def random_case(seed):
         folding[layer_plan.name] = pin
     stall = float(rng.choice([0.0, 0.1, 0.3, 0.5]))
     folding.update(_unrolled_convs(seed, qgraph, folding))
-    engine, folding = _shared_chains(seed, qgraph, folding)
+    engine, folding = _shared_chains(seed, qgraph, folding, always=shared)
     return dataclasses.replace(case, folding=folding, stall=stall, engine=engine)
 
 
@@ -313,19 +315,19 @@ def _unrolled_convs(seed, qgraph, folding):
 SHARED_FROM_SEED = 3140
 
 
-def _shared_chains(seed, qgraph, folding):
-    """``(engine, folding)``: one design in ten runs every chain a shared sequential engine
-    computes on one (``engine="sequential"``), one in five has each dense chain pinned to a
-    shared engine (in both, of random size and multiplier kind, replacing the chains' own
-    pins); drawn from a stream of their own, as :func:`_unrolled_convs`, from seed
-    :data:`SHARED_FROM_SEED` on."""
+def _shared_chains(seed, qgraph, folding, always=False):
+    """``(engine, folding)``: one design in ten (``always``: every one) runs every chain a
+    shared sequential engine computes on one (``engine="sequential"``), one in five has each
+    dense chain pinned to a shared engine (in both, of random size and multiplier kind,
+    replacing the chains' own pins); drawn from a stream of their own, as
+    :func:`_unrolled_convs`, from seed :data:`SHARED_FROM_SEED` on."""
     from .plan_sequential import SHARED_OPS, shared_chains, sequential_pes
 
-    if seed < SHARED_FROM_SEED:
+    if seed < SHARED_FROM_SEED and not always:
         return None, folding
     rng = np.random.default_rng([seed, 23])
     draw = rng.random()
-    if draw < 0.1:
+    if draw < 0.1 or always:
         chains = shared_chains(qgraph, SHARED_OPS)
         members = {layer.name for chain in chains for layer in chain.layers}
         kept = {name: pin for name, pin in folding.items() if name not in members}
@@ -394,16 +396,17 @@ def run_case(case, folder, *, codes=_CODES, simulator="verilator"):
         seconds=time.perf_counter() - start, error=result.error)
 
 
-def save_reproducer(case, outcome, design_folder, folder):
-    """Write ``folder/seed-N/``: the outcome as JSON, the command that reruns it and the
-    design folder's files."""
-    target = Path(folder) / f"seed-{case.seed}"
+def save_reproducer(case, outcome, design_folder, folder, shared=False):
+    """Write ``folder/seed-N/`` (``seed-N-shared`` for a case of :func:`random_case`'s
+    ``shared``): the outcome as JSON, the command that reruns it and the design folder's
+    files."""
+    target = Path(folder) / f"seed-{case.seed}{'-shared' if shared else ''}"
     target.mkdir(parents=True, exist_ok=True)
     record = dataclasses.asdict(outcome) | {
         "bits": case.bits, "folding": case.folding, "output_bits": case.output_bits,
         "rounding": case.rounding.name, "calibration_method": case.calibration_method,
         "weight_granularity": case.weight_granularity, "stall": case.stall,
-        "rerun": f"python benchmarks/fuzz.py --seed {case.seed}"}
+        "rerun": f"python benchmarks/fuzz.py --seed {case.seed}{' --shared' if shared else ''}"}
     (target / "outcome.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
     for path in Path(design_folder).iterdir():
         if path.is_file():

@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from .errors import HwgenError
+from .qgraph import layer_shape
 from .reference import Rounding
 
 __all__ = ["Chain", "SharedOp", "Slots", "SHARED_OPS", "buffer_slots", "shared_chains",
@@ -317,8 +318,7 @@ class Chain:
         max(int(np.max(op.multiplier)), 1).bit_length() for op in self.ops))
     rounding = property(lambda self: chain_rounding(self.layers))
     relu = property(lambda self: self.layers[-1].relu)
-    out_shape = property(lambda self: self.layers[-1].out_shape if self.layers[-1].op != "dense"
-                         else (self.layers[-1].out_features,))
+    out_shape = property(lambda self: layer_shape(self.layers[-1]))
 
     @functools.cached_property
     def ops(self):

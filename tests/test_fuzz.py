@@ -75,3 +75,22 @@ def test_later_seeds_share_engines():
     assert random_case(3167).engine == "sequential"
     assert all(p.engine != "sequential" for seed in (11, 3059)
                for p in _plan(random_case(seed)).layers)
+
+
+def test_shared_cases_put_residual_blocks_on_one_engine():
+    """``random_case(seed, shared=True)`` (``benchmarks/fuzz.py --shared``) runs every chain on
+    shared engines: seed 30's residual block (its add reading the block's input from a third
+    bank) is one engine; the seed's graph, bits and data are those of ``random_case(30)``."""
+    case, plain = random_case(30, shared=True), random_case(30)
+    assert case.engine == "sequential" and case.describe() == plain.describe()
+    assert np.array_equal(case.inputs, plain.inputs) and case.bits == plain.bits
+    shared = [p for p in _plan(case).layers if p.engine == "sequential"]
+    assert any(layer.op == "add" for p in shared for layer in p.layer.layers)
+    assert max(p.layer.slots.count for p in shared) == 3
+
+
+@pytest.mark.slow
+def test_a_shared_residual_case_is_bit_exact_and_matches_the_cycle_model(tmp_path):
+    outcome = run_case(random_case(30, shared=True), tmp_path, codes=1500)
+    assert outcome.error is None and outcome.mismatches == 0, outcome
+    assert outcome.ii_measured == outcome.ii_predicted, outcome

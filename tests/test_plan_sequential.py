@@ -165,6 +165,7 @@ def test_residual_banks_in_spram():
     (chain,) = (layer.layer for layer in plan.layers)
     # 1024 words of 4 codes of 4 bits a bank: 16 kbit, one 16-bit SPRAM wide, three banks.
     assert chain.slots.count == 3 and chain.bank_words(4) == 1024
+    assert chain.out_shape == (32, 32, 4)   # a chain may end in its add
     assert plan.cost("icebreaker").totals["spram"] == 3
     text = rtlil.convert(SequentialEngine(chain.layers, 4, target="ice40"))
     assert text.count("cell \\SB_SPRAM256KA") == 3
