@@ -47,7 +47,7 @@ RESOURCES = ("lut", "ff", "dsp", "bram", "spram")
 
 # The structural counts the LUT and FF models are linear in (see layer_features).
 FEATURES = ("layer", "adder_bits", "requant_bits", "lut_multiplier_bits", "logic_memory_bits",
-            "register_bits", "window")
+            "register_bits", "window", "window_bits", "shared_register_bits")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +57,9 @@ class FamilyModel:
     dsp_a, dsp_b : widest signed operands of one DSP product.
     dsp_min_width : operands narrower than this never go to a DSP.
     dsp_min_product : products narrower than this (sum of operand widths) stay in LUTs.
-    bram_shapes : ``(depth, width)`` aspect ratios of one block RAM.
+    bram_shapes : ``(depth, width)`` aspect ratios of one block RAM, or ``(depth, width,
+        blocks)`` for a smaller block that counts as that fraction of one (Xilinx's RAMB18,
+        half a RAMB36, as yosys's count and the board's capacity have it).
     bram_min_depth, bram_min_bits : memories shallower or smaller than these stay in logic
         (LUTs, LUT RAM or flip-flops), as yosys's memory mapping leaves them.
     lut, ff : coefficient per name of :data:`FEATURES`.
@@ -92,35 +94,45 @@ class FamilyModel:
 
 _DP16KD = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 _SB_RAM40 = ((2048, 2), (1024, 4), (512, 8), (256, 16))
-_RAMB36 = ((32768, 1), (16384, 2), (8192, 4), (4096, 9), (2048, 18), (1024, 36), (512, 72))
+_RAMB36 = ((32768, 1), (16384, 2), (8192, 4), (4096, 9), (2048, 18), (1024, 36), (512, 72),
+           (16384, 1, 0.5), (8192, 2, 0.5), (4096, 4, 0.5), (2048, 9, 0.5), (1024, 18, 0.5),
+           (512, 36, 0.5))
 
 # Coefficients fitted by benchmarks/calibrate_cost.py on eight example designs, iCE40's LUT, FF
-# and ff_cells by benchmarks/ice40_cells.py --fit on ten iCEBreaker designs (see
-# docs/resources.md for the data and the error they leave).
+# and ff_cells by benchmarks/ice40_cells.py --fit on ten iCEBreaker designs, the Xilinx LUT and
+# FF coefficients by benchmarks/xilinx_layers.py --fit per layer on thirteen designs (ResNet-8
+# as planned for the Arty A7-35T among them; see docs/resources.md for the data and the error
+# they leave).
 FAMILY_MODELS = {
     "ecp5": FamilyModel(18, 18, 2, 0, _DP16KD, 2, 4096,
                         lut={"layer": 135.1, "adder_bits": 0.0, "requant_bits": 5.123,
                              "lut_multiplier_bits": 0.0, "logic_memory_bits": 0.1953,
-                             "register_bits": 0.2169, "window": 0.0},
+                             "register_bits": 0.2169, "window": 0.0, "window_bits": 0.0,
+                             "shared_register_bits": 0.2169},
                         ff={"layer": 0.0, "adder_bits": 0.0, "requant_bits": 9.223,
                             "lut_multiplier_bits": 0.0, "logic_memory_bits": 0.1621,
-                            "register_bits": 0.5841, "window": 0.0},
+                            "register_bits": 0.5841, "window": 0.0, "window_bits": 0.0,
+                            "shared_register_bits": 0.5841},
                         lut_array=2.116, lut_unrolled=1.353),
     "ice40": FamilyModel(16, 16, 2, 11, _SB_RAM40, 8, 64,
                          lut={"layer": 0.0, "adder_bits": 5.643, "requant_bits": 10.97,
                               "lut_multiplier_bits": 0.0045, "logic_memory_bits": 0.371,
-                              "register_bits": 0.0101, "window": 350.4},
+                              "register_bits": 0.0101, "window": 350.4, "window_bits": 0.0,
+                              "shared_register_bits": 0.0101},
                          ff={"layer": 0.0, "adder_bits": 5.103, "requant_bits": 9.805,
                              "lut_multiplier_bits": 0.0, "logic_memory_bits": 0.4512,
-                             "register_bits": 0.2192, "window": 420.6},
+                             "register_bits": 0.2192, "window": 420.6, "window_bits": 0.0,
+                             "shared_register_bits": 0.2192},
                          lut_array=2.036, ff_cells=0.563),
-    "xc7": FamilyModel(25, 18, 2, 9, _RAMB36, 128, 8192,
-                       lut={"layer": 336.4, "adder_bits": 0.0, "requant_bits": 0.0,
-                            "lut_multiplier_bits": 0.1378, "logic_memory_bits": 0.0221,
-                            "register_bits": 0.361, "window": 0.0},
-                       ff={"layer": 204.2, "adder_bits": 2.034, "requant_bits": 5.352,
-                           "lut_multiplier_bits": 0.3646, "logic_memory_bits": 0.0,
-                           "register_bits": 0.0, "window": 0.0},
+    "xc7": FamilyModel(25, 18, 2, 9, _RAMB36, 256, 3072,
+                       lut={"layer": 116.1, "adder_bits": 0.148, "requant_bits": 2.15,
+                            "lut_multiplier_bits": 0.7141, "logic_memory_bits": 0.0518,
+                            "register_bits": 0.1997, "window": 52.87, "window_bits": 0.5252,
+                            "shared_register_bits": 0.824},
+                       ff={"layer": 0.0, "adder_bits": 0.1462, "requant_bits": 6.223,
+                           "lut_multiplier_bits": 1.117, "logic_memory_bits": 0.0024,
+                           "register_bits": 0.2235, "window": 86.02, "window_bits": 1.02,
+                           "shared_register_bits": 1.117},
                        lut_array=1.454, lut_unrolled=0.66),
 }
 FAMILY_MODELS["xcup"] = dataclasses.replace(FAMILY_MODELS["xc7"], dsp_a=27)
@@ -148,10 +160,15 @@ def _chunks(bits, limit, model):
 
 
 # LUT sites per cell that yosys counts apart from the LUTs: an ECP5 CCU2C carry and a
-# TRELLIS_DPR16X4 LUT RAM fill two LUT4 sites each, a Xilinx LUT-RAM cell about two LUT6s;
-# iCE40 carries sit beside LUTs that are counted already.
+# TRELLIS_DPR16X4 LUT RAM fill two LUT4 sites each; a Xilinx LUT RAM or shift register fills
+# the LUT6s of its SLICEM (RAM64M: four, RAM64X1D: two, SRLC32E: one); iCE40 carries sit
+# beside LUTs that are counted already.
+_XILINX_LUT_SITES = {"RAM32X1S": 1, "RAM64X1S": 1, "RAM32X1D": 2, "RAM64X1D": 2,
+                     "RAM128X1S": 2, "RAM32M": 4, "RAM64M": 4, "RAM128X1D": 4, "RAM256X1S": 4,
+                     "RAM32M16": 8, "RAM64M8": 8, "RAM256X1D": 8, "RAM512X1S": 8,
+                     "RAM32X16DR8": 8, "RAM64X8SW": 8, "SRL16E": 1, "SRLC16E": 1, "SRLC32E": 1}
 _LUT_SITES = {"ecp5": {"CCU2C": 2, "TRELLIS_DPR16X4": 2}, "ice40": {},
-              "xc7": {"RAM": 2}, "xcup": {"RAM": 2}}
+              "xc7": _XILINX_LUT_SITES, "xcup": _XILINX_LUT_SITES}
 _LUT_CELLS = {"ecp5": ("LUT4",), "ice40": ("SB_LUT4",),
               "xc7": tuple(f"LUT{n}" for n in range(1, 7)),
               "xcup": tuple(f"LUT{n}" for n in range(1, 7))}
@@ -159,10 +176,10 @@ _LUT_CELLS = {"ecp5": ("LUT4",), "ice40": ("SB_LUT4",),
 
 def fabric_luts(cells, family):
     """The LUT sites a yosys cell count (``{"LUT4": 3357, "CCU2C": 1158, ...}``) occupies: what
-    the model's ``lut`` predicts (LUTs, plus carries and LUT RAM in LUT-site equivalents)."""
+    the model's ``lut`` predicts (LUTs, plus carries, LUT RAM and shift registers in LUT-site
+    equivalents)."""
     total = sum(cells.get(name, 0) for name in _LUT_CELLS[family])
-    for prefix, sites in _LUT_SITES[family].items():
-        total += sites * sum(count for name, count in cells.items() if name.startswith(prefix))
+    total += sum(sites * cells.get(name, 0) for name, sites in _LUT_SITES[family].items())
     return total
 
 
@@ -184,7 +201,8 @@ def memory_blocks(depth, width, model, what=None):
     if (what in _LOGIC_MEMORIES or depth < model.bram_min_depth
             or depth * width < model.bram_min_bits):
         return 0
-    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in model.bram_shapes)
+    return min(math.ceil(depth / d) * math.ceil(width / w) * (blocks[0] if blocks else 1)
+               for d, w, *blocks in model.bram_shapes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,6 +341,15 @@ def _window_parts(layer_plan, lanes):
     memories = [("line buffer", row_words, in_lanes * a, 2 * kh)]
     registers = kh * kw * channels * a // max(channels // lanes, 1) + kh * in_lanes * a
     return memories, registers
+
+
+def _window_register_bits(layer):
+    """Flip-flops of a sliding window's window and hold registers
+    (:class:`~hwgen.hw.window.SlidingWindow`): each holds the whole ``kh × kw × C`` window of
+    codes. (``_window_parts`` counts an older, smaller estimate in ``register_bits``, which the
+    ECP5 and iCE40 coefficients were fitted with; the Xilinx fit weighs this count instead.)"""
+    kh, kw = layer.kernel
+    return 2 * kh * kw * layer.in_shape[2] * layer.input.bits
 
 
 def _pool_parts(layer_plan):
@@ -480,11 +507,16 @@ def layer_features(layer_plan, family, plan=None, model=None):
             control_luts += _SHARED_TABLE_LUTS_PER_BIT * depth * width * count
         elif not blocks:
             logic_memory_bits += depth * width * count
+    windowed = any(what == "line buffer" for what, *_ in parts.memories)
+    shared = layer_plan.engine == "sequential"
     features = {"layer": 1, "adder_bits": parts.adder_bits,
                 "requant_bits": parts.requant_bits,
                 "lut_multiplier_bits": lut_multiplier_bits,
-                "logic_memory_bits": logic_memory_bits, "register_bits": parts.register_bits,
-                "window": int(any(what == "line buffer" for what, *_ in parts.memories)),
+                "logic_memory_bits": logic_memory_bits,
+                "register_bits": 0 if shared else parts.register_bits,
+                "shared_register_bits": parts.register_bits if shared else 0,
+                "window": int(windowed),
+                "window_bits": _window_register_bits(layer_plan.layer) if windowed else 0,
                 "lut_array_bits": parts.lut_array_bits, "unrolled_bits": parts.unrolled_bits,
                 "pipeline_bits": parts.pipeline_bits, "spram": spram,
                 "control_luts": control_luts}
