@@ -45,13 +45,21 @@ def fifo_depth(plan, tensor, consumer):
     came out 12–13 % above the model on the example CNNs). Vectors need none (a MAC unit
     double-buffers its whole input), except a burst that a lane converter narrows
     (:func:`_burst_beats`). A shared sequential engine gets a whole frame in front (it
-    loads its input only between computations).
+    loads its input only between computations) and behind (it sends its output in one burst,
+    which a consumer taking it more slowly, such as a concat taking its inputs in turn,
+    would otherwise stretch into the engine's next frame).
     """
     shape = plan.qgraph.shape_of(tensor)
+    frame = math.prod(shape) // lanes_of(plan, tensor) + _FIFO_MARGIN
     if plan[consumer].engine == "sequential" and tensor != plan.qgraph.input_name:
-        # A shared engine takes its input only between frames' computations: a frame of
-        # FIFO lets its producer run on meanwhile.
-        return math.prod(shape) // lanes_of(plan, tensor) + _FIFO_MARGIN
+        return frame
+    if tensor != plan.qgraph.input_name and plan[tensor].engine == "sequential":
+        return max(frame, _dataflow_depth(plan, tensor, consumer, shape))
+    return _dataflow_depth(plan, tensor, consumer, shape)
+
+
+def _dataflow_depth(plan, tensor, consumer, shape):
+    """:func:`fifo_depth` between two dataflow engines."""
     skip = skip_fifo_depth(plan, tensor, consumer)
     pad_run = _pad_run_codes(plan, tensor, consumer)
     pad_run = math.ceil(pad_run / lanes_of(plan, tensor)) + _FIFO_MARGIN if pad_run else 0
