@@ -26,9 +26,53 @@ sys.path.insert(0, str(ROOT))
 
 import hwgen  # noqa: E402
 from hwgen import cost  # noqa: E402
+from hwgen.board import get_board  # noqa: E402
 from hwgen.emit import load_design  # noqa: E402
 from hwgen.plan import Folding, LayerPlan, Plan  # noqa: E402
 from hwgen.synth import synthesize  # noqa: E402
+
+@dataclasses.dataclass(frozen=True)
+class Design:
+    """One design a fit measures (``benchmarks/ice40_cells.py``, ``xilinx_layers.py``).
+
+    model : ``"resnet8"`` or ``"ds_cnn"`` (:mod:`models`), or an ONNX file under
+        ``examples/`` (calibrated with the ``calib.npz`` beside it).
+    bits : the bit widths, as :func:`hwgen.quantize` takes them.
+    folding : every layer pinned (:func:`hwgen.make_plan`'s ``folding``), so the plan stays
+        what was measured whatever the cost model now plans; ``None``: the default rule with
+        ``multipliers`` multipliers.
+    label : where the plan came from.
+    engine : :func:`hwgen.make_plan`'s ``engine``.
+    in_lanes : input lanes per layer where the board search read wider than a pin does.
+    multipliers : the default rule's multiplier budget when ``folding`` is ``None``.
+    """
+
+    model: str
+    bits: str
+    folding: str
+    label: str
+    engine: str = None
+    in_lanes: dict = dataclasses.field(default_factory=dict)
+    multipliers: int = None
+
+
+def design_plan(design, *, rules=None, board=None):
+    """``(plan, calibration inputs)`` of a :class:`Design`: planned by ``rules``'s board
+    (how many products a packed DSP holds) where given, each layer with its ``in_lanes``,
+    the plan for ``board`` (a name; its family sets the generated target)."""
+    import models
+    if design.model in ("resnet8", "ds_cnn"):
+        graph, x = getattr(models, design.model)()
+    else:
+        path = ROOT / "examples" / design.model
+        graph, x = hwgen.load(path), np.load(path.parent / "calib.npz")["x"]
+    qgraph = hwgen.quantize(graph, x, design.bits)
+    plan = hwgen.make_plan(qgraph, design.folding, engine=design.engine,
+                           multipliers=design.multipliers, board=rules)
+    layers = tuple(dataclasses.replace(p, in_lanes=design.in_lanes.get(p.name, p.in_lanes))
+                   for p in plan.layers)
+    return Plan(qgraph, layers, board and get_board(board)), x
+
 
 CNN = ("examples/cnn/calib.npz",)
 CONFIGS = {
@@ -162,6 +206,18 @@ def fit(samples):
         result[resource] = {name: round(float(value / s), 4)
                             for name, value, s in zip(cost.FEATURES, solution, scale)}
     return result
+
+
+def refit(model, layer_rows):
+    """``model`` with its LUT and FF coefficients fitted to ``layer_rows`` (``(features,
+    lut, ff, …)`` per layer, as :func:`rows` gives them), the terms it holds fixed
+    (:func:`hwgen.cost.fixed_terms`) taken off first."""
+    samples = []
+    for features, lut, ff, *_ in layer_rows:
+        fixed_lut, fixed_ff = cost.fixed_terms(features, model)
+        samples.append((features, lut - fixed_lut, ff - fixed_ff))
+    coefficients = fit(samples)
+    return dataclasses.replace(model, lut=coefficients["lut"], ff=coefficients["ff"])
 
 
 def main():

@@ -35,40 +35,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import hwgen  # noqa: E402
 from hwgen import cost  # noqa: E402
 from hwgen.board import get_board  # noqa: E402
-from hwgen.plan import Plan  # noqa: E402
 from hwgen.synth import _nextpnr_command, _run, _tool, parse_nextpnr_log, synthesize  # noqa: E402
 
 import calibrate_cost  # noqa: E402
-import models  # noqa: E402
-from report import table  # noqa: E402
+from report import error, table  # noqa: E402
 
 BOARD = "icebreaker"
 
 
-@dataclasses.dataclass(frozen=True)
-class Design:
-    """One measured design.
-
-    model : an ONNX file under ``examples/`` (calibrated with the ``calib.npz`` beside it), or
-        ``"ds_cnn"``, :func:`models.ds_cnn`.
-    bits : the bit widths, as :func:`hwgen.quantize` takes them.
-    folding : every layer pinned (:func:`hwgen.make_plan`'s ``folding``): the plans were the
-        board search's when they were measured, and pinning keeps them whatever the cost model
-        now plans.
-    label : where the plan came from.
-    engine : :func:`hwgen.make_plan`'s ``engine`` (``"sequential"``: one shared engine for
-        the whole chain, convolutions included).
-    in_lanes : input lanes per layer where the board search read wider than a pin does.
-    """
-
-    model: str
-    bits: str
-    folding: str
-    label: str
-    engine: str = None
-    in_lanes: dict = dataclasses.field(default_factory=dict)
-
-
+Design = calibrate_cost.Design
 LENET, MLP, DWSEP = "cnn/lenet.onnx", "digits_mlp/digits_mlp.onnx", "cnn/dwsep.onnx"
 OLD_DEFAULT = "default before the cell model"
 DESIGNS = {
@@ -99,18 +74,9 @@ DESIGNS = {
 
 
 def plan_of(design):
-    """``(plan, calibration inputs)`` of ``design``, sized for the iCEBreaker."""
-    if design.model == "ds_cnn":
-        graph, x = models.ds_cnn()
-    else:
-        path = ROOT / "examples" / design.model
-        graph, x = hwgen.load(path), np.load(path.parent / "calib.npz")["x"]
-    qgraph = hwgen.quantize(graph, x, design.bits)
-    plan = hwgen.make_plan(qgraph, design.folding, engine=design.engine)
-    layers = tuple(dataclasses.replace(p, in_lanes=design.in_lanes.get(p.name, p.in_lanes))
-                   for p in plan.layers)
-    # The board makes the design's target ice40, as the board search's plans did.
-    return Plan(qgraph, layers, get_board(BOARD)), x
+    """``(plan, calibration inputs)`` of ``design``, sized for the iCEBreaker (the board
+    makes the design's target ice40, as the board search's plans did)."""
+    return calibrate_cost.design_plan(design, board=BOARD)
 
 
 def measure(name, plan, x, data):
@@ -143,14 +109,6 @@ def measure(name, plan, x, data):
     return record
 
 
-def fixed_terms(features, model):
-    """The LUT sites and flip-flops a layer's model holds fixed: the LUT multipliers' arrays,
-    unrolled adders and shared engines' sequencing; the unrolled pipeline registers."""
-    return (model.lut_array * features["lut_array_bits"]
-            + model.lut_unrolled * features["unrolled_bits"] + features["control_luts"],
-            features["pipeline_bits"])
-
-
 def yosys_totals(record):
     """``(LUTs, flip-flops)`` of the whole design, the synthesis harness included."""
     return tuple(sum(block[resource] for block in record["layers"].values())
@@ -167,24 +125,15 @@ def fit_ff_cells(records):
 
 def fit(plans, records):
     """The iCE40 :class:`hwgen.cost.FamilyModel` refitted to ``records``."""
-    model = cost.FAMILY_MODELS["ice40"]
-    samples = []
-    for name, record in records.items():
-        for features, lut, ff, *_ in calibrate_cost.rows(plans[name], record, "ice40"):
-            fixed_lut, fixed_ff = fixed_terms(features, model)
-            samples.append((features, lut - fixed_lut, ff - fixed_ff))
-    coefficients = calibrate_cost.fit(samples)
-    return dataclasses.replace(model, lut=coefficients["lut"], ff=coefficients["ff"],
+    layer_rows = [row for name, record in records.items()
+                  for row in calibrate_cost.rows(plans[name], record, "ice40")]
+    return dataclasses.replace(calibrate_cost.refit(cost.FAMILY_MODELS["ice40"], layer_rows),
                                ff_cells=fit_ff_cells(list(records.values())))
 
 
 def modelled_cells(plan, model=None):
     """The cells hwgen.cost models for ``plan`` (by the iCE40 model or a given one)."""
     return sum(cost.layer_cost(layer_plan, BOARD, plan, model).lut for layer_plan in plan.layers)
-
-
-def error(modelled, measured):
-    return f"{(modelled - measured) / measured:+.0%}"
 
 
 def design_rows(plans, records, fitted):

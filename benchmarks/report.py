@@ -9,3 +9,8 @@ def table(rows):
     lines += ["  ".join(f"{str(row.get(key, '')):>{widths[key]}}" for key in keys)
               for row in rows]
     return "\n".join(lines)
+
+
+def error(modelled, measured):
+    """The model's relative error against a measurement, as ``+12%``."""
+    return f"{(modelled - measured) / max(measured, 1):+.0%}"

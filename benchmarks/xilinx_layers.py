@@ -25,7 +25,6 @@ hwgen.cost's and the designs modelled with them. ``--flat`` also runs ``hwgen sy
 """
 
 import argparse
-import dataclasses
 import json
 import re
 import sys
@@ -40,42 +39,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import hwgen  # noqa: E402
 from hwgen import cost  # noqa: E402
 from hwgen.board import FAMILIES  # noqa: E402
-from hwgen.plan import Plan  # noqa: E402
 from hwgen.synth import _run, _tool, count_resources, parse_yosys_stat, synthesize  # noqa: E402
 
 import calibrate_cost  # noqa: E402
-import models  # noqa: E402
-from report import table  # noqa: E402
+from report import error, table  # noqa: E402
 
 BOARD = "arty_a7_35t"
 FAMILY = "xc7"
 
 
-@dataclasses.dataclass(frozen=True)
-class Design:
-    """One measured design.
-
-    model : ``"resnet8"`` (:func:`models.resnet8`) or an ONNX file under ``examples/``
-        (calibrated with the ``calib.npz`` beside it).
-    bits : the bit widths, as :func:`hwgen.quantize` takes them.
-    folding : every layer pinned (:func:`hwgen.make_plan`'s ``folding``), so the plan stays
-        what was measured whatever the cost model now plans; ``None``: the default rule with
-        ``multipliers`` multipliers (the calibration designs).
-    label : where the plan came from.
-    engine : :func:`hwgen.make_plan`'s ``engine``.
-    in_lanes : input lanes per layer where the board search read wider than a pin does.
-    multipliers : the default rule's multiplier budget when ``folding`` is ``None``.
-    """
-
-    model: str
-    bits: str
-    folding: str
-    label: str
-    engine: str = None
-    in_lanes: dict = dataclasses.field(default_factory=dict)
-    multipliers: int = None
-
-
+Design = calibrate_cost.Design
 ARTY_DEFAULT = "Arty default before the refit"
 RESNET8_W4A4 = ("conv0=systolic:4x3,s1_conv1=systolic:8x8,s1_conv2=systolic:16x4,s1_add=add:1,"
                 "s2_conv1=systolic:2x16,s2_conv2=systolic:4x16,s2_skip=systolic:2x2,"
@@ -102,21 +75,11 @@ DESIGNS = {
 
 
 def plan_of(design):
-    """``(plan, calibration inputs)`` of ``design``."""
-    if design.model == "resnet8":
-        graph, x = models.resnet8()
-    else:
-        path = ROOT / "examples" / design.model
-        graph, x = hwgen.load(path), np.load(path.parent / "calib.npz")["x"]
-    qgraph = hwgen.quantize(graph, x, design.bits)
-    # A board sets how many products a packed DSP holds: the PYNQ-Z2's (the Arty's family, a
-    # larger device), as the pinned plans need not fit the Arty by the model.
-    board = None if design.folding is None else "pynq_z2"
-    plan = hwgen.make_plan(qgraph, design.folding, engine=design.engine,
-                           multipliers=design.multipliers, board=board)
-    layers = tuple(dataclasses.replace(p, in_lanes=design.in_lanes.get(p.name, p.in_lanes))
-                   for p in plan.layers)
-    return Plan(qgraph, layers), x
+    """``(plan, calibration inputs)`` of ``design``: pinned plans by the PYNQ-Z2's rules (the
+    Arty's family, a larger device: how many products a packed DSP holds), as they need not
+    fit the Arty by the model."""
+    return calibrate_cost.design_plan(
+        design, rules=None if design.folding is None else "pynq_z2")
 
 
 def blocks_of(verilog, top):
@@ -194,28 +157,11 @@ def layer_rows(plan, record):
     return rows
 
 
-def fixed_terms(features, model):
-    """The LUT sites and flip-flops a layer's model holds fixed: the LUT multipliers' arrays,
-    unrolled adders and shared engines' sequencing; the unrolled pipeline registers."""
-    return (model.lut_array * features["lut_array_bits"]
-            + model.lut_unrolled * features["unrolled_bits"] + features["control_luts"],
-            features["pipeline_bits"])
-
-
 def fit(plans, records):
     """The xc7 :class:`hwgen.cost.FamilyModel` refitted to ``records``, per layer."""
-    model = cost.FAMILY_MODELS[FAMILY]
-    samples = []
-    for name, record in records.items():
-        for features, lut, ff, *_ in layer_rows(plans[name], record).values():
-            fixed_lut, fixed_ff = fixed_terms(features, model)
-            samples.append((features, lut - fixed_lut, ff - fixed_ff))
-    coefficients = calibrate_cost.fit(samples)
-    return dataclasses.replace(model, lut=coefficients["lut"], ff=coefficients["ff"])
-
-
-def error(modelled, measured):
-    return f"{(modelled - measured) / max(measured, 1):+.0%}"
+    return calibrate_cost.refit(cost.FAMILY_MODELS[FAMILY], [
+        row for name, record in records.items()
+        for row in layer_rows(plans[name], record).values()])
 
 
 def modelled(plan, model=None):

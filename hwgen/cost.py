@@ -641,6 +641,15 @@ def _linear(coefficients, features, extra=0.0):
     return max(0, round(sum(coefficients[name] * features[name] for name in FEATURES) + extra))
 
 
+def fixed_terms(features, model):
+    """``(LUT sites, flip-flops)`` of a layer that ``model`` counts outside its linear
+    coefficients: LUT multipliers' partial products, unrolled adders and a shared engine's
+    sequencing; unrolled pipeline registers."""
+    return (model.lut_array * features["lut_array_bits"]
+            + model.lut_unrolled * features["unrolled_bits"] + features["control_luts"],
+            features["pipeline_bits"])
+
+
 def layer_cost(layer_plan, board, plan=None, model=None):
     """The :class:`LayerCost` of one planned layer on ``board`` (a name or Board), by the
     family's :class:`FamilyModel` or a given one."""
@@ -648,14 +657,11 @@ def layer_cost(layer_plan, board, plan=None, model=None):
     model = model or FAMILY_MODELS[board.family]
     dsp, bram, features = layer_features(layer_plan, board.family, plan, model)
     folding = layer_plan.describe().partition(":")[2].partition(":")[0]
-    ff = _linear(model.ff, features, features["pipeline_bits"])
-    cells = model.ff_cells * ff
+    fixed_lut, fixed_ff = fixed_terms(features, model)
+    ff = _linear(model.ff, features, fixed_ff)
     return LayerCost(layer_plan.name, layer_plan.engine, folding,
                      _bits_label(layer_plan.layer), layer_plan.multipliers,
-                     _linear(model.lut, features,
-                             model.lut_array * features["lut_array_bits"]
-                             + model.lut_unrolled * features["unrolled_bits"]
-                             + features["control_luts"] + cells),
+                     _linear(model.lut, features, fixed_lut + model.ff_cells * ff),
                      ff, dsp, bram,
                      layer_plan.cycles,
                      layer_plan.multiplier_label, features["spram"])
