@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 from hwgen.errors import HwgenError
-from hwgen.fuzz import FuzzOutcome, random_case, run_case, save_reproducer
+from hwgen.fuzz import LATENCY_FROM, FuzzOutcome, random_case, run_case, save_reproducer
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_LOG = HERE / "fuzz_log.jsonl"
@@ -60,8 +60,11 @@ def summarize(outcomes):
     outcomes = list(outcomes)
     built = [o for o in outcomes if not o.rejected]
     ii = [o for o in built if o.error is None and o.ii_error != 0]
-    latency = [o for o in built if o.error is None and o.latency_error != 0]
+    timed = [o for o in built if o.error is None and o.latency_from == LATENCY_FROM]
+    latency = [o for o in timed if o.latency_error != 0]
     late = [o for o in latency if o.latency_error > 0]
+    worst = max((abs(o.latency_error) / max(o.latency_measured, 1) for o in latency),
+                default=0.0)
     return [
         f"designs {len(outcomes)} ({len(outcomes) - len(built)} rejected at build), "
         f"frames {sum(o.frames for o in built):,}, codes compared "
@@ -71,8 +74,11 @@ def summarize(outcomes):
         f"{sum(1 for o in built if o.error)}",
         f"cycle model: II off in {len(ii)} designs"
         + (f" (seeds {', '.join(str(o.seed) for o in ii[:12])})" if ii else "")
-        + f"; latency off in {len(latency)} ({len(late)} measured above the prediction)"
-        + (f" (seeds {', '.join(str(o.seed) for o in latency[:12])})" if latency else ""),
+        + f"; latency (from the {LATENCY_FROM}, {len(timed)} designs) off in {len(latency)}"
+        + (f" ({len(late)} measured above the prediction, at most {worst:.1%} off; seeds "
+           f"{', '.join(str(o.seed) for o in latency[:12])})" if latency else "")
+        + (f"; {len(built) - len(timed)} earlier designs timed from the last input beat"
+           if len(built) > len(timed) else ""),
     ]
 
 

@@ -110,9 +110,10 @@ def build_manifest(plan, top, latency):
         "initiation_interval": plan.initiation_interval,
         "latency": latency,
         # What the two figures are: the interval is the slowest engine's cycles, which the
-        # FIFO depths make the steady state; the latency is the model's estimate (see
-        # hwgen.hw.accelerator.Accelerator.latency).
-        "cycle_model": {"initiation_interval": "exact", "latency": "estimate"},
+        # FIFO depths make the steady state; the latency (first input beat to last output
+        # beat) is the max-plus model's estimate (hwgen.hw.accelerator.Accelerator.latency).
+        "cycle_model": {"initiation_interval": "exact", "latency": "estimate",
+                        "latency_from": "first input beat", "latency_to": "last output beat"},
         "bottleneck": plan.bottleneck,
         "multipliers": plan.multipliers,
         "macs_per_frame": plan.macs,
@@ -283,9 +284,10 @@ def _report(plan, manifest, graph, x, labels):
         f"- input: {qgraph.input}, {manifest['ports']['s_axis']['lanes']} lanes per beat",
         f"- output: {qgraph.output}, {manifest['ports']['m_axis']['lanes']} lanes per beat",
         f"- initiation interval: {plan.initiation_interval} cycles/frame "
-        f"(bottleneck: {plan.bottleneck}); latency: about {manifest['latency']} cycles "
-        f"({manifest['latency'] * 1e3 / clock:,.0f} ns at {clock:g} MHz; an estimate, "
-        "`hwgen sim` measures it)",
+        f"(bottleneck: {plan.bottleneck}); latency: {manifest['latency']} cycles from a "
+        f"frame's first input beat to its last output beat "
+        f"({manifest['latency'] * 1e3 / clock:,.0f} ns at {clock:g} MHz; the model's "
+        "estimate, `hwgen sim` measures it)",
         f"- multipliers: {plan.multipliers}; MACs per frame: {plan.macs}; "
         f"MAC utilization at the II: {utilization}",
         f"- throughput at 100 MHz: {100e6 / plan.initiation_interval:,.0f} frames/s",

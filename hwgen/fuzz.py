@@ -33,6 +33,8 @@ __all__ = ["FuzzCase", "FuzzOutcome", "random_case", "run_case", "save_reproduce
 _CODES = 20_000
 _CYCLE_BUDGET = 1_500_000
 _MAX_FRAMES = 2048
+# What the simulation's latency counts from (FuzzOutcome.latency_from).
+LATENCY_FROM = "first input beat"
 _TABLE_FUNCTIONS = ("sigmoid", "tanh", "hardswish", "gelu", "silu", "softsign", "elu")
 
 
@@ -84,6 +86,9 @@ class FuzzOutcome:
     latency_measured: int = 0
     seconds: float = 0.0
     error: "str | None" = None
+    # Where the latency is counted from: the frame's first input beat since the max-plus
+    # model (hwgen.hw.accelerator.Accelerator.timeline); logs before it counted from the last.
+    latency_from: str = "last input beat"
 
     @property
     def ii_error(self):
@@ -393,7 +398,7 @@ def run_case(case, folder, *, codes=_CODES, simulator="verilator"):
         ii_predicted=plan.initiation_interval,
         ii_measured=result.initiation_interval or 0.0,
         latency_predicted=design.manifest["latency"], latency_measured=result.latency or 0,
-        seconds=time.perf_counter() - start, error=result.error)
+        seconds=time.perf_counter() - start, error=result.error, latency_from=LATENCY_FROM)
 
 
 def save_reproducer(case, outcome, design_folder, folder, shared=False):

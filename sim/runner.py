@@ -101,8 +101,8 @@ class SimResult:
     mismatch_count : int
         All mismatching codes of both phases.
     latency : int or None
-        Measured cycles from the transfer of frame 0's last input beat to the transfer of its
-        last output beat, with no stalls.
+        Measured cycles from the transfer of frame 0's first input beat to the transfer of its
+        last output beat, with no stalls (input offered every cycle, output always ready).
     initiation_interval : float or None
         Measured mean cycles between consecutive frames' last output beats in steady state:
         over the last quarter of the timing phase's frames, after the start-up transient

@@ -162,6 +162,7 @@ class AxisSource:
         self._next = 0             # index of the beat to present next
         self._presenting = False   # tvalid is high with beat self._next
         self._tvalid_driven = None
+        self.first_beat_cycles = []  # per frame: cycle of its first beat's transfer
         self.last_beat_cycles = []  # per frame: cycle of its last beat's transfer
 
     @property
@@ -203,6 +204,8 @@ class AxisSource:
             return False
         if not _bit(self._tready, "s_axis_tready", cycle):
             return False
+        if self._next % self._beats_per_frame == 0:
+            self.first_beat_cycles.append(cycle)
         if self._next % self._beats_per_frame == self._beats_per_frame - 1:
             self.last_beat_cycles.append(cycle)
         self._next += 1
@@ -425,8 +428,8 @@ async def _run_phase(clocked, config, phase, inputs, expected, stall, rng, recor
 def _timing(source, sink):
     """Latency and initiation interval from the timing phase's transfer cycles."""
     latency = None
-    if source.last_beat_cycles and sink.last_beat_cycles:
-        latency = sink.last_beat_cycles[0] - source.last_beat_cycles[0]
+    if source.first_beat_cycles and sink.last_beat_cycles:
+        latency = sink.last_beat_cycles[0] - source.first_beat_cycles[0]
     gaps = np.diff(sink.last_beat_cycles)
     if len(gaps) >= 2:
         # The last quarter: engines of equal rate take frames to settle their offsets.

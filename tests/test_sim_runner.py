@@ -2,8 +2,9 @@
 
 The design under test reverses a frame and adds a constant: ``y[j] = x[N-1-j] + offset``. It
 reads a whole frame (``N / in_lanes`` beats) into registers, then sends the result
-(``N / out_lanes`` beats), one frame at a time, so by construction its latency (last input
-beat to last output beat) is ``N / out_lanes`` cycles and its initiation interval is
+(``N / out_lanes`` beats), one frame at a time, so by construction its latency (first input
+beat to last output beat) is ``N / in_lanes − 1 + N / out_lanes`` cycles and its initiation
+interval is
 ``N / in_lanes + N / out_lanes`` cycles. Its first input code can switch on a deliberate
 protocol bug for that frame, so one build also proves that the monitor catches each bug.
 """
@@ -63,7 +64,7 @@ class ReverseOffset(wiring.Component):
 
     @property
     def latency(self):
-        return self.features // self.out_lanes
+        return self.features // self.in_lanes - 1 + self.features // self.out_lanes
 
     @property
     def initiation_interval(self):
@@ -472,7 +473,7 @@ def test_timing_with_few_frames(build_root, narrow, frames, interval, simulator)
     result = run_simulation(narrow.verilog_path, narrow.manifest, codes, narrow.model(codes),
                             simulator=simulator, build_root=build_root, stall=0.0)
     assert result.passed, result.summary()
-    assert result.latency == 6 and result.initiation_interval == interval
+    assert result.latency == 4 - 1 + 6 and result.initiation_interval == interval
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..reference import Rounding
 from .requant import code_shape
-from .stream import check_lanes, frame_layout
+from .stream import BeatForBeat, check_lanes, frame_layout
 
 __all__ = ["AddUnit", "round_shift_clamp", "rounding_addend"]
 
@@ -48,7 +48,7 @@ def round_shift_clamp(m, value, shift, rounding, zero_point, lo, hi, name):
     return Mux(total < lo, lo, Mux(total > hi, hi, total))
 
 
-class AddUnit(wiring.Component):
+class AddUnit(BeatForBeat, wiring.Component):
     """``q_y = clamp(zp_y + rshift_round((q_a − zp_a)·M_a + (q_b − zp_b)·M_b, n), lo, hi)`` on
     ``lanes`` elements per beat, bit-exact with the integer reference for every
     :class:`~hwgen.reference.Rounding` mode.

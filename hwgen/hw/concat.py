@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from .add import round_shift_clamp
 from .requant import code_shape
-from .stream import check_lanes, frame_layout
+from .stream import check_lanes, frame_layout, queue
 
 __all__ = ["ConcatUnit"]
 
@@ -67,6 +67,14 @@ class ConcatUnit(wiring.Component):
     @property
     def cycles_per_frame(self):
         return self._pixels * self._layer.shape[-1] // self._lanes
+
+    def beat_times(self, *arrivals):
+        """The cycles of the output beats for the inputs' beats arriving at ``arrivals`` (see
+        :meth:`hwgen.hw.accelerator.Accelerator.timeline`): per pixel each input's beats in
+        turn, :attr:`latency` after they arrive, at most one per cycle."""
+        ready = np.concatenate([np.asarray(times, float).reshape(self._pixels, -1)
+                                for times in arrivals], axis=1).ravel()
+        return queue(ready + self.latency, np.ones(len(ready)))
 
     def elaborate(self, platform):
         m = Module()

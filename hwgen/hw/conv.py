@@ -14,7 +14,8 @@ from .depthwise import DepthwiseEngine
 from .requant import code_shape
 from .stream import chain, frame_layout
 from .systolic import SystolicArray, check_conv_folding
-from .window import PadUnit, SlidingWindow
+from .window import (PadUnit, SlidingWindow, last_real, pixel_beats, window_needs,
+                     window_times)
 
 __all__ = ["ConvLayer"]
 
@@ -198,33 +199,11 @@ class ConvLayer(wiring.Component):
             parts.append(self._pad.cycles_per_frame)
         return max(parts)
 
-    def _needed_rows(self):
-        """Per output row ``oy``: the padded row whose end the row's last pixel waits for
-        (when the window releases its newest row), else −1."""
-        (kh, _), (sy, _) = self._layer.kernel, self._layer.stride
-        out_height = self._layer.out_shape[0]
-        rows = np.arange(out_height) * sy + kh - 1
-        return np.where((np.arange(out_height) == out_height - 1) | (sy >= kh), rows, -1)
-
     def _last_real(self, rows, cols):
-        """The stream index of the last real input element at or before padded position
-        ``(rows, cols)`` (all channels of it), −1 if none."""
-        height, width, channels = self._layer.in_shape
-        top, left, _, _ = self._layer.pads
-        y, x = np.asarray(rows) - top, np.asarray(cols) - left
-        after_row = (y * width + np.clip(x + 1, 0, width)) * channels - 1
-        return np.where(y >= height, height * width * channels - 1,
-                        np.where(y < 0, -1, after_row))
+        return last_real(self._layer, rows, cols)
 
     def _needs(self):
-        """Per output pixel ``(OH, OW)``: the padded position ``(row, column)`` of the last
-        input the window needs for it."""
-        layer = self._layer
-        (kh, kw), (sy, sx) = layer.kernel, layer.stride
-        out_height, out_width = layer.out_shape[:2]
-        oy, ox = np.meshgrid(np.arange(out_height), np.arange(out_width), indexing="ij")
-        whole_row = (ox == out_width - 1) & (self._needed_rows()[oy] >= 0)
-        return oy * sy + kh - 1, np.where(whole_row, self._padded[1] - 1, ox * sx + kw - 1)
+        return window_needs(self._layer)
 
     @property
     def lead(self):
@@ -263,6 +242,16 @@ class ConvLayer(wiring.Component):
         count = len(pad_beats)
         behind = (count - 1 - np.arange(count)) * period
         return 1 + int(np.max(pad_beats + behind)) + front
+
+    def beat_times(self, arrival):
+        """The cycles of the output beats for input beats (at :attr:`in_lanes`) arriving at
+        ``arrival`` (see :meth:`hwgen.hw.accelerator.Accelerator.timeline`): the windows
+        leave as :func:`~hwgen.hw.window.window_times` says; the engine starts a pixel's
+        output its ``pixel_timing`` lead after its window, and not before its interval after
+        the previous pixel's."""
+        window = window_times(self._layer, self._window, self._pad is not None,
+                              self._in_lanes, arrival)
+        return pixel_beats(window, *self._engine.pixel_timing)
 
     def elaborate(self, platform):
         m = Module()

@@ -115,6 +115,15 @@ class DepthwiseEngine(wiring.Component):
         return (_STAGES + multiplier_latency(self._kind, 1, self._widths)
                 + Requant.latency_of(self._layer) + StreamRegister.latency)
 
+    @property
+    def pixel_timing(self):
+        """``(lead, interval, beats, spacing)`` as
+        :attr:`hwgen.hw.systolic.SystolicArray.pixel_timing`: a group of ``pe`` channels
+        leaves :attr:`latency` after its ``kh·kw`` window beats, the window's last beat being
+        its last group's."""
+        lead = self.latency - (self._groups - 1) * self._positions
+        return lead, self._groups * self._positions, self._groups, self._positions
+
     def _weight_words(self):
         weight = self._layer.weight[..., 0]  # (C, kh, kw)
         kh, kw = self._layer.kernel

@@ -1,5 +1,6 @@
 """The MAC-unit engine of a dense layer: ``pe`` output channels × ``simd`` inputs per cycle."""
 
+import numpy as np
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -175,6 +176,14 @@ class MacUnit(wiring.Component):
         :class:`Requant` (8) and the output FIFO (1)."""
         compute = self.cycles_per_frame if self.buffered else 0
         return compute + self._result_latency
+
+    def beat_times(self, arrival):
+        """The cycles of the output beats for input beats arriving at ``arrival`` (see
+        :meth:`hwgen.hw.accelerator.Accelerator.timeline`): every output needs the whole
+        input; then a fold per ``in_features / simd`` cycles (the first after the last input
+        when buffered) and the pipeline."""
+        first = arrival[-1] + (self._in_beats if self.buffered else 0) + self._result_latency
+        return first + np.arange(self._out_beats) * self._in_beats
 
     @property
     def _result_latency(self):

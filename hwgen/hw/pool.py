@@ -16,8 +16,8 @@ from .add import round_shift_clamp
 from .dsp import check_target
 from .rom import weight_rom
 from .requant import code_shape
-from .stream import chain, credit_depth, credit_output, delay, frame_layout
-from .window import PadUnit, SlidingWindow
+from .stream import chain, credit_depth, credit_output, delay, frame_layout, queue
+from .window import PadUnit, SlidingWindow, pixel_beats, window_times
 
 __all__ = ["PoolReduce", "GlobalAvgPool", "PoolLayer"]
 
@@ -541,6 +541,13 @@ class GlobalAvgPool(wiring.Component):
 
     latency = 2 + _ScalarRequant.stages
 
+    def beat_times(self, arrival):
+        """The cycles of the output beats for input beats arriving at ``arrival`` (see
+        :meth:`hwgen.hw.accelerator.Accelerator.timeline`): a beat per channel group of the
+        last pixel, :attr:`latency` after it, at most one per cycle."""
+        last = np.asarray(arrival, float)[-self._groups:]
+        return queue(last + self.latency, np.ones(self._groups))
+
     def __init__(self, layer, lanes):
         _kind(layer, ("global_avg",), "GlobalAvgPool")
         if layer.rounding is Rounding.FLOAT32_ORT:
@@ -746,6 +753,19 @@ class PoolLayer(wiring.Component):
         serial = self._window.window_beats
         window = 3 + max(need + (len(pending) - n) * serial for n, need in enumerate(pending))
         return (1 if self._pad is not None else 0) + window + self._reduce.latency
+
+    def beat_times(self, arrival):
+        """The cycles of the output beats for input beats arriving at ``arrival`` (see
+        :meth:`hwgen.hw.accelerator.Accelerator.timeline`): the windows leave as
+        :func:`~hwgen.hw.window.window_times` says; a channel group's result
+        ``PoolReduce.latency`` after its ``kh·kw`` beats, the window's last beat being its last
+        group's."""
+        windows = window_times(self._layer, self._window, self._pad is not None, self._lanes,
+                               arrival)
+        positions = int(self._layer.kernel[0]) * int(self._layer.kernel[1])
+        groups = self._padded[2] // self._lanes
+        return pixel_beats(windows, self._reduce.latency - (groups - 1) * positions,
+                           groups * positions, groups, positions)
 
     @property
     def lead(self):

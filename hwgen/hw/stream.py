@@ -7,6 +7,7 @@ Element ``k`` of a frame travels in beat ``k // lanes``, lane ``k % lanes``.
 
 import operator
 
+import numpy as np
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -14,7 +15,7 @@ from amaranth.utils import ceil_log2
 
 from ..errors import HwgenError
 
-__all__ = ["chain", "check_lanes", "count_below", "credit_depth", "credit_output", "delay", "double_buffer",
+__all__ = ["BeatForBeat", "queue", "chain", "check_lanes", "count_below", "credit_depth", "credit_output", "delay", "double_buffer",
            "frame_layout", "StreamRegister", "LaneConverter"]
 
 
@@ -41,6 +42,26 @@ def _positive(value, what):
     if value < 1:
         raise ValueError(f"{what} must be a positive integer, not {value!r}")
     return value
+
+
+def queue(ready, gaps):
+    """``t[k] = max(ready[k], t[k−1] + gaps[k])``: when items ready at ``ready`` leave a
+    server that needs ``gaps[k]`` cycles after the previous one for item ``k`` (the
+    accelerator's latency model, :meth:`hwgen.hw.accelerator.Accelerator.timeline`)."""
+    ready = np.asarray(ready, float)
+    offsets = np.cumsum(np.concatenate([[0.0], np.asarray(gaps, float)[1:]]))
+    return offsets + np.maximum.accumulate(ready - offsets)
+
+
+class BeatForBeat:
+    """The timing of a block that emits a beat for each input beat (of every input),
+    ``latency`` cycles later, at most one per cycle (an activation table, an add), for the
+    accelerator's latency model (:meth:`hwgen.hw.accelerator.Accelerator.timeline`)."""
+
+    def beat_times(self, *arrivals):
+        """The cycles of the output beats for input beats arriving at ``arrivals``."""
+        ready = np.maximum.reduce([np.asarray(times, float) for times in arrivals])
+        return queue(ready + self.latency, np.ones(len(ready)))
 
 
 class StreamRegister(wiring.Component):

@@ -191,6 +191,15 @@ class SystolicArray(wiring.Component):
         return compute + self._result_latency
 
     @property
+    def pixel_timing(self):
+        """``(lead, interval, beats, spacing)`` for the accelerator's latency model: a
+        pixel's first output beat ``lead`` cycles after its window's last beat (its first fold
+        when buffered, then the result's pipeline), at least ``interval`` cycles after the
+        previous pixel's; its ``beats`` output beats (one per fold) ``spacing`` apart."""
+        lead = (self._in_beats if self.buffered else 0) + self._result_latency
+        return lead, self.cycles_per_pixel, self._folds, self._in_beats
+
+    @property
     def _result_latency(self):
         """Cycles from issuing a fold's last beat to the transfer of its output beat."""
         return (_CELL_STAGES + multiplier_latency(self._kind, self._pack, self._widths)

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from .requant import code_shape
 from .rom import WeightRom, weight_rom
-from .stream import check_lanes, frame_layout
+from .stream import BeatForBeat, check_lanes, frame_layout
 
 __all__ = ["TableUnit", "ArgMaxUnit"]
 
@@ -17,7 +17,7 @@ def _lanes(layer, lanes, elements, what):
                        f"{elements} {what} (legal: {{legal}}), not {{lanes}}")
 
 
-class TableUnit(wiring.Component):
+class TableUnit(BeatForBeat, wiring.Component):
     """``q_y = table[q_x − lo_x]`` on ``lanes`` codes per beat: one ROM of ``2^a`` output codes
     per lane, read through :class:`~hwgen.hw.rom.WeightRom` (so on ECP5 a table big enough for
     a block RAM uses the block's own output register).

@@ -444,6 +444,12 @@ class UnrolledDense(wiring.Component):
     def latency(self):
         return self.netlist.stages + self._registered
 
+    @property
+    def pixel_timing(self):
+        """``(lead, interval, beats, spacing)`` as
+        :attr:`hwgen.hw.systolic.SystolicArray.pixel_timing`: a vector per cycle."""
+        return self.latency, 1, 1, 0
+
     def elaborate(self, platform):
         m = Module()
         netlist = self.netlist

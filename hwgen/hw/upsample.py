@@ -2,12 +2,13 @@
 a transposed convolution inserts between pixels."""
 
 
+import numpy as np
 from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .requant import code_shape
-from .stream import check_lanes, frame_layout
+from .stream import check_lanes, frame_layout, queue
 
 __all__ = ["Upsample"]
 
@@ -64,6 +65,22 @@ class Upsample(wiring.Component):
         last input row (``sy`` rows for nearest, one for zeros) and the read register."""
         rows = self._layer.factor[0] if self._layer.mode == "nearest" else 1
         return rows * self._layer.out_shape[1] * self._beats + 1
+
+    def beat_times(self, arrival):
+        """The cycles of the output beats for input beats arriving at ``arrival`` (see
+        :meth:`hwgen.hw.accelerator.Accelerator.timeline`): row by row, a beat per cycle; a
+        row of data (every row for nearest, each input row's first for zeros) once its input
+        row is in its buffer, two cycles after that row's last beat."""
+        layer = self._layer
+        height, width, _ = layer.in_shape
+        out_height, out_width, _ = layer.out_shape
+        row_ends = np.asarray(arrival, float)[np.arange(1, height + 1) * width * self._beats - 1]
+        nearest = layer.mode == "nearest"
+        step = layer.factor[0]
+        ready = [row_ends[row // step] + 2 if nearest or row % step == 0 else 0.0
+                 for row in range(out_height)]
+        ready = np.repeat(ready, out_width * self._beats)
+        return queue(ready, np.ones(len(ready)))
 
     def elaborate(self, platform):
         m = Module()

@@ -7,13 +7,16 @@ image in raster order, channels fastest, ``lanes`` consecutive values per beat.
 
 import operator
 
+import numpy as np
+
 from amaranth.hdl import Array, Module, Mux, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .stream import frame_layout
+from .stream import frame_layout, queue
 
-__all__ = ["PadUnit", "SlidingWindow", "window_order"]
+__all__ = ["PadUnit", "SlidingWindow", "last_real", "pixel_beats", "window_needs", "window_order",
+           "window_times"]
 
 
 def _positive(value, what):
@@ -51,6 +54,68 @@ def window_order(kernel, channels, lanes, order):
                 for group in range(channels // lanes)
                 for ky in range(kh) for kx in range(kw) for lane in range(lanes)]
     raise ValueError(f"order must be 'conv' or 'depthwise', not {order!r}")
+
+
+def window_needs(layer):
+    """Per output pixel ``(OH, OW)`` of a windowed ``layer`` (a conv or a pool: its
+    ``kernel``, ``stride``, ``pads``, ``in_shape`` and ``out_shape``), the padded position
+    ``(row, column)`` of the last input the sliding window needs for it: its bottom-right
+    pixel, or for a row's last pixel when the window releases its newest row (stride
+    ``sy ≥ kh``, or the last output row), the end of that row."""
+    (kh, kw), (sy, sx) = layer.kernel, layer.stride
+    out_height, out_width = layer.out_shape[:2]
+    padded_width = layer.pads[1] + layer.in_shape[1] + layer.pads[3]
+    oy, ox = np.meshgrid(np.arange(out_height), np.arange(out_width), indexing="ij")
+    releases = (oy == out_height - 1) | (sy >= kh)
+    whole_row = (ox == out_width - 1) & releases
+    return oy * sy + kh - 1, np.where(whole_row, padded_width - 1, ox * sx + kw - 1)
+
+
+def last_real(layer, rows, cols):
+    """The stream index of the last real input element of ``layer`` at or before padded
+    position ``(rows, cols)`` (all channels of it), −1 if none."""
+    height, width, channels = layer.in_shape
+    top, left = layer.pads[:2]
+    y, x = np.asarray(rows) - top, np.asarray(cols) - left
+    after_row = (y * width + np.clip(x + 1, 0, width)) * channels - 1
+    return np.where(y >= height, height * width * channels - 1,
+                    np.where(y < 0, -1, after_row))
+
+
+def window_times(layer, window, padded, lanes, arrival):
+    """The cycle each output pixel's window (raster order) leaves ``window``, the
+    :class:`SlidingWindow` of ``layer``, with its last beat, for input beats of ``lanes``
+    channels arriving at ``arrival`` (the accelerator's latency model,
+    :meth:`hwgen.hw.accelerator.Accelerator.timeline`): once the last input it needs has
+    arrived (:func:`window_needs`), through the :class:`PadUnit` when ``padded`` (its
+    register, and a beat per cycle in padded order: an idle pad unit sends the pads before
+    a frame's first input from cycle 0, the frame's first ``s_axis`` beat), plus the window's
+    latency, and not before the reader has finished the window before it
+    (:attr:`SlidingWindow.reads`)."""
+    height, width, channels = layer.in_shape
+    rows, cols = (part.ravel() for part in window_needs(layer))
+    arrival = np.asarray(arrival, float)
+    if padded:
+        top, left, bottom, right = layer.pads
+        column_beats = channels // lanes
+        # The pad unit's output, a beat per cycle in padded order: a real beat a cycle after
+        # it arrives, a pad beat whenever its turn comes.
+        ready = np.ones((top + height + bottom, left + width + right, column_beats))
+        ready[top:top + height, left:left + width] = arrival.reshape(
+            height, width, column_beats) + 1
+        padded_beats = queue(ready.ravel(), np.ones(ready.size))
+        times = padded_beats[(rows * ready.shape[1] + cols + 1) * column_beats - 1]
+    else:
+        times = arrival[np.maximum(last_real(layer, rows, cols), 0) // lanes]
+    return queue(times + window.latency, window.reads)
+
+
+def pixel_beats(windows, lead, interval, beats, spacing):
+    """The cycles of an engine's output beats behind a sliding window whose windows leave at
+    ``windows``: a pixel's first beat ``lead`` cycles after its window, and not before
+    ``interval`` cycles after the previous pixel's; its ``beats`` beats ``spacing`` apart."""
+    pixels = queue(np.asarray(windows, float) + lead, np.full(len(windows), interval))
+    return (pixels[:, None] + np.arange(beats) * spacing).ravel()
 
 
 class PadUnit(wiring.Component):
@@ -278,13 +343,26 @@ class SlidingWindow(wiring.Component):
     @property
     def cycles_per_frame(self):
         height, width, channels = self._shape
+        return max(height * width * channels // self._in_lanes, self.reader_cycles)
+
+    @property
+    def reader_cycles(self):
+        """The reader's and serializer's part of :attr:`cycles_per_frame`: the cycles of a
+        frame's windows when the input is never waited for (the sum of :attr:`reads`)."""
+        return int(self.reads.sum())
+
+    @property
+    def reads(self):
+        """The reader's cycles per window in raster order (``OH·OW``): the columns it reads
+        (``kw`` at a row's start, ``min(sx, kw)`` after) or its beats serialized, whichever
+        takes longer."""
         (_, kw), (_, sx) = self._kernel, self._stride
         out_height, out_width = self.out_shape
-        column_beats = channels // self._in_lanes
-        serial = self.window_beats
-        reader = out_height * (max(serial, kw * column_beats)
-                               + (out_width - 1) * max(serial, min(sx, kw) * column_beats))
-        return max(height * width * column_beats, reader)
+        column_beats = self._shape[2] // self._in_lanes
+        reads = np.full((out_height, out_width), max(self.window_beats,
+                                                     min(sx, kw) * column_beats))
+        reads[:, 0] = max(self.window_beats, kw * column_beats)
+        return reads.ravel()
 
     @property
     def latency(self):
