@@ -3,9 +3,9 @@
 against Amaranth's simulator, block by block: for fuzzed CNNs that between them have pad
 units, rows a stride drops, lane converters that narrow and widen, systolic, depthwise and
 unrolled convolutions, max and average pools, global average pools, upsampling, activation
-tables, residual adds, a concat, MAC units and argmax, the cycle of every layer's first output
-beat and of the frame's last output beat, counted from the frame's first input beat, equal the
-simulation's."""
+tables, residual adds, a concat, MAC units, shared layer-sequential engines and argmax, the
+cycle of every layer's first output beat and of the frame's last output beat, counted from the
+frame's first input beat, equal the simulation's."""
 
 import math
 
@@ -24,6 +24,8 @@ SEEDS = [
     1062,  # unrolled convs dropping a row, depthwise behind a converter, MAC
     1093,  # unrolled conv, systolic conv needing bottom pads, add, upsample, MAC, argmax
     1118,  # systolic, max pool, systolic, unrolled conv, gap, MAC, argmax
+    3213,  # a shared engine over convs, table, a shared engine over dense layers, argmax
+    3214,  # systolic, a shared engine sending an image to an upsample, shared dense, argmax
 ]
 
 

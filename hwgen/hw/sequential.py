@@ -240,6 +240,13 @@ class SequentialEngine(wiring.Component):
         output code, ``o`` always ready."""
         return self.cycles_per_frame - self.in_codes
 
+    def beat_times(self, arrival):
+        """The cycles of the output beats for input beats arriving at ``arrival`` (see
+        :meth:`hwgen.hw.accelerator.Accelerator.timeline`): the result is sent a code per
+        cycle, the last :attr:`latency` after the last input."""
+        codes = self.out_codes
+        return arrival[-1] + self.latency - (codes - 1) + np.arange(codes)
+
     def weight_words(self):
         """The weight ROM: per layer, group and window step ``pe`` weights (pools and adds
         none)."""
