@@ -111,12 +111,14 @@ class Accelerator(wiring.Component):
         Cycles from the transfer of a frame's first ``s_axis`` beat to the transfer of its
         last ``m_axis`` beat, for a frame entering an idle accelerator with ``s_axis_tvalid``
         and ``m_axis_tready`` held high: how long a lone frame takes, whatever the first
-        layer's pace (an estimate; the manifest says so). From :meth:`timeline`, a max-plus schedule of every
-        beat of the frame through the blocks as built: a conv's or pool's pad unit, window
-        reader and engine pixel by pixel, MAC units fold by fold, elementwise blocks beat for
-        beat, the FIFOs and lane converters between them. It leaves out backpressure (a
-        producer is never made to wait), so a fast layer in front of a slow one is modelled
-        as finishing early, which the slow one's schedule absorbs.
+        layer's pace. From :meth:`timeline`, a max-plus schedule of every beat of the frame
+        through the blocks as built: a conv's or pool's pad unit, window reader and engine
+        pixel by pixel, MAC units fold by fold, elementwise blocks beat for beat, the FIFOs
+        and lane converters between them. It leaves out backpressure (a producer is never
+        made to wait), so a fast layer in front of a slow one is modelled as finishing early,
+        which the slow one's schedule absorbs. The manifest calls it exact, as it does the
+        interval: it has equalled the measurement on every design simulated since (see
+        ``docs/architecture.md``, "Cycle model"); not a proof.
     initiation_interval : int
         Cycles between frames in steady state: ``plan.initiation_interval``.
     """
