@@ -199,19 +199,13 @@ class ConvLayer(wiring.Component):
             parts.append(self._pad.cycles_per_frame)
         return max(parts)
 
-    def _last_real(self, rows, cols):
-        return last_real(self._layer, rows, cols)
-
-    def _needs(self):
-        return window_needs(self._layer)
-
     @property
     def lead(self):
         height, width, channels = self._layer.in_shape
-        rows, cols = self._needs()
+        rows, cols = window_needs(self._layer)
         rows, cols = rows[:height, :width], cols[:height, :width]
         oy, ox = np.meshgrid(np.arange(rows.shape[0]), np.arange(rows.shape[1]), indexing="ij")
-        need = self._last_real(rows, cols)
+        need = last_real(self._layer, rows, cols)
         return int(np.max(need - (oy * width + ox) * channels))
 
     @property
@@ -227,8 +221,8 @@ class ConvLayer(wiring.Component):
         _, padded_width, channels = self._padded
         top, left, _, _ = layer.pads
         width = layer.in_shape[1]
-        rows, cols = (part.ravel() for part in self._needs())
-        real = self._last_real(rows, cols)
+        rows, cols = (part.ravel() for part in window_needs(self._layer))
+        real = last_real(self._layer, rows, cols)
         pending = real == real[-1]  # the pixels waiting for the last needed real element
         y, x = divmod(int(real[-1]) // channels, width)
         real_padded = (y + top) * padded_width + x + left
