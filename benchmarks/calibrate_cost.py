@@ -226,16 +226,21 @@ def main():
     parser.add_argument("--families", default=",".join(BOARDS))
     parser.add_argument("--cached-only", action="store_true",
                         help="fit only the runs already in --data (no synthesis)")
+    parser.add_argument("--extra", type=Path, action="append", default=[],
+                        help="also fit this design folder (hwgen build -o; synthesized here "
+                             "for the family's board unless already)")
     args = parser.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
     folders = {name: build(name, args.data) for name in CONFIGS}
+    folders.update({folder.name: folder for folder in args.extra})
     plans = {name: plan_of(folder) for name, folder in folders.items()}
     for family in args.families.split(","):
         board = BOARDS[family]
         records = {name: synth_record(folder, board) for name, folder in folders.items()
                    if not args.cached_only or (folder / f"{board}.json").exists()}
         samples = [row for name in records for row in rows(plans[name], records[name], family)]
-        coefficients = fit(samples)
+        fitted = refit(cost.FAMILY_MODELS[family], samples)
+        coefficients = {"lut": fitted.lut, "ff": fitted.ff}
         coefficients.update(fit_bram(plans, records, family))
         print(f"{family}: lut={coefficients['lut']}")
         print(f"{family}: ff={coefficients['ff']}")
@@ -251,8 +256,9 @@ def main():
                         for p in plans[name].layers]
             dsp = sum(f[0] for f in features)
             bram = sum(f[1] for f in features)
-            lut = sum(cost._linear(model.lut, f[2]) for f in features)
-            ff = sum(cost._linear(model.ff, f[2]) for f in features)
+            fixed = [cost.fixed_terms(f[2], model) for f in features]
+            lut = sum(cost._linear(model.lut, f[2], extra[0]) for f, extra in zip(features, fixed))
+            ff = sum(cost._linear(model.ff, f[2], extra[1]) for f, extra in zip(features, fixed))
             cells = [f"{m}/{y} ({(m - y) / max(y, 1):+.0%})"
                      for m, y in zip((lut, ff, dsp, bram), measured)]
             print(f"{name:<18} {cells[0]:>18} {cells[1]:>18} {cells[2]:>16} {cells[3]:>17}")

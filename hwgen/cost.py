@@ -20,6 +20,9 @@ The model follows what hwgen's engines instantiate and how yosys maps it, family
   line-buffer rows, the FIFOs the plan puts on image edges and the global-pool sums. A memory of
   at least ``bram_min_bits`` bits takes ``min over the block's aspect ratios of
   ⌈depth/d⌉·⌈width/w⌉`` block RAMs; smaller ones stay in LUTs (LUT RAM where the family has it).
+  Where the family has a :class:`MemoryMap` (ECP5), every memory goes where yosys's
+  ``memory_libmap`` puts it instead, by the costs it weighs: a RAM's LUT-RAM cells and their
+  read multiplexer, or a ROM's bits in logic, against the blocks.
 - **LUTs and flip-flops** (``lut`` counts LUT sites: LUTs, plus carries and LUT RAM in LUT
   equivalents, see :func:`fabric_luts`) are a linear function of a few structural counts per layer (adder bits,
   requant bits, LUT-multiplier bits, memory bits left in logic, datapath register bits), with
@@ -40,14 +43,62 @@ from .errors import HwgenError
 from .packing import packing
 from .reference import Rounding
 
-__all__ = ["FamilyModel", "FAMILY_MODELS", "LayerCost", "CostReport", "estimate",
-           "layer_features", "product_dsps", "memory_blocks", "fabric_luts", "RESOURCES"]
+__all__ = ["FamilyModel", "MemoryMap", "RAMS", "FAMILY_MODELS", "LayerCost", "CostReport",
+           "estimate", "layer_features", "product_dsps", "memory_blocks", "fabric_luts",
+           "RESOURCES"]
 
 RESOURCES = ("lut", "ff", "dsp", "bram", "spram")
 
 # The structural counts the LUT and FF models are linear in (see layer_features).
 FEATURES = ("layer", "adder_bits", "requant_bits", "lut_multiplier_bits", "logic_memory_bits",
             "register_bits", "window", "window_bits", "shared_register_bits")
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryMap:
+    """Where yosys's ``memory_libmap`` puts a memory, by the costs it weighs, and what the
+    memory then costs in the fabric.
+
+    A RAM (no initial contents) of ``d × w`` takes ``units = r·⌈w/lutram_width⌉`` LUT-RAM
+    cells, ``r = ⌈d/lutram_depth⌉`` deep, scored ``lutram_cost·units + mux_cost·(r − 1)·w``
+    (the cells and the multiplexer between their rows); a ROM (LUT RAM takes none) in logic
+    is scored ``rom_bit_cost`` per bit. Either goes to block RAM where ``block_cost`` per block
+    is less. In LUT RAM a RAM counts ``unit_sites`` LUT sites per cell and ``mux_sites`` per
+    multiplexer bit; a ROM in logic one LUT per 16 words of each bit (``w·⌈d/16⌉``, the wider
+    multiplexers in the slices' own muxes); both one flip-flop per bit of width (the
+    registered read).
+    """
+
+    lutram_depth: int
+    lutram_width: int
+    lutram_cost: float
+    mux_cost: float
+    block_cost: float
+    rom_bit_cost: float
+    unit_sites: float
+    mux_sites: float
+
+    def _rows(self, depth):
+        return math.ceil(depth / self.lutram_depth)
+
+    def _units(self, depth, width):
+        return self._rows(depth) * math.ceil(width / self.lutram_width)
+
+    def in_logic(self, depth, width, blocks, ram):
+        """Whether yosys keeps a memory that would take ``blocks`` block RAMs out of them."""
+        if ram:
+            score = (self.lutram_cost * self._units(depth, width)
+                     + self.mux_cost * (self._rows(depth) - 1) * width)
+        else:
+            score = self.rom_bit_cost * depth * width
+        return score <= self.block_cost * blocks
+
+    def sites(self, depth, width, ram):
+        """LUT sites of a ``depth × width`` memory kept out of block RAM."""
+        if ram:
+            return (self.unit_sites * self._units(depth, width)
+                    + self.mux_sites * (self._rows(depth) - 1) * width)
+        return width * math.ceil(depth / 16)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +127,9 @@ class FamilyModel:
         so the cells are the LUTs plus this fraction of the flip-flops (fitted to nextpnr's
         packing by ``benchmarks/ice40_cells.py --fit``, see docs/resources.md); 0 where
         flip-flops have sites of their own.
+    memory_map : where memories go and what they cost out of block RAM (:class:`MemoryMap`),
+        or ``None``: ``bram_min_depth`` and ``bram_min_bits`` decide, and
+        ``logic_memory_bits`` weighs what stays in logic.
     """
 
     dsp_a: int
@@ -90,6 +144,7 @@ class FamilyModel:
     lut_array: float = 0.0
     lut_unrolled: float = 1.0
     ff_cells: float = 0.0
+    memory_map: MemoryMap = None
 
 
 _DP16KD = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
@@ -98,6 +153,15 @@ _RAMB36 = ((32768, 1), (16384, 2), (8192, 4), (4096, 9), (2048, 18), (1024, 36),
            (16384, 1, 0.5), (8192, 2, 0.5), (4096, 4, 0.5), (2048, 9, 0.5), (1024, 18, 0.5),
            (512, 36, 0.5))
 
+# ECP5: TRELLIS_DPR16X4 (16 × 4, cost 4 in yosys's lutrams_trellis.txt) against DP16KD (cost 128),
+# ROMs in logic at 1/16 a bit; the RAM multiplexer's cost and LUT sites fitted by
+# benchmarks/ecp5_memories.py --fit to yosys's synth_ecp5 of 179 RAM shapes (16-512 deep, 1-256
+# wide; the costs place every one as yosys does, the LUT sites are within 14 % on average) and
+# 19 ROM shapes (16-2048 deep, 2-936 wide; every one placed as yosys does).
+_ECP5_MEMORIES = MemoryMap(lutram_depth=16, lutram_width=4, lutram_cost=4, mux_cost=0.39,
+                           block_cost=128, rom_bit_cost=1 / 16, unit_sites=2.364,
+                           mux_sites=1.191)
+
 # Coefficients fitted by benchmarks/calibrate_cost.py on eight example designs, iCE40's LUT, FF
 # and ff_cells by benchmarks/ice40_cells.py --fit on ten iCEBreaker designs, the Xilinx LUT and
 # FF coefficients by benchmarks/xilinx_layers.py --fit per layer on thirteen designs (ResNet-8
@@ -105,15 +169,15 @@ _RAMB36 = ((32768, 1), (16384, 2), (8192, 4), (4096, 9), (2048, 18), (1024, 36),
 # they leave).
 FAMILY_MODELS = {
     "ecp5": FamilyModel(18, 18, 2, 0, _DP16KD, 2, 4096,
-                        lut={"layer": 135.1, "adder_bits": 0.0, "requant_bits": 5.123,
-                             "lut_multiplier_bits": 0.0, "logic_memory_bits": 0.1953,
-                             "register_bits": 0.2169, "window": 0.0, "window_bits": 0.0,
-                             "shared_register_bits": 0.2169},
-                        ff={"layer": 0.0, "adder_bits": 0.0, "requant_bits": 9.223,
-                            "lut_multiplier_bits": 0.0, "logic_memory_bits": 0.1621,
-                            "register_bits": 0.5841, "window": 0.0, "window_bits": 0.0,
-                            "shared_register_bits": 0.5841},
-                        lut_array=2.116, lut_unrolled=1.353),
+                        lut={"layer": 225.5, "adder_bits": 0.2216, "requant_bits": 4.926,
+                             "lut_multiplier_bits": 0.0, "logic_memory_bits": 0.0,
+                             "register_bits": 0.161, "window": 86.98, "window_bits": 0.4067,
+                             "shared_register_bits": 0.161},
+                        ff={"layer": 0.0, "adder_bits": 0.0, "requant_bits": 6.764,
+                            "lut_multiplier_bits": 0.0, "logic_memory_bits": 0.0,
+                            "register_bits": 0.6528, "window": 111.3, "window_bits": 0.9405,
+                            "shared_register_bits": 0.6528},
+                        lut_array=2.116, lut_unrolled=1.353, memory_map=_ECP5_MEMORIES),
     "ice40": FamilyModel(16, 16, 2, 11, _SB_RAM40, 8, 64,
                          lut={"layer": 0.0, "adder_bits": 5.643, "requant_bits": 10.97,
                               "lut_multiplier_bits": 0.0045, "logic_memory_bits": 0.371,
@@ -139,6 +203,9 @@ FAMILY_MODELS["xcup"] = dataclasses.replace(FAMILY_MODELS["xc7"], dsp_a=27)
 
 # Memories read asynchronously, which stay in logic whatever their size.
 _LOGIC_MEMORIES = {"requant layers"}
+
+# Memories without initial contents (the rest are ROMs), as a family's MemoryMap tells them.
+RAMS = {"line buffer", "fifo", "output fifo", "sums", "rows", "activations"}
 
 # A shared engine's sequencing (loop counters, addresses, the running layer's constants) in
 # LUT sites: a fixed part and one per layer after the first, and its requant table, where it
@@ -197,12 +264,18 @@ def product_dsps(a_bits, b_bits, model, product_bits=None):
 
 def memory_blocks(depth, width, model, what=None):
     """Block RAMs a ``depth × width`` memory takes (0: it stays in logic, as every memory
-    named in :data:`_LOGIC_MEMORIES` does)."""
-    if (what in _LOGIC_MEMORIES or depth < model.bram_min_depth
-            or depth * width < model.bram_min_bits):
+    named in :data:`_LOGIC_MEMORIES` does). ``what`` names the memory (one of :data:`RAMS`,
+    or a ROM); where it is given and the family has a :class:`MemoryMap`, that decides."""
+    if what in _LOGIC_MEMORIES:
         return 0
-    return min(math.ceil(depth / d) * math.ceil(width / w) * (blocks[0] if blocks else 1)
-               for d, w, *blocks in model.bram_shapes)
+    memories = model.memory_map if what is not None else None
+    blocks = min(math.ceil(depth / d) * math.ceil(width / w) * (share[0] if share else 1)
+                 for d, w, *share in model.bram_shapes)
+    if memories is not None:
+        return 0 if memories.in_logic(depth, width, blocks, what in RAMS) else blocks
+    if depth < model.bram_min_depth or depth * width < model.bram_min_bits:
+        return 0
+    return blocks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -490,6 +563,7 @@ def layer_features(layer_plan, family, plan=None, model=None):
         if not per_product:
             lut_multiplier_bits += a_bits * b_bits * count
     bram, logic_memory_bits, spram = 0, 0, 0
+    memory_sites, memory_reads = 0, 0
     control_luts = parts.control_luts
     for what, depth, width, count in parts.memories:
         if what == "activations" and family == "ice40":
@@ -505,6 +579,9 @@ def layer_features(layer_plan, family, plan=None, model=None):
         bram += blocks * count
         if not blocks and what == "requant table":
             control_luts += _SHARED_TABLE_LUTS_PER_BIT * depth * width * count
+        elif not blocks and model.memory_map is not None:
+            memory_sites += model.memory_map.sites(depth, width, what in RAMS) * count
+            memory_reads += width * count
         elif not blocks:
             logic_memory_bits += depth * width * count
     windowed = any(what == "line buffer" for what, *_ in parts.memories)
@@ -519,7 +596,8 @@ def layer_features(layer_plan, family, plan=None, model=None):
                 "window_bits": _window_register_bits(layer_plan.layer) if windowed else 0,
                 "lut_array_bits": parts.lut_array_bits, "unrolled_bits": parts.unrolled_bits,
                 "pipeline_bits": parts.pipeline_bits, "spram": spram,
-                "control_luts": control_luts}
+                "control_luts": control_luts, "memory_sites": memory_sites,
+                "memory_reads": memory_reads}
     return dsp, bram, features
 
 
@@ -643,11 +721,13 @@ def _linear(coefficients, features, extra=0.0):
 
 def fixed_terms(features, model):
     """``(LUT sites, flip-flops)`` of a layer that ``model`` counts outside its linear
-    coefficients: LUT multipliers' partial products, unrolled adders and a shared engine's
-    sequencing; unrolled pipeline registers."""
+    coefficients: LUT multipliers' partial products, unrolled adders, a shared engine's
+    sequencing and memories out of block RAM (:class:`MemoryMap`); unrolled pipeline registers
+    and those memories' read registers."""
     return (model.lut_array * features["lut_array_bits"]
-            + model.lut_unrolled * features["unrolled_bits"] + features["control_luts"],
-            features["pipeline_bits"])
+            + model.lut_unrolled * features["unrolled_bits"] + features["control_luts"]
+            + features["memory_sites"],
+            features["pipeline_bits"] + features["memory_reads"])
 
 
 def layer_cost(layer_plan, board, plan=None, model=None):

@@ -54,6 +54,28 @@ def test_memory_blocks_pick_the_best_aspect_ratio():
     assert memory_blocks(128, 32, ice40) == 2         # 256×16 twice
 
 
+# depth × width → block RAMs yosys's synth_ecp5 gave one memory (0: LUT RAM or logic), measured
+# with benchmarks/ecp5_memories.py: RAMs (a write port, a registered read) and ROMs (random
+# words, a registered read), each side of the boundary the costs draw.
+MEASURED_ECP5_RAMS = {(256, 4): 0, (512, 2): 1, (272, 8): 1, (128, 8): 0, (96, 16): 0,
+                      (112, 16): 1, (128, 12): 1, (64, 64): 2, (64, 48): 0, (32, 128): 0,
+                      (16, 256): 0, (95, 5): 0, (283, 9): 1, (192, 8): 1, (160, 8): 0}
+MEASURED_ECP5_ROMS = {(16, 936): 0, (64, 64): 0, (128, 32): 1, (128, 16): 0, (256, 16): 1,
+                      (512, 4): 0, (1024, 4): 1, (64, 288): 8, (128, 64): 2, (32, 128): 0}
+
+
+@pytest.mark.parametrize("shape", sorted(MEASURED_ECP5_RAMS))
+def test_ecp5_rams_go_where_yosys_puts_them(shape):
+    assert memory_blocks(*shape, FAMILY_MODELS["ecp5"], "line buffer") == \
+        MEASURED_ECP5_RAMS[shape]
+
+
+@pytest.mark.parametrize("shape", sorted(MEASURED_ECP5_ROMS))
+def test_ecp5_roms_go_where_yosys_puts_them(shape):
+    assert memory_blocks(*shape, FAMILY_MODELS["ecp5"], "weights") == \
+        MEASURED_ECP5_ROMS[shape]
+
+
 def test_dsps_count_products_and_requant_lanes():
     qgraph = _mlp()
     plan = make_plan(qgraph, {"fc0": "2x4", "fc1": "3x2"})
