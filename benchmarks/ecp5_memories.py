@@ -55,7 +55,7 @@ class Ram(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        words = random.Random(depth_width_seed(self._depth, self._width))
+        words = random.Random(self._depth * 1000 + self._width)
         init = [words.getrandbits(self._width) for _ in range(self._depth)] if self._rom else []
         m.submodules.ram = ram = memory.Memory(shape=self._width, depth=self._depth, init=init)
         read = ram.read_port()
@@ -66,10 +66,6 @@ class Ram(wiring.Component):
             m.d.comb += [write.addr.eq(self.write_addr), write.en.eq(self.write_en),
                          write.data.eq(self.write_data)]
         return m
-
-
-def depth_width_seed(depth, width):
-    return depth * 1000 + width
 
 
 def measure(shapes, rom=False):

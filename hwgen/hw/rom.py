@@ -25,8 +25,8 @@ _DP16KD_SHAPES = ((1024, 18), (2048, 9))
 _DP16KD_INIT_WORDS = 16   # 20-bit slots of one 320-bit INITVAL_xx parameter
 _DP16KD_INITVALS = 64
 # What yosys's memory mapper charges for one block RAM (``cost 128`` in brams_16kd.txt), in
-# LUT4s of a ROM built from logic.
-_DP16KD_COST = 128
+# LUT4s of a ROM built from logic: the cost model's own figure.
+_DP16KD_COST = FAMILY_MODELS["ecp5"].memory_map.block_cost
 
 
 def _pack(values, element):
