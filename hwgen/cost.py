@@ -41,6 +41,7 @@ import math
 from .board import get_board
 from .errors import HwgenError
 from .packing import packing
+from .plan import ROM_ENGINES
 from .reference import Rounding
 
 __all__ = ["FamilyModel", "MemoryMap", "RAMS", "FAMILY_MODELS", "LayerCost", "CostReport",
@@ -262,15 +263,19 @@ def product_dsps(a_bits, b_bits, model, product_bits=None):
                for a, b in ((a_bits, b_bits), (b_bits, a_bits)))
 
 
-def memory_blocks(depth, width, model, what=None):
+def memory_blocks(depth, width, model, what=None, block=False):
     """Block RAMs a ``depth × width`` memory takes (0: it stays in logic, as every memory
     named in :data:`_LOGIC_MEMORIES` does). ``what`` names the memory (one of :data:`RAMS`,
-    or a ROM); where it is given and the family has a :class:`MemoryMap`, that decides."""
+    or a ROM); where it is given and the family has a :class:`MemoryMap`, that decides.
+    ``block``: the memory is marked for block RAM (a plan's ``weights="bram"``), which the
+    memory mapper honours whatever the size."""
     if what in _LOGIC_MEMORIES:
         return 0
-    memories = model.memory_map if what is not None else None
     blocks = min(math.ceil(depth / d) * math.ceil(width / w) * (share[0] if share else 1)
                  for d, w, *share in model.bram_shapes)
+    if block:
+        return blocks
+    memories = model.memory_map if what is not None else None
     if memories is not None:
         return 0 if memories.in_logic(depth, width, blocks, what in RAMS) else blocks
     if depth < model.bram_min_depth or depth * width < model.bram_min_bits:
@@ -575,7 +580,14 @@ def layer_features(layer_plan, family, plan=None, model=None):
             if sprams:
                 spram += sprams * count
                 continue
-        blocks = memory_blocks(depth, width, model, what)
+        rom = what == "weights" and layer_plan.engine in ROM_ENGINES  # a WeightRom
+        block = rom and layer_plan.weights == "bram"
+        if rom and family == "ecp5":
+            # The ECP5 target builds its weight ROMs' block RAMs itself (x18 or x9 DP16KDs).
+            from .hw.rom import ecp5_rom_blocks
+            blocks = ecp5_rom_blocks(depth, width, block)
+        else:
+            blocks = memory_blocks(depth, width, model, what, block)
         bram += blocks * count
         if not blocks and what == "requant table":
             control_luts += _SHARED_TABLE_LUTS_PER_BIT * depth * width * count

@@ -32,6 +32,7 @@ from . import __version__
 from .activations import describe
 from .errors import HwgenError
 from .hw.accelerator import Accelerator
+from .plan import ROM_ENGINES
 from .qgraph import layer_shape, qgraph_from_arrays, qgraph_to_arrays
 from .reference import run_float, run_integer
 
@@ -81,6 +82,7 @@ def build_manifest(plan, top, latency):
             "in_lanes": entry.in_lanes, "multipliers": entry.multipliers,
             "multiplier_kind": entry.multiplier_label and entry.multiplier,
             "products_per_dsp": entry.pack,
+            "weights_in": entry.weights if entry.engine in ROM_ENGINES else None,
             "macs_per_frame": layer.macs, "cycles_per_frame": entry.cycles,
         })
         if hasattr(layer, "weight"):
@@ -305,6 +307,7 @@ def _report(plan, manifest, graph, x, labels):
         weight = f"w{layer['weight_bits']}" if "weight_bits" in layer else ""
         utilization = "" if entry.utilization is None else f"{entry.utilization:.0%}"
         kind = f" ({entry.multiplier_label})" if entry.multiplier_label else ""
+        kind += ", weights in block RAM" if entry.weights == "bram" else ""
         lines.append(
             f"| {layer['name']} | {layer['op']}{relu} | "
             f"{'×'.join(map(str, layer['output_shape']))} | {weight}a{layer['act_bits']}"

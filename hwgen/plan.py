@@ -68,7 +68,7 @@ from .plan_unrolled import DEFAULT_CLOCK, levels, unrolled_names, with_levels
 __all__ = ["Folding", "LayerPlan", "Plan", "make_plan", "parse_folding", "legal_folding",
            "divisors", "ENGINES", "KINDS", "multiplier_packing", "choose_pack",
            "DEFAULT_MAX_UTILIZATION", "DEFAULT_MEMORY_UTILIZATION", "DEFAULT_CLOCK",
-           "default_utilization"]
+           "default_utilization", "WEIGHT_PLACES", "ROM_ENGINES"]
 
 DEFAULT_MULTIPLIERS = 32
 
@@ -148,7 +148,9 @@ class Folding:
 class LayerPlan:
     """One layer's engine: the quantized layer, the engine kind, its folding, the lanes of
     the stream it reads, its multiplier kind (:data:`KINDS`; ``"dsp"`` for engines without
-    multipliers) and, for ``"dsp-packed"``, the products per hard multiplier."""
+    multipliers), for ``"dsp-packed"`` the products per hard multiplier, and where its weight
+    ROMs go (:data:`WEIGHT_PLACES`: ``"auto"``, where synthesis puts them; ``"bram"``, block
+    RAM whatever their size, which trades LUTs for block RAM)."""
 
     layer: object
     engine: str
@@ -157,6 +159,7 @@ class LayerPlan:
     multiplier: str = "dsp"
     pack: int = 1
     levels: int = 0  # adder levels per pipeline stage of an unrolled layer (0 elsewhere)
+    weights: str = "auto"
 
     name = property(lambda self: self.layer.name)
     pe = property(lambda self: self.folding.pe)
@@ -196,12 +199,14 @@ class LayerPlan:
 
     def describe(self):
         """The folding as a user would pin it (``"systolic:4x8"``, ``"mac:2x16:lut"``,
-        ``"unrolled"``)."""
+        ``"systolic:4x8:dsp:bram"``, ``"unrolled"``)."""
         if self.engine == "unrolled":
             return "unrolled"
         folding = str(self.folding) if self.engine in ("mac", "systolic") else str(self.pe)
-        kind = f":{self.multiplier}" if self.multiplier != "dsp" else ""
-        return f"{self.engine}:{folding}{kind}"
+        kind = f":{self.multiplier}" if self.multiplier != "dsp" or self.weights != "auto" \
+            else ""
+        weights = f":{self.weights}" if self.weights != "auto" else ""
+        return f"{self.engine}:{folding}{kind}{weights}"
 
 
 def _window_cycles(layer, in_lanes, out_lanes):
@@ -356,7 +361,7 @@ class Plan:
         rows = [f"Plan {self.name!r}: II {self.initiation_interval} cycles/frame, "
                 f"{self.multipliers} multipliers, bottleneck {self.bottleneck}",
                 f"  {'layer':<16} {'engine':<10} {'folding':>8} {'kind':<13} {'in':>3} "
-                f"{'bits':>7} {'cycles':>7} {'util':>6}"]
+                f"{'bits':>7} {'cycles':>7} {'util':>6}  weights"]
         for layer in self.layers:
             weight = f"w{layer.layer.weight_bits}" if hasattr(layer.layer, "weight_bits") else ""
             utilization = "" if layer.utilization is None else f"{layer.utilization:.0%}"
@@ -368,40 +373,52 @@ class Plan:
             rows.append(f"  {name:<16} {layer.engine:<10} {folding:>8} "
                         f"{layer.multiplier_label:<13} {layer.in_lanes:>3} "
                         f"{weight + 'a' + str(layer.layer.act_bits):>7} "
-                        f"{layer.cycles:>7} {utilization:>6}")
+                        f"{layer.cycles:>7} {utilization:>6}  "
+                        f"{'bram' if layer.weights == 'bram' else ''}".rstrip())
         return "\n".join(rows)
 
 
 # -- legality -------------------------------------------------------------------------------------
 
 _PIN = re.compile(r"(?:(?P<engine>[a-z]+):)?(?P<pe>\d+)(?:x(?P<simd>\d+))?"
-                  r"(?::(?P<kind>[a-z-]+))?")
+                  r"(?::(?P<kind>[a-z-]+))?(?::(?P<weights>bram))?")
+
+# Where a layer's weight ROMs go (LayerPlan.weights): "auto", where synthesis puts them
+# (yosys's memory mapper: small ROMs in LUTs), or "bram", block RAM whatever their size.
+WEIGHT_PLACES = ("auto", "bram")
+# The engines with weight ROMs, which "bram" applies to.
+ROM_ENGINES = ("mac", "systolic", "depthwise")
 
 
 def _parse_pin(layer, value):
-    """``(engine or None, pe, simd or None, multiplier kind or None)`` from
-    ``"systolic:6x5:lut"``, ``"systolic:6x5"``, ``"4x8:dsp-packed"``, ``"4x8"``, ``"4"``,
-    ``4``, a :class:`Folding` or ``(pe, simd)``."""
+    """``(engine or None, pe, simd or None, multiplier kind or None, weights or None)`` from
+    ``"systolic:6x5:lut"``, ``"systolic:6x5:lut:bram"``, ``"systolic:6x5:bram"``,
+    ``"systolic:6x5"``, ``"4x8:dsp-packed"``, ``"4x8"``, ``"4"``, ``4``, a :class:`Folding`
+    or ``(pe, simd)``."""
     if isinstance(value, Folding):
-        return None, value.pe, value.simd, None
+        return None, value.pe, value.simd, None, None
     if isinstance(value, int):
-        return None, value, None, None
+        return None, value, None, None, None
     if isinstance(value, str) and value.strip() == "unrolled" and layer.op in ("dense", "conv"):
         fold = _unrolled_folding(layer)
-        return "unrolled", fold.pe, fold.simd, None
+        return "unrolled", fold.pe, fold.simd, None, None
     if isinstance(value, str):
         match = _PIN.fullmatch(value.strip())
         if not match:
             raise HwgenError(f"layer {layer.name!r}: folding must look like 'PExSIMD' (e.g. "
                              f"'4x8'), 'LANES', 'ENGINE:PExSIMD' or 'ENGINE:PExSIMD:KIND' "
-                             f"(KIND one of dsp, dsp-packed, lut), not {value!r}")
+                             f"(KIND one of dsp, dsp-packed, lut), with ':bram' after it to "
+                             f"keep the weights in block RAM, not {value!r}")
         simd = match["simd"] and int(match["simd"])
-        return match["engine"], int(match["pe"]), simd, match["kind"]
+        kind, weights = match["kind"], match["weights"]
+        if kind == "bram" and weights is None:  # "systolic:4x8:bram"
+            kind, weights = None, "bram"
+        return match["engine"], int(match["pe"]), simd, kind, weights
     try:
         pe, simd = (operator.index(v) for v in value)
     except (TypeError, ValueError):
         raise HwgenError(f"layer {layer.name!r}: folding must be (pe, simd), not {value!r}")
-    return None, pe, simd, None
+    return None, pe, simd, None, None
 
 
 def multiplier_packing(layer, kind, pack, pe):
@@ -432,7 +449,7 @@ def legal_folding(layer, folding, engine=None):
     """Validate ``folding`` for ``layer`` on ``engine`` (default: the op's default engine);
     returns the :class:`Folding`, or raises :class:`HwgenError` listing the legal values."""
     kind = _kind(layer)
-    pinned, pe, simd, _ = _parse_pin(layer, folding)
+    pinned, pe, simd, _, _ = _parse_pin(layer, folding)
     engine = _legal_engine(layer, pinned or engine)
     if engine == "unrolled":
         return _unrolled_folding(layer)
@@ -701,13 +718,17 @@ def _pinned(units, folding, target, ports):
     pinned, by_name = {}, {unit.name: unit for unit in units}
     for name, value in folding.items():
         layer = by_name[name]
-        engine_name, _, _, kind = _parse_pin(layer, value)
+        engine_name, _, _, kind, weights = _parse_pin(layer, value)
         engine = _legal_engine(layer, engine_name)
         fold = legal_folding(layer, value, engine)
         kind, pack = _pinned_kind(layer, engine, fold, kind or "dsp", ports)
+        if weights and engine not in ROM_ENGINES:
+            raise HwgenError(f"layer {layer.name!r}: a {engine} engine has no weight ROMs to "
+                             f"put in block RAM (':bram' applies to {', '.join(ROM_ENGINES)})")
         in_lanes = min(_in_lanes_options(layer, engine)(fold),
                        key=lambda lanes: (_cycles(layer, engine, fold, lanes) > target, lanes))
-        pinned[layer.name] = LayerPlan(layer, engine, fold, in_lanes, kind, pack)
+        pinned[layer.name] = LayerPlan(layer, engine, fold, in_lanes, kind, pack,
+                                       weights=weights or "auto")
     return pinned
 
 

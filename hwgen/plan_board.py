@@ -3,14 +3,15 @@ modelled resources (:mod:`hwgen.cost`) fit, over every layer's foldings, input l
 multiplier kinds (see :mod:`hwgen.plan` for the rule and ``docs/resources.md`` for the
 search)."""
 
+import dataclasses
 import math
 
 import numpy as np
 
 from .errors import DoesNotFit, HwgenError
 from .packing import DSP_PORTS
-from .plan import (ENGINES, KINDS, LayerPlan, Plan, _cycles, _fill, _in_lanes_options,
-                   _kind, _options, choose_pack, default_utilization)
+from .plan import (ENGINES, KINDS, ROM_ENGINES, WEIGHT_PLACES, LayerPlan, Plan, _cycles, _fill,
+                   _in_lanes_options, _kind, _options, choose_pack, default_utilization)
 
 __all__ = ["fit_board", "AUTO_UNROLL_WEIGHTS"]
 
@@ -88,8 +89,21 @@ def _catalog(units, pinned, board, kinds, unroll_levels=None):
             if unroll_levels is not None and _unrollable(layer):
                 options += [LayerPlan(layer, "unrolled", fold, lanes, levels=unroll_levels)
                             for fold, lanes in _layer_options(layer, "unrolled", math.inf)]
-        catalog.append([(option, layer_cost(option, board)) for option in options])
+        costs = [(option, layer_cost(option, board)) for option in options]
+        catalog.append(costs + [twin for option, cost in costs
+                                if layer.name not in pinned and option.engine in ROM_ENGINES
+                                for twin in _in_block_ram(option, cost, board)])
     return catalog
+
+
+def _in_block_ram(option, cost, board):
+    """``[(option with its weights in block RAM, its cost)]``, or ``[]`` where that changes
+    nothing (the weights are in block RAM already)."""
+    from .cost import layer_cost
+
+    twin = dataclasses.replace(option, weights=WEIGHT_PLACES[1])
+    twin_cost = layer_cost(twin, board)
+    return [(twin, twin_cost)] if twin_cost["bram"] != cost["bram"] else []
 
 
 def _unrollable(layer):

@@ -16,7 +16,7 @@ from hwgen.cost import (FAMILY_MODELS, estimate, fabric_luts, layer_cost, layer_
 from hwgen.emit import generate
 from hwgen.errors import HwgenError
 from hwgen.packing import DSP_PORTS
-from hwgen.plan import LayerPlan, make_plan
+from hwgen.plan import WEIGHT_PLACES, LayerPlan, make_plan
 from hwgen.plan_board import _layer_options, _multiplier_options
 from hwgen.quantize import quantize
 from test_quantize_plan import _mlp as float_mlp
@@ -113,9 +113,10 @@ def _brute_force_interval(qgraph, board, kinds=None):
     """The shortest interval over every combination of foldings and multiplier kinds whose
     summed layer costs fit (an MLP has no FIFOs, so the sum is the whole model)."""
     ports = DSP_PORTS[board.family]
-    options = [[LayerPlan(layer, "mac", fold, lanes, kind, pack)
+    options = [[LayerPlan(layer, "mac", fold, lanes, kind, pack, weights=weights)
                 for fold, lanes in _layer_options(layer, "mac", 10 ** 9)
-                for kind, pack in _multiplier_options(layer, "mac", fold.pe, ports, kinds)]
+                for kind, pack in _multiplier_options(layer, "mac", fold.pe, ports, kinds)
+                for weights in WEIGHT_PLACES]
                for layer in qgraph.layers]
     best = None
     for combination in itertools.product(*options):
@@ -149,6 +150,50 @@ def test_narrow_layers_get_more_multipliers_from_the_other_kinds():
     assert every.initiation_interval < dsp_only.initiation_interval
     assert every.cost().fits and every.multipliers > dsp_only.multipliers
     assert {layer.multiplier for layer in every.layers} - {"dsp"}
+
+
+def test_weights_in_block_ram_trade_luts_for_blocks():
+    """A layer's weight ROMs in block RAM (``weights="bram"``): the LUTs of the ROM in logic
+    become blocks, by the family's block shapes (ECP5: the x18/x9 DP16KD grid hwgen builds)."""
+    layer = _mlp(sizes=(64, 32, 10), bits="w4a4").layers[0]
+    fold = hwgen.plan.Folding(2, 16)  # two PE rows, each a ROM of 4·16 words of 16·4 bits
+    # ECP5: ⌈64/18⌉ x18 DP16KDs a row; Xilinx: one RAMB36 (512 × 72) a row.
+    for board, blocks in (("ulx3s_85f", 2 * 4), ("arty_a7_35t", 2 * 1)):
+        auto = layer_cost(LayerPlan(layer, "mac", fold, 16), board)
+        bram = layer_cost(LayerPlan(layer, "mac", fold, 16, weights="bram"), board)
+        assert bram["bram"] - auto["bram"] == blocks
+        assert bram["lut"] < auto["lut"] and bram["dsp"] == auto["dsp"]
+
+
+def test_board_search_puts_weights_in_block_ram_when_luts_run_out():
+    """With LUTs scarce and block RAM free the search keeps the weights in block RAM and
+    reaches a shorter interval than the same board without block RAM for them."""
+    qgraph = _mlp(sizes=(64, 32, 10), bits="w4a4")
+    short = make_plan(qgraph, board=_board(dsps=4, luts=3000, brams=20), max_utilization=1,
+                      engine="dataflow")
+    long = make_plan(qgraph, board=_board(dsps=4, luts=3000, brams=0), max_utilization=1,
+                     engine="dataflow")
+    assert short.initiation_interval < long.initiation_interval
+    assert {layer.weights for layer in short.layers} == {"bram"}
+    assert {layer.weights for layer in long.layers} == {"auto"}
+    assert short.cost().fits and "bram" in repr(short)
+    assert [layer.describe() for layer in short.layers][0].endswith(":bram")
+
+
+def test_pinned_weights_in_block_ram():
+    qgraph = _mlp()
+    plan = make_plan(qgraph, {"fc0": "mac:2x4:lut:bram", "fc1": "2x3:bram"})
+    assert plan["fc0"].weights == plan["fc1"].weights == "bram"
+    assert plan["fc0"].describe() == "mac:2x4:lut:bram"
+    assert plan["fc1"].describe() == "mac:2x3:dsp:bram"
+    again = make_plan(qgraph, {layer.name: layer.describe() for layer in plan.layers})
+    assert [layer.describe() for layer in again.layers] == \
+        [layer.describe() for layer in plan.layers]
+    design = generate(plan, frames=2)
+    assert [layer["weights_in"] for layer in design.manifest["layers"]] == ["bram", "bram"]
+    assert "weights in block RAM" in design.report
+    with pytest.raises(HwgenError, match="folding must look like"):
+        make_plan(qgraph, {"fc0": "mac:2x4:bram:lut"})
 
 
 def test_board_folding_keeps_pins_and_reports_overflow():

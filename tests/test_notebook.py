@@ -51,6 +51,7 @@ def test_plan_table_and_html(flow):
     table = plan_table(plan)
     assert list(table["cycles"]) == [layer.cycles for layer in plan.layers]
     assert table["multipliers"].sum() == plan.multipliers
+    assert set(table["weights"]) <= {"auto", "bram", ""}
     assert f"II {plan.initiation_interval} cycles/frame" in plan_html(plan)
 
 

@@ -28,7 +28,8 @@ def make_block(layer_plan, *, target="generic", link=(0, True)):
     if engine == "mac":
         from .mac_unit import MacUnit
         return MacUnit(layer, layer_plan.pe, layer_plan.simd, target=target,
-                       multiplier=layer_plan.multiplier, pack=layer_plan.pack)
+                       multiplier=layer_plan.multiplier, pack=layer_plan.pack,
+                       block_weights=layer_plan.weights == "bram")
     if engine == "sequential":
         from .sequential import SequentialEngine
         return SequentialEngine(layer.layers, layer_plan.pe, target=target,
@@ -44,7 +45,8 @@ def make_block(layer_plan, *, target="generic", link=(0, True)):
     if engine in ("systolic", "depthwise"):
         from .conv import ConvLayer
         return ConvLayer(layer, (layer_plan.pe, layer_plan.simd), in_lanes=layer_plan.in_lanes,
-                         target=target, multiplier=layer_plan.multiplier, pack=layer_plan.pack)
+                         target=target, multiplier=layer_plan.multiplier, pack=layer_plan.pack,
+                         block_weights=layer_plan.weights == "bram")
     if engine == "pool":
         from .pool import PoolLayer
         return PoolLayer(layer, layer_plan.pe, target=target)

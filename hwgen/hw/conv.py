@@ -59,6 +59,9 @@ class ConvLayer(wiring.Component):
         The engine's multiplier kind and products per packed multiplier (see
         :class:`~hwgen.hw.systolic.SystolicArray`; a depthwise engine takes ``"dsp"`` or
         ``"lut"``).
+    block_weights : bool
+        The folded engine's weight ROMs in block RAM (see
+        :class:`~hwgen.hw.rom.WeightRom`).
     levels : int or None
         Adder levels per pipeline stage of an unrolled engine (``folding`` is then
         ``"unrolled"`` or ``None``); ``None`` builds a folded one.
@@ -95,13 +98,13 @@ class ConvLayer(wiring.Component):
     """
 
     def __init__(self, layer, folding, *, in_lanes=None, target="generic", multiplier="dsp",
-                 pack=1, levels=None):
+                 pack=1, levels=None, block_weights=False):
         self._layer = layer
         if levels is not None:
             self._engine, self._out_lanes, order = self._unrolled(folding, levels)
         else:
             self._engine, self._out_lanes, order = self._folded(folding, target, multiplier,
-                                                                pack)
+                                                                pack, block_weights)
         self._order = order
         height, width, channels = layer.in_shape
         top, left, bottom, right = layer.pads
@@ -136,7 +139,7 @@ class ConvLayer(wiring.Component):
         return (UnrolledDense(layer, levels, beats=pixels), kh * kw * layer.in_shape[2],
                 "conv")
 
-    def _folded(self, folding, target, multiplier, pack):
+    def _folded(self, folding, target, multiplier, pack, block_weights):
         """The systolic or depthwise engine, the window's lanes and order."""
         layer = self._layer
         first, second = _folding_pair(layer, folding)
@@ -147,11 +150,12 @@ class ConvLayer(wiring.Component):
             if pack != 1:
                 raise HwgenError(f"layer {layer.name!r}: a depthwise engine does not pack "
                                  f"products (pack={pack})")
-            engine = DepthwiseEngine(layer, first, target=target, multiplier=multiplier)
+            engine = DepthwiseEngine(layer, first, target=target, multiplier=multiplier,
+                                     block_weights=block_weights)
             return engine, engine.pe, "depthwise"
         rows, cols = check_conv_folding(layer, first, second)
         engine = SystolicArray(layer, rows, cols, target=target, multiplier=multiplier,
-                               pack=pack)
+                               pack=pack, block_weights=block_weights)
         return engine, cols, "conv"
 
     @property

@@ -56,6 +56,9 @@ class DepthwiseEngine(wiring.Component):
         :mod:`hwgen.hw.dsp`); the schedule and latency are the same for both.
     multiplier : str
         ``"dsp"`` (default) or ``"lut"``.
+    block_weights : bool
+        Keep the weight ROMs in block RAM whatever their size (the plan's ``weights="bram"``,
+        see :class:`~hwgen.hw.rom.WeightRom`); the schedule and latency are the same.
 
     Attributes
     ----------
@@ -74,8 +77,8 @@ class DepthwiseEngine(wiring.Component):
     o : Out(stream.Signature(frame_layout(code_shape(layer.output), pe)))
     """
 
-    def __init__(self, layer, pe, *, target="generic", multiplier="dsp"):
-        self._target = check_target(target)
+    def __init__(self, layer, pe, *, target="generic", multiplier="dsp", block_weights=False):
+        self._target, self._block_weights = check_target(target), block_weights
         self._kind = check_kind(multiplier, f"layer {layer.name!r}: ")
         self._widths = (layer.weight_bits, code_shape(layer.input).width)
         if self._kind not in ("dsp", "lut"):
@@ -159,7 +162,8 @@ class DepthwiseEngine(wiring.Component):
                 m.d.sync += pixel.eq(Mux(pixel == pixels - 1, 0, pixel + 1))
 
         weight = weight_rom(m, "weights", data.ArrayLayout(signed(layer.weight_bits), pe),
-                            self._weight_words(), step, en, target=self._target)
+                            self._weight_words(), step, en, target=self._target,
+                            block=self._block_weights)
 
         flag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "frame_last": 1})
         read_flags, fetch_flags = (Signal(flag_layout, name=f"{stage}_flags")

@@ -116,6 +116,9 @@ class MacUnit(wiring.Component):
         ``"dsp"`` (default), ``"dsp-packed"`` or ``"lut"``.
     pack : int
         Products per packed multiplier (``"dsp-packed"`` only); must divide ``pe``.
+    block_weights : bool
+        Keep the weight ROMs in block RAM whatever their size (the plan's ``weights="bram"``,
+        see :class:`~hwgen.hw.rom.WeightRom`); the schedule and latency are the same.
 
     Members
     -------
@@ -123,9 +126,10 @@ class MacUnit(wiring.Component):
     o : Out(stream.Signature(frame_layout(code_shape(layer.output), pe)))
     """
 
-    def __init__(self, layer, pe, simd, *, target="generic", multiplier="dsp", pack=1):
+    def __init__(self, layer, pe, simd, *, target="generic", multiplier="dsp", pack=1,
+                 block_weights=False):
         folding = legal_folding(layer, (pe, simd))
-        self._target = check_target(target)
+        self._target, self._block_weights = check_target(target), block_weights
         self._layer = layer
         self._pe, self._simd = folding.pe, folding.simd
         self._kind, self._layout = multiplier_packing(layer, multiplier, pack, self._pe)
@@ -232,7 +236,7 @@ class MacUnit(wiring.Component):
         pack, layout = self._pack, self._layout
         word_shape = signed(layout.packed_bits if layout else layer.weight_bits)
         weights = [weight_rom(m, f"weights{index}", data.ArrayLayout(word_shape, simd), words,
-                              step, target=self._target)
+                              step, target=self._target, block=self._block_weights)
                    for index, words in enumerate(weight_groups(
                        layer.weight, pe, simd, out_beats, in_beats, pack, layout))]
 

