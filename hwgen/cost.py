@@ -46,7 +46,7 @@ from .reference import Rounding
 
 __all__ = ["FamilyModel", "MemoryMap", "RAMS", "FAMILY_MODELS", "LayerCost", "CostReport",
            "estimate", "layer_features", "product_dsps", "memory_blocks", "fabric_luts",
-           "RESOURCES"]
+           "weight_rom_words", "RESOURCES"]
 
 RESOURCES = ("lut", "ff", "dsp", "bram", "spram")
 
@@ -373,6 +373,11 @@ def _weighted_parts(layer_plan):
     requant_products, requant_bits = _requant(
         lanes, acc, max(_REQUANT_MULTIPLIER_BITS, layer.multiplier_bits))
     return products + requant_products, memories, adders, requant_bits, registers, array_bits
+
+
+def weight_rom_words(layer_plan):
+    """Words of each weight ROM of a mac, systolic or depthwise layer's plan."""
+    return next(depth for what, depth, *_ in _weighted_parts(layer_plan)[1] if what == "weights")
 
 
 def _sequential_parts(layer_plan):

@@ -96,11 +96,19 @@ def _catalog(units, pinned, board, kinds, unroll_levels=None):
     return catalog
 
 
+# The fewest words a weight ROM needs for the search to offer it block RAM: a shallower one is
+# a few constants per bit in logic (a LUT4 holds 16 words), which a block would waste.
+BLOCK_WEIGHT_WORDS = 16
+
+
 def _in_block_ram(option, cost, board):
     """``[(option with its weights in block RAM, its cost)]``, or ``[]`` where that changes
-    nothing (the weights are in block RAM already)."""
-    from .cost import layer_cost
+    nothing (the weights are in block RAM already) or the ROMs are shallower than
+    :data:`BLOCK_WEIGHT_WORDS`."""
+    from .cost import layer_cost, weight_rom_words
 
+    if weight_rom_words(option) < BLOCK_WEIGHT_WORDS:
+        return []
     twin = dataclasses.replace(option, weights=WEIGHT_PLACES[1])
     twin_cost = layer_cost(twin, board)
     return [(twin, twin_cost)] if twin_cost["bram"] != cost["bram"] else []
