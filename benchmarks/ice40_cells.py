@@ -38,7 +38,7 @@ from hwgen.board import get_board  # noqa: E402
 from hwgen.synth import _nextpnr_command, _run, _tool, parse_nextpnr_log, synthesize  # noqa: E402
 
 import calibrate_cost  # noqa: E402
-from report import error, table  # noqa: E402
+from report import cached, error, table  # noqa: E402
 
 BOARD = "icebreaker"
 
@@ -84,13 +84,10 @@ def measure(name, plan, x, data):
     logic cells; measured once and cached in ``data/name``."""
     folder = data / name
     path = folder / "cells.json"
+    record = cached(path, plan, name)
+    if record is not None:
+        return record
     described = [layer_plan.describe() for layer_plan in plan.layers]
-    if path.exists():
-        record = json.loads(path.read_text())
-        if record["plan"] == described:
-            return record
-        print(f"  {name}: the cached plan {record['plan']} is not {described}: measuring again",
-              file=sys.stderr, flush=True)
     print(f"  measuring {name} (yosys, nextpnr --pack-only)", file=sys.stderr, flush=True)
     hwgen.generate(plan, x, frames=2).write(folder)
     synth = synthesize(folder, BOARD, place_and_route=False)

@@ -31,7 +31,7 @@ from .board import FAMILIES, get_board
 from .errors import HwgenError
 from .hw.dsp import simulation_models
 
-__all__ = ["SynthResult", "synthesize", "abc9_failed", "parse_yosys_stat", "parse_nextpnr_log",
+__all__ = ["SynthResult", "synthesize", "abc9_failed", "family_mapping", "parse_yosys_stat", "parse_nextpnr_log",
            "count_resources", "layer_resources", "HARNESS_TOP", "ACCELERATOR_INSTANCE"]
 
 HARNESS_TOP = "hwgen_synth_top"
@@ -384,6 +384,17 @@ _ECP5_WITHOUT_ABC9 = ("{command} -top {top} -run :map_luts; "
                       "{command} -top {top} -run map_cells:")
 
 
+def family_mapping(family, top, abc9=True):
+    """The yosys commands that synthesize module ``top`` for ``family``; ``abc9=False`` (ECP5
+    only) maps the LUTs with abc instead of abc9 (see :func:`abc9_failed`)."""
+    command = FAMILIES[family][0]
+    if abc9:
+        return f"{command} -top {top}"
+    if family != "ecp5":
+        raise HwgenError(f"only the ECP5 flow maps without abc9, not {family}")
+    return _ECP5_WITHOUT_ABC9.format(command=command, top=top)
+
+
 def abc9_failed(log_path):
     """Whether the yosys log at ``log_path`` ends in abc9's reintegration assertion."""
     with open(log_path, "rb") as log:
@@ -444,12 +455,12 @@ def _synthesize(design_dir, board, clock_mhz, place_and_route, seed, progress):
         return _run([_tool("yosys"), "-q", "-l", "yosys.log", "-p", script], work,
                     f"yosys {command.split()[0]}{label} ({board.name})", progress, "yosys.out")
 
-    status, seconds["yosys"] = yosys(f"{command} -top {HARNESS_TOP}", "")
+    status, seconds["yosys"] = yosys(family_mapping(board.family, HARNESS_TOP), "")
     if status != 0 and board.family == "ecp5" and abc9_failed(work / "yosys.log"):
         notes.append("yosys's abc9 failed an assertion (ABC_OPS_REINTEGRATE); the LUTs were "
                      "mapped with abc instead (abc -lut 4:7)")
         status, seconds["yosys (abc)"] = yosys(
-            _ECP5_WITHOUT_ABC9.format(command=command, top=HARNESS_TOP), ", abc")
+            family_mapping(board.family, HARNESS_TOP, abc9=False), ", abc")
     if status != 0:
         raise HwgenError(f"yosys failed (status {status}); see {work / 'yosys.log'}")
     cells = parse_yosys_stat((work / "stat.txt").read_text(), HARNESS_TOP)
