@@ -37,12 +37,14 @@ fewest resources that keep it no slower.
 Each MAC unit, systolic array and depthwise engine also has a multiplier kind (:data:`KINDS`,
 see :mod:`hwgen.packing`): ``dsp`` (the default rule's), ``dsp-packed`` (``pack`` products
 sharing an activation per DSP; MAC units and systolic arrays) or ``lut``; a pin may name it
-(``"systolic:6x5:lut"``).
+(``"systolic:6x5:lut"``). Its weight ROMs go where synthesis puts them (``weights="auto"``)
+or into block RAM whatever their size (``"bram"``, :data:`WEIGHT_PLACES`; pin
+``"systolic:6x5:lut:bram"``), which trades LUTs for block RAM.
 
 With a ``board``, the rule instead maximizes throughput on that board (:mod:`hwgen.plan_board`):
 it searches the achievable initiation intervals (a binary search; feasibility grows with the
-interval), lets every unpinned layer take any folding and multiplier kind that meets the
-interval, and keeps the choice whose modelled resources (:func:`hwgen.cost.estimate`) fit
+interval), lets every unpinned layer take any folding, multiplier kind and weight placement
+that meets the interval, and keeps the choice whose modelled resources (:func:`hwgen.cost.estimate`) fit
 within ``max_utilization`` (default :func:`default_utilization`: 80 % of logic and DSPs, 95 %
 of block RAM, all SPRAM) of every resource of the board and leave the most headroom. The
 result is exact for the resource model: no shorter interval has a fitting plan. A model that
