@@ -163,6 +163,11 @@ class LayerPlan:
     levels: int = 0  # adder levels per pipeline stage of an unrolled layer (0 elsewhere)
     weights: str = "auto"
 
+    def __post_init__(self):
+        if self.weights not in WEIGHT_PLACES:
+            raise HwgenError(f"layer {self.layer.name!r}: weights go {' or '.join(WEIGHT_PLACES)}, "
+                             f"not {self.weights!r}")
+
     name = property(lambda self: self.layer.name)
     pe = property(lambda self: self.folding.pe)
     simd = property(lambda self: self.folding.simd)

@@ -10,7 +10,7 @@ import numpy as np
 
 from .errors import DoesNotFit, HwgenError
 from .packing import DSP_PORTS
-from .plan import (ENGINES, KINDS, ROM_ENGINES, WEIGHT_PLACES, LayerPlan, Plan, _cycles, _fill,
+from .plan import (ENGINES, KINDS, ROM_ENGINES, LayerPlan, Plan, _cycles, _fill,
                    _in_lanes_options, _kind, _options, choose_pack, default_utilization)
 
 __all__ = ["fit_board", "AUTO_UNROLL_WEIGHTS"]
@@ -109,7 +109,7 @@ def _in_block_ram(option, cost, board):
 
     if weight_rom_words(option) < BLOCK_WEIGHT_WORDS:
         return []
-    twin = dataclasses.replace(option, weights=WEIGHT_PLACES[1])
+    twin = dataclasses.replace(option, weights="bram")
     twin_cost = layer_cost(twin, board)
     return [(twin, twin_cost)] if twin_cost["bram"] != cost["bram"] else []
 

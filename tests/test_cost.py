@@ -194,6 +194,8 @@ def test_pinned_weights_in_block_ram():
     assert "weights in block RAM" in design.report
     with pytest.raises(HwgenError, match="folding must look like"):
         make_plan(qgraph, {"fc0": "mac:2x4:bram:lut"})
+    with pytest.raises(HwgenError, match="weights go auto or bram, not 'block'"):
+        LayerPlan(qgraph.layers[0], "mac", plan["fc0"].folding, 4, weights="block")
 
 
 def test_board_folding_keeps_pins_and_reports_overflow():
