@@ -6,10 +6,10 @@ one DSP per product.
 For each model (MLPerf Tiny's ResNet-8 with random weights, and the example CNNs) × board ×
 uniform bits, the folding and multiplier kinds sized for the board (``make_plan(board=...)``,
 the modelled resources of ``hwgen.cost``): the initiation interval, frames/s at the board's
-target clock, the speed-up over w8a8, the modelled DSP and LUT use, the kinds chosen, and the
-interval of the same search restricted to one DSP per product (``multiplier_kinds="dsp"``,
-what hwgen built before the multiplier kinds). No simulation or synthesis: about a second a
-row.
+target clock, the speed-up over w8a8, the modelled DSP and LUT use, the kinds chosen (and the
+layers whose weights the search put in block RAM), and the interval of the same search
+restricted to one DSP per product (``multiplier_kinds="dsp"``, what hwgen built before the
+multiplier kinds). No simulation or synthesis: a few seconds a row.
 """
 
 import argparse
@@ -46,9 +46,13 @@ def _models(names):
 
 
 def _kinds(plan):
+    """The multiplier kinds the plan's layers use, and how many keep their weights in block
+    RAM."""
     counts = collections.Counter(layer.multiplier_label for layer in plan.layers
                                  if layer.multiplier_label)
-    return ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
+    kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
+    in_bram = sum(layer.weights == "bram" for layer in plan.layers)
+    return kinds + (f"; {in_bram} with weights in BRAM" if in_bram else "")
 
 
 def main():
