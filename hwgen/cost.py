@@ -41,7 +41,6 @@ import math
 from .board import get_board
 from .errors import HwgenError
 from .packing import packing
-from .plan import ROM_ENGINES
 from .reference import Rounding
 
 __all__ = ["FamilyModel", "MemoryMap", "RAMS", "FAMILY_MODELS", "LayerCost", "CostReport",
@@ -572,6 +571,8 @@ def layer_features(layer_plan, family, plan=None, model=None):
         dsp += per_product * count
         if not per_product:
             lut_multiplier_bits += a_bits * b_bits * count
+    from .hw.rom import ecp5_rom_blocks  # hwgen.hw.rom imports this module
+
     bram, logic_memory_bits, spram = 0, 0, 0
     memory_sites, memory_reads = 0, 0
     control_luts = parts.control_luts
@@ -585,11 +586,10 @@ def layer_features(layer_plan, family, plan=None, model=None):
             if sprams:
                 spram += sprams * count
                 continue
-        rom = what == "weights" and layer_plan.engine in ROM_ENGINES  # a WeightRom
+        rom = what == "weights" and layer_plan.weights_in is not None  # a WeightRom
         block = rom and layer_plan.weights == "bram"
         if rom and family == "ecp5":
             # The ECP5 target builds its weight ROMs' block RAMs itself (x18 or x9 DP16KDs).
-            from .hw.rom import ecp5_rom_blocks
             blocks = ecp5_rom_blocks(depth, width, block)
         else:
             blocks = memory_blocks(depth, width, model, what, block)

@@ -32,7 +32,6 @@ from . import __version__
 from .activations import describe
 from .errors import HwgenError
 from .hw.accelerator import Accelerator
-from .plan import ROM_ENGINES
 from .qgraph import layer_shape, qgraph_from_arrays, qgraph_to_arrays
 from .reference import run_float, run_integer
 
@@ -82,7 +81,7 @@ def build_manifest(plan, top, latency):
             "in_lanes": entry.in_lanes, "multipliers": entry.multipliers,
             "multiplier_kind": entry.multiplier_label and entry.multiplier,
             "products_per_dsp": entry.pack,
-            "weights_in": entry.weights if entry.engine in ROM_ENGINES else None,
+            "weights_in": entry.weights_in,
             "macs_per_frame": layer.macs, "cycles_per_frame": entry.cycles,
         })
         if hasattr(layer, "weight"):

@@ -35,8 +35,6 @@ def frame_html(table, title=None, notes=()):
 def plan_table(plan):
     """One row per planned layer: engine, folding, multiplier kind, where its weights go
     (``auto`` or ``bram``), lanes, bits, cycles and the engine's busy fraction."""
-    from .plan import ROM_ENGINES
-
     rows = []
     for layer_plan in plan.layers:
         layer = layer_plan.layer
@@ -44,7 +42,7 @@ def plan_table(plan):
         rows.append({"layer": layer_plan.name, "engine": layer_plan.engine,
                      "folding": layer_plan.describe().partition(":")[2].partition(":")[0],
                      "multiplier": layer_plan.multiplier_label,
-                     "weights": layer_plan.weights if layer_plan.engine in ROM_ENGINES else "",
+                     "weights": layer_plan.weights_in or "",
                      "in_lanes": layer_plan.in_lanes,
                      "bits": f"{weight}a{layer.act_bits}", "multipliers": layer_plan.multipliers,
                      "cycles": layer_plan.cycles, "busy": layer_plan.utilization})

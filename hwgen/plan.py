@@ -198,6 +198,12 @@ class LayerPlan:
         return self.layer.macs / (self.multipliers * self.cycles)
 
     @property
+    def weights_in(self):
+        """Where the engine's weight ROMs go (``"auto"`` or ``"bram"``); ``None`` for engines
+        without them."""
+        return self.weights if self.engine in ROM_ENGINES else None
+
+    @property
     def multiplier_label(self):
         """``"dsp"``, ``"lut"``, ``"dsp-packed×2"``; ``""`` for engines without multipliers."""
         if self.engine not in KINDS:
