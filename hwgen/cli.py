@@ -155,7 +155,7 @@ def cmd_build(args):
                      max_utilization=_utilization(args.max_utilization),
                      multiplier_kinds=args.multiplier_kinds, unroll=args.unroll,
                      goal=args.plan_goal, engine=args.engine,
-                     clock=args.clock, progress=_progress)
+                     shared_from=args.shared_from, clock=args.clock, progress=_progress)
     print(plan)
     if plan.board is not None:
         print(plan.cost())
@@ -359,11 +359,16 @@ def build_parser():
                             "fc1=unrolled) or, with --board, 'auto' (the board search unrolls "
                             "the layers where that fits best)")
     build.add_argument("--engine", choices=["dataflow", "sequential"],
-                       help="'sequential': every chain of dense layers on one shared "
-                            "layer-sequential engine (size it with --multipliers, --board or "
-                            "--folding fc3=sequential:8); 'dataflow': an engine per layer "
-                            "only; default: an engine per layer, and with --board the dense "
-                            "layers shared when that does not fit")
+                       help="'sequential': every chain of dense, conv and pooling layers "
+                            "on one shared layer-sequential engine (size it with "
+                            "--multipliers, --board or --folding fc3=sequential:8); "
+                            "'dataflow': an engine per layer only; default: an engine per "
+                            "layer, and with --board the dense layers, a tail of the network "
+                            "or every layer shared when that does not fit")
+    build.add_argument("--shared-from", metavar="LAYER",
+                       help="the layers from LAYER on (a cut of the graph, e.g. the first "
+                            "layer of a residual block) on shared layer-sequential engines, "
+                            "those before on their dataflow engines")
     build.add_argument("--plan-goal", choices=["throughput", "latency"], default="throughput",
                        help="with --board: at the shortest interval, plan for headroom "
                             "(throughput, the default) or for the lowest latency (every layer "

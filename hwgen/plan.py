@@ -64,7 +64,7 @@ from .graph import module_name
 from . import plan_fifo
 from .packing import DEFAULT_PORTS, DSP_PORTS, check_kind, max_pack, packing
 from .plan_sequential import (SHARED_OPS, check_sequential_pe, shared_chains, plan_units,
-                              sequential_cycles, sequential_pes)
+                              sequential_cycles, sequential_pes, tail_cuts)
 from .plan_unrolled import DEFAULT_CLOCK, levels, unrolled_names, with_levels
 
 __all__ = ["Folding", "LayerPlan", "Plan", "make_plan", "parse_folding", "legal_folding",
@@ -583,7 +583,7 @@ def _in_lanes_options(layer, engine):
 
 def make_plan(qgraph, folding=None, *, multipliers=None, board=None, max_utilization=None,
               multiplier_kinds=None, unroll=None,
-              clock=None, goal="throughput", engine=None, progress=None):
+              clock=None, goal="throughput", engine=None, shared_from=None, progress=None):
     """Plan ``qgraph``: user ``folding`` (see :func:`parse_folding`; an engine may be pinned as
     ``"systolic:6x5"``, and its multiplier kind as ``"systolic:6x5:lut"``) where given; the
     other layers follow the default rule sized so that the layer with the most MACs has about
@@ -618,7 +618,15 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None, max_utiliza
     layers, on shared layer-sequential engines (:mod:`hwgen.plan_sequential`) when no plan
     fits; ``"dataflow"`` never shares; ``"sequential"`` puts every such chain on one shared
     engine. The pin ``"fc3=sequential:8"`` sizes the engine of the chain ending in ``fc3``
-    (and without ``engine="sequential"`` shares only that chain's dense layers)."""
+    (and without ``engine="sequential"`` shares only that chain's dense layers). When neither
+    the dataflow plan nor the dense layers shared fit, the board search also tries, at each
+    cut of the graph (:func:`~hwgen.plan_sequential.tail_cuts`: in a ResNet the first layer
+    of each residual block), the layers from the cut on shared and those before on their
+    dataflow engines, and takes the fastest plan that fits.
+
+    ``shared_from`` (a layer of :func:`~hwgen.plan_sequential.tail_cuts`) plans that split
+    itself: the layers from ``shared_from`` on on shared engines, those before on dataflow
+    engines."""
     if goal not in GOALS:
         raise HwgenError(f"goal must be one of {', '.join(GOALS)}, not {goal!r}")
     if goal != "throughput" and board is None:
@@ -649,8 +657,8 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None, max_utiliza
         raise HwgenError("--unroll auto lets the board search choose which layers to unroll: "
                          "give a board (--board), or name the layers (--unroll fc1,conv2)")
 
-    def plan_with(ops, only_pinned=False):
-        units = plan_units(qgraph, folding, ops, only_pinned)
+    def plan_with(ops, only_pinned=False, first=None):
+        units = plan_units(qgraph, folding, ops, only_pinned, first)
         ports = DSP_PORTS[_board_family(board)] if board is not None else DEFAULT_PORTS
         pinned = with_levels(_pinned(units, folding, target, ports), board, clock)
         if board is not None:
@@ -668,6 +676,8 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None, max_utiliza
             pace = max([target] + [plan.cycles for plan in pinned.values()])
         return Plan(qgraph, _fill(units, pinned, pace))
 
+    if shared_from is not None:
+        return plan_with(SHARED_OPS, first=_check_cut(qgraph, shared_from, engine))
     if engine == "sequential":
         return plan_with(SHARED_OPS)
     if any(str(value).startswith("sequential") for value in folding.values()):
@@ -678,23 +688,52 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None, max_utiliza
         if engine is not None or board is None:
             raise
         failure = error
-    # No dataflow plan fits: share the dense layers, then every layer a shared engine computes.
+    # No dataflow plan fits: share the dense layers, then the layers from a cut of the graph on
+    # (the tail; the layers before keep their engines), then every layer a shared engine
+    # computes. Of the tails that fit, the fastest plan.
     from .board import get_board
     board_name = get_board(board).name
-    for ops, what in ((("dense",), "the dense layers"), (SHARED_OPS, "the layers")):
-        chains = [chain for chain in shared_chains(qgraph, ops)
-                  if not any(layer.name in folding for layer in chain.layers)]
-        if not chains:
+    tried, fits = set(), []
+    attempts = [(("dense",), None, "the dense layers")]
+    attempts += [(SHARED_OPS, cut, f"the layers from {cut} on")
+                 for cut in reversed(tail_cuts(qgraph))]
+    attempts.append((SHARED_OPS, None, "the layers"))
+    for ops, first, what in attempts:
+        chains = tuple(chain.describe() for chain in shared_chains(qgraph, ops, first)
+                       if not any(layer.name in folding for layer in chain.layers))
+        if not chains or chains in tried:
             continue
+        tried.add(chains)
         if progress:
-            progress(f"no plan fits {board_name} yet: {what} "
-                     f"({'; '.join(chain.describe() for chain in chains)}) go on shared "
-                     "sequential engines")
+            progress(f"no plan fits {board_name} yet: {what} ({'; '.join(chains)}) go on "
+                     "shared sequential engines")
         try:
-            return plan_with(ops)
+            plan = plan_with(ops, first=first)
         except DoesNotFit as error:
             failure = error
+            continue
+        if ops == ("dense",):
+            return plan  # the convolutions keep their dataflow engines
+        fits.append(plan)
+    if fits:
+        return min(fits, key=lambda plan: plan.initiation_interval)
     raise failure
+
+
+def _check_cut(qgraph, name, engine):
+    """``name`` if the layers from it on can be shared (a cut of :func:`tail_cuts`), else
+    :class:`HwgenError` with the cuts."""
+    if engine == "dataflow":
+        raise HwgenError(f"shared_from={name!r} puts layers on shared engines; engine "
+                         "'dataflow' never shares")
+    cuts = tail_cuts(qgraph)
+    if name not in cuts:
+        where = (f"at {', '.join(map(repr, cuts))}" if cuts
+                 else "nowhere (no layer reads the one tensor the layers before it pass on)")
+        raise HwgenError(f"shared_from={name!r}: {qgraph.name} can be cut for a shared tail "
+                         f"{where}; a cut is a layer that reads the one tensor the layers "
+                         "before it pass to those after")
+    return name
 
 
 # ``make_plan``'s engine choices: None (dataflow engines; with a board, shared engines when

@@ -22,8 +22,9 @@ from .qgraph import layer_shape
 from .reference import Rounding
 
 __all__ = ["Chain", "SharedOp", "Slots", "SHARED_OPS", "buffer_slots", "shared_chains",
-           "shared_ops", "plan_units", "sequential_cycles", "sequential_pes", "code_bits",
-           "stored_bits", "result_apart", "weight_bits", "operand_bits", "RESULT_CODES"]
+           "shared_ops", "plan_units", "tail_cuts", "sequential_cycles", "sequential_pes",
+           "code_bits", "stored_bits", "result_apart", "weight_bits", "operand_bits",
+           "RESULT_CODES"]
 
 # The most multipliers the board search gives a shared engine: beyond, a dataflow plan of the
 # same multipliers is the better design.
@@ -381,14 +382,16 @@ def _closed(run, qgraph):
     return 1
 
 
-def shared_chains(qgraph, ops=("dense",)):
+def shared_chains(qgraph, ops=("dense",), first=None):
     """The chains of ``qgraph``'s layers of ``ops`` (default dense; :data:`SHARED_OPS` for
-    all a shared engine computes), each as a :class:`Chain`: maximal runs of such layers, in
+    all a shared engine computes), from layer ``first`` on (default: all; see
+    :func:`tail_cuts`), each as a :class:`Chain`: maximal runs of such layers, in
     the graph's order, whose first reads one tensor and each later one that tensor or outputs
     of the run (a residual block: its convolutions and the add of the skip), and whose outputs
     but the last nothing outside reads, with one rounding mode; layers with onnxruntime's
     float32 rounding stay out."""
-    chains, layers, index, run = [], list(qgraph.layers), 0, []
+    chains, layers, run = [], list(qgraph.layers), []
+    index = 0 if first is None else [layer.name for layer in layers].index(first)
     while index < len(layers) or run:
         layer = layers[index] if index < len(layers) else None
         if run and layer is not None and _shareable(layer, ops) and _joins(layer, run):
@@ -405,6 +408,22 @@ def shared_chains(qgraph, ops=("dense",)):
             run = [layer]
         index += 1
     return chains
+
+
+def tail_cuts(qgraph):
+    """The layers at which ``qgraph`` can be cut in two, in the graph's order: those whose
+    input is the one tensor the layers before them pass to the layers after (in a ResNet the
+    first layer of each residual block). From such a layer on, the layers can go on shared
+    engines while those before keep their dataflow engines (``make_plan``'s fallback)."""
+    layers = list(qgraph.layers)
+    cuts = []
+    for index in range(1, len(layers)):
+        before = {qgraph.input_name} | {layer.name for layer in layers[:index]}
+        passed = {tensor for layer in layers[index:] for tensor in layer.inputs
+                  if tensor in before}
+        if passed == set(layers[index].inputs[:1]) and len(layers[index].inputs) == 1:
+            cuts.append(layers[index].name)
+    return cuts
 
 
 def largest_pe(ops):
@@ -438,15 +457,15 @@ def check_sequential_pe(chain, pe):
     return pe
 
 
-def plan_units(qgraph, folding, ops, only_pinned=False):
-    """The layers to plan: ``qgraph``'s, with each chain of layers of ``ops``
-    (:func:`shared_chains`) whose layers ``folding`` does not pin otherwise as one
-    :class:`Chain`, where its last layer was (``only_pinned``: only the chains whose last
+def plan_units(qgraph, folding, ops, only_pinned=False, first=None):
+    """The layers to plan: ``qgraph``'s, with each chain of layers of ``ops`` from layer
+    ``first`` on (:func:`shared_chains`) whose layers ``folding`` does not pin otherwise as
+    one :class:`Chain`, where its last layer was (``only_pinned``: only the chains whose last
     layer is pinned ``"sequential…"``)."""
     if not ops:
         return list(qgraph.layers)
     chains = {}
-    for chain in shared_chains(qgraph, ops):
+    for chain in shared_chains(qgraph, ops, first):
         pin = str(folding.get(chain.name, ""))
         if only_pinned and not pin.startswith("sequential"):
             continue

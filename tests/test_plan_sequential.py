@@ -13,7 +13,8 @@ from hwgen.cli import main
 from hwgen.errors import DoesNotFit, HwgenError
 from hwgen.hw.sequential import SequentialEngine
 from hwgen.plan_board import _limits
-from hwgen.plan_sequential import Chain, shared_chains, sequential_cycles
+from hwgen.plan_sequential import (SHARED_OPS, Chain, shared_chains, sequential_cycles,
+                                   tail_cuts)
 from hw_layers import quantized_mlp
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -49,6 +50,55 @@ def test_residual_chains():
     assert [[layer.name for layer in c.layers] for c in shared_chains(qgraph, without)] == \
         [["stem"], ["conv1", "conv2"], ["gap", "fc"]]
     assert [c.slots.count for c in shared_chains(qgraph, without)] == [2, 2, 2]
+
+
+def _resnet(bits="w8a8"):
+    calib = np.load(EXAMPLES / "cnn" / "calib.npz")
+    return hwgen.quantize(hwgen.load(EXAMPLES / "cnn" / "resnet.onnx"), calib["x"], bits)
+
+
+def test_tail_cuts_and_shared_from():
+    """The graph can be cut where one tensor passes from the layers before to those after
+    (not inside a residual block); ``shared_from`` puts the layers from a cut on a shared
+    engine and keeps the others on dataflow engines."""
+    qgraph = _resnet()
+    assert tail_cuts(qgraph) == ["conv1", "gap", "fc"]
+    assert tail_cuts(quantized_mlp(np.random.default_rng(0), [8, 6, 5, 4], "w4a4")) == \
+        ["fc2", "fc3"]
+    assert [[layer.name for layer in chain.layers]
+            for chain in shared_chains(qgraph, SHARED_OPS, "conv1")] == \
+        [["conv1", "conv2", "add", "gap", "fc"]]
+    plan = hwgen.make_plan(qgraph, shared_from="conv1", multipliers=8)
+    assert [p.engine for p in plan.layers] == ["systolic", "sequential"]
+    assert plan.layers[1].layer.inputs == ("stem",) and plan.layers[1].pe == 8
+    assert plan.initiation_interval == plan.layers[1].cycles
+    pinned = hwgen.make_plan(qgraph, {"stem": "1x3"}, shared_from="gap")
+    assert pinned.layers[0].describe() == "systolic:1x3"
+    assert [p.engine for p in pinned.layers][-1] == "sequential"
+    with pytest.raises(HwgenError, match="cut for a shared tail at 'conv1', 'gap', 'fc'"):
+        hwgen.make_plan(qgraph, shared_from="conv2")
+    with pytest.raises(HwgenError, match="never shares"):
+        hwgen.make_plan(qgraph, shared_from="conv1", engine="dataflow")
+
+
+def test_board_search_shares_a_tail():
+    """With 30 % of an OrangeCrab neither the residual model's dataflow plan nor its
+    classifier shared fits; the search then shares the layers from a cut on, and of the
+    tails that fit takes the fastest: the stem keeps its systolic array, faster than the
+    whole model on one engine."""
+    qgraph = _resnet()
+    messages = []
+    plan = hwgen.make_plan(qgraph, board="orangecrab_25f", max_utilization=0.3,
+                           progress=messages.append)
+    assert [p.engine for p in plan.layers] == ["systolic", "sequential"]
+    assert any("the layers from conv1 on" in message for message in messages)
+    whole = hwgen.make_plan(qgraph, board="orangecrab_25f", max_utilization=0.3,
+                            engine="sequential")
+    assert plan.initiation_interval < whole.initiation_interval
+    limits = _limits(plan.board, 0.3)
+    assert all(plan.cost().totals[r] <= limits[r] for r in limits)
+    assert hwgen.make_plan(qgraph, board="orangecrab_25f", max_utilization=0.3,
+                           shared_from="conv1").initiation_interval == plan.initiation_interval
 
 
 def test_multipliers_size_the_shared_engine():
@@ -124,6 +174,16 @@ def test_cli_engine_sequential(tmp_path, capsys):
     assert layer["engine"] == "sequential" and layer["pe"] == 6
     assert len(layer["layers"]) == 3
     assert manifest["initiation_interval"] == layer["cycles_per_frame"]
+
+
+def test_cli_shared_from(tmp_path):
+    out = tmp_path / "out"
+    assert main(["build", str(EXAMPLES / "cnn" / "resnet.onnx"), "--calib",
+                 str(EXAMPLES / "cnn" / "calib.npz"), "--shared-from", "conv1",
+                 "--multipliers", "6", "-o", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [layer["engine"] for layer in manifest["layers"]] == ["systolic", "sequential"]
+    assert len(manifest["layers"][1]["layers"]) == 5
 
 
 def test_spram_counts():

@@ -1,8 +1,8 @@
 """System level for the layer-sequential engine: designs whose layers share one engine (an
-MLP, LeNet and the depthwise-separable model whole, or that model's classifier behind
-dataflow convolutions) built to Verilog, streamed through Verilator with random stalls, every output
-code compared with the integer reference, and the measured interval and latency with the
-plan's cycle model."""
+MLP, LeNet and the depthwise-separable model whole, that model's classifier behind
+dataflow convolutions, the residual model's tail behind its first layers) built to Verilog,
+streamed through Verilator with random stalls, every output code compared with the integer
+reference, and the measured interval and latency with the plan's cycle model."""
 
 from pathlib import Path
 
@@ -57,6 +57,23 @@ def test_cnns_on_shared_engines(model, bits, engines, tmp_path):
         plan = hwgen.make_plan(qgraph, engine="sequential", multipliers=4)
     else:
         plan = hwgen.make_plan(qgraph, {"fc": "sequential:4"}, multipliers=16)
+    assert [p.engine for p in plan.layers] == engines
+    _check(plan, calib["x"], tmp_path, frames=4)
+
+
+@pytest.mark.parametrize("bits,cut,engines", [
+    ("w4a4", "conv1", ["systolic", "sequential"]),
+    ("w6a6", "gap", ["systolic", "systolic", "systolic", "add", "sequential"]),
+])
+def test_residual_tail_on_a_shared_engine(bits, cut, engines, tmp_path):
+    """The residual model cut in two: its first layers on dataflow engines stream into a
+    shared engine that computes the rest (from ``conv1``: the block, the add reading the
+    block's input from a bank, the pool and the classifier; from ``gap``: the pool and the
+    classifier)."""
+    graph = hwgen.load(EXAMPLES / "resnet.onnx")
+    calib = np.load(EXAMPLES / "calib.npz")
+    qgraph = hwgen.quantize(graph, calib["x"], bits)
+    plan = hwgen.make_plan(qgraph, shared_from=cut, multipliers=8)
     assert [p.engine for p in plan.layers] == engines
     _check(plan, calib["x"], tmp_path, frames=4)
 
