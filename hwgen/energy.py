@@ -238,13 +238,13 @@ def _arithmetic(layer_plan, model):
         netlist = unrolled_netlist(layer, layer_plan.levels)
         return 0, 0, netlist.adder_bits * _vectors(layer_plan)
     if engine == "sequential":
-        # Every step multiplies one code by pe weights, padding channels included.
+        # Every active step multiplies one code by pe weights, padding channels included.
         pe, w, a = layer_plan.pe, layer.operand_bits, layer.code_bits
-        products = layer.steps(pe) * pe * w * a
+        products = layer.active_steps(pe) * pe * w * a
         hard = layer_plan.multiplier != "lut" and _hard(w, a, model, w + a)
         hard_bits, soft_bits, adds = _requant_ops(sum(layer.groups(pe)) * pe, layer.acc_bits,
                                                   model)
-        adds += layer.steps(pe) * pe * layer.acc_bits
+        adds += layer.active_steps(pe) * pe * layer.acc_bits
         return hard_bits + products * hard, soft_bits + products * (not hard), adds
     if engine in ("mac", "systolic", "depthwise"):
         w, a = layer.weight_bits, layer.input.bits
@@ -293,7 +293,7 @@ def _memory_traffic(layer_plan, plan, what, depth, width, count, fifo_bits):
         return layer.macs * width * count / max(layer_plan.multipliers, 1)
     if what == "activations":  # a shared engine's banks: a word read per step, and written
         pe = layer_plan.pe
-        return (layer.steps(pe) + sum(layer.groups(pe)) + layer.bank_words(pe)) * width
+        return (layer.active_steps(pe) + sum(layer.groups(pe)) + layer.bank_words(pe)) * width
     if what == "line buffer":
         written = _elements(layer.in_shape) * layer.input.bits
         return written * (1 + layer.kernel[0])

@@ -618,11 +618,12 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None, max_utiliza
     layers, on shared layer-sequential engines (:mod:`hwgen.plan_sequential`) when no plan
     fits; ``"dataflow"`` never shares; ``"sequential"`` puts every such chain on one shared
     engine. The pin ``"fc3=sequential:8"`` sizes the engine of the chain ending in ``fc3``
-    (and without ``engine="sequential"`` shares only that chain's dense layers). When neither
-    the dataflow plan nor the dense layers shared fit, the board search also tries, at each
-    cut of the graph (:func:`~hwgen.plan_sequential.tail_cuts`: in a ResNet the first layer
-    of each residual block), the layers from the cut on shared and those before on their
-    dataflow engines, and takes the fastest plan that fits.
+    (and without ``engine="sequential"`` shares only that chain's dense layers). With a
+    ``board`` the search also tries, at each cut of the graph
+    (:func:`~hwgen.plan_sequential.tail_cuts`: in a ResNet the first layer of each residual
+    block), the layers from the cut on shared and those before on their dataflow engines
+    (where no dataflow plan fits, or where the tail's engine could be faster than the plan so
+    far, goal ``"throughput"``), and takes the fastest plan that fits.
 
     ``shared_from`` (a layer of :func:`~hwgen.plan_sequential.tail_cuts`) plans that split
     itself: the layers from ``shared_from`` on on shared engines, those before on dataflow
@@ -683,30 +684,38 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None, max_utiliza
     if any(str(value).startswith("sequential") for value in folding.values()):
         return plan_with(("dense",), only_pinned=True)
     try:
-        return plan_with(())
+        dataflow = plan_with(())
     except DoesNotFit as error:
         if engine is not None or board is None:
             raise
-        failure = error
-    # No dataflow plan fits: share the dense layers, then the layers from a cut of the graph on
-    # (the tail; the layers before keep their engines), then every layer a shared engine
-    # computes. Of the tails that fit, the fastest plan.
+        dataflow, failure = None, error
+    if dataflow is not None and (engine is not None or board is None or goal != "throughput"):
+        return dataflow
+    # Without a dataflow plan that fits: share the dense layers, then the layers from a cut of
+    # the graph on (a tail; the layers before keep their engines), then every layer a shared
+    # engine computes. With one: the tails and the whole whose shared engines could be faster.
+    # Of the plans that fit, the fastest.
     from .board import get_board
     board_name = get_board(board).name
-    tried, fits = set(), []
-    attempts = [(("dense",), None, "the dense layers")]
+    tried, fits = set(), [dataflow] if dataflow is not None else []
+    attempts = [] if fits else [(("dense",), None, "the dense layers")]
     attempts += [(SHARED_OPS, cut, f"the layers from {cut} on")
                  for cut in reversed(tail_cuts(qgraph))]
     attempts.append((SHARED_OPS, None, "the layers"))
     for ops, first, what in attempts:
-        chains = tuple(chain.describe() for chain in shared_chains(qgraph, ops, first)
-                       if not any(layer.name in folding for layer in chain.layers))
-        if not chains or chains in tried:
+        chains = [chain for chain in shared_chains(qgraph, ops, first)
+                  if not any(layer.name in folding for layer in chain.layers)]
+        described = tuple(chain.describe() for chain in chains)
+        if not chains or described in tried:
             continue
-        tried.add(chains)
+        tried.add(described)
+        best = min((plan.initiation_interval for plan in fits), default=None)
+        if best is not None and max(map(_fastest_shared, chains)) >= best:
+            continue  # its shared engines cannot beat the plan so far
         if progress:
-            progress(f"no plan fits {board_name} yet: {what} ({'; '.join(chains)}) go on "
-                     "shared sequential engines")
+            progress((f"no plan fits {board_name} yet" if best is None else
+                      f"the best plan for {board_name} so far takes {best} cycles")
+                     + f": {what} ({'; '.join(described)}) go on shared sequential engines")
         try:
             plan = plan_with(ops, first=first)
         except DoesNotFit as error:
@@ -718,6 +727,12 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None, max_utiliza
     if fits:
         return min(fits, key=lambda plan: plan.initiation_interval)
     raise failure
+
+
+def _fastest_shared(chain):
+    """The fewest cycles per frame a shared engine over ``chain`` takes at any ``pe``."""
+    return min(sequential_cycles(chain, pe, kind) for pe in sequential_pes(chain)
+               for kind in ("dsp", "lut"))
 
 
 def _check_cut(qgraph, name, engine):

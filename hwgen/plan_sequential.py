@@ -80,15 +80,33 @@ class SharedOp:
     out_channels = property(lambda self: self.out_shape[2])
 
     def loop(self, pe):
-        """The channel loop the engine counts on ``pe`` multipliers: an add's two steps and
-        idle ones up to ``pe`` (the requant takes a group's ``pe`` sums one per cycle)."""
-        return max(self.channel_loop, pe) if self.add else self.channel_loop
+        """The channel loop the engine counts on ``pe`` multipliers: the window's channels, and
+        idle steps after them where the window would take fewer than ``pe`` (the requant
+        takes a group's ``pe`` sums one per cycle while the next group computes); an add's
+        idle steps come before its two."""
+        if self.add:
+            return max(self.channel_loop, pe)
+        return max(self.channel_loop, math.ceil(pe / (self.kernel[0] * self.kernel[1])))
+
+    def idle(self, pe):
+        """The loop's idle steps: before an add's two steps, after the others' channels."""
+        return self.loop(pe) - self.channel_loop
 
     def groups(self, pe):
         return math.ceil(self.out_channels / pe)
 
     def steps(self, pe):
+        """The steps the engine counts, idle ones included."""
         return self.pixels * self.groups(pe) * self.kernel[0] * self.kernel[1] * self.loop(pe)
+
+    def active_steps(self, pe):
+        """The steps that read and multiply (:meth:`steps` without the idle ones)."""
+        return self.steps(pe) * self.channel_loop // self.loop(pe)
+
+    def span(self, pe):
+        """Cycles from the layer's first step to the one after its last active step: its
+        steps but the idle ones after its last window's channels, which the drain covers."""
+        return self.steps(pe) - (0 if self.add else self.idle(pe))
 
     def weight_count(self, pe):
         """Words of :meth:`weight_words`: per group, one per window step (none for ``unit``
@@ -336,8 +354,12 @@ class Chain:
         return [op.pixels * op.groups(pe) for op in self.ops]
 
     def steps(self, pe):
-        """Compute steps per frame on ``pe`` multipliers."""
+        """Compute steps per frame on ``pe`` multipliers, idle ones included."""
         return sum(op.steps(pe) for op in self.ops)
+
+    def active_steps(self, pe):
+        """Steps per frame that read and multiply, on ``pe`` multipliers."""
+        return sum(op.active_steps(pe) for op in self.ops)
 
     def weight_words(self, pe):
         """Words of the weight ROM on ``pe`` multipliers."""
@@ -427,23 +449,22 @@ def tail_cuts(qgraph):
 
 
 def largest_pe(ops):
-    """The most multipliers an engine over ``ops`` takes: its smallest window but an add's
-    (the requant takes a group's sums one per cycle while the next group computes; an add
-    waits for it)."""
-    return min([op.window for op in ops if not op.add] or [MAX_PE])
+    """The most multipliers an engine over ``ops`` takes: as many as its widest layer's
+    output channels (more would only idle), at most :data:`MAX_PE`. A window of fewer steps
+    than ``pe`` takes idle ones (:meth:`SharedOp.loop`)."""
+    return min(max(op.out_channels for op in ops), MAX_PE)
 
 
 def sequential_pes(chain):
-    """The ``pe`` values a chain's engine can take: 1 up to :func:`largest_pe`, at most
-    :data:`MAX_PE`."""
-    return list(range(1, min(largest_pe(chain.ops), MAX_PE) + 1))
+    """The ``pe`` values a chain's engine can take: 1 up to :func:`largest_pe`."""
+    return list(range(1, largest_pe(chain.ops) + 1))
 
 
 def sequential_cycles(chain, pe, multiplier="dsp"):
     """Cycles per frame of the shared engine (:attr:`SequentialEngine.cycles_per_frame`):
     load, compute, a drain per layer, output."""
     from .hw.sequential import drain_cycles
-    return (chain.in_features + chain.steps(pe)
+    return (chain.in_features + sum(op.span(pe) for op in chain.ops)
             + len(chain.layers) * drain_cycles(chain.layers, pe, multiplier)
             + chain.out_features + 1)
 

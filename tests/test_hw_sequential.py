@@ -112,10 +112,12 @@ def test_quantized_mlp_against_run_integer():
     _simulate(layers, 4, codes, seed=2, gap=0.2, stall=0.3, multiplier="lut")
 
 
-@pytest.mark.parametrize("pe,multiplier", [(1, "dsp"), (3, "dsp"), (4, "lut")])
+@pytest.mark.parametrize("pe,multiplier", [(1, "dsp"), (3, "dsp"), (4, "lut"), (7, "dsp")])
 def test_cycles_per_frame_and_latency(pe, multiplier):
     """Input always valid, output always ready: frames leave every ``cycles_per_frame`` cycles
-    and the first one ``latency`` cycles after its last input code."""
+    and the first one ``latency`` cycles after its last input code; a layer of fewer inputs
+    than ``pe`` takes idle steps up to ``pe`` (the requant drains a group's sums one per
+    cycle)."""
     rng = np.random.default_rng(pe)
     layers = _chain(rng, [6, 5, 8, 3], WIDTHS[0])
     frames = 3
@@ -126,7 +128,8 @@ def test_cycles_per_frame_and_latency(pe, multiplier):
     assert np.diff(last_out).tolist() == [dut.cycles_per_frame] * (frames - 1)
     assert last_out[0] - last_in[0] == dut.latency
     groups = [-(-5 // pe), -(-8 // pe), -(-3 // pe)]
-    assert dut.steps == groups[0] * 6 + groups[1] * 5 + groups[2] * 8
+    assert dut.steps == (groups[0] * max(6, pe) + groups[1] * max(5, pe)
+                         + groups[2] * max(8, pe))
 
 
 def test_errors():
@@ -180,11 +183,13 @@ def _cnn(rng, bits, *, pool="gap"):
 
 @pytest.mark.parametrize("bits,pe,pool", [("w8a8", 3, "gap"), ("w4a4", 2, "avg"),
                                           ("w3a7", 5, "gap"), ("w6a5", 4, "none"),
-                                          ("w5a6", 3, "max"), ("w8a3", 4, "max")])
+                                          ("w5a6", 3, "max"), ("w8a3", 4, "max"),
+                                          ("w6a6", 6, "max"), ("w4a4", 6, "avg")])
 def test_cnn_on_the_shared_engine(bits, pe, pool):
     """Convolutions (padded, strided, depthwise, pointwise), average and max pools and a dense
     classifier all on one engine: every code equals ``run_integer``'s under stalls, and the
-    frames leave at the modelled interval without them."""
+    frames leave at the modelled interval without them (``pe`` 6: more than the pointwise
+    conv's 5 inputs and the 2×2 pools' 4, windows that take idle steps)."""
     rng = np.random.default_rng(pe)
     qgraph = _cnn(rng, bits, pool=pool)
     layers = [layer for layer in qgraph.layers]
@@ -231,11 +236,12 @@ def _residual(rng, bits, rounding=Rounding.HALF_UP, leaky=False):
 
 @pytest.mark.parametrize("bits,pe,multiplier,rounding,leaky", [
     ("w8a8", 2, "dsp", Rounding.HALF_UP, False), ("w4a4", 3, "lut", Rounding.HALF_EVEN, True),
-    ("w3a6", 1, "dsp", Rounding.FLOOR, False)])
+    ("w3a6", 1, "dsp", Rounding.FLOOR, False), ("w5a5", 4, "dsp", Rounding.HALF_UP, False)])
 def test_residual_blocks_on_the_shared_engine(bits, pe, multiplier, rounding, leaky):
     """Residual adds on the engine: each add reads its two inputs from their banks (three
     banks: the block's input stays while its convs run), weighs them by its multipliers and
-    requantizes (every rounding mode; a LeakyReLU's slope beside them); every code equals
+    requantizes (every rounding mode; a LeakyReLU's slope beside them; ``pe`` 4 more than the
+    1×1 skip's 3 inputs); every code equals
     ``run_integer``'s under stalls, frames leave at the modelled interval without them, and
     the first ``latency`` cycles after its last input."""
     from hwgen.plan_sequential import buffer_slots

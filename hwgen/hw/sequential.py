@@ -14,7 +14,10 @@ A frame goes through three phases, one after the other:
    one input word (one code of it broadcast to the ``pe`` multipliers, or, lane-wise, each
    lane's own) and one word of ``pe`` weights from the weight ROM, whose words follow the
    schedule (layer, group, window); an add takes two lane-wise steps, its input ``a``'s codes
-   times ``M_a``, then ``b``'s times ``M_b`` (idle steps before them up to ``pe``). A
+   times ``M_a``, then ``b``'s times ``M_b`` (idle steps before them up to ``pe``); a window
+   of fewer than ``pe`` steps (a 1×1 convolution over few channels, a small pool) takes
+   idle steps after its channels, so a group never finishes before the last one's sums are
+   in the requant (:meth:`~hwgen.plan_sequential.SharedOp.loop`). A
    finished group's ``pe`` sums go, one per cycle, through a one-lane
    :class:`~hwgen.hw.requant.Requant` indexed by channel, whose table holds every layer's
    channels (bias, multiplier, shift, clamp ends and zero point per channel), and are written
@@ -42,8 +45,8 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import HwgenError
-from ..plan_sequential import (Chain, chain_rounding, code_bits, largest_pe, operand_bits,
-                               sequential_cycles, shared_ops)
+from ..plan_sequential import (MAX_PE, Chain, chain_rounding, code_bits, largest_pe,
+                               operand_bits, sequential_cycles, shared_ops)
 from ..reference import Rounding
 from .dsp import check_target
 from .multiplier import multiplier_latency, multiply_kind
@@ -171,9 +174,8 @@ class SequentialEngine(wiring.Component):
     layers : sequence of QDense, QConv, QPool or QAdd
         A chain (:func:`~hwgen.plan_sequential.shared_ops`).
     pe : int
-        Multipliers, one output channel each per step; at most the smallest window of the
-        chain (the requant takes a group's sums one per cycle while the next group
-        computes).
+        Multipliers, one output channel each per step; at most the chain's most output
+        channels (:func:`~hwgen.plan_sequential.largest_pe`).
     target : str
         One of :data:`hwgen.hw.dsp.TARGETS`; ``"ice40"`` puts large activation banks into
         ``SB_SPRAM256KA`` (:func:`spram_count`).
@@ -194,7 +196,7 @@ class SequentialEngine(wiring.Component):
         smallest = largest_pe(self._ops)
         if not 1 <= self._pe <= smallest:
             raise HwgenError(f"the sequential engine's pe must be from 1 to {smallest} (the "
-                             f"chain's smallest window), not {pe}")
+                             f"chain's most output channels, at most {MAX_PE}), not {pe}")
         if multiplier not in ("dsp", "lut"):
             raise HwgenError(f"the sequential engine builds 'dsp' or 'lut' multipliers, not "
                              f"{multiplier!r}")
@@ -271,7 +273,8 @@ class SequentialEngine(wiring.Component):
                 down=(width - kw + 1) * words, step_x=sx * words, step_y=sy * width * words,
                 origin=(-top * width - left) * words, sx=sx, sy=sy,
                 out_words=op.pixels * op.groups(pe), form=forms[0], form_b=forms[-1],
-                add=int(op.add), first_step=op.loop(pe) - op.channel_loop if op.add else 0,
+                add=int(op.add), first_step=op.idle(pe) if op.add else 0,
+                last_step=op.loop(pe) - 1 if op.add else op.channel_loop - 1,
                 weight_a=op.add_weights[0], weight_b=op.add_weights[1],
                 bank_a=reads[0], bank_b=reads[-1]))
             base += op.weight_count(pe)
@@ -351,7 +354,10 @@ class SequentialEngine(wiring.Component):
         single = {name: _table([int(row[limit] == 1) for row in rows])
                   for name, limit in limit_of.items()}
         single["c"] = _table([int(row["loop"] == 1) for row in rows])
-        window_end = c.last & last["kx"] & last["ky"]
+        # Idle steps: an add's before its two, a short window's after its channels; the
+        # window's last real step closes the group.
+        idle = (c.value < held["first_step"]) | (c.value > held["last_step"])
+        window_end = (c.value == held["last_step"]) & last["kx"] & last["ky"]
 
         def start(index):
             """The counters' values at the start of layer ``index``."""
@@ -368,8 +374,9 @@ class SequentialEngine(wiring.Component):
                     c.last.eq(single["c"][index])]
 
         c.advance(running)
-        with m.If(running):
+        with m.If(running & ~idle):
             m.d.sync += wstep.eq(wstep + 1)
+        with m.If(running):
             with m.If(c.last):
                 with m.If(~last["kx"]):
                     m.d.sync += [*up("kx"), ix.eq(ix + 1), pix.eq(pix + held["cw"])]
@@ -423,7 +430,6 @@ class SequentialEngine(wiring.Component):
         step_lane, step_pad, step_second = Signal.like(c_lane), Signal(), Signal()
         # An add's loop is idle steps up to pe, then a and b: b is the loop's last step.
         second = held["add"] & c.last
-        idle = c.value < held["first_step"]
         m.d.sync += [
             step_addr.eq(pix + Mux(lanewise, g, c_word)),
             step_bank.eq(Mux(second, held["bank_b"], held["bank_a"])), step_second.eq(second),
