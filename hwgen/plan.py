@@ -703,8 +703,10 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None, max_utiliza
                  for cut in reversed(tail_cuts(qgraph))]
     attempts.append((SHARED_OPS, None, "the layers"))
     for ops, first, what in attempts:
-        chains = [chain for chain in shared_chains(qgraph, ops, first)
-                  if not any(layer.name in folding for layer in chain.layers)]
+        found = shared_chains(qgraph, ops, first)
+        if any(layer.name in folding for chain in found for layer in chain.layers[:-1]):
+            continue  # the user pinned a layer such an engine would compute
+        chains = [chain for chain in found if chain.layers[-1].name not in folding]
         described = tuple(chain.describe() for chain in chains)
         if not chains or described in tried:
             continue

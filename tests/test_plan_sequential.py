@@ -251,3 +251,15 @@ def test_board_search_shares_a_tail_where_faster():
     assert not any("the layers (conv0" in message for message in messages)
     limits = _limits(plan.board, None)
     assert all(plan.cost().totals[r] <= limits[r] for r in limits)
+
+
+def test_board_search_keeps_pinned_layers():
+    """A layer the user pins stays on its engine: the search shares no chain that would
+    compute it (here it shares the tail after the pinned stem, or nothing)."""
+    qgraph = _resnet()
+    plan = hwgen.make_plan(qgraph, {"stem": "1x3"}, board="orangecrab_25f",
+                           max_utilization=0.3)
+    assert plan.layers[0].describe() == "systolic:1x3"
+    inner = hwgen.make_plan(qgraph, {"conv2": "1x2"}, board="orangecrab_25f",
+                            max_utilization=0.5)
+    assert [p.engine for p in inner.layers if p.layer.name == "conv2"] == ["systolic"]
