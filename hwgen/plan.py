@@ -63,8 +63,8 @@ from .errors import DoesNotFit, HwgenError
 from .graph import module_name
 from . import plan_fifo
 from .packing import DEFAULT_PORTS, DSP_PORTS, check_kind, max_pack, packing
-from .plan_sequential import (SHARED_OPS, check_sequential_pe, shared_chains, plan_units,
-                              sequential_cycles, sequential_pes, tail_cuts)
+from .plan_sequential import (SHARED_OPS, check_cut, check_sequential_pe, plan_units,
+                              sequential_cycles, sequential_pes, share_for_board)
 from .plan_unrolled import DEFAULT_CLOCK, levels, unrolled_names, with_levels
 
 __all__ = ["Folding", "LayerPlan", "Plan", "make_plan", "parse_folding", "legal_folding",
@@ -678,7 +678,10 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None, max_utiliza
         return Plan(qgraph, _fill(units, pinned, pace))
 
     if shared_from is not None:
-        return plan_with(SHARED_OPS, first=_check_cut(qgraph, shared_from, engine))
+        if engine == "dataflow":
+            raise HwgenError(f"shared_from={shared_from!r} puts layers on shared engines; "
+                             "engine 'dataflow' never shares")
+        return plan_with(SHARED_OPS, first=check_cut(qgraph, shared_from))
     if engine == "sequential":
         return plan_with(SHARED_OPS)
     if any(str(value).startswith("sequential") for value in folding.values()):
@@ -689,68 +692,13 @@ def make_plan(qgraph, folding=None, *, multipliers=None, board=None, max_utiliza
         if engine is not None or board is None:
             raise
         dataflow, failure = None, error
+    else:
+        failure = None
     if dataflow is not None and (engine is not None or board is None or goal != "throughput"):
         return dataflow
-    # Without a dataflow plan that fits: share the dense layers, then the layers from a cut of
-    # the graph on (a tail; the layers before keep their engines), then every layer a shared
-    # engine computes. With one: the tails and the whole whose shared engines could be faster.
-    # Of the plans that fit, the fastest.
     from .board import get_board
-    board_name = get_board(board).name
-    tried, fits = set(), [dataflow] if dataflow is not None else []
-    attempts = [] if fits else [(("dense",), None, "the dense layers")]
-    attempts += [(SHARED_OPS, cut, f"the layers from {cut} on")
-                 for cut in reversed(tail_cuts(qgraph))]
-    attempts.append((SHARED_OPS, None, "the layers"))
-    for ops, first, what in attempts:
-        found = shared_chains(qgraph, ops, first)
-        if any(layer.name in folding for chain in found for layer in chain.layers[:-1]):
-            continue  # the user pinned a layer such an engine would compute
-        chains = [chain for chain in found if chain.layers[-1].name not in folding]
-        described = tuple(chain.describe() for chain in chains)
-        if not chains or described in tried:
-            continue
-        tried.add(described)
-        best = min((plan.initiation_interval for plan in fits), default=None)
-        if best is not None and max(map(_fastest_shared, chains)) >= best:
-            continue  # its shared engines cannot beat the plan so far
-        if progress:
-            progress((f"no plan fits {board_name} yet" if best is None else
-                      f"the best plan for {board_name} so far takes {best} cycles")
-                     + f": {what} ({'; '.join(described)}) go on shared sequential engines")
-        try:
-            plan = plan_with(ops, first=first)
-        except DoesNotFit as error:
-            failure = error
-            continue
-        if ops == ("dense",):
-            return plan  # the convolutions keep their dataflow engines
-        fits.append(plan)
-    if fits:
-        return min(fits, key=lambda plan: plan.initiation_interval)
-    raise failure
-
-
-def _fastest_shared(chain):
-    """The fewest cycles per frame a shared engine over ``chain`` takes at any ``pe``."""
-    return min(sequential_cycles(chain, pe, kind) for pe in sequential_pes(chain)
-               for kind in ("dsp", "lut"))
-
-
-def _check_cut(qgraph, name, engine):
-    """``name`` if the layers from it on can be shared (a cut of :func:`tail_cuts`), else
-    :class:`HwgenError` with the cuts."""
-    if engine == "dataflow":
-        raise HwgenError(f"shared_from={name!r} puts layers on shared engines; engine "
-                         "'dataflow' never shares")
-    cuts = tail_cuts(qgraph)
-    if name not in cuts:
-        where = (f"at {', '.join(map(repr, cuts))}" if cuts
-                 else "nowhere (no layer reads the one tensor the layers before it pass on)")
-        raise HwgenError(f"shared_from={name!r}: {qgraph.name} can be cut for a shared tail "
-                         f"{where}; a cut is a layer that reads the one tensor the layers "
-                         "before it pass to those after")
-    return name
+    return share_for_board(qgraph, folding, plan_with, dataflow, failure,
+                           get_board(board).name, progress)
 
 
 # ``make_plan``'s engine choices: None (dataflow engines; with a board, shared engines when

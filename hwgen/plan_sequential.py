@@ -17,14 +17,14 @@ import math
 
 import numpy as np
 
-from .errors import HwgenError
+from .errors import DoesNotFit, HwgenError
 from .qgraph import layer_shape
 from .reference import Rounding
 
 __all__ = ["Chain", "SharedOp", "Slots", "SHARED_OPS", "buffer_slots", "shared_chains",
-           "shared_ops", "plan_units", "tail_cuts", "sequential_cycles", "sequential_pes",
-           "code_bits", "stored_bits", "result_apart", "weight_bits", "operand_bits",
-           "RESULT_CODES"]
+           "shared_ops", "plan_units", "tail_cuts", "check_cut", "share_for_board",
+           "fastest_cycles", "sequential_cycles", "sequential_pes", "code_bits", "stored_bits",
+           "result_apart", "weight_bits", "operand_bits", "RESULT_CODES"]
 
 # The most multipliers the board search gives a shared engine: beyond, a dataflow plan of the
 # same multipliers is the better design.
@@ -101,7 +101,7 @@ class SharedOp:
 
     def active_steps(self, pe):
         """The steps that read and multiply (:meth:`steps` without the idle ones)."""
-        return self.steps(pe) * self.channel_loop // self.loop(pe)
+        return self.pixels * self.groups(pe) * self.window
 
     def span(self, pe):
         """Cycles from the layer's first step to the one after its last active step: its
@@ -443,9 +443,76 @@ def tail_cuts(qgraph):
         before = {qgraph.input_name} | {layer.name for layer in layers[:index]}
         passed = {tensor for layer in layers[index:] for tensor in layer.inputs
                   if tensor in before}
-        if passed == set(layers[index].inputs[:1]) and len(layers[index].inputs) == 1:
+        if len(layers[index].inputs) == 1 and passed == set(layers[index].inputs):
             cuts.append(layers[index].name)
     return cuts
+
+
+def check_cut(qgraph, name):
+    """``name`` if the layers from it on can be shared (one of :func:`tail_cuts`), else
+    :class:`HwgenError` with the cuts."""
+    cuts = tail_cuts(qgraph)
+    if name not in cuts:
+        where = (f"at {', '.join(map(repr, cuts))}" if cuts
+                 else "nowhere (no layer reads the one tensor the layers before it pass on)")
+        raise HwgenError(f"shared_from={name!r}: {qgraph.name} can be cut for a shared tail "
+                         f"{where}; a cut is a layer that reads the one tensor the layers "
+                         "before it pass to those after")
+    return name
+
+
+def _sharings(qgraph, fallback):
+    """The ways the board search shares layers, in the order it tries them, as ``(ops, first
+    layer, what)`` for :func:`plan_units`: the dense layers (only as a ``fallback``, when no
+    dataflow plan fits), the layers from each of :func:`tail_cuts` on (the latest first),
+    every layer."""
+    return ([(("dense",), None, "the dense layers")] if fallback else []) + [
+        (SHARED_OPS, cut, f"the layers from {cut} on") for cut in reversed(tail_cuts(qgraph))
+    ] + [(SHARED_OPS, None, "the layers")]
+
+
+def share_for_board(qgraph, folding, plan_with, dataflow, failure, board_name, progress):
+    """``make_plan``'s board search over shared engines (``plan_with(ops, first=...)`` plans
+    one way of :func:`_sharings`). Without a ``dataflow`` plan that fits: the dense layers
+    shared, then the layers from a cut of the graph on (a tail; the layers before keep their
+    engines), then every layer a shared engine computes. With one: the tails and the whole
+    whose shared engines could be faster. Of the plans that fit, the fastest; none fitting,
+    the last :class:`DoesNotFit` (or ``failure``, the dataflow plan's). Chains that would
+    compute a layer ``folding`` pins are not shared."""
+    tried, fits = set(), [dataflow] if dataflow is not None else []
+    for ops, first, what in _sharings(qgraph, fallback=not fits):
+        found = shared_chains(qgraph, ops, first)
+        if any(layer.name in folding for chain in found for layer in chain.layers[:-1]):
+            continue  # the user pinned a layer such an engine would compute
+        chains = [chain for chain in found if chain.layers[-1].name not in folding]
+        described = tuple(chain.describe() for chain in chains)
+        if not chains or described in tried:
+            continue
+        tried.add(described)
+        best = min((plan.initiation_interval for plan in fits), default=None)
+        if best is not None and max(map(fastest_cycles, chains)) >= best:
+            continue  # its shared engines cannot beat the plan so far
+        if progress:
+            progress((f"no plan fits {board_name} yet" if best is None else
+                      f"the best plan for {board_name} so far takes {best} cycles")
+                     + f": {what} ({'; '.join(described)}) go on shared sequential engines")
+        try:
+            plan = plan_with(ops, first=first)
+        except DoesNotFit as error:
+            failure = error
+            continue
+        if ops == ("dense",):
+            return plan  # the convolutions keep their dataflow engines
+        fits.append(plan)
+    if fits:
+        return min(fits, key=lambda plan: plan.initiation_interval)
+    raise failure
+
+
+def fastest_cycles(chain):
+    """The fewest cycles per frame a shared engine over ``chain`` takes at any ``pe``."""
+    return min(sequential_cycles(chain, pe, kind) for pe in sequential_pes(chain)
+               for kind in ("dsp", "lut"))
 
 
 def largest_pe(ops):
