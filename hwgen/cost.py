@@ -40,7 +40,7 @@ import math
 
 from .board import get_board
 from .errors import HwgenError
-from .packing import packing
+from .packing import pack_groups, packing
 from .reference import Rounding
 
 __all__ = ["FamilyModel", "MemoryMap", "RAMS", "FAMILY_MODELS", "LayerCost", "CostReport",
@@ -323,13 +323,15 @@ def _lut_multiplier_registers(w, a, product_bits):
     return w + a + tree + product_bits
 
 
-def _multipliers(layer, kind, pack, count, a, product_bits):
-    """``(products, lut_array_bits, register_bits, weight_word_bits)`` of ``count`` products
-    of ``kind`` (``pack`` per DSP when packed) of ``layer``'s widths."""
+def _multipliers(layer, kind, pack, pe, simd, a, product_bits):
+    """``(products, lut_array_bits, register_bits, weight_word_bits)`` of ``pe × simd``
+    products of ``kind`` (when packed, ``⌈pe / pack⌉ × simd`` DSPs: the PEs share the
+    operand) of ``layer``'s widths."""
     w = layer.weight_bits
+    count = pe * simd
     if kind == "dsp-packed" and pack > 1:
         layout = packing(w, layer.input.bits, layer.input.signed, pack)
-        dsps = count // pack
+        dsps = pack_groups(pe, pack) * simd
         packed = layout.packed_bits
         registers = dsps * (a + packed + a + packed + pack * layout.shift)
         return [(a, packed, a + packed, dsps)], 0, registers, packed
@@ -349,7 +351,7 @@ def _weighted_parts(layer_plan):
     kind, pack = layer_plan.multiplier, layer_plan.pack
     if engine == "depthwise":
         lanes, depth = pe, layer.kernel[0] * layer.kernel[1] * layer.in_shape[2] // pe
-        products, array_bits, multiplier_registers, _ = _multipliers(layer, kind, 1, pe, a,
+        products, array_bits, multiplier_registers, _ = _multipliers(layer, kind, 1, pe, 1, a,
                                                                      product_bits)
         memories = [("weights", depth, pe * w, 1)]
         adders = pe * acc
@@ -360,15 +362,15 @@ def _weighted_parts(layer_plan):
         outs = layer.out_features if engine == "mac" else layer.out_channels
         depth = (ins // simd) * (outs // pe)
         products, array_bits, multiplier_registers, word_bits = _multipliers(
-            layer, kind, pack, pe * simd, a, product_bits)
-        memories = [("weights", depth, simd * word_bits, pe // pack)]
+            layer, kind, pack, pe, simd, a, product_bits)
+        memories = [("weights", depth, simd * word_bits, pack_groups(pe, pack))]
         tree = pe * (simd - 1) * (product_bits + math.ceil(math.log2(simd)) // 2 + 1)
         adders = tree + pe * acc
         registers = multiplier_registers + simd * a + 2 * tree + 2 * pe * acc
         if engine == "mac":
             registers += 2 * layer.in_features * a        # the double-buffered input vector
         else:
-            registers += pe // pack * simd * a            # the window moving down the rows
+            registers += pack_groups(pe, pack) * simd * a  # the window moving down the rows
     requant_products, requant_bits = _requant(
         lanes, acc, max(_REQUANT_MULTIPLIER_BITS, layer.multiplier_bits))
     return products + requant_products, memories, adders, requant_bits, registers, array_bits

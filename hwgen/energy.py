@@ -47,7 +47,7 @@ from .board import get_board
 from .cost import FAMILY_MODELS, memory_blocks, product_dsps
 from .cost import _parts as layer_parts
 from .errors import HwgenError
-from .packing import packing
+from .packing import pack_groups, packing
 
 __all__ = ["FamilyEnergy", "FAMILY_ENERGY", "LayerActivity", "LayerEnergy", "EnergyReport",
            "activity", "estimate_energy", "CATEGORIES"]
@@ -250,8 +250,10 @@ def _arithmetic(layer_plan, model):
         w, a = layer.weight_bits, layer.input.bits
         signed_a = a + (not layer.input.signed)
         if layer_plan.multiplier == "dsp-packed" and layer_plan.pack > 1:
-            packed = packing(w, a, layer.input.signed, layer_plan.pack).packed_bits
-            per_mac, hard = signed_a * packed / layer_plan.pack, True
+            # ⌈pe / pack⌉ multipliers compute pe products (the last group may be short).
+            pack, pe = layer_plan.pack, layer_plan.pe
+            packed = packing(w, a, layer.input.signed, pack).packed_bits
+            per_mac, hard = signed_a * packed * pack_groups(pe, pack) / pe, True
         else:
             per_mac = w * a
             hard = layer_plan.multiplier != "lut" and _hard(w, signed_a, model, w + a)

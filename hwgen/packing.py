@@ -22,8 +22,8 @@ import dataclasses
 
 from .errors import HwgenError
 
-__all__ = ["MULTIPLIER_KINDS", "DSP_PORTS", "Packing", "packing", "max_pack", "pack_word",
-           "unpack_product", "check_kind"]
+__all__ = ["MULTIPLIER_KINDS", "DSP_PORTS", "Packing", "packing", "max_pack", "pack_groups",
+           "pack_word", "unpack_product", "check_kind"]
 
 MULTIPLIER_KINDS = ("dsp", "dsp-packed", "lut")
 
@@ -97,9 +97,17 @@ def max_pack(weight_bits, act_bits, act_signed, ports=DEFAULT_PORTS, *, narrow=T
     return best
 
 
+def pack_groups(lanes, pack):
+    """Packed multipliers per column of ``lanes`` PEs that share an operand, ``pack`` products
+    each: ``⌈lanes / pack⌉`` (the last one computes the ``lanes mod pack`` left over, its
+    other fields unused)."""
+    return -(-lanes // pack)
+
+
 def pack_word(weights, layout):
-    """The packed multiplicand ``Σ w_i · 2^(i·shift)`` of ``weights`` (``layout.count`` ints)."""
-    assert len(weights) == layout.count
+    """The packed multiplicand ``Σ w_i · 2^(i·shift)`` of ``weights`` (at most
+    ``layout.count`` ints; the fields of the missing ones hold zero)."""
+    assert len(weights) <= layout.count
     return sum(int(weight) << (index * layout.shift) for index, weight in enumerate(weights))
 
 

@@ -62,7 +62,7 @@ from pathlib import Path
 from .errors import DoesNotFit, HwgenError
 from .graph import module_name
 from . import plan_fifo
-from .packing import DEFAULT_PORTS, DSP_PORTS, check_kind, max_pack, packing
+from .packing import DEFAULT_PORTS, DSP_PORTS, check_kind, max_pack, pack_groups, packing
 from .plan_sequential import (SHARED_OPS, check_cut, check_sequential_pe, plan_units,
                               sequential_cycles, sequential_pes, share_for_board)
 from .plan_unrolled import DEFAULT_CLOCK, levels, unrolled_names, with_levels
@@ -436,26 +436,28 @@ def _parse_pin(layer, value):
 
 def multiplier_packing(layer, kind, pack, pe):
     """``(kind, Packing or None)`` of a weighted layer's multipliers: the
-    :class:`hwgen.packing.Packing` of ``pack`` products for ``"dsp-packed"`` (``pack ≥ 2``
-    must divide ``pe``), ``None`` for the other kinds; :class:`HwgenError` otherwise."""
+    :class:`hwgen.packing.Packing` of ``pack`` products for ``"dsp-packed"`` (``2 ≤ pack ≤
+    pe``; where ``pack`` does not divide ``pe`` the last group of PEs packs fewer), ``None``
+    for the other kinds; :class:`HwgenError` otherwise."""
     check_kind(kind, f"layer {layer.name!r}: ")
     if kind != "dsp-packed":
         if pack != 1:
             raise HwgenError(f"layer {layer.name!r}: only dsp-packed multipliers pack "
                              f"products, not {kind!r} (pack={pack})")
         return kind, None
-    if pack < 2 or pe % pack:
-        raise HwgenError(f"layer {layer.name!r}: a packed multiplier computes pack ≥ 2 "
-                         f"products of PEs that share an operand, and pack must divide "
-                         f"pe={pe}, not {pack}")
+    if not 2 <= pack <= pe:
+        raise HwgenError(f"layer {layer.name!r}: a packed multiplier computes 2 ≤ pack ≤ "
+                         f"pe={pe} products of PEs that share an operand, not {pack}")
     return kind, packing(layer.weight_bits, layer.input.bits, layer.input.signed, pack)
 
 
 def choose_pack(layer, pe, ports=DEFAULT_PORTS):
-    """The most products of ``layer``'s width that one hard multiplier with signed operand
-    widths ``ports`` holds and that divides ``pe`` (1: packing gains nothing)."""
-    most = max_pack(layer.weight_bits, layer.input.bits, layer.input.signed, ports)
-    return max(d for d in divisors(pe) if d <= most)
+    """The products per packed multiplier for ``pe`` PEs of ``layer``'s widths, at most what
+    one hard multiplier with signed operand widths ``ports`` holds: the fewest multipliers
+    (:func:`~hwgen.packing.pack_groups`), then the fewest products each (so a divisor of
+    ``pe`` where one does as well); 1 when packing gains nothing."""
+    most = min(pe, max_pack(layer.weight_bits, layer.input.bits, layer.input.signed, ports))
+    return min(range(1, most + 1), key=lambda pack: (pack_groups(pe, pack), pack))
 
 
 def legal_folding(layer, folding, engine=None):
@@ -760,15 +762,12 @@ def _pinned_kind(layer, engine, fold, kind, ports):
                          f"multipliers; legal: {legal}")
     if kind == "lut":
         return kind, 1
-    most = max_pack(layer.weight_bits, layer.input.bits, layer.input.signed, ports)
     pack = choose_pack(layer, fold.pe, ports)
     if pack < 2:
-        why = (f"not even two w{layer.weight_bits}×a{layer.input.bits} products fit one "
-               f"{ports[0]}×{ports[1]} multiplier" if most < 2 else
-               f"{most} products fit one {ports[0]}×{ports[1]} multiplier, but none of 2…{most} "
-               f"divides pe={fold.pe}")
-        raise HwgenError(f"layer {layer.name!r}: cannot pack: {why}; use dsp or lut, or "
-                         f"a pe with such a divisor")
+        why = (f"pe={fold.pe}: one PE has no other to share its operand with"
+               if fold.pe < 2 else f"not even two w{layer.weight_bits}×a{layer.input.bits} "
+               f"products fit one {ports[0]}×{ports[1]} multiplier")
+        raise HwgenError(f"layer {layer.name!r}: cannot pack: {why}; use dsp or lut")
     return kind, pack
 
 

@@ -16,7 +16,7 @@ from hwgen.cost import (FAMILY_MODELS, estimate, fabric_luts, layer_cost, layer_
 from hwgen.emit import generate
 from hwgen.errors import HwgenError
 from hwgen.packing import DSP_PORTS
-from hwgen.plan import WEIGHT_PLACES, LayerPlan, make_plan
+from hwgen.plan import WEIGHT_PLACES, LayerPlan, choose_pack, make_plan
 from hwgen.plan_board import _layer_options, _multiplier_options
 from hwgen.quantize import quantize
 from test_quantize_plan import _mlp as float_mlp
@@ -83,6 +83,21 @@ def test_dsps_count_products_and_requant_lanes():
     # Products 2·4 and 3·2; each output lane's requant is two 18×18 products.
     assert [layer.dsp for layer in cost.layers] == [8 + 2 * 2, 6 + 3 * 2]
     assert cost.totals["dsp"] == 24 and cost.fits
+
+
+def test_packed_multipliers_of_a_short_last_group():
+    """Three s4 × 4 products fit an 18×18 multiplier: eight PEs take ⌈8 / 3⌉ = 3 packed
+    multipliers per lane (3 + 3 + 2), fewer than the 4 of pairs; one PE cannot pack."""
+    qgraph = _mlp((16, 16, 6), bits="w4a4")
+    fc0 = qgraph.layers[0]
+    assert [choose_pack(fc0, pe, (18, 18)) for pe in (1, 2, 4, 8, 16)] == [1, 2, 2, 3, 3]
+    plan = make_plan(qgraph, {"fc0": "8x2:dsp-packed"}, board="ulx3s_85f", max_utilization=1)
+    assert plan["fc0"].multiplier_label == "dsp-packed×3"
+    plain = make_plan(qgraph, {"fc0": "8x2:dsp"}, board="ulx3s_85f", max_utilization=1)
+    dsps = [estimate(each, "ulx3s_85f").layers[0].dsp for each in (plan, plain)]
+    assert dsps[0] - dsps[1] == 3 * 2 - 8 * 2          # the requant's the same
+    with pytest.raises(HwgenError, match="one PE has no other"):
+        make_plan(qgraph, {"fc0": "1x2:dsp-packed"}, board="ulx3s_85f")
 
 
 def test_narrow_products_leave_the_ice40_dsps():

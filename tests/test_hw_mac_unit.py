@@ -85,7 +85,8 @@ def test_latency_and_cycles_per_frame(pe, simd):
     assert last_out[0] - last_in[0] == dut.latency
 
 
-KINDS = [("lut", 1), ("dsp-packed", 2), ("dsp-packed", 3)]
+# pack 4 of 6 PEs: a group of 4 and a short one of 2.
+KINDS = [("lut", 1), ("dsp-packed", 2), ("dsp-packed", 3), ("dsp-packed", 4)]
 
 
 @pytest.mark.parametrize("weight_bits,act_bits,act_signed", WIDTHS)
@@ -120,8 +121,10 @@ def test_latency_of_each_multiplier_kind(multiplier, pack):
 
 def test_illegal_packing_is_rejected():
     layer = crafted_layer(np.random.default_rng(0), 12, 6)
-    with pytest.raises(HwgenError, match=r"pack must divide pe=3, not 2"):
-        MacUnit(layer, 3, 4, multiplier="dsp-packed", pack=2)
+    with pytest.raises(HwgenError, match=r"2 ≤ pack ≤ pe=3 products .*, not 4"):
+        MacUnit(layer, 3, 4, multiplier="dsp-packed", pack=4)
+    with pytest.raises(HwgenError, match=r"2 ≤ pack ≤ pe=3 products .*, not 1"):
+        MacUnit(layer, 3, 4, multiplier="dsp-packed", pack=1)
     with pytest.raises(HwgenError, match=r"multiplier kind must be one of"):
         MacUnit(layer, 3, 4, multiplier="dsp48")
     with pytest.raises(HwgenError, match=r"only dsp-packed multipliers pack"):

@@ -64,30 +64,46 @@ def test_mixed_multiplier_kinds_are_bit_exact_under_stalls(target, in_block_ram,
         0.05 * plan.initiation_interval, (result.initiation_interval, plan)
 
 
-def _packed_plan(board, fc1_kind, pe=(6, 6)):
-    """fc0 packed, fc1 of ``fc1_kind``, ``pe`` PEs each, sized for ``board``'s DSP ports."""
+def _packed_plan(board, fc1_kind, pe=(6, 6), hidden=12):
+    """fc0 (``hidden`` outputs) packed, fc1 of ``fc1_kind``, ``pe`` PEs each, sized for
+    ``board``'s DSP ports."""
     rng = np.random.default_rng(3)
     graph = hwgen.Graph("packed")
-    x = graph.relu(graph.dense(graph.input((16,)), rng.normal(size=(12, 16)),
-                               rng.normal(size=12), name="fc0"))
-    graph.dense(x, rng.normal(size=(6, 12)), rng.normal(size=6), name="fc1")
+    x = graph.relu(graph.dense(graph.input((16,)), rng.normal(size=(hidden, 16)),
+                               rng.normal(size=hidden), name="fc0"))
+    graph.dense(x, rng.normal(size=(6, hidden)), rng.normal(size=6), name="fc1")
     qgraph = hwgen.quantize(graph, rng.normal(size=(40, 16)), "w4a4")
     pins = {"fc0": f"{pe[0]}x4:dsp-packed", "fc1": f"{pe[1]}x2:{fc1_kind}"}
     return hwgen.make_plan(qgraph, pins, board=board, max_utilization=1)
 
 
 # The input is signed w4a4: three products fit 18×18 (ECP5) and 25×18 (DSP48E1), two the
-# iCE40's 16×16, whose eight DSPs hold only a small engine beside the requant's.
-@pytest.mark.parametrize("board, pack, pe", [("ulx3s_85f", 3, (6, 6)),
-                                             ("arty_a7_35t", 3, (6, 6)),
-                                             ("icebreaker", 2, (2, 1))])
-def test_modelled_dsps_equal_yosys_on_packed_designs(board, pack, pe, tmp_path):
-    plan = _packed_plan(board, "lut", pe)
+# iCE40's 16×16, whose eight DSPs hold only a small engine beside the requant's. Eight PEs
+# on ECP5 pack 3 + 3 + 2 (three multipliers per lane, not the four of pairs).
+@pytest.mark.parametrize("board, pack, pe, hidden", [("ulx3s_85f", 3, (6, 6), 12),
+                                                     ("ulx3s_85f", 3, (8, 6), 16),
+                                                     ("arty_a7_35t", 3, (6, 6), 12),
+                                                     ("icebreaker", 2, (2, 1), 12)])
+def test_modelled_dsps_equal_yosys_on_packed_designs(board, pack, pe, hidden, tmp_path):
+    plan = _packed_plan(board, "lut", pe, hidden)
     assert plan["fc0"].pack == pack and plan["fc1"].multiplier == "lut"
     out = hwgen.generate(plan, frames=2).write(tmp_path)
     result = synthesize(out, board, place_and_route=False)
     cost = plan.cost()
     assert result.totals["dsp"] == cost.totals["dsp"] > 0, (result.yosys, cost)
+
+
+def test_short_packed_group_is_bit_exact_under_stalls(tmp_path):
+    """Eight PEs packed three to a multiplier: the last group computes two products, its
+    third field unused, in Verilator with stalls against the reference (fc1's unsigned
+    input packs two)."""
+    plan = _packed_plan("ulx3s_85f", "dsp-packed", (8, 6), hidden=16)
+    assert (plan["fc0"].pack, plan["fc1"].pack) == (3, 2)
+    rng = np.random.default_rng(8)
+    design = hwgen.generate(plan, rng.normal(size=(40, 16)), frames=6)
+    result = hwgen.simulate(design.write(tmp_path), stall=0.35, seed=6)
+    assert result.passed, result.summary()
+    assert np.array_equal(result.outputs, design.expected)
 
 
 def test_modelled_luts_of_lut_multipliers_against_yosys(tmp_path):

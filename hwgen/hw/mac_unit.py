@@ -6,7 +6,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ..packing import pack_word
+from ..packing import pack_groups, pack_word
 from ..plan import legal_folding, multiplier_packing
 from .dsp import check_target
 from .multiplier import multiplier_latency, multiply_kind
@@ -25,16 +25,17 @@ _MAC_STAGES = 3
 
 
 def weight_groups(weight, rows, cols, folds, beats, pack, layout):
-    """Per group of ``pack`` consecutive output channels (``rows / pack`` groups), the ROM
-    words of a ``rows × cols`` engine over a ``(channels, K)`` weight matrix: word
-    ``fold·beats + beat`` holds, per lane, the weight of ``w[fold·rows + g·pack, beat·cols +
-    lane]`` (``pack = 1``) or the packed constant of the group's ``pack`` weights
-    (:func:`hwgen.packing.pack_word`)."""
+    """Per group of ``pack`` consecutive output channels (``⌈rows / pack⌉`` groups, the last
+    one short when ``pack`` does not divide ``rows``), the ROM words of a ``rows × cols``
+    engine over a ``(channels, K)`` weight matrix: word ``fold·beats + beat`` holds, per lane,
+    the weight of ``w[fold·rows + g·pack, beat·cols + lane]`` (``pack = 1``) or the packed
+    constant of the group's weights (:func:`hwgen.packing.pack_word`)."""
     groups = []
-    for group in range(rows // pack):
+    for group in range(pack_groups(rows, pack)):
         words = []
         for fold in range(folds):
-            channels = [fold * rows + group * pack + index for index in range(pack)]
+            channels = [fold * rows + row for row in range(group * pack,
+                                                             min(rows, (group + 1) * pack))]
             for beat in range(beats):
                 lanes = range(beat * cols, (beat + 1) * cols)
                 if pack == 1:
@@ -90,8 +91,8 @@ class MacUnit(wiring.Component):
     :class:`~hwgen.hw.dsp.Multiplier` per PE and lane (weight × operand), each with its own
     registers, built for ``target``; ``"lut"``, one :class:`~hwgen.hw.multiplier.LutMultiplier`
     each; ``"dsp-packed"``, one :class:`~hwgen.hw.multiplier.PackedMultiplier` per lane and
-    group of ``pack`` PEs, which share the operand, with the group's weights packed into one
-    ROM (one cycle more latency).
+    group of ``pack`` PEs (the last group short when ``pack`` does not divide ``pe``), which
+    share the operand, with the group's weights packed into one ROM (one cycle more latency).
 
     Widths: products ``weight_bits × act_bits`` (one bit more for unsigned inputs, to carry the
     sign), an adder tree one bit wider per level, accumulators ``layer.acc_bits`` (derived from
@@ -115,7 +116,7 @@ class MacUnit(wiring.Component):
     multiplier : str
         ``"dsp"`` (default), ``"dsp-packed"`` or ``"lut"``.
     pack : int
-        Products per packed multiplier (``"dsp-packed"`` only); must divide ``pe``.
+        Products per packed multiplier (``"dsp-packed"`` only), ``2 ≤ pack ≤ pe``.
     block_weights : bool
         Keep the weight ROMs in block RAM whatever their size (the plan's ``weights="bram"``,
         see :class:`~hwgen.hw.rom.WeightRom`); the schedule and latency are the same.
@@ -274,7 +275,7 @@ class MacUnit(wiring.Component):
             lanes = [multiply_kind(m, self._kind, weight[lane], fetched[lane], 1, layout=layout,
                                    target=self._target, name=f"mul{group}_{lane}")
                      for lane in range(simd)]
-            for offset in range(pack):
+            for offset in range(min(pack, pe - group * pack)):
                 index = group * pack + offset
                 dot = Signal(dot_shape, name=f"dot{index}")
                 acc = requant.i.payload.data[index]

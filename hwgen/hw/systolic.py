@@ -8,6 +8,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import HwgenError
+from ..packing import pack_groups
 from ..plan import divisors, multiplier_packing
 from .dsp import check_target
 from .mac_unit import _adder_tree, tree_stages, weight_groups
@@ -90,8 +91,8 @@ class SystolicArray(wiring.Component):
     built for ``target``; ``"lut"``, one :class:`~hwgen.hw.multiplier.LutMultiplier` per cell;
     ``"dsp-packed"``, ``pack`` rows share one physical row whose cells are
     :class:`~hwgen.hw.multiplier.PackedMultiplier` blocks (the activation is shared, the ROM
-    word holds the packed weights of the ``pack`` channels): the grid has ``rows / pack``
-    physical rows, each with ``pack`` adder trees and accumulators, and one cycle more of
+    word holds the packed weights of the ``pack`` channels): the grid has ``⌈rows / pack⌉``
+    physical rows (the last one short when ``pack`` does not divide ``rows``), each with ``pack`` adder trees and accumulators, and one cycle more of
     multiplier latency.
 
     Widths: products ``weight_bits × act_bits`` (one bit more for unsigned inputs, to carry
@@ -116,7 +117,7 @@ class SystolicArray(wiring.Component):
     multiplier : str
         ``"dsp"`` (default), ``"dsp-packed"`` or ``"lut"``.
     pack : int
-        Channels per packed multiplier (``"dsp-packed"`` only); must divide ``rows``.
+        Channels per packed multiplier (``"dsp-packed"`` only), ``2 ≤ pack ≤ rows``.
     block_weights : bool
         Keep the weight ROMs in block RAM whatever their size (the plan's ``weights="bram"``,
         see :class:`~hwgen.hw.rom.WeightRom`); the schedule and latency are the same.
@@ -130,7 +131,7 @@ class SystolicArray(wiring.Component):
         Cycles from the transfer of a frame's last input beat to the transfer of its last output
         beat, when that pixel finds the array idle and ``o`` always ready: ``in_beats·folds``
         if buffered (the folds start after the window is complete), plus
-        ``5 + max(1, ⌈log2 cols⌉) + rows / pack − 1`` (read, register the operands, the
+        ``5 + max(1, ⌈log2 cols⌉) + ⌈rows / pack⌉ − 1`` (read, register the operands, the
         multipliers' operand and product registers (one more when packed), accumulate, one
         register per adder-tree level; the skew over the physical rows), :class:`Requant` (8)
         and the output FIFO (1).
@@ -207,7 +208,7 @@ class SystolicArray(wiring.Component):
     def _result_latency(self):
         """Cycles from issuing a fold's last beat to the transfer of its output beat."""
         return (_CELL_STAGES + multiplier_latency(self._kind, self._pack, self._widths)
-                + tree_stages(self._cols) + self._rows // self._pack - 1
+                + tree_stages(self._cols) + pack_groups(self._rows, self._pack) - 1
                 + Requant.latency_of(self._layer) + 1)
 
     @property
@@ -266,7 +267,7 @@ class SystolicArray(wiring.Component):
         # address each move down one register per row. A physical row computes ``pack``
         # channels (one unless packed).
         pack, layout = self._pack, self._layout
-        physical = rows // pack
+        physical = pack_groups(rows, pack)
         word_shape = signed(layout.packed_bits if layout else layer.weight_bits)
         words = weight_groups(layer.weight.reshape(layer.out_channels, -1), rows, cols, folds,
                               in_beats, pack, layout)
@@ -298,7 +299,7 @@ class SystolicArray(wiring.Component):
                 tree_flags[0].eq(multiplier_flags[-1]),
                 *(later.eq(earlier) for earlier, later in zip(tree_flags, tree_flags[1:])),
             ]
-            for offset in range(pack):
+            for offset in range(min(pack, rows - row * pack)):
                 channel = row * pack + offset
                 dot = Signal(dot_shape, name=f"dot{channel}")
                 acc = Signal(acc_shape, name=f"acc{channel}")
