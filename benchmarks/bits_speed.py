@@ -46,13 +46,16 @@ def _models(names):
 
 
 def _kinds(plan):
-    """The multiplier kinds the plan's layers use, and how many keep their weights in block
-    RAM."""
+    """The multiplier kinds the plan's layers use (a shared engine counts once), how many
+    keep their weights in block RAM, and the layers a shared engine computes."""
     counts = collections.Counter(layer.multiplier_label for layer in plan.layers
                                  if layer.multiplier_label)
     kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
     in_bram = sum(layer.weights == "bram" for layer in plan.layers)
-    return kinds + (f"; {in_bram} with weights in BRAM" if in_bram else "")
+    shared = [f"{layer.layer.layers[0].name}…{layer.name} on {layer.pe} "
+              f"{layer.multiplier_label}" for layer in plan.layers if layer.engine == "sequential"]
+    return (kinds + (f"; {in_bram} with weights in BRAM" if in_bram else "")
+            + "".join(f"; shared engine {chain}" for chain in shared))
 
 
 def main():

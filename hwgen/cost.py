@@ -165,8 +165,9 @@ _ECP5_MEMORIES = MemoryMap(lutram_depth=16, lutram_width=4, lutram_cost=4, mux_c
 # Coefficients fitted by benchmarks/calibrate_cost.py on eight example designs, iCE40's LUT, FF
 # and ff_cells by benchmarks/ice40_cells.py --fit on ten iCEBreaker designs, the Xilinx LUT and
 # FF coefficients by benchmarks/xilinx_layers.py --fit per layer on thirteen designs (ResNet-8
-# as planned for the Arty A7-35T among them; see docs/resources.md for the data and the error
-# they leave).
+# as planned for the Arty A7-35T among them; the LUTs refitted when the Xilinx (generic) build's
+# sliding windows began selecting their beats instead of shifting them; see docs/resources.md
+# for the data and the error they leave).
 FAMILY_MODELS = {
     "ecp5": FamilyModel(18, 18, 2, 0, _DP16KD, 2, 4096,
                         lut={"layer": 225.5, "adder_bits": 0.2216, "requant_bits": 4.926,
@@ -189,10 +190,10 @@ FAMILY_MODELS = {
                              "shared_register_bits": 0.2192},
                          lut_array=2.036, ff_cells=0.563),
     "xc7": FamilyModel(25, 18, 2, 9, _RAMB36, 256, 3072,
-                       lut={"layer": 116.1, "adder_bits": 0.148, "requant_bits": 2.15,
-                            "lut_multiplier_bits": 0.7141, "logic_memory_bits": 0.0518,
-                            "register_bits": 0.1997, "window": 52.87, "window_bits": 0.5252,
-                            "shared_register_bits": 0.824},
+                       lut={"layer": 103.3, "adder_bits": 0.1775, "requant_bits": 2.156,
+                            "lut_multiplier_bits": 0.7053, "logic_memory_bits": 0.0531,
+                            "register_bits": 0.2055, "window": 74.59, "window_bits": 0.2469,
+                            "shared_register_bits": 0.8289},
                        ff={"layer": 0.0, "adder_bits": 0.1462, "requant_bits": 6.223,
                            "lut_multiplier_bits": 1.117, "logic_memory_bits": 0.0024,
                            "register_bits": 0.2235, "window": 86.02, "window_bits": 1.02,

@@ -13,7 +13,7 @@ from hwgen.board import get_board
 from hwgen.cli import main
 from hwgen.cost import (FAMILY_MODELS, estimate, fabric_luts, layer_cost, layer_features,
                         memory_blocks, product_dsps)
-from hwgen.emit import generate
+from hwgen.emit import default_target, generate
 from hwgen.errors import HwgenError
 from hwgen.packing import DSP_PORTS
 from hwgen.plan import WEIGHT_PLACES, LayerPlan, choose_pack, make_plan
@@ -352,7 +352,8 @@ def test_model_against_yosys(tmp_path, board):
     graph = hwgen.load(folder / "lenet.onnx")
     qgraph = quantize(graph, np.load(folder / "calib.npz")["x"], "w6a6")
     plan = make_plan(qgraph, multipliers=16)
-    generate(plan, frames=2).write(tmp_path)
+    # Built as a design for the board is by default (the model's assumption).
+    generate(plan, frames=2, target=default_target(get_board(board))).write(tmp_path)
     result = synthesize(tmp_path, board, place_and_route=False)
     family = get_board(board).family
     # On iCE40 the model's LUT sites are logic cells: nextpnr packs the LUTs and ff_cells of

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from amaranth.hdl import signed, unsigned
 
-from hwgen.hw.window import PadUnit, SlidingWindow
+from hwgen.hw.window import SERIALIZERS, PadUnit, SlidingWindow, serializer_for
 from hwgen.reference import windows
 from hw_conv_layers import frame_periods, window_stream
 from hw_helpers import StreamDriver, StreamMonitor, beats_to_frames, frames_to_beats, run
@@ -58,10 +58,11 @@ def test_pad_cycles_and_latency(image_shape, pads, lanes):
 
 
 def _window(code, image_shape, kernel, stride, in_lanes, out_lanes, order, frames, *, seed=0,
-            gap=0.0, stall=0.0, interval=0):
+            gap=0.0, stall=0.0, interval=0, serializer="shift"):
     rng = np.random.default_rng(seed)
     images = _images(rng, code, frames, image_shape)
-    dut = SlidingWindow(code, image_shape, kernel, stride, in_lanes, out_lanes, order)
+    dut = SlidingWindow(code, image_shape, kernel, stride, in_lanes, out_lanes, order,
+                        serializer)
     expected = window_stream(images, kernel, stride, out_lanes, order)
     driver = StreamDriver(dut.i, frames_to_beats(images.reshape(frames, -1), in_lanes),
                           rng=rng, gap=gap, interval=interval)
@@ -86,39 +87,45 @@ CASES = [  # image (H, W, C), kernel, stride, in_lanes, out_lanes, order
 ]
 
 
+@pytest.mark.parametrize("serializer", SERIALIZERS)
 @pytest.mark.parametrize("image_shape,kernel,stride,in_lanes,out_lanes,order", CASES)
 @pytest.mark.parametrize("gap,stall", [(0.4, 0.4), (0.0, 0.8), (0.7, 0.0)])
 def test_window_values_under_stalls(image_shape, kernel, stride, in_lanes, out_lanes, order,
-                                    gap, stall):
+                                    gap, stall, serializer):
     _window(signed(3), image_shape, kernel, stride, in_lanes, out_lanes, order, 3,
-            seed=out_lanes, gap=gap, stall=stall)
+            seed=out_lanes, gap=gap, stall=stall, serializer=serializer)
 
 
+@pytest.mark.parametrize("serializer", SERIALIZERS)
 @pytest.mark.parametrize("code", [unsigned(2), signed(16), unsigned(16)])
-def test_window_widths(code):
-    _window(code, (5, 5, 2), (3, 3), (1, 1), 2, 6, "conv", 2, seed=3, gap=0.3, stall=0.3)
+def test_window_widths(code, serializer):
+    _window(code, (5, 5, 2), (3, 3), (1, 1), 2, 6, "conv", 2, seed=3, gap=0.3, stall=0.3,
+            serializer=serializer)
 
 
+@pytest.mark.parametrize("serializer", SERIALIZERS)
 @pytest.mark.parametrize("image_shape,kernel,stride,in_lanes,out_lanes,order", CASES)
-def test_window_cycles_per_frame(image_shape, kernel, stride, in_lanes, out_lanes, order):
+def test_window_cycles_per_frame(image_shape, kernel, stride, in_lanes, out_lanes, order,
+                                 serializer):
     """Back to back, no stalls: the frame period is the stated bound (here reached exactly),
-    never below the input's or the output's beats."""
+    never below the input's or the output's beats, whichever serializer."""
     frames = 4
     dut, driver, monitor = _window(signed(4), image_shape, kernel, stride, in_lanes, out_lanes,
-                                   order, frames)
+                                   order, frames, serializer=serializer)
     in_beats = int(np.prod(image_shape)) // in_lanes
     out_beats = dut.out_shape[0] * dut.out_shape[1] * dut.window_beats
     assert dut.cycles_per_frame >= max(in_beats, out_beats)
     assert frame_periods(monitor.times, out_beats) == [dut.cycles_per_frame] * (frames - 1)
 
 
+@pytest.mark.parametrize("serializer", SERIALIZERS)
 @pytest.mark.parametrize("image_shape,kernel,stride,in_lanes,out_lanes,order", CASES)
-def test_window_latency(image_shape, kernel, stride, in_lanes, out_lanes, order):
+def test_window_latency(image_shape, kernel, stride, in_lanes, out_lanes, order, serializer):
     """Beats far apart, so every window finds the serializer idle: the frame's last window
     leaves ``latency`` cycles after the last beat of its bottom row."""
     dut = SlidingWindow(signed(4), image_shape, kernel, stride, in_lanes, out_lanes, order)
     _, driver, monitor = _window(signed(4), image_shape, kernel, stride, in_lanes, out_lanes,
-                                 order, 1, interval=dut.latency + 2)
+                                 order, 1, interval=dut.latency + 2, serializer=serializer)
     height, width, channels = image_shape
     used_rows = (dut.out_shape[0] - 1) * stride[0] + kernel[0]
     needed = used_rows * width * channels // in_lanes - 1
@@ -134,6 +141,11 @@ def test_window_keeps_accepting_while_serializing():
     assert second_frame_rows < monitor.times[16 * 9 - 1]
 
 
+def test_xilinx_builds_select_and_lattice_builds_shift():
+    assert [serializer_for(target) for target in ("generic", "ecp5", "ice40")] == \
+        ["select", "shift", "shift"]
+
+
 def test_window_stores_rows_not_frames():
     dut = SlidingWindow(signed(8), (64, 32, 4), (3, 3), (1, 1), 4, 4, "conv")
     assert dut.slots == 6  # 6 rows of 64
@@ -145,6 +157,7 @@ def test_window_stores_rows_not_frames():
     (dict(out_lanes=9, order="depthwise"), "out_lanes must divide 2"),
     (dict(order="im2row"), "order must be"),
     (dict(kernel=(7, 1)), "must fit"),
+    (dict(serializer="mux"), "serializer must be one of"),
 ])
 def test_window_rejects_bad_arguments(kwargs, match):
     args = dict(code_shape=signed(4), shape=(6, 6, 2), kernel=(3, 3), stride=(1, 1),

@@ -14,8 +14,8 @@ from .depthwise import DepthwiseEngine
 from .requant import code_shape
 from .stream import chain, frame_layout
 from .systolic import SystolicArray, check_conv_folding
-from .window import (PadUnit, SlidingWindow, last_real, pixel_beats, window_needs,
-                     window_times)
+from .window import (PadUnit, SlidingWindow, last_real, pixel_beats, serializer_for,
+                     window_needs, window_times)
 
 __all__ = ["ConvLayer"]
 
@@ -99,7 +99,7 @@ class ConvLayer(wiring.Component):
 
     def __init__(self, layer, folding, *, in_lanes=None, target="generic", multiplier="dsp",
                  pack=1, levels=None, block_weights=False):
-        self._layer = layer
+        self._layer, self._target = layer, target
         if levels is not None:
             self._engine, self._out_lanes, order = self._unrolled(folding, levels)
         else:
@@ -172,7 +172,8 @@ class ConvLayer(wiring.Component):
             pad = PadUnit(layer.in_shape, layer.pads, in_lanes, layer.input.zero_point,
                           code_shape(layer.input))
         window = SlidingWindow(code_shape(layer.input), self._padded, layer.kernel, layer.stride,
-                               in_lanes, self._out_lanes, self._order)
+                               in_lanes, self._out_lanes, self._order,
+                               serializer_for(self._target))
         return pad, window
 
     def _default_in_lanes(self):

@@ -17,7 +17,7 @@ from .dsp import check_target
 from .rom import weight_rom
 from .requant import code_shape
 from .stream import chain, credit_depth, credit_output, delay, frame_layout, queue
-from .window import PadUnit, SlidingWindow, pixel_beats, window_times
+from .window import PadUnit, SlidingWindow, pixel_beats, serializer_for, window_times
 
 __all__ = ["PoolReduce", "GlobalAvgPool", "PoolLayer"]
 
@@ -693,7 +693,7 @@ class PoolLayer(wiring.Component):
             self._pad = PadUnit(tuple(layer.in_shape), tuple(layer.pads), self._lanes, value,
                                 shape)
         self._window = SlidingWindow(shape, padded, kernel, stride, self._lanes, self._lanes,
-                                     "depthwise")
+                                     "depthwise", serializer_for(target))
         self._reduce = PoolReduce(layer, self._lanes, target=target)
         self._padded = padded
         self._needed_row = (out_shape[0] - 1) * stride[0] + kernel[0] - 1  # padded coordinates
