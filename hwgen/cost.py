@@ -130,6 +130,12 @@ class FamilyModel:
     memory_map : where memories go and what they cost out of block RAM (:class:`MemoryMap`),
         or ``None``: ``bram_min_depth`` and ``bram_min_bits`` decide, and
         ``logic_memory_bits`` weighs what stays in logic.
+    ram_block_units : without a ``memory_map``, a RAM (not a ROM) shallower than
+        ``bram_min_depth`` goes to block RAM where it would take at least this many LUT RAMs
+        (0: never). Xilinx 16: yosys's ``synth_xilinx`` puts a 136 × 16 RAM (18 RAM64M) in a
+        RAMB18 and keeps a 192 × 14 one (15) in LUT RAM; with the depth and size thresholds
+        it places all 43 shapes measured (32–1,024 words, 1–256 bits;
+        ``tests/test_cost.py``) as yosys does.
     """
 
     dsp_a: int
@@ -145,6 +151,7 @@ class FamilyModel:
     lut_unrolled: float = 1.0
     ff_cells: float = 0.0
     memory_map: MemoryMap = None
+    ram_block_units: int = 0
 
 
 _DP16KD = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
@@ -198,7 +205,7 @@ FAMILY_MODELS = {
                            "lut_multiplier_bits": 1.117, "logic_memory_bits": 0.0024,
                            "register_bits": 0.2235, "window": 86.02, "window_bits": 1.02,
                            "shared_register_bits": 1.117},
-                       lut_array=1.454, lut_unrolled=0.66),
+                       lut_array=1.454, lut_unrolled=0.66, ram_block_units=16),
 }
 FAMILY_MODELS["xcup"] = dataclasses.replace(FAMILY_MODELS["xc7"], dsp_a=27)
 
@@ -278,9 +285,24 @@ def memory_blocks(depth, width, model, what=None, block=False):
     memories = model.memory_map if what is not None else None
     if memories is not None:
         return 0 if memories.in_logic(depth, width, blocks, what in RAMS) else blocks
+    if (what in RAMS and depth < model.bram_min_depth
+            and _lut_ram_units(depth, width) >= model.ram_block_units > 0):
+        return blocks
     if depth < model.bram_min_depth or depth * width < model.bram_min_bits:
         return 0
     return blocks
+
+
+def _lut_ram_units(depth, width):
+    """Xilinx LUT RAMs a simple dual-port ``depth × width`` RAM would take where yosys builds
+    one deeper than 64 words from them: RAM64M (64 × 3) or, up to 96 words, RAM32M (32 × 6)
+    where fewer; 0 for 64 words or fewer (yosys keeps those in LUT RAM however wide)."""
+    if depth <= 64:
+        return 0
+    units = math.ceil(depth / 64) * math.ceil(width / 3)
+    if depth <= 96:
+        units = min(units, math.ceil(depth / 32) * math.ceil(width / 6))
+    return units
 
 
 @dataclasses.dataclass(frozen=True)

