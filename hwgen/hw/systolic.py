@@ -92,8 +92,8 @@ class SystolicArray(wiring.Component):
     ``"dsp-packed"``, ``pack`` rows share one physical row whose cells are
     :class:`~hwgen.hw.multiplier.PackedMultiplier` blocks (the activation is shared, the ROM
     word holds the packed weights of the ``pack`` channels): the grid has ``⌈rows / pack⌉``
-    physical rows (the last one short when ``pack`` does not divide ``rows``), each with ``pack`` adder trees and accumulators, and one cycle more of
-    multiplier latency.
+    physical rows (the last one short when ``pack`` does not divide ``rows``), each with
+    ``pack`` adder trees and accumulators, and one cycle more of multiplier latency.
 
     Widths: products ``weight_bits × act_bits`` (one bit more for unsigned inputs, to carry
     the sign), the tree one bit wider per level, accumulators ``layer.acc_bits``.

@@ -15,8 +15,8 @@ from amaranth.lib.wiring import In, Out
 
 from .stream import frame_layout, queue
 
-__all__ = ["PadUnit", "SlidingWindow", "SERIALIZERS", "serializer_for", "last_real", "pixel_beats", "window_needs", "window_order",
-           "window_times"]
+__all__ = ["PadUnit", "SlidingWindow", "SERIALIZERS", "serializer_for", "last_real",
+           "pixel_beats", "window_needs", "window_order", "window_times"]
 
 
 # How a sliding window's hold register hands out its beats: "shift" moves the register by one
