@@ -23,7 +23,7 @@ import dataclasses
 from .errors import HwgenError
 
 __all__ = ["MULTIPLIER_KINDS", "DSP_PORTS", "Packing", "packing", "max_pack", "pack_groups",
-           "pack_word", "unpack_product", "check_kind"]
+           "pack_members", "pack_word", "unpack_product", "check_kind"]
 
 MULTIPLIER_KINDS = ("dsp", "dsp-packed", "lut")
 
@@ -102,6 +102,13 @@ def pack_groups(lanes, pack):
     each: ``⌈lanes / pack⌉`` (the last one computes the ``lanes mod pack`` left over, its
     other fields unused)."""
     return -(-lanes // pack)
+
+
+def pack_members(lanes, pack):
+    """The PEs of each of the :func:`pack_groups` packed multipliers of ``lanes`` PEs: one
+    ``range`` per multiplier, ``pack`` consecutive PEs (the last one fewer where ``pack``
+    does not divide ``lanes``); field ``k`` of multiplier ``g`` is PE ``g·pack + k``."""
+    return [range(start, min(lanes, start + pack)) for start in range(0, lanes, pack)]
 
 
 def pack_word(weights, layout):

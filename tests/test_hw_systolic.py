@@ -10,6 +10,7 @@ from hwgen.errors import HwgenError
 from hwgen.hw.depthwise import DepthwiseEngine
 from hwgen.hw.multiplier import multiplier_latency
 from hwgen.hw.systolic import SystolicArray
+from hwgen.packing import pack_groups
 from hw_conv_layers import (crafted_conv, expected_conv, frame_periods, random_images,
                             window_stream)
 from hw_helpers import StreamDriver, StreamMonitor, beats_to_frames, frames_to_beats, run
@@ -67,7 +68,7 @@ def test_systolic_multiplier_kinds(weight_bits, act_bits, act_signed, multiplier
     dut, _, _ = _simulate(layer, (rows, 6), images, seed=pack, gap=0.4, stall=0.4,
                           multiplier=multiplier, pack=pack)
     extra = multiplier_latency(multiplier, pack, (weight_bits, act_bits)) - 2
-    physical = -(-rows // pack)
+    physical = pack_groups(rows, pack)
     assert dut.latency == SystolicArray(layer, rows, 6).latency + extra - (rows - physical)
 
 

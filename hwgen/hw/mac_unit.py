@@ -6,7 +6,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ..packing import pack_groups, pack_word
+from ..packing import pack_members, pack_word
 from ..plan import legal_folding, multiplier_packing
 from .dsp import check_target
 from .multiplier import multiplier_latency, multiply_kind
@@ -31,11 +31,10 @@ def weight_groups(weight, rows, cols, folds, beats, pack, layout):
     the weight of ``w[fold·rows + g·pack, beat·cols + lane]`` (``pack = 1``) or the packed
     constant of the group's weights (:func:`hwgen.packing.pack_word`)."""
     groups = []
-    for group in range(pack_groups(rows, pack)):
+    for members in pack_members(rows, pack):
         words = []
         for fold in range(folds):
-            channels = [fold * rows + row for row in range(group * pack,
-                                                             min(rows, (group + 1) * pack))]
+            channels = [fold * rows + row for row in members]
             for beat in range(beats):
                 lanes = range(beat * cols, (beat + 1) * cols)
                 if pack == 1:
@@ -270,13 +269,12 @@ class MacUnit(wiring.Component):
         # Registered copies of the memories' read data: the multipliers' operands.
         fetched = Signal.like(operands, name="fetched")
         m.d.sync += fetched.eq(operands)
-        for group, weight in enumerate(weights):
+        for group, (weight, members) in enumerate(zip(weights, pack_members(pe, pack))):
             # lanes[lane][k]: the product of PE group·pack + k in that lane.
             lanes = [multiply_kind(m, self._kind, weight[lane], fetched[lane], 1, layout=layout,
                                    target=self._target, name=f"mul{group}_{lane}")
                      for lane in range(simd)]
-            for offset in range(min(pack, pe - group * pack)):
-                index = group * pack + offset
+            for offset, index in enumerate(members):
                 dot = Signal(dot_shape, name=f"dot{index}")
                 acc = requant.i.payload.data[index]
                 m.d.comb += dot.eq(_adder_tree(m, [products[offset] for products in lanes],

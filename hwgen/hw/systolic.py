@@ -8,7 +8,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import HwgenError
-from ..packing import pack_groups
+from ..packing import pack_groups, pack_members
 from ..plan import divisors, multiplier_packing
 from .dsp import check_target
 from .mac_unit import _adder_tree, tree_stages, weight_groups
@@ -267,7 +267,8 @@ class SystolicArray(wiring.Component):
         # address each move down one register per row. A physical row computes ``pack``
         # channels (one unless packed).
         pack, layout = self._pack, self._layout
-        physical = pack_groups(rows, pack)
+        members = pack_members(rows, pack)
+        physical = len(members)
         word_shape = signed(layout.packed_bits if layout else layer.weight_bits)
         words = weight_groups(layer.weight.reshape(layer.out_channels, -1), rows, cols, folds,
                               in_beats, pack, layout)
@@ -299,8 +300,7 @@ class SystolicArray(wiring.Component):
                 tree_flags[0].eq(multiplier_flags[-1]),
                 *(later.eq(earlier) for earlier, later in zip(tree_flags, tree_flags[1:])),
             ]
-            for offset in range(min(pack, rows - row * pack)):
-                channel = row * pack + offset
+            for offset, channel in enumerate(members[row]):
                 dot = Signal(dot_shape, name=f"dot{channel}")
                 acc = Signal(acc_shape, name=f"acc{channel}")
                 m.d.comb += dot.eq(_adder_tree(m, [products[offset] for products in lanes],
